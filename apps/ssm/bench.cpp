@@ -1,0 +1,12 @@
+#include "commands.hpp"
+
+namespace ssm::cli {
+
+void add_bench_command(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks (results belong in docs/BENCHMARKS.md)");
+  bench->require_subcommand(1);
+  add_bench_core(*bench);
+  add_bench_kernels(*bench);
+}
+
+}  // namespace ssm::cli

@@ -1,0 +1,31 @@
+// Subcommands whose capability has not landed yet. Each one parses its
+// arguments like the finished command will and then says plainly that it is
+// not available, rather than pretending.
+#include "commands.hpp"
+
+namespace ssm::cli {
+
+void add_train_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train a model from a JSON config (sound files or series)");
+  cmd->add_option("--config", "training config JSON")->required();
+  cmd->callback([] { not_available("train", "training on sound files is not built yet"); });
+}
+
+void add_denoise_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("denoise", "Denoise a sound file or a live microphone");
+  cmd->add_option("input", "noisy sound file");
+  cmd->add_option("output", "denoised sound file");
+  cmd->callback([] { not_available("denoise", "no trained denoiser ships with this version yet"); });
+}
+
+void add_detect_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("detect", "Streaming anomaly detection server (Graphite over TCP)");
+  cmd->callback([] { not_available("detect", "the anomaly detection server is not built yet"); });
+}
+
+void add_eval_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Evaluate a model (denoising metrics, NAB)");
+  cmd->callback([] { not_available("eval", "evaluation is not built yet"); });
+}
+
+}  // namespace ssm::cli

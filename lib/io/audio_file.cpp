@@ -1,0 +1,112 @@
+#include "ssm/audio_file.hpp"
+
+#include <samplerate.h>
+#include <sndfile.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "ssm/common.hpp"
+
+namespace ssm {
+
+namespace {
+
+struct SndfileCloser {
+  void operator()(SNDFILE* f) const { sf_close(f); }
+};
+using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
+
+std::string lower_extension(const std::string& path) {
+  auto dot = path.find_last_of('.');
+  if (dot == std::string::npos) return "";
+  std::string ext = path.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext;
+}
+
+}  // namespace
+
+Audio read_audio(const std::string& path) {
+  SF_INFO info{};
+  SndfilePtr file(sf_open(path.c_str(), SFM_READ, &info));
+  if (!file) fail("cannot read sound file '" + path + "': " + sf_strerror(nullptr));
+  if (info.channels <= 0 || info.samplerate <= 0)
+    fail("sound file '" + path + "': invalid channel count or sample rate");
+  if (info.frames <= 0) fail("sound file '" + path + "' holds no samples");
+  Audio audio;
+  audio.rate = info.samplerate;
+  audio.channels = info.channels;
+  audio.samples.resize(static_cast<size_t>(info.frames) * info.channels);
+  const sf_count_t got = sf_readf_float(file.get(), audio.samples.data(), info.frames);
+  if (got <= 0) fail("sound file '" + path + "': no frames could be decoded: " + sf_strerror(file.get()));
+  audio.samples.resize(static_cast<size_t>(got) * info.channels);
+  for (size_t i = 0; i < audio.samples.size(); ++i)
+    if (!std::isfinite(audio.samples[i]))
+      fail("sound file '" + path + "': non-finite sample at frame " + std::to_string(i / info.channels));
+  return audio;
+}
+
+std::vector<float> mix_to_mono(const Audio& audio) {
+  const size_t frames = audio.frames();
+  std::vector<float> mono(frames);  // (frames)
+  for (size_t t = 0; t < frames; ++t) {
+    float s = 0;
+    for (int c = 0; c < audio.channels; ++c) s += audio.samples[t * audio.channels + c];
+    mono[t] = s / static_cast<float>(audio.channels);
+  }
+  return mono;
+}
+
+std::vector<float> read_mono(const std::string& path, int rate) {
+  Audio audio = read_audio(path);
+  std::vector<float> mono = audio.channels == 1 ? std::move(audio.samples) : mix_to_mono(audio);
+  if (audio.rate == rate) return mono;
+  return resample(mono.data(), mono.size(), audio.rate, rate);
+}
+
+void write_audio(const std::string& path, const float* samples, size_t frames, int rate, int channels,
+                 bool float_wav) {
+  SF_INFO info{};
+  info.samplerate = rate;
+  info.channels = channels;
+  const std::string ext = lower_extension(path);
+  if (ext == "wav")
+    info.format = SF_FORMAT_WAV | (float_wav ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16);
+  else if (ext == "flac")
+    info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+  else if (ext == "ogg")
+    info.format = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
+  else if (ext == "raw" || ext == "f32")
+    info.format = SF_FORMAT_RAW | SF_FORMAT_FLOAT;
+  else
+    fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected wav, flac, ogg or raw)");
+  SndfilePtr file(sf_open(path.c_str(), SFM_WRITE, &info));
+  if (!file) fail("cannot write sound file '" + path + "': " + sf_strerror(nullptr));
+  // Integer formats clip instead of wrapping around.
+  sf_command(file.get(), SFC_SET_CLIPPING, nullptr, SF_TRUE);
+  const sf_count_t put = sf_writef_float(file.get(), samples, static_cast<sf_count_t>(frames));
+  if (put != static_cast<sf_count_t>(frames))
+    fail("writing sound file '" + path + "' failed: " + sf_strerror(file.get()));
+}
+
+std::vector<float> resample(const float* in, size_t n, int from_rate, int to_rate) {
+  require(from_rate > 0 && to_rate > 0, "resample: sample rates must be positive");
+  if (from_rate == to_rate) return std::vector<float>(in, in + n);
+  const double ratio = static_cast<double>(to_rate) / from_rate;
+  std::vector<float> out(static_cast<size_t>(std::ceil(n * ratio)) + 16);  // (n * ratio)
+  SRC_DATA data{};
+  data.data_in = in;
+  data.input_frames = static_cast<long>(n);
+  data.data_out = out.data();
+  data.output_frames = static_cast<long>(out.size());
+  data.src_ratio = ratio;
+  data.end_of_input = 1;
+  const int err = src_simple(&data, SRC_SINC_BEST_QUALITY, 1);
+  if (err) fail(std::string("resampling failed: ") + src_strerror(err));
+  out.resize(static_cast<size_t>(data.output_frames_gen));
+  return out;
+}
+
+}  // namespace ssm
