@@ -1,0 +1,52 @@
+// Hyper-parameters of a model, read from a JSON file (or a checkpoint's
+// __metadata__). Letters as in DESIGN.md §1.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace ssm {
+
+enum class BlockKind { Mamba2, Mamba1 };
+
+struct ModelConfig {
+  BlockKind block = BlockKind::Mamba2;
+  int d_model = 64;       // D
+  int n_layers = 4;       // L
+  int expand = 2;         // E = expand * D
+  int head_dim = 32;      // P (Mamba-2); H = E / P
+  int d_state = 32;       // N
+  int d_conv = 4;         // K
+  int n_groups = 1;       // G (Mamba-2)
+  int dt_rank = 0;        // Mamba-1 low-rank dt projection; 0 = ceil(D / 16)
+  int chunk = 64;         // Q used by the chunked mode
+  int in_channels = 1;    // values per time step in
+  int out_channels = 1;   // values per time step out
+  int sample_rate = 16000;
+  int lookahead = 0;      // samples: output at t estimates the target at t - lookahead
+  double dt_min = 0.001;  // dt initialisation range
+  double dt_max = 0.1;
+  double dt_init_floor = 1e-4;
+  double norm_eps = 1e-5;
+
+  int inner() const { return expand * d_model; }               // E
+  int heads() const { return inner() / head_dim; }             // H
+  int conv_channels() const;                                   // channels of the depthwise conv
+  int rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
+
+  // Throws ssm::Error naming the field when a value is out of range or
+  // inconsistent (e.g. E not a multiple of P, H not a multiple of G).
+  void validate() const;
+
+  // Strict: unknown keys and wrong types are errors naming the key and `source`.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  static ModelConfig from_json_text(const std::string& text, const std::string& source);
+  static ModelConfig from_file(const std::string& path);
+  nlohmann::json to_json() const;
+  std::string to_json_text() const;
+};
+
+const char* block_kind_name(BlockKind k);
+
+}  // namespace ssm

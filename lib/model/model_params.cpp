@@ -1,0 +1,166 @@
+// Parameter table, initialisation, cost counts and checkpoint I/O of a model.
+#include <cmath>
+#include <random>
+
+#include "ssm/model.hpp"
+#include "ssm/safetensors.hpp"
+
+namespace ssm {
+
+namespace {
+
+std::string layer_prefix(int i) { return "layers." + std::to_string(i) + "."; }
+
+}  // namespace
+
+ParamTable model_param_table(const ModelConfig& cfg) {
+  cfg.validate();
+  const int64_t D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv;
+  const int64_t Cc = cfg.conv_channels();
+  ParamTable t;
+  t.add({"encoder.weight", {D, cfg.in_channels}, 1.0f});
+  t.add({"encoder.bias", {D}, 0.0f});
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    const std::string p = layer_prefix(i);
+    t.add({p + "norm.weight", {D}, 0.0f});
+    if (cfg.block == BlockKind::Mamba2) {
+      const int64_t H = cfg.heads(), G = cfg.n_groups;
+      t.add({p + "mixer.in_proj.weight", {2 * E + 2 * G * N + H, D}, 1.0f});
+      t.add({p + "mixer.conv1d.weight", {Cc, 1, K}, 1.0f});
+      t.add({p + "mixer.conv1d.bias", {Cc}, 0.0f});
+      t.add({p + "mixer.dt_bias", {H}, 0.0f});
+      t.add({p + "mixer.A_log", {H}, 0.0f});
+      t.add({p + "mixer.D", {H}, 0.0f});
+      t.add({p + "mixer.norm.weight", {E}, 0.0f});
+    } else {
+      const int64_t R = cfg.rank();
+      t.add({p + "mixer.in_proj.weight", {2 * E, D}, 1.0f});
+      t.add({p + "mixer.conv1d.weight", {Cc, 1, K}, 1.0f});
+      t.add({p + "mixer.conv1d.bias", {Cc}, 0.0f});
+      t.add({p + "mixer.x_proj.weight", {R + 2 * N, E}, 1.0f});
+      t.add({p + "mixer.dt_proj.weight", {E, R}, 1.0f});
+      t.add({p + "mixer.dt_proj.bias", {E}, 0.0f});
+      t.add({p + "mixer.A_log", {E, N}, 0.0f});
+      t.add({p + "mixer.D", {E}, 0.0f});
+    }
+    t.add({p + "mixer.out_proj.weight", {D, E}, 1.0f});
+  }
+  t.add({"norm_f.weight", {D}, 0.0f});
+  t.add({"head.weight", {cfg.out_channels, D}, 1.0f});
+  t.add({"head.bias", {cfg.out_channels}, 0.0f});
+  return t;
+}
+
+void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](float* p, size_t n, double lo, double hi) {
+    std::uniform_real_distribution<double> u(lo, hi);
+    for (size_t i = 0; i < n; ++i) p[i] = static_cast<float>(u(rng));
+  };
+  auto fill = [](float* p, size_t n, float v) { std::fill(p, p + n, v); };
+  auto linear = [&](const std::string& name, double scale = 1.0) {
+    const auto& e = params.table().entry(name);
+    const double bound = scale / std::sqrt(static_cast<double>(e.numel / e.spec.shape[0]));
+    uniform(params.at(name), e.numel, -bound, bound);
+  };
+  // dt drawn log-uniformly in [dt_min, dt_max], stored through softplus^-1.
+  auto dt_bias = [&](float* p, size_t n) {
+    std::uniform_real_distribution<double> u(std::log(cfg.dt_min), std::log(cfg.dt_max));
+    for (size_t i = 0; i < n; ++i) {
+      const double dt = std::max(std::exp(u(rng)), cfg.dt_init_floor);
+      p[i] = static_cast<float>(dt + std::log(-std::expm1(-dt)));
+    }
+  };
+  const ParamTable& t = params.table();
+  params.zero();
+  linear("encoder.weight");
+  // Residual branches scaled by 1/sqrt(L) so the stream's variance stays put.
+  const double out_scale = 1.0 / std::sqrt(static_cast<double>(cfg.n_layers));
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    const std::string p = layer_prefix(i);
+    fill(params.at(p + "norm.weight"), t.numel(p + "norm.weight"), 1.0f);
+    linear(p + "mixer.in_proj.weight");
+    const double conv_bound = 1.0 / std::sqrt(static_cast<double>(cfg.d_conv));
+    uniform(params.at(p + "mixer.conv1d.weight"), t.numel(p + "mixer.conv1d.weight"), -conv_bound, conv_bound);
+    uniform(params.at(p + "mixer.conv1d.bias"), t.numel(p + "mixer.conv1d.bias"), -conv_bound, conv_bound);
+    fill(params.at(p + "mixer.D"), t.numel(p + "mixer.D"), 1.0f);
+    if (cfg.block == BlockKind::Mamba2) {
+      dt_bias(params.at(p + "mixer.dt_bias"), t.numel(p + "mixer.dt_bias"));
+      float* A_log = params.at(p + "mixer.A_log");  // (H)
+      std::uniform_real_distribution<double> u(1.0, 16.0);
+      for (int h = 0; h < cfg.heads(); ++h) A_log[h] = static_cast<float>(std::log(u(rng)));
+      fill(params.at(p + "mixer.norm.weight"), t.numel(p + "mixer.norm.weight"), 1.0f);
+    } else {
+      linear(p + "mixer.x_proj.weight");
+      const double dt_bound = 1.0 / std::sqrt(static_cast<double>(cfg.rank()));
+      uniform(params.at(p + "mixer.dt_proj.weight"), t.numel(p + "mixer.dt_proj.weight"), -dt_bound, dt_bound);
+      dt_bias(params.at(p + "mixer.dt_proj.bias"), t.numel(p + "mixer.dt_proj.bias"));
+      float* A_log = params.at(p + "mixer.A_log");  // (E, N): S4D-Real, A = -(n + 1)
+      for (int e = 0; e < cfg.inner(); ++e)
+        for (int n = 0; n < cfg.d_state; ++n) A_log[e * cfg.d_state + n] = static_cast<float>(std::log(n + 1.0));
+    }
+    linear(p + "mixer.out_proj.weight", out_scale);
+  }
+  fill(params.at("norm_f.weight"), t.numel("norm_f.weight"), 1.0f);
+  linear("head.weight");
+}
+
+size_t model_state_size(const ModelConfig& cfg) {
+  const size_t tail = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
+  const size_t ssm = static_cast<size_t>(cfg.inner()) * cfg.d_state;  // H*P*N == E*N
+  return cfg.n_layers * (tail + ssm);
+}
+
+double model_flops_per_step(const ModelConfig& cfg) {
+  const double D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv, Cc = cfg.conv_channels();
+  double per_layer = 4 * D;  // RMSNorm
+  if (cfg.block == BlockKind::Mamba2) {
+    const double H = cfg.heads(), G = cfg.n_groups;
+    per_layer += 2 * D * (2 * E + 2 * G * N + H);  // in_proj
+    per_layer += 2 * Cc * K + 4 * Cc;              // conv + SiLU
+    per_layer += E * N * 4 + 2 * E + 10 * H;       // decay*S + dt*x*B, S@C, D*x, dt/exp
+    per_layer += 8 * E;                            // gated RMSNorm
+  } else {
+    const double R = cfg.rank();
+    per_layer += 2 * D * 2 * E + 2 * Cc * K + 4 * Cc;
+    per_layer += 2 * E * (R + 2 * N) + 2 * R * E;  // x_proj, dt_proj
+    per_layer += E * N * 6 + 6 * E;                // exp per (e, n), update, readout, gate
+  }
+  per_layer += 2 * E * D + D;  // out_proj + residual
+  return cfg.n_layers * per_layer + 2 * cfg.in_channels * D + 4 * D + 2 * D * cfg.out_channels;
+}
+
+Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)), params_(model_param_table(cfg_)) {}
+
+void Model::save(const std::string& path) const {
+  SafeTensorsWriter w;
+  for (const auto& e : table().entries()) w.add(e.spec.name, params_.data() + e.offset, e.spec.shape);
+  w.set_metadata("ssm.config", cfg_.to_json_text());
+  w.set_metadata("format", "pt");
+  w.write_file(path);
+}
+
+Model Model::load(const std::string& path) {
+  SafeTensors st = SafeTensors::read_file(path);
+  auto it = st.metadata().find("ssm.config");
+  if (it == st.metadata().end())
+    fail("model '" + path + "': no 'ssm.config' entry in the safetensors __metadata__");
+  Model m(ModelConfig::from_json_text(it->second, path + " (__metadata__ ssm.config)"));
+  for (const auto& e : m.table().entries()) {
+    if (!st.contains(e.spec.name))
+      fail("model '" + path + "': tensor '" + e.spec.name + "' is missing for this config");
+    st.read_float(e.spec.name, m.params_.data() + e.offset, e.spec.shape);
+  }
+  for (const auto& name : st.names())
+    if (!m.table().contains(name)) fail("model '" + path + "': unexpected tensor '" + name + "' for this config");
+  for (const auto& e : m.table().entries()) {
+    const float* p = m.params_.data() + e.offset;
+    for (size_t i = 0; i < e.numel; ++i)
+      if (!std::isfinite(p[i]))
+        fail("model '" + path + "': tensor '" + e.spec.name + "' holds a non-finite value at element " +
+             std::to_string(i));
+  }
+  return m;
+}
+
+}  // namespace ssm
