@@ -44,6 +44,25 @@ void ssd_reference_forward(Real* y,                    // (B, T, H, P)
                            const Real* initial_state,  // (B, H, P, N) or null
                            const SsdDims& d);
 
+// Gradients of the sequential recurrence (plain loops; keeps all T states, so
+// meant for tests and small shapes). Same argument order and (=)/(+=)
+// conventions as ssd_chunked_backward.
+template <typename Real>
+void ssd_reference_backward(Real* dx,                   // (B, T, H, P)      =
+                            Real* ddt_raw,              // (B, T, H)         =
+                            Real* dA_log,               // (H)               +=
+                            Real* dBm,                  // (B, T, G, N)      =
+                            Real* dCm,                  // (B, T, G, N)      =
+                            Real* dD,                   // (H)               +=
+                            Real* ddt_bias,             // (H)               +=
+                            Real* dinitial_state,       // (B, H, P, N) or null  =
+                            const Real* dy,             // (B, T, H, P)
+                            const Real* dfinal_state,   // (B, H, P, N) or null
+                            const Real* x, const Real* dt_raw, const Real* A_log, const Real* Bm,
+                            const Real* Cm, const Real* D, const Real* dt_bias,
+                            const Real* initial_state,  // (B, H, P, N) or null
+                            const SsdDims& d);
+
 template <typename Real>
 void ssd_chunked_forward(Real* y,                    // (B, T, H, P)
                          Real* final_state,          // (B, H, P, N) or null

@@ -1,0 +1,674 @@
+// SSD (Mamba-2 selective SSM) on the CPU: the sequential reference, one
+// streaming step, and the chunked algorithm with its exact backward.
+//
+// Chunked layout of the work: one task per (batch, group, slice of the
+// group's heads). A task walks its chunks in order (reverse order in the
+// backward) and carries the (P, N) states of its heads, so the scan across
+// chunks needs no separate pass; C·B^T of a chunk is computed once per task
+// and shared by its heads. Heads are sliced only when B·G alone cannot keep
+// every thread busy. Matmuls go through ssm::gemm with leading dimensions
+// that read the strided (B, T, H, P) / (B, T, G, N) rows in place.
+#include "ssm/ssd.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ssm/blas.hpp"
+
+namespace ssm {
+namespace {
+
+template <typename Real>
+Real softplus(Real z) {
+  // log(1 + e^z) without overflow for large z.
+  return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+}
+
+template <typename Real>
+Real sigmoid(Real z) {
+  return Real(1) / (Real(1) + std::exp(-z));
+}
+
+void require_ptr(const void* p, const char* name) {
+  require(p != nullptr, std::string("ssd: ") + name + " must not be null");
+}
+
+void check_chunk(int Q) {
+  require(Q >= 1, "ssd: chunk length Q must be >= 1, got " + std::to_string(Q));
+}
+
+// BLAS calls run inside OpenMP tasks, so BLAS itself must stay
+// single-threaded for the duration; the caller's setting is restored.
+class BlasSingleThreaded {
+ public:
+  BlasSingleThreaded() : prev_(openblas_get_num_threads()) { blas_set_threads(1); }
+  ~BlasSingleThreaded() { blas_set_threads(prev_); }
+  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
+  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
+
+ private:
+  int prev_;
+};
+
+// The split of the work into (batch, group, head slice) tasks.
+struct Tasks {
+  int threads;  // OpenMP threads worth using
+  int slices;   // head slices per group
+  int count;    // B * G * slices
+
+  Tasks(const SsdDims& d) {
+    const int hpg = d.H / d.G;
+    // Below ~64k state updates a parallel region costs more than it saves.
+    const double work = double(d.B) * d.T * d.H * d.P * d.N;
+    threads = (omp_in_parallel() || work < 65536.0) ? 1 : omp_get_max_threads();
+    const int want = (threads + d.B * d.G - 1) / (d.B * d.G);
+    slices = std::clamp(want, 1, hpg);
+    count = d.B * d.G * slices;
+  }
+  // Task k covers batch b, group g and heads [h0, h1).
+  void at(const SsdDims& d, int k, int& b, int& g, int& h0, int& h1) const {
+    const int hpg = d.H / d.G;
+    b = k / (d.G * slices);
+    g = (k / slices) % d.G;
+    const int s = k % slices;
+    h0 = g * hpg + s * hpg / slices;
+    h1 = g * hpg + (s + 1) * hpg / slices;
+  }
+};
+
+// Triangular products on an (L, L) lower-triangular matrix, done by row
+// blocks of kTri so that the zero upper triangle is mostly skipped. Entries
+// above the diagonal inside each (kTri, kTri) diagonal block are read and
+// must be zero (lower_mm, lower_tmm) or are written with junk (lower_abt).
+constexpr int kTri = 16;
+
+// out(L, n) = Lm(L, L) @ R(L, n) + beta * out
+template <typename Real>
+void lower_mm(int L, int n, const Real* Lm, int ldl, const Real* R, int ldr, Real beta, Real* out, int ldo) {
+  for (int i0 = 0; i0 < L; i0 += kTri) {
+    const int i1 = std::min(L, i0 + kTri);
+    gemm<Real>(false, false, i1 - i0, n, i1, Real(1), Lm + size_t(i0) * ldl, ldl, R, ldr, beta,
+               out + size_t(i0) * ldo, ldo);
+  }
+}
+
+// out(L, n) = Lm(L, L)^T @ R(L, n) + beta * out
+template <typename Real>
+void lower_tmm(int L, int n, const Real* Lm, int ldl, const Real* R, int ldr, Real beta, Real* out, int ldo) {
+  for (int j0 = 0; j0 < L; j0 += kTri) {
+    const int j1 = std::min(L, j0 + kTri);
+    gemm<Real>(true, false, j1 - j0, n, L - j0, Real(1), Lm + size_t(j0) * ldl + j0, ldl, R + size_t(j0) * ldr,
+               ldr, beta, out + size_t(j0) * ldo, ldo);
+  }
+}
+
+// Lower triangle of out(L, L) = A(L, k) @ Bt(L, k)^T.
+template <typename Real>
+void lower_abt(int L, int k, const Real* A, int lda, const Real* Bt, int ldb, Real* out, int ldo) {
+  for (int i0 = 0; i0 < L; i0 += kTri) {
+    const int i1 = std::min(L, i0 + kTri);
+    gemm<Real>(false, true, i1 - i0, i1, k, Real(1), A + size_t(i0) * lda, lda, Bt, ldb, Real(0),
+               out + size_t(i0) * ldo, ldo);
+  }
+}
+
+// End (exclusive) of the kTri diagonal block holding row i, capped at L.
+inline int block_end(int i, int L) { return std::min(L, (i / kTri + 1) * kTri); }
+
+// dt and the cumulative log decay of one chunk of one head. Lambda is kept in
+// double: differences Lambda[t] - Lambda[s] of long chunks would otherwise
+// cancel badly in float.
+template <typename Real>
+void chunk_decay(int L, const Real* dt_raw,  // (L) with stride H
+                 int stride, Real bias, double A,
+                 Real* dtv,     // (L)
+                 double* lam) {  // (L)
+  double acc = 0;
+  for (int i = 0; i < L; ++i) {
+    dtv[i] = softplus<Real>(dt_raw[size_t(i) * stride] + bias);
+    acc += double(dtv[i]) * A;
+    lam[i] = acc;
+  }
+}
+
+template <typename Real>
+void chunked_forward_task(Real* y, Real* final_state, const Real* x, const Real* dt_raw, const Real* A_log,
+                          const Real* Bm, const Real* Cm, const Real* D, const Real* dt_bias,
+                          const Real* initial_state, const SsdDims& d, int Q, int b, int g, int h0, int h1) {
+  const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, nh = h1 - h0;
+  const int HP = H * P, GN = G * N, Qe = std::min(Q, T);
+  std::vector<Real> CB(size_t(Qe) * Qe);   // (Q, Q)  C·B^T of the chunk, lower triangle
+  std::vector<Real> M(size_t(Qe) * Qe);    // (Q, Q)  CB ⊙ decay ⊙ dt, lower triangle
+  std::vector<Real> Ce(size_t(Qe) * N);    // (Q, N)  exp(Lambda) ⊙ C
+  std::vector<Real> Bw(size_t(Qe) * N);    // (Q, N)  exp(Lambda[L-1] - Lambda) dt ⊙ B
+  std::vector<Real> S(size_t(nh) * P * N);  // (nh, P, N) carried states
+  std::vector<Real> dtv(Qe);               // (Q)
+  std::vector<double> lam(Qe);             // (Q)
+  bool have_state = initial_state != nullptr;
+  for (int hh = 0; hh < nh; ++hh) {
+    Real* Sh = S.data() + size_t(hh) * P * N;
+    if (have_state)
+      std::copy_n(initial_state + (size_t(b) * H + h0 + hh) * P * N, size_t(P) * N, Sh);
+    else
+      std::fill_n(Sh, size_t(P) * N, Real(0));
+  }
+
+  for (int t0 = 0; t0 < T; t0 += Q) {
+    const int L = std::min(Q, T - t0);
+    const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
+    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
+    lower_abt(L, N, Cc, GN, Bc, GN, CB.data(), Qe);
+    for (int hh = 0; hh < nh; ++hh) {
+      const int h = h0 + hh;
+      const double A = -std::exp(double(A_log[h]));
+      chunk_decay(L, dt_raw + (size_t(b) * T + t0) * H + h, H, dt_bias[h], A, dtv.data(), lam.data());
+      for (int i = 0; i < L; ++i) {
+        Real* Mi = M.data() + size_t(i) * Qe;
+        const Real* CBi = CB.data() + size_t(i) * Qe;
+        // Only s <= t: the exponent is <= 0 and cannot overflow.
+        for (int j = 0; j <= i; ++j) Mi[j] = CBi[j] * Real(std::exp(Real(lam[i] - lam[j]))) * dtv[j];
+        for (int j = i + 1, je = block_end(i, L); j < je; ++j) Mi[j] = 0;
+      }
+      const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h) * P;  // (L, P) ld HP
+      Real* yc = y + (size_t(b) * T + t0) * HP + size_t(h) * P;        // (L, P) ld HP
+      lower_mm(L, P, M.data(), Qe, xc, HP, Real(0), yc, HP);
+      Real* Sh = S.data() + size_t(hh) * P * N;
+      if (have_state) {
+        for (int i = 0; i < L; ++i) {
+          const Real e = Real(std::exp(lam[i]));
+          for (int n = 0; n < N; ++n) Ce[size_t(i) * N + n] = e * Cc[size_t(i) * GN + n];
+        }
+        gemm<Real>(false, true, L, P, N, Real(1), Ce.data(), N, Sh, N, Real(1), yc, HP);
+      }
+      const Real Dh = D[h];
+      for (int i = 0; i < L; ++i)
+        for (int p = 0; p < P; ++p) yc[size_t(i) * HP + p] += Dh * xc[size_t(i) * HP + p];
+      const double last = lam[L - 1];
+      for (int j = 0; j < L; ++j) {
+        const Real w = Real(std::exp(last - lam[j])) * dtv[j];
+        for (int n = 0; n < N; ++n) Bw[size_t(j) * N + n] = w * Bc[size_t(j) * GN + n];
+      }
+      gemm<Real>(true, false, P, N, L, Real(1), xc, HP, Bw.data(), N, have_state ? Real(std::exp(last)) : Real(0),
+                 Sh, N);
+    }
+    have_state = true;
+  }
+  if (final_state)
+    for (int hh = 0; hh < nh; ++hh)
+      std::copy_n(S.data() + size_t(hh) * P * N, size_t(P) * N, final_state + (size_t(b) * H + h0 + hh) * P * N);
+}
+
+// Per-task sums of the parameter gradients, added to the outputs after the
+// parallel region (heads of a task are shared with other batch entries).
+struct ParamGrads {
+  std::vector<double> dA_log, dD, ddt_bias;  // (nh) each
+};
+
+template <typename Real>
+void chunked_backward_task(Real* dx, Real* ddt_raw, Real* dBc_out, Real* dCc_out, int ld_out,  // dB/dC (T, N)
+                           ParamGrads& pg, Real* dinitial_state, const Real* dy, const Real* dfinal_state,
+                           const Real* x, const Real* dt_raw, const Real* A_log, const Real* Bm, const Real* Cm,
+                           const Real* D, const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q,
+                           int b, int g, int h0, int h1) {
+  const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, nh = h1 - h0;
+  const int HP = H * P, GN = G * N, Qe = std::min(Q, T);
+  const int nc = (T + Q - 1) / Q;
+  const size_t PN = size_t(P) * N;
+  std::vector<Real> CB(size_t(Qe) * Qe);    // (Q, Q)  C·B^T, lower triangle
+  std::vector<Real> M(size_t(Qe) * Qe);     // (Q, Q)  CB ⊙ decay ⊙ dt
+  std::vector<Real> dM(size_t(Qe) * Qe);    // (Q, Q)  dY @ X^T, lower triangle
+  std::vector<Real> dCB(size_t(Qe) * Qe);   // (Q, Q)  gradient of CB, summed over the task's heads
+  std::vector<Real> Ce(size_t(Qe) * N);     // (Q, N)  exp(Lambda) ⊙ C
+  std::vector<Real> Bw(size_t(Qe) * N);     // (Q, N)  w ⊙ B
+  std::vector<Real> W(size_t(Qe) * N);      // (Q, N)  dY @ S_in
+  std::vector<Real> V(size_t(Qe) * P);      // (Q, P)  B @ dS^T
+  std::vector<Real> Xw(size_t(Qe) * P);     // (Q, P)  w ⊙ X
+  std::vector<Real> states(size_t(nh) * (nc + 1) * PN);  // (nh, nc + 1, P, N) state entering each chunk
+  std::vector<Real> dS(size_t(nh) * PN);    // (nh, P, N) gradient of the state after the current chunk
+  std::vector<Real> dtv(Qe), w(Qe), ddt_dir(Qe), colF(Qe);  // (Q)
+  std::vector<double> lam(Qe), dlam(Qe);    // (Q)
+
+  // Recompute the state entering every chunk.
+  for (int hh = 0; hh < nh; ++hh) {
+    const int h = h0 + hh;
+    const double A = -std::exp(double(A_log[h]));
+    Real* Sh = states.data() + size_t(hh) * (nc + 1) * PN;
+    if (initial_state)
+      std::copy_n(initial_state + (size_t(b) * H + h) * PN, PN, Sh);
+    else
+      std::fill_n(Sh, PN, Real(0));
+    for (int c = 0; c < nc; ++c) {
+      const int t0 = c * Q, L = std::min(Q, T - t0);
+      const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;
+      const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h) * P;
+      chunk_decay(L, dt_raw + (size_t(b) * T + t0) * H + h, H, dt_bias[h], A, dtv.data(), lam.data());
+      const double last = lam[L - 1];
+      for (int j = 0; j < L; ++j) {
+        const Real wj = Real(std::exp(last - lam[j])) * dtv[j];
+        for (int n = 0; n < N; ++n) Bw[size_t(j) * N + n] = wj * Bc[size_t(j) * GN + n];
+      }
+      Real* next = Sh + size_t(c + 1) * PN;
+      std::copy_n(Sh + size_t(c) * PN, PN, next);
+      gemm<Real>(true, false, P, N, L, Real(1), xc, HP, Bw.data(), N, Real(std::exp(last)), next, N);
+    }
+  }
+
+  for (int hh = 0; hh < nh; ++hh) {
+    Real* dSh = dS.data() + size_t(hh) * PN;
+    if (dfinal_state)
+      std::copy_n(dfinal_state + (size_t(b) * H + h0 + hh) * PN, PN, dSh);
+    else
+      std::fill_n(dSh, PN, Real(0));
+  }
+  pg.dA_log.assign(nh, 0.0);
+  pg.dD.assign(nh, 0.0);
+  pg.ddt_bias.assign(nh, 0.0);
+
+  for (int c = nc - 1; c >= 0; --c) {
+    const int t0 = c * Q, L = std::min(Q, T - t0);
+    const bool state_in = c > 0 || initial_state != nullptr;
+    const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
+    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
+    Real* dCc = dCc_out + size_t(t0) * ld_out;                         // (L, N) ld ld_out
+    Real* dBc = dBc_out + size_t(t0) * ld_out;                         // (L, N) ld ld_out
+    for (int i = 0; i < L; ++i) {
+      std::fill_n(dCc + size_t(i) * ld_out, N, Real(0));
+      std::fill_n(dBc + size_t(i) * ld_out, N, Real(0));
+    }
+    lower_abt(L, N, Cc, GN, Bc, GN, CB.data(), Qe);
+    std::fill(dCB.begin(), dCB.end(), Real(0));
+
+    for (int hh = 0; hh < nh; ++hh) {
+      const int h = h0 + hh;
+      const double A = -std::exp(double(A_log[h]));
+      const Real* dtr = dt_raw + (size_t(b) * T + t0) * H + h;             // (L) stride H
+      const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h) * P;      // (L, P) ld HP
+      const Real* dyc = dy + (size_t(b) * T + t0) * HP + size_t(h) * P;    // (L, P) ld HP
+      Real* dxc = dx + (size_t(b) * T + t0) * HP + size_t(h) * P;          // (L, P) ld HP
+      const Real* S_in = states.data() + (size_t(hh) * (nc + 1) + c) * PN;  // (P, N)
+      const Real* S_out = S_in + PN;                                       // (P, N)
+      Real* dSh = dS.data() + size_t(hh) * PN;                             // (P, N)
+      chunk_decay(L, dtr, H, dt_bias[h], A, dtv.data(), lam.data());
+      const double last = lam[L - 1];
+      for (int j = 0; j < L; ++j) w[j] = Real(std::exp(last - lam[j])) * dtv[j];
+      std::fill_n(dlam.begin(), L, 0.0);
+      std::fill_n(ddt_dir.begin(), L, Real(0));
+      std::fill_n(colF.begin(), L, Real(0));
+
+      // Intra-chunk part: y = M @ X with M = CB ⊙ exp(Lambda_i - Lambda_j) ⊙ dt_j.
+      lower_abt(L, P, dyc, HP, xc, HP, dM.data(), Qe);
+      for (int i = 0; i < L; ++i) {
+        Real* Mi = M.data() + size_t(i) * Qe;
+        const Real* CBi = CB.data() + size_t(i) * Qe;
+        const Real* dMi = dM.data() + size_t(i) * Qe;
+        Real* dCBi = dCB.data() + size_t(i) * Qe;
+        Real row = 0;
+        for (int j = 0; j <= i; ++j) {
+          const Real e = std::exp(Real(lam[i] - lam[j]));
+          const Real m = CBi[j] * e * dtv[j];
+          const Real ge = dMi[j] * e;
+          Mi[j] = m;
+          dCBi[j] += ge * dtv[j];
+          ddt_dir[j] += ge * CBi[j];
+          const Real f = dMi[j] * m;  // d loss / d (Lambda_i - Lambda_j)
+          row += f;
+          colF[j] += f;
+        }
+        for (int j = i + 1, je = block_end(i, L); j < je; ++j) Mi[j] = 0;
+        dlam[i] += row;
+      }
+      for (int j = 0; j < L; ++j) dlam[j] -= colF[j];
+      lower_tmm(L, P, M.data(), Qe, dyc, HP, Real(0), dxc, HP);
+
+      // D skip.
+      const Real Dh = D[h];
+      double dD = 0;
+      for (int i = 0; i < L; ++i)
+        for (int p = 0; p < P; ++p) {
+          dxc[size_t(i) * HP + p] += Dh * dyc[size_t(i) * HP + p];
+          dD += double(xc[size_t(i) * HP + p]) * dyc[size_t(i) * HP + p];
+        }
+      pg.dD[hh] += dD;
+
+      // Chunk state S_out = exp(Lambda_last) S_in + sum_j w_j outer(x_j, B_j).
+      gemm<Real>(false, true, L, P, N, Real(1), Bc, GN, dSh, N, Real(0), V.data(), P);
+      for (int j = 0; j < L; ++j) {
+        Real r = 0;
+        for (int p = 0; p < P; ++p) {
+          const Real v = V[size_t(j) * P + p];
+          dxc[size_t(j) * HP + p] += w[j] * v;
+          r += xc[size_t(j) * HP + p] * v;
+          Xw[size_t(j) * P + p] = w[j] * xc[size_t(j) * HP + p];
+        }
+        ddt_dir[j] += Real(std::exp(last - lam[j])) * r;
+        dlam[j] -= double(w[j]) * r;
+      }
+      double so = 0;
+      for (size_t k = 0; k < PN; ++k) so += double(dSh[k]) * S_out[k];
+      dlam[L - 1] += so;
+      gemm<Real>(false, false, L, N, P, Real(1), Xw.data(), P, dSh, N, Real(1), dBc, ld_out);
+
+      // Inter-chunk part: y_i += exp(Lambda_i) S_in @ C_i.
+      for (int i = 0; i < L; ++i) {
+        const Real e = Real(std::exp(lam[i]));
+        for (int n = 0; n < N; ++n) Ce[size_t(i) * N + n] = e * Cc[size_t(i) * GN + n];
+      }
+      if (state_in) {
+        gemm<Real>(false, false, L, N, P, Real(1), dyc, HP, S_in, N, Real(0), W.data(), N);
+        for (int i = 0; i < L; ++i) {
+          const Real e = Real(std::exp(lam[i]));
+          Real s = 0;
+          for (int n = 0; n < N; ++n) {
+            const Real wv = W[size_t(i) * N + n];
+            dCc[size_t(i) * ld_out + n] += e * wv;
+            s += wv * Cc[size_t(i) * GN + n];
+          }
+          dlam[i] += double(e) * s;
+        }
+      }
+      // dS_in = exp(Lambda_last) dS_out + dY^T (exp(Lambda) ⊙ C).
+      gemm<Real>(true, false, P, N, L, Real(1), dyc, HP, Ce.data(), N, Real(std::exp(last)), dSh, N);
+
+      // Lambda = cumsum(dt * A): back through the cumulative sum, A and softplus.
+      double acc = 0, dA = 0, dbias = 0;
+      for (int j = L - 1; j >= 0; --j) {
+        acc += dlam[j];
+        const double ddt = double(ddt_dir[j]) + A * acc;
+        dA += double(dtv[j]) * acc;
+        const Real gz = Real(ddt) * sigmoid<Real>(dtr[size_t(j) * H] + dt_bias[h]);
+        ddt_raw[(size_t(b) * T + t0 + j) * H + h] = gz;
+        dbias += gz;
+      }
+      pg.dA_log[hh] += dA * A;  // dA/dA_log = A
+      pg.ddt_bias[hh] += dbias;
+    }
+    // CB = C @ B^T is shared by the task's heads: dC += dCB @ B, dB += dCB^T @ C.
+    lower_mm(L, N, dCB.data(), Qe, Bc, GN, Real(1), dCc, ld_out);
+    lower_tmm(L, N, dCB.data(), Qe, Cc, GN, Real(1), dBc, ld_out);
+  }
+  if (dinitial_state)
+    for (int hh = 0; hh < nh; ++hh)
+      std::copy_n(dS.data() + size_t(hh) * PN, PN, dinitial_state + (size_t(b) * H + h0 + hh) * PN);
+}
+
+}  // namespace
+
+void ssd_check_dims(const SsdDims& d) {
+  const auto positive = [](int v, const char* name) {
+    require(v >= 1, std::string("ssd: dims.") + name + " must be >= 1, got " + std::to_string(v));
+  };
+  positive(d.B, "B");
+  positive(d.T, "T");
+  positive(d.H, "H");
+  positive(d.P, "P");
+  positive(d.G, "G");
+  positive(d.N, "N");
+  require(d.H % d.G == 0, "ssd: dims.H (" + std::to_string(d.H) + ") must be a multiple of dims.G (" +
+                              std::to_string(d.G) + ")");
+}
+
+template <typename Real>
+void ssd_reference_forward(Real* y, Real* final_state, const Real* x, const Real* dt_raw, const Real* A_log,
+                           const Real* Bm, const Real* Cm, const Real* D, const Real* dt_bias,
+                           const Real* initial_state, const SsdDims& d) {
+  ssd_check_dims(d);
+  require_ptr(y, "y");
+  require_ptr(x, "x");
+  require_ptr(dt_raw, "dt_raw");
+  require_ptr(A_log, "A_log");
+  require_ptr(Bm, "B");
+  require_ptr(Cm, "C");
+  require_ptr(D, "D");
+  require_ptr(dt_bias, "dt_bias");
+  const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
+  std::vector<Real> S(size_t(P) * N);  // (P, N)
+  for (int b = 0; b < d.B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int g = h / hpg;
+      const Real A = -std::exp(A_log[h]);
+      if (initial_state)
+        std::copy_n(initial_state + (size_t(b) * H + h) * P * N, size_t(P) * N, S.begin());
+      else
+        std::fill(S.begin(), S.end(), Real(0));
+      for (int t = 0; t < T; ++t) {
+        const size_t bt = size_t(b) * T + t;
+        const Real dt = softplus<Real>(dt_raw[bt * H + h] + dt_bias[h]);
+        const Real a = std::exp(dt * A);
+        const Real* xt = x + (bt * H + h) * P;
+        const Real* Bt = Bm + (bt * G + g) * N;
+        const Real* Ct = Cm + (bt * G + g) * N;
+        Real* yt = y + (bt * H + h) * P;
+        for (int p = 0; p < P; ++p) {
+          Real acc = 0;
+          for (int n = 0; n < N; ++n) {
+            Real& s = S[size_t(p) * N + n];
+            s = a * s + dt * xt[p] * Bt[n];
+            acc += s * Ct[n];
+          }
+          yt[p] = acc + D[h] * xt[p];
+        }
+      }
+      if (final_state) std::copy(S.begin(), S.end(), final_state + (size_t(b) * H + h) * P * N);
+    }
+}
+
+template <typename Real>
+void ssd_reference_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Real* dCm, Real* dD, Real* ddt_bias,
+                            Real* dinitial_state, const Real* dy, const Real* dfinal_state, const Real* x,
+                            const Real* dt_raw, const Real* A_log, const Real* Bm, const Real* Cm, const Real* D,
+                            const Real* dt_bias, const Real* initial_state, const SsdDims& d) {
+  ssd_check_dims(d);
+  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"}, {ddt_raw, "ddt_raw"}, {dA_log, "dA_log"},
+                         {dBm, "dB"}, {dCm, "dC"}, {dD, "dD"}, {ddt_bias, "ddt_bias"}, {dy, "dy"}, {x, "x"},
+                         {dt_raw, "dt_raw"}, {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+    require_ptr(p, name);
+  const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
+  const size_t PN = size_t(P) * N;
+  std::fill_n(dBm, size_t(d.B) * T * G * N, Real(0));
+  std::fill_n(dCm, size_t(d.B) * T * G * N, Real(0));
+  std::vector<Real> S((size_t(T) + 1) * PN);  // (T + 1, P, N) state before step t at index t
+  std::vector<Real> dS(PN);                   // (P, N)
+  for (int b = 0; b < d.B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int g = h / hpg;
+      const Real A = -std::exp(A_log[h]);
+      if (initial_state)
+        std::copy_n(initial_state + (size_t(b) * H + h) * PN, PN, S.begin());
+      else
+        std::fill_n(S.begin(), PN, Real(0));
+      for (int t = 0; t < T; ++t) {
+        const size_t bt = size_t(b) * T + t;
+        const Real dt = softplus<Real>(dt_raw[bt * H + h] + dt_bias[h]);
+        const Real a = std::exp(dt * A);
+        const Real* xt = x + (bt * H + h) * P;
+        const Real* Bt = Bm + (bt * G + g) * N;
+        for (int p = 0; p < P; ++p)
+          for (int n = 0; n < N; ++n)
+            S[(t + 1) * PN + p * N + n] = a * S[t * PN + p * N + n] + dt * xt[p] * Bt[n];
+      }
+      if (dfinal_state)
+        std::copy_n(dfinal_state + (size_t(b) * H + h) * PN, PN, dS.begin());
+      else
+        std::fill(dS.begin(), dS.end(), Real(0));
+      for (int t = T - 1; t >= 0; --t) {
+        const size_t bt = size_t(b) * T + t;
+        const Real z = dt_raw[bt * H + h] + dt_bias[h];
+        const Real dt = softplus<Real>(z);
+        const Real a = std::exp(dt * A);
+        const Real* xt = x + (bt * H + h) * P;
+        const Real* Bt = Bm + (bt * G + g) * N;
+        const Real* Ct = Cm + (bt * G + g) * N;
+        const Real* dyt = dy + (bt * H + h) * P;
+        const Real* St = S.data() + (t + 1) * PN;
+        const Real* Sprev = S.data() + t * PN;
+        Real* dxt = dx + (bt * H + h) * P;
+        Real* dBt = dBm + (bt * G + g) * N;
+        Real* dCt = dCm + (bt * G + g) * N;
+        // y_t = S_t C_t + D x_t
+        for (int p = 0; p < P; ++p) {
+          dD[h] += xt[p] * dyt[p];
+          for (int n = 0; n < N; ++n) {
+            dS[p * N + n] += dyt[p] * Ct[n];
+            dCt[n] += St[p * N + n] * dyt[p];
+          }
+        }
+        // S_t = a S_{t-1} + dt outer(x_t, B_t)
+        Real ddt = 0, da = 0;
+        for (int p = 0; p < P; ++p) {
+          Real dSB = 0;
+          for (int n = 0; n < N; ++n) {
+            dSB += dS[p * N + n] * Bt[n];
+            dBt[n] += dt * dS[p * N + n] * xt[p];
+            da += dS[p * N + n] * Sprev[p * N + n];
+          }
+          dxt[p] = D[h] * dyt[p] + dt * dSB;
+          ddt += xt[p] * dSB;
+        }
+        for (auto& v : dS) v *= a;
+        // a = exp(dt A), A = -exp(A_log), dt = softplus(z)
+        ddt += da * a * A;
+        dA_log[h] += da * a * dt * A;
+        const Real gz = ddt * sigmoid<Real>(z);
+        ddt_raw[bt * H + h] = gz;
+        ddt_bias[h] += gz;
+      }
+      if (dinitial_state) std::copy(dS.begin(), dS.end(), dinitial_state + (size_t(b) * H + h) * PN);
+    }
+}
+
+template <typename Real>
+void ssd_chunked_forward(Real* y, Real* final_state, const Real* x, const Real* dt_raw, const Real* A_log,
+                         const Real* Bm, const Real* Cm, const Real* D, const Real* dt_bias, const Real* initial_state,
+                         const SsdDims& d, int Q) {
+  ssd_check_dims(d);
+  check_chunk(Q);
+  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"}, {x, "x"}, {dt_raw, "dt_raw"},
+                         {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+    require_ptr(p, name);
+  const Tasks tasks(d);
+  BlasSingleThreaded single;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(tasks.threads) if (tasks.threads > 1)
+  for (int k = 0; k < tasks.count; ++k) {
+    int b, g, h0, h1;
+    tasks.at(d, k, b, g, h0, h1);
+    chunked_forward_task(y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, initial_state, d, Q, b, g, h0, h1);
+  }
+}
+
+template <typename Real>
+void ssd_chunked_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Real* dCm, Real* dD, Real* ddt_bias,
+                          Real* dinitial_state, const Real* dy, const Real* dfinal_state, const Real* x,
+                          const Real* dt_raw, const Real* A_log, const Real* Bm, const Real* Cm, const Real* D,
+                          const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q) {
+  ssd_check_dims(d);
+  check_chunk(Q);
+  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"}, {ddt_raw, "ddt_raw"}, {dA_log, "dA_log"},
+                         {dBm, "dB"}, {dCm, "dC"}, {dD, "dD"}, {ddt_bias, "ddt_bias"}, {dy, "dy"}, {x, "x"},
+                         {dt_raw, "dt_raw"}, {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+    require_ptr(p, name);
+  const int T = d.T, G = d.G, N = d.N;
+  const Tasks tasks(d);
+  // With heads sliced, several tasks add into the same dB / dC rows: each
+  // slice gets its own (T, N) buffer, summed afterwards.
+  std::vector<Real> part(tasks.slices > 1 ? size_t(tasks.count) * T * N : 0);  // (tasks, T, N) x2
+  std::vector<Real> partC(part.size());
+  std::vector<ParamGrads> pg(tasks.count);
+  {
+    BlasSingleThreaded single;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(tasks.threads) if (tasks.threads > 1)
+    for (int k = 0; k < tasks.count; ++k) {
+      int b, g, h0, h1;
+      tasks.at(d, k, b, g, h0, h1);
+      Real* dBo = tasks.slices > 1 ? part.data() + size_t(k) * T * N : dBm + size_t(b) * T * G * N + size_t(g) * N;
+      Real* dCo = tasks.slices > 1 ? partC.data() + size_t(k) * T * N : dCm + size_t(b) * T * G * N + size_t(g) * N;
+      const int ld = tasks.slices > 1 ? N : G * N;
+      chunked_backward_task(dx, ddt_raw, dBo, dCo, ld, pg[k], dinitial_state, dy, dfinal_state, x, dt_raw, A_log,
+                            Bm, Cm, D, dt_bias, initial_state, d, Q, b, g, h0, h1);
+    }
+  }
+  if (tasks.slices > 1) {
+    for (int b = 0; b < d.B; ++b)
+      for (int g = 0; g < G; ++g)
+        for (int t = 0; t < T; ++t) {
+          Real* dBt = dBm + ((size_t(b) * T + t) * G + g) * N;
+          Real* dCt = dCm + ((size_t(b) * T + t) * G + g) * N;
+          std::fill_n(dBt, N, Real(0));
+          std::fill_n(dCt, N, Real(0));
+          for (int s = 0; s < tasks.slices; ++s) {
+            const size_t k = (size_t(b) * G + g) * tasks.slices + s;
+            for (int n = 0; n < N; ++n) {
+              dBt[n] += part[(k * T + t) * N + n];
+              dCt[n] += partC[(k * T + t) * N + n];
+            }
+          }
+        }
+  }
+  for (int k = 0; k < tasks.count; ++k) {
+    int b, g, h0, h1;
+    tasks.at(d, k, b, g, h0, h1);
+    for (int h = h0; h < h1; ++h) {
+      dA_log[h] += Real(pg[k].dA_log[h - h0]);
+      dD[h] += Real(pg[k].dD[h - h0]);
+      ddt_bias[h] += Real(pg[k].ddt_bias[h - h0]);
+    }
+  }
+}
+
+template <typename Real>
+void ssd_step(Real* y, Real* state, const Real* x, const Real* dt_raw, const Real* A_log, const Real* Bm,
+              const Real* Cm, const Real* D, const Real* dt_bias, const SsdDims& d) {
+  SsdDims one = d;
+  one.T = 1;
+  ssd_check_dims(one);
+  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"}, {state, "state"}, {x, "x"},
+                         {dt_raw, "dt_raw"}, {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+    require_ptr(p, name);
+  const int H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
+  // Plain loops, no threads: this is the low-latency path (B·H·P·N work).
+  for (int b = 0; b < d.B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int g = h / hpg;
+      const Real dt = softplus<Real>(dt_raw[size_t(b) * H + h] + dt_bias[h]);
+      const Real a = std::exp(dt * -std::exp(A_log[h]));
+      const Real* xt = x + (size_t(b) * H + h) * P;
+      const Real* Bt = Bm + (size_t(b) * G + g) * N;
+      const Real* Ct = Cm + (size_t(b) * G + g) * N;
+      Real* S = state + (size_t(b) * H + h) * P * N;
+      Real* yt = y + (size_t(b) * H + h) * P;
+      for (int p = 0; p < P; ++p) {
+        const Real dx = dt * xt[p];
+        Real acc = 0;
+        Real* Sp = S + size_t(p) * N;
+        for (int n = 0; n < N; ++n) {
+          Sp[n] = a * Sp[n] + dx * Bt[n];
+          acc += Sp[n] * Ct[n];
+        }
+        yt[p] = acc + D[h] * xt[p];
+      }
+    }
+}
+
+#define SSM_SSD_INSTANTIATE(Real)                                                                                  \
+  template void ssd_reference_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,      \
+                                            const Real*, const Real*, const Real*, const Real*, const SsdDims&);   \
+  template void ssd_reference_backward<Real>(Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, const Real*,  \
+                                             const Real*, const Real*, const Real*, const Real*, const Real*,      \
+                                             const Real*, const Real*, const Real*, const Real*, const SsdDims&);  \
+  template void ssd_chunked_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,        \
+                                          const Real*, const Real*, const Real*, const Real*, const SsdDims&, int); \
+  template void ssd_chunked_backward<Real>(Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, const Real*,    \
+                                           const Real*, const Real*, const Real*, const Real*, const Real*,        \
+                                           const Real*, const Real*, const Real*, const Real*, const SsdDims&,     \
+                                           int);                                                                   \
+  template void ssd_step<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*, const Real*,      \
+                               const Real*, const Real*, const SsdDims&);
+
+SSM_SSD_INSTANTIATE(float)
+SSM_SSD_INSTANTIATE(double)
+
+}  // namespace ssm
