@@ -1,0 +1,230 @@
+#include "ssm/layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ssm/blas.hpp"
+
+namespace ssm {
+
+namespace {
+
+// Elementwise loops below this size stay on one thread (thread start-up
+// would cost more than the work).
+constexpr long kParallelMin = 1 << 15;
+
+template <typename Real>
+inline Real sigmoid(Real x) {
+  // exp of a non-positive argument only: never overflows.
+  if (x >= 0) return Real(1) / (Real(1) + std::exp(-x));
+  const Real e = std::exp(x);
+  return e / (Real(1) + e);
+}
+
+void check_rows(const std::string& fn, int R, int C, int G) {
+  require(R >= 1, fn + ": rows R must be >= 1, got " + std::to_string(R));
+  require(C >= 1, fn + ": columns C must be >= 1, got " + std::to_string(C));
+  require(G >= 1 && C % G == 0,
+          fn + ": groups G must be >= 1 and divide C = " + std::to_string(C) + ", got G = " + std::to_string(G));
+}
+
+void check_ptrs(const std::string& fn, std::initializer_list<std::pair<const char*, const void*>> bufs) {
+  for (const auto& [name, p] : bufs) require(p != nullptr, fn + ": " + name + " is null");
+}
+
+// Input of the normalisation: x, or x * silu(z) when gated.
+template <typename Real>
+inline double norm_input(const Real* x, const Real* z, long i) {
+  const double xv = x[i];
+  if (!z) return xv;
+  const double zv = z[i];
+  return xv * zv * sigmoid(zv);
+}
+
+// RMSNorm of each of the G column groups of every row, optionally gated.
+template <typename Real>
+void norm_forward(Real* y, Real* rstd, const Real* x, const Real* z, const Real* weight, int R, int C, int G,
+                  double eps) {
+  const int m = C / G;
+#pragma omp parallel for schedule(static) if (static_cast<long>(R) * C >= kParallelMin)
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) {
+      const long base = static_cast<long>(r) * C + static_cast<long>(g) * m;
+      double ss = 0;
+      for (int c = 0; c < m; ++c) {
+        const double v = norm_input(x, z, base + c);
+        ss += v * v;
+      }
+      // The saved (rounded) rstd is the one the output uses, so the backward
+      // differentiates exactly what the forward computed.
+      const Real rs = static_cast<Real>(1.0 / std::sqrt(ss / m + eps));
+      rstd[static_cast<long>(r) * G + g] = rs;
+      for (int c = 0; c < m; ++c)
+        y[base + c] = static_cast<Real>(norm_input(x, z, base + c) * rs * weight[g * m + c]);
+    }
+}
+
+template <typename Real>
+void norm_backward(Real* dx, Real* dz, Real* dweight, const Real* dy, const Real* rstd, const Real* x, const Real* z,
+                   const Real* weight, int R, int C, int G) {
+  const int m = C / G;
+  std::vector<double> dw_total(C, 0.0);  // (C)
+#pragma omp parallel if (static_cast<long>(R) * C >= kParallelMin)
+  {
+    std::vector<double> dw(C, 0.0);  // (C) this thread's share of dweight
+#pragma omp for schedule(static)
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) {
+        const long base = static_cast<long>(r) * C + static_cast<long>(g) * m;
+        const double rs = rstd[static_cast<long>(r) * G + g];
+        double dot = 0;  // sum_c weight * dy * input
+        for (int c = 0; c < m; ++c) {
+          const double v = norm_input(x, z, base + c), wdy = static_cast<double>(weight[g * m + c]) * dy[base + c];
+          dot += wdy * v;
+          dw[g * m + c] += dy[base + c] * v * rs;
+        }
+        const double k = rs * rs * rs * dot / m;
+        for (int c = 0; c < m; ++c) {
+          const long i = base + c;
+          const double v = norm_input(x, z, i);
+          const double dv = rs * weight[g * m + c] * dy[i] - k * v;
+          if (!z) {
+            dx[i] = static_cast<Real>(dv);
+          } else {
+            const double zv = z[i], s = sigmoid(zv);
+            dx[i] = static_cast<Real>(dv * zv * s);
+            dz[i] = static_cast<Real>(dv * x[i] * s * (1.0 + zv * (1.0 - s)));
+          }
+        }
+      }
+#pragma omp critical
+    for (int c = 0; c < C; ++c) dw_total[c] += dw[c];
+  }
+  for (int c = 0; c < C; ++c) dweight[c] += static_cast<Real>(dw_total[c]);
+}
+
+}  // namespace
+
+template <typename Real>
+void rmsnorm_forward(Real* y, Real* rstd, const Real* x, const Real* weight, int R, int C, double eps) {
+  check_rows("rmsnorm_forward", R, C, 1);
+  check_ptrs("rmsnorm_forward", {{"y", y}, {"rstd", rstd}, {"x", x}, {"weight", weight}});
+  require(eps >= 0 && std::isfinite(eps), "rmsnorm_forward: eps must be finite and >= 0");
+  norm_forward(y, rstd, x, static_cast<const Real*>(nullptr), weight, R, C, 1, eps);
+}
+
+template <typename Real>
+void rmsnorm_backward(Real* dx, Real* dweight, const Real* dy, const Real* rstd, const Real* x, const Real* weight,
+                      int R, int C) {
+  check_rows("rmsnorm_backward", R, C, 1);
+  check_ptrs("rmsnorm_backward",
+             {{"dx", dx}, {"dweight", dweight}, {"dy", dy}, {"rstd", rstd}, {"x", x}, {"weight", weight}});
+  norm_backward(dx, static_cast<Real*>(nullptr), dweight, dy, rstd, x, static_cast<const Real*>(nullptr), weight, R,
+                C, 1);
+}
+
+template <typename Real>
+void gated_rmsnorm_forward(Real* y, Real* rstd, const Real* x, const Real* z, const Real* weight, int R, int C, int G,
+                           double eps) {
+  check_rows("gated_rmsnorm_forward", R, C, G);
+  check_ptrs("gated_rmsnorm_forward", {{"y", y}, {"rstd", rstd}, {"x", x}, {"z", z}, {"weight", weight}});
+  require(eps >= 0 && std::isfinite(eps), "gated_rmsnorm_forward: eps must be finite and >= 0");
+  norm_forward(y, rstd, x, z, weight, R, C, G, eps);
+}
+
+template <typename Real>
+void gated_rmsnorm_backward(Real* dx, Real* dz, Real* dweight, const Real* dy, const Real* rstd, const Real* x,
+                            const Real* z, const Real* weight, int R, int C, int G) {
+  check_rows("gated_rmsnorm_backward", R, C, G);
+  check_ptrs("gated_rmsnorm_backward", {{"dx", dx}, {"dz", dz}, {"dweight", dweight}, {"dy", dy}, {"rstd", rstd},
+                                        {"x", x}, {"z", z}, {"weight", weight}});
+  norm_backward(dx, dz, dweight, dy, rstd, x, z, weight, R, C, G);
+}
+
+template <typename Real>
+void silu_forward(Real* y, const Real* x, long n) {
+  require(n >= 0, "silu_forward: n must be >= 0");
+  if (n > 0) check_ptrs("silu_forward", {{"y", y}, {"x", x}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) y[i] = x[i] * sigmoid(x[i]);
+}
+
+template <typename Real>
+void silu_backward(Real* dx, const Real* dy, const Real* x, long n) {
+  require(n >= 0, "silu_backward: n must be >= 0");
+  if (n > 0) check_ptrs("silu_backward", {{"dx", dx}, {"dy", dy}, {"x", x}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) {
+    const Real s = sigmoid(x[i]);
+    dx[i] = dy[i] * s * (Real(1) + x[i] * (Real(1) - s));
+  }
+}
+
+template <typename Real>
+void softplus_forward(Real* y, const Real* x, long n) {
+  require(n >= 0, "softplus_forward: n must be >= 0");
+  if (n > 0) check_ptrs("softplus_forward", {{"y", y}, {"x", x}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) y[i] = std::max(x[i], Real(0)) + std::log1p(std::exp(-std::abs(x[i])));
+}
+
+template <typename Real>
+void softplus_backward(Real* dx, const Real* dy, const Real* x, long n) {
+  require(n >= 0, "softplus_backward: n must be >= 0");
+  if (n > 0) check_ptrs("softplus_backward", {{"dx", dx}, {"dy", dy}, {"x", x}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) dx[i] = dy[i] * sigmoid(x[i]);
+}
+
+template <typename Real>
+void linear_forward(Real* y, const Real* x, const Real* W, const std::type_identity_t<Real>* bias, int R, int I,
+                    int O) {
+  const std::string fn = "linear_forward";
+  require(R >= 1 && I >= 1 && O >= 1, fn + ": R, I, O must be >= 1, got R = " + std::to_string(R) +
+                                          ", I = " + std::to_string(I) + ", O = " + std::to_string(O));
+  check_ptrs(fn, {{"y", y}, {"x", x}, {"W", W}});
+  gemm<Real>(false, true, R, O, I, Real(1), x, I, W, I, Real(0), y, O);
+  if (!bias) return;
+#pragma omp parallel for schedule(static) if (static_cast<long>(R) * O >= kParallelMin)
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) y[static_cast<long>(r) * O + o] += bias[o];
+}
+
+template <typename Real>
+void linear_backward(std::type_identity_t<Real>* dx, Real* dW, std::type_identity_t<Real>* dbias, const Real* dy,
+                     const Real* x, const Real* W, int R, int I, int O) {
+  const std::string fn = "linear_backward";
+  require(R >= 1 && I >= 1 && O >= 1, fn + ": R, I, O must be >= 1, got R = " + std::to_string(R) +
+                                          ", I = " + std::to_string(I) + ", O = " + std::to_string(O));
+  check_ptrs(fn, {{"dW", dW}, {"dy", dy}, {"x", x}, {"W", W}});
+  if (dx) gemm<Real>(false, false, R, I, O, Real(1), dy, O, W, I, Real(0), dx, I);
+  gemm<Real>(true, false, O, I, R, Real(1), dy, O, x, I, Real(1), dW, I);
+  if (!dbias) return;
+#pragma omp parallel for schedule(static) if (static_cast<long>(R) * O >= kParallelMin)
+  for (int o = 0; o < O; ++o) {
+    double s = 0;
+    for (int r = 0; r < R; ++r) s += dy[static_cast<long>(r) * O + o];
+    dbias[o] += static_cast<Real>(s);
+  }
+}
+
+#define SSM_INSTANTIATE(Real)                                                                                     \
+  template void rmsnorm_forward<Real>(Real*, Real*, const Real*, const Real*, int, int, double);                 \
+  template void rmsnorm_backward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*, int, int); \
+  template void gated_rmsnorm_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, int, int, int,     \
+                                            double);                                                             \
+  template void gated_rmsnorm_backward<Real>(Real*, Real*, Real*, const Real*, const Real*, const Real*,           \
+                                             const Real*, const Real*, int, int, int);                           \
+  template void silu_forward<Real>(Real*, const Real*, long);                                                    \
+  template void silu_backward<Real>(Real*, const Real*, const Real*, long);                                      \
+  template void softplus_forward<Real>(Real*, const Real*, long);                                                \
+  template void softplus_backward<Real>(Real*, const Real*, const Real*, long);                                  \
+  template void linear_forward<Real>(Real*, const Real*, const Real*, const Real*, int, int, int);               \
+  template void linear_backward<Real>(Real*, Real*, Real*, const Real*, const Real*, const Real*, int, int, int);
+SSM_INSTANTIATE(float)
+SSM_INSTANTIATE(double)
+#undef SSM_INSTANTIATE
+
+}  // namespace ssm

@@ -1,0 +1,104 @@
+// Building blocks of the Mamba block (DESIGN.md §1): RMSNorm, the gated
+// RMSNorm of Mamba-2, SiLU, softplus and the linear projection.
+// Activations are (R, ·) rows: R is any flattening of the leading axes,
+// e.g. R = B*T for (B, T, D) activations.
+//
+// Backward: activation gradients (dx, dz) are assigned (=); parameter
+// gradients (dweight, dW, dbias) accumulate (+=).
+// Row reductions accumulate in fp64 for both instantiations.
+#pragma once
+#include <type_traits>
+
+#include "ssm/common.hpp"
+
+namespace ssm {
+
+// rstd[r] = 1 / sqrt(mean_c x[r,c]^2 + eps);  y[r,c] = x[r,c] * rstd[r] * weight[c]
+template <typename Real>
+void rmsnorm_forward(Real* y,             // (R, C)
+                     Real* rstd,          // (R)  saved
+                     const Real* x,       // (R, C)
+                     const Real* weight,  // (C)
+                     int R, int C, double eps);
+
+template <typename Real>
+void rmsnorm_backward(Real* dx,            // (R, C)  =
+                      Real* dweight,       // (C)     +=
+                      const Real* dy,      // (R, C)
+                      const Real* rstd,    // (R)     from rmsnorm_forward
+                      const Real* x,       // (R, C)
+                      const Real* weight,  // (C)
+                      int R, int C);
+
+// Mamba-2's RMSNormGated (norm_before_gate = False): the gate is applied
+// first, then each of the G contiguous column groups of width C/G is
+// normalised on its own (mamba_ssm's group_size = C/G; G = 1 normalises the
+// whole row):
+//   g = x * silu(z);  y[r,c] = g[r,c] * rstd[r, c / (C/G)] * weight[c]
+template <typename Real>
+void gated_rmsnorm_forward(Real* y,             // (R, C)
+                           Real* rstd,          // (R, G)  saved
+                           const Real* x,       // (R, C)
+                           const Real* z,       // (R, C)  gate
+                           const Real* weight,  // (C)
+                           int R, int C, int G, double eps);
+
+template <typename Real>
+void gated_rmsnorm_backward(Real* dx,            // (R, C)  =
+                            Real* dz,            // (R, C)  =
+                            Real* dweight,       // (C)     +=
+                            const Real* dy,      // (R, C)
+                            const Real* rstd,    // (R, G)  from gated_rmsnorm_forward
+                            const Real* x,       // (R, C)
+                            const Real* z,       // (R, C)
+                            const Real* weight,  // (C)
+                            int R, int C, int G);
+
+// y = x * sigmoid(x), elementwise over n values. y may alias x.
+template <typename Real>
+void silu_forward(Real* y,        // (n)
+                  const Real* x,  // (n)
+                  long n);
+
+template <typename Real>
+void silu_backward(Real* dx,        // (n)  =
+                   const Real* dy,  // (n)
+                   const Real* x,   // (n)
+                   long n);
+
+// y = log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow for
+// large x, no loss of the tail for very negative x. y may alias x.
+template <typename Real>
+void softplus_forward(Real* y,        // (n)
+                      const Real* x,  // (n)
+                      long n);
+
+// dx = dy * sigmoid(x)
+template <typename Real>
+void softplus_backward(Real* dx,        // (n)  =
+                       const Real* dy,  // (n)
+                       const Real* x,   // (n)
+                       long n);
+
+// y = x @ W^T + bias, W in PyTorch nn.Linear layout (out features, in
+// features); bias may be null (no bias). Uses the BLAS. Nullable arguments
+// take no part in deducing Real, so a bare nullptr works.
+template <typename Real>
+void linear_forward(Real* y,           // (R, O)
+                    const Real* x,     // (R, I)
+                    const Real* W,     // (O, I)
+                    const std::type_identity_t<Real>* bias,  // (O) or null
+                    int R, int I, int O);
+
+// dx = dy @ W (skipped when dx is null: e.g. the model input);
+// dW += dy^T @ x;  dbias += sum_r dy[r, :] (skipped when dbias is null).
+template <typename Real>
+void linear_backward(std::type_identity_t<Real>* dx,     // (R, I) or null  =
+                     Real* dW,                            // (O, I)          +=
+                     std::type_identity_t<Real>* dbias,  // (O) or null     +=
+                     const Real* dy,   // (R, O)
+                     const Real* x,    // (R, I)
+                     const Real* W,    // (O, I)
+                     int R, int I, int O);
+
+}  // namespace ssm
