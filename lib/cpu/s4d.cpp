@@ -71,10 +71,10 @@ void init(Real* log_dt, Real* A_re_log, Real* A_im, Real* C, Real* D, const S4dD
 }
 
 // One recurrence step of one channel: s = Abar s + Bbar x, returns
-// Re(sum_n C s) + D x. Arithmetic in fp64, the state rounded to Real; shared
-// by s4d_step and s4d_recurrent_forward so both give identical samples.
-template <typename Real>
-inline double advance(Real* s,            // (N, 2)
+// Re(sum_n C s) + D x. Arithmetic in fp64, the state stored as S; shared by
+// s4d_step and s4d_recurrent_forward so both give identical samples.
+template <typename S, typename Real>
+inline double advance(S* s,               // (N, 2)
                       const double* Ab,   // (N, 2)
                       const double* Bb,   // (N, 2)
                       const Real* Ch,     // (N, 2)
@@ -84,11 +84,51 @@ inline double advance(Real* s,            // (N, 2)
     const double sr = s[2 * n], si = s[2 * n + 1];
     const double nr = Ab[2 * n] * sr - Ab[2 * n + 1] * si + Bb[2 * n] * x;
     const double ni = Ab[2 * n] * si + Ab[2 * n + 1] * sr + Bb[2 * n + 1] * x;
-    s[2 * n] = static_cast<Real>(nr);
-    s[2 * n + 1] = static_cast<Real>(ni);
+    s[2 * n] = static_cast<S>(nr);
+    s[2 * n + 1] = static_cast<S>(ni);
     acc += static_cast<double>(Ch[2 * n]) * nr - static_cast<double>(Ch[2 * n + 1]) * ni;
   }
   return acc;
+}
+
+// The recurrence over (B, T, H) inputs, OpenMP over (batch, channel). The
+// state is held as S between steps: Real in the recurrent mode (what
+// s4d_step stores), fp64 for the final state of the convolution mode.
+// y and final_state may be null.
+template <typename S, typename Real>
+void recur(Real* y,                    // (B, T, H) or null
+           Real* final_state,          // (B, H, N, 2) or null
+           const Real* x,              // (B, T, H)
+           const Real* log_dt,         // (H)
+           const Real* A_re_log,       // (H, N)
+           const Real* A_im,           // (H, N)
+           const Real* C,              // (H, N, 2)
+           const Real* D,              // (H)
+           const Real* initial_state,  // (B, H, N, 2) or null
+           const S4dDims& d) {
+  const int B = d.B, T = d.T, H = d.H, N = d.N;
+  std::vector<double> Ab(static_cast<size_t>(H) * N * 2), Bb(Ab.size());  // (H, N, 2) each
+  s4d_discretize(Ab.data(), Bb.data(), log_dt, A_re_log, A_im, d);
+#pragma omp parallel
+  {
+    std::vector<S> s(2 * N);  // (N, 2)
+#pragma omp for schedule(static)
+    for (long bh = 0; bh < static_cast<long>(B) * H; ++bh) {
+      const long b = bh / H, h = bh % H;
+      for (int j = 0; j < 2 * N; ++j) s[j] = initial_state ? static_cast<S>(initial_state[bh * N * 2 + j]) : S(0);
+      const double* ab = Ab.data() + h * N * 2;
+      const double* bb = Bb.data() + h * N * 2;
+      const Real* ch = C + h * N * 2;
+      const double dh = D[h];
+      for (int t = 0; t < T; ++t) {
+        const long i = (b * T + t) * H + h;
+        const double out = advance(s.data(), ab, bb, ch, static_cast<double>(x[i]), dh, N);
+        if (y) y[i] = static_cast<Real>(out);
+      }
+      if (final_state)
+        for (int j = 0; j < 2 * N; ++j) final_state[bh * N * 2 + j] = static_cast<Real>(s[j]);
+    }
+  }
 }
 
 }  // namespace
@@ -210,37 +250,18 @@ void s4d_conv_forward(Real* y, std::type_identity_t<Real>* final_state, Real* ke
                       const Real* A_re_log, const Real* A_im, const Real* C, const Real* D, const S4dDims& d) {
   check("s4d_conv_forward", d, true, true);
   check_ptrs("s4d_conv_forward", {{"y", y}, {"kernel", kernel}, {"x", x}, {"D", D}});
-  const int B = d.B, T = d.T, H = d.H, N = d.N;
+  const int B = d.B, T = d.T, H = d.H;
   s4d_kernel_forward(kernel, log_dt, A_re_log, A_im, C, d);
   depthwise_fft_conv_forward(y, x, kernel, B, T, H);
   const long rows = static_cast<long>(B) * T;
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; ++r)
     for (int h = 0; h < H; ++h) y[r * H + h] += D[h] * x[r * H + h];
-  if (!final_state) return;
-  // s[T-1] = sum_t Abar^(T-1-t) Bbar x[t], by Horner in fp64.
-  std::vector<double> Ab(static_cast<size_t>(H) * N * 2), Bb(Ab.size());  // (H, N, 2) each
-  s4d_discretize(Ab.data(), Bb.data(), log_dt, A_re_log, A_im, d);
-#pragma omp parallel
-  {
-    std::vector<double> s(2 * N);  // (N, 2)
-#pragma omp for schedule(static)
-    for (long bh = 0; bh < static_cast<long>(B) * H; ++bh) {
-      const long b = bh / H, h = bh % H;
-      const double* ab = Ab.data() + h * N * 2;
-      const double* bb = Bb.data() + h * N * 2;
-      std::fill(s.begin(), s.end(), 0.0);
-      for (int t = 0; t < T; ++t) {
-        const double xt = x[(b * T + t) * H + h];
-        for (int n = 0; n < N; ++n) {
-          const double r = ab[2 * n] * s[2 * n] - ab[2 * n + 1] * s[2 * n + 1] + bb[2 * n] * xt;
-          s[2 * n + 1] = ab[2 * n] * s[2 * n + 1] + ab[2 * n + 1] * s[2 * n] + bb[2 * n + 1] * xt;
-          s[2 * n] = r;
-        }
-      }
-      for (int j = 0; j < 2 * N; ++j) final_state[bh * N * 2 + j] = static_cast<Real>(s[j]);
-    }
-  }
+  // The state after the last step, for a stream to continue from: the
+  // recurrence with an fp64 state (outputs not needed).
+  if (final_state)
+    recur<double>(static_cast<Real*>(nullptr), final_state, x, log_dt, A_re_log, A_im, C, D,
+                  static_cast<const Real*>(nullptr), d);
 }
 
 template <typename Real>
@@ -305,30 +326,7 @@ void s4d_recurrent_forward(Real* y, std::type_identity_t<Real>* final_state, con
                            const S4dDims& d) {
   check("s4d_recurrent_forward", d, true, true);
   check_ptrs("s4d_recurrent_forward", {{"y", y}, {"x", x}, {"C", C}, {"D", D}});
-  const int B = d.B, T = d.T, H = d.H, N = d.N;
-  std::vector<double> Ab(static_cast<size_t>(H) * N * 2), Bb(Ab.size());  // (H, N, 2) each
-  s4d_discretize(Ab.data(), Bb.data(), log_dt, A_re_log, A_im, d);
-#pragma omp parallel
-  {
-    std::vector<Real> s(2 * N);  // (N, 2)
-#pragma omp for schedule(static)
-    for (long bh = 0; bh < static_cast<long>(B) * H; ++bh) {
-      const long b = bh / H, h = bh % H;
-      if (initial_state)
-        std::copy(initial_state + bh * N * 2, initial_state + (bh + 1) * N * 2, s.begin());
-      else
-        std::fill(s.begin(), s.end(), Real(0));
-      const double* ab = Ab.data() + h * N * 2;
-      const double* bb = Bb.data() + h * N * 2;
-      const Real* ch = C + h * N * 2;
-      const double dh = D[h];
-      for (int t = 0; t < T; ++t) {
-        const long i = (b * T + t) * H + h;
-        y[i] = static_cast<Real>(advance(s.data(), ab, bb, ch, static_cast<double>(x[i]), dh, N));
-      }
-      if (final_state) std::copy(s.begin(), s.end(), final_state + bh * N * 2);
-    }
-  }
+  recur<Real>(y, final_state, x, log_dt, A_re_log, A_im, C, D, initial_state, d);
 }
 
 #define SSM_INSTANTIATE(Real)                                                                                     \
