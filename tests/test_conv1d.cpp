@@ -108,6 +108,13 @@ std::vector<double> time_slice(const std::vector<double>& v, int B, int T, int C
   return o;
 }
 
+// Writes a (B, len, C) tensor into rows [t0, t0 + len) of a (B, T, C) tensor.
+void time_put(std::vector<double>& v, const std::vector<double>& part, int B, int T, int C, int t0, int len) {
+  for (int b = 0; b < B; ++b)
+    std::copy(part.begin() + size_t(b) * len * C, part.begin() + size_t(b + 1) * len * C,
+              v.begin() + (size_t(b) * T + t0) * C);
+}
+
 TEST(Conv1d, ForwardMatchesReference) {
   double worst = 0;
   uint64_t seed = 10;
@@ -147,9 +154,7 @@ TEST(Conv1d, StepLoopMatchesReference) {
       const auto xs = time_slice(in.x, d.B, d.T, d.C, s, 1);
       std::vector<double> ys(size_t(d.B) * d.C);
       ssm::conv1d_step(ys.data(), t.data(), xs.data(), in.weight.data(), in.biasp(), d);
-      for (int b = 0; b < d.B; ++b)
-        std::copy(ys.begin() + size_t(b) * d.C, ys.begin() + size_t(b + 1) * d.C,
-                  y.begin() + (size_t(b) * d.T + s) * d.C);
+      time_put(y, ys, d.B, d.T, d.C, s, 1);
     }
     const double e = rel_error(y, ref.y);
     EXPECT_LE(e, 1e-14) << name(c);
@@ -177,9 +182,7 @@ TEST(Conv1d, StreamingInRandomBlocksMatchesWholeSequence) {
       const auto xs = time_slice(in.x, d.B, d.T, d.C, t0, n);
       std::vector<double> ys(size_t(d.B) * n * d.C);
       ssm::conv1d_forward(ys.data(), t.data(), xs.data(), in.weight.data(), in.biasp(), t.data(), db);
-      for (int b = 0; b < d.B; ++b)
-        std::copy(ys.begin() + size_t(b) * n * d.C, ys.begin() + size_t(b + 1) * n * d.C,
-                  y.begin() + (size_t(b) * d.T + t0) * d.C);
+      time_put(y, ys, d.B, d.T, d.C, t0, n);
       t0 += n;
     }
     const double e = rel_error(y, whole.y);

@@ -134,6 +134,19 @@ void time_put(std::vector<Real>& v, const std::vector<Real>& part, int B, int T,
               v.begin() + (size_t(b) * T + t0) * F);
 }
 
+// The inputs of time steps [t0, t0 + len) (parameters unchanged, no initial state).
+Inputs<double> time_slice(const Inputs<double>& in, const ScanDims& d, int t0, int len) {
+  Inputs<double> o = in;
+  const size_t E = d.E, GN = size_t(d.G) * d.N;
+  o.x = time_slice(in.x, d.B, d.T, E, t0, len);
+  o.dt_raw = time_slice(in.dt_raw, d.B, d.T, E, t0, len);
+  o.Bm = time_slice(in.Bm, d.B, d.T, GN, t0, len);
+  o.Cm = time_slice(in.Cm, d.B, d.T, GN, t0, len);
+  o.z = time_slice(in.z, d.B, d.T, E, t0, len);
+  o.has_init = false;
+  return o;
+}
+
 // The shapes the invariants must hold on: T = 1, T < Q, T not a multiple of
 // Q, G = 1, G = E, N = 1, E wider than one channel tile with groups split
 // across tiles; each with and without z and initial state.
@@ -223,15 +236,12 @@ TEST(SelectiveScan, StepLoopMatchesReference) {
     const auto ref = reference(in, d);
     std::vector<double> state = c.init ? in.init : std::vector<double>(st(d), 0.0);
     std::vector<double> y(act(d));
-    const size_t E = d.E, GN = size_t(d.G) * d.N;
     for (int t = 0; t < d.T; ++t) {
-      auto xs = time_slice(in.x, d.B, d.T, E, t, 1), ds = time_slice(in.dt_raw, d.B, d.T, E, t, 1);
-      auto bs = time_slice(in.Bm, d.B, d.T, GN, t, 1), cs = time_slice(in.Cm, d.B, d.T, GN, t, 1);
-      auto zs = time_slice(in.z, d.B, d.T, E, t, 1);
-      std::vector<double> ys(size_t(d.B) * E);
-      ssm::selective_scan_step(ys.data(), state.data(), xs.data(), ds.data(), in.A_log.data(), bs.data(), cs.data(),
-                               in.D.data(), in.dt_bias.data(), c.gate ? zs.data() : nullptr, d);
-      time_put(y, ys, d.B, d.T, E, t, 1);
+      const auto s = time_slice(in, d, t, 1);
+      std::vector<double> ys(size_t(d.B) * d.E);
+      ssm::selective_scan_step(ys.data(), state.data(), s.x.data(), s.dt_raw.data(), s.A_log.data(), s.Bm.data(),
+                               s.Cm.data(), s.D.data(), s.dt_bias.data(), s.zp(), d);
+      time_put(y, ys, d.B, d.T, d.E, t, 1);
     }
     const double ey = rel_error(y, ref.y), es = rel_error(state, ref.final_state);
     EXPECT_LE(ey, 1e-12) << name(c);
@@ -250,7 +260,6 @@ TEST(SelectiveScan, StreamingInRandomBlocksMatchesWholeSequence) {
     const auto in = make_inputs(c, seed += 10);
     const auto whole = reference(in, d);
     std::uniform_int_distribution<int> len(1, 9), q(1, 6);
-    const size_t E = d.E, GN = size_t(d.G) * d.N;
     // The state is carried in place: final_state and initial_state are one buffer.
     std::vector<double> state = c.init ? in.init : std::vector<double>(st(d), 0.0);
     std::vector<double> y(act(d));
@@ -258,14 +267,12 @@ TEST(SelectiveScan, StreamingInRandomBlocksMatchesWholeSequence) {
       const int n = std::min(len(rng), d.T - t0);
       ScanDims db = d;
       db.T = n;
-      auto xs = time_slice(in.x, d.B, d.T, E, t0, n), ds = time_slice(in.dt_raw, d.B, d.T, E, t0, n);
-      auto bs = time_slice(in.Bm, d.B, d.T, GN, t0, n), cs = time_slice(in.Cm, d.B, d.T, GN, t0, n);
-      auto zs = time_slice(in.z, d.B, d.T, E, t0, n);
-      std::vector<double> ys(size_t(d.B) * n * E);
-      ssm::selective_scan_blocked_forward(ys.data(), state.data(), xs.data(), ds.data(), in.A_log.data(), bs.data(),
-                                          cs.data(), in.D.data(), in.dt_bias.data(), c.gate ? zs.data() : nullptr,
+      const auto s = time_slice(in, d, t0, n);
+      std::vector<double> ys(size_t(d.B) * n * d.E);
+      ssm::selective_scan_blocked_forward(ys.data(), state.data(), s.x.data(), s.dt_raw.data(), s.A_log.data(),
+                                          s.Bm.data(), s.Cm.data(), s.D.data(), s.dt_bias.data(), s.zp(),
                                           state.data(), db, q(rng));
-      time_put(y, ys, d.B, d.T, E, t0, n);
+      time_put(y, ys, d.B, d.T, d.E, t0, n);
       t0 += n;
     }
     const double ey = rel_error(y, whole.y), es = rel_error(state, whole.final_state);
@@ -402,14 +409,17 @@ TEST(SelectiveScan, LongSequence) {
   const auto in = make_inputs(c, 4242);
   const auto ref = reference(in, c.d);
   const auto out = blocked(in, c.d, 64);
-  EXPECT_LE(rel_error(out.y, ref.y), 1e-12);
-  EXPECT_LE(rel_error(out.final_state, ref.final_state), 1e-12);
+  const double ey = rel_error(out.y, ref.y), es = rel_error(out.final_state, ref.final_state);
+  EXPECT_LE(ey, 1e-12);
+  EXPECT_LE(es, 1e-12);
   const auto dy = random_vector(act(c.d), 4243);
   const auto g64 = backward(in, c.d, 64, dy, nullptr);
   const auto g1000 = backward(in, c.d, 1000, dy, nullptr);
-  EXPECT_LE(rel_error(g64.x, g1000.x), 1e-12);
-  EXPECT_LE(rel_error(g64.A_log, g1000.A_log), 1e-12);
-  EXPECT_LE(rel_error(g64.Bm, g1000.Bm), 1e-12);
+  const double eg = std::max({rel_error(g64.x, g1000.x), rel_error(g64.dt_raw, g1000.dt_raw),
+                              rel_error(g64.A_log, g1000.A_log), rel_error(g64.Bm, g1000.Bm),
+                              rel_error(g64.Cm, g1000.Cm)});
+  EXPECT_LE(eg, 1e-12);
+  std::printf("T=4000: blocked vs reference y %.3g state %.3g; backward Q=64 vs Q=1000 %.3g\n", ey, es, eg);
 }
 
 TEST(SelectiveScan, BadDimsThrow) {
