@@ -215,6 +215,25 @@ TEST(SafeTensors, ReadsHandMadeF64AndOtherDtypes) {
   expect_ssm_error([&] { st.to_float("a"); }, {"'a'", "I64"});
 }
 
+TEST(SafeTensors, ReadsTheFuzzSeedCorpus) {
+  // Files written by tests/fuzz/make_corpus.py (Python's struct and json), so
+  // an independent writer of the format.
+  const fs::path dir = fs::path(SSM_SOURCE_DIR) / "tests" / "fuzz" / "corpus" / "safetensors";
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    SCOPED_TRACE(e.path().string());
+    EXPECT_NO_THROW(SafeTensors::read_file(e.path()));
+    ++files;
+  }
+  EXPECT_GE(files, 5u);
+  const SafeTensors st = SafeTensors::read_file(dir / "mixed.safetensors");
+  EXPECT_EQ(st.metadata().at("model"), "mamba2");
+  EXPECT_EQ(st.to_float("layers.0.mixer.dt_bias"), (std::vector<float>{-1.5f, INFINITY}));
+  EXPECT_EQ(st.to_float("layers.0.norm.weight"), (std::vector<float>{1.0f, 0x1p-24f}));
+  EXPECT_EQ(st.to_float("layers.0.mixer.A_log"), (std::vector<float>{-0.5f, 0.0f}));
+  EXPECT_EQ(st.info("mask").dtype, "BOOL");
+}
+
 TEST(SafeTensors, AccessorErrorsNameTensorAndShapes) {
   const std::vector<float> v(6, 1.0f);
   SafeTensorsWriter w;
