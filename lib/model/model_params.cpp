@@ -132,8 +132,9 @@ double model_flops_per_step(const ModelConfig& cfg) {
 
 Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)), params_(model_param_table(cfg_)) {}
 
-void Model::save(const std::string& path) const {
+void Model::save(const std::string& path, const std::map<std::string, std::string>& extra_metadata) const {
   SafeTensorsWriter w;
+  for (const auto& [k, v] : extra_metadata) w.set_metadata(k, v);
   for (const auto& e : table().entries()) w.add(e.spec.name, params_.data() + e.offset, e.spec.shape);
   w.set_metadata("ssm.config", cfg_.to_json_text());
   w.set_metadata("format", "pt");

@@ -14,6 +14,7 @@
 // so weights move between this library and PyTorch.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,7 +51,7 @@ class Model {
   // safetensors with mamba_ssm tensor names and the config in __metadata__.
   // save() is atomic (temp file + rename). load() checks every shape against
   // the config and names the offending tensor.
-  void save(const std::string& path) const;
+  void save(const std::string& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
   static Model load(const std::string& path);
 
  private:
