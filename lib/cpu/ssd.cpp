@@ -5,16 +5,19 @@
 // group's heads). A task walks its chunks in order (reverse order in the
 // backward) and carries the (P, N) states of its heads, so the scan across
 // chunks needs no separate pass; C·B^T of a chunk is computed once per task
-// and shared by its heads. Heads are sliced only when B·G alone cannot keep
-// every thread busy. Matmuls go through ssm::gemm with leading dimensions
-// that read the strided (B, T, H, P) / (B, T, G, N) rows in place.
+// and shared by its heads, and the state products of all its heads are one
+// matmul. Heads are sliced only when B·G alone cannot keep every thread busy.
+// Matmuls go through ssm::gemm with leading dimensions that read the strided
+// (B, T, H, P) / (B, T, G, N) rows in place.
 #include "ssm/ssd.hpp"
 
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,16 +26,58 @@
 namespace ssm {
 namespace {
 
+// The hot loops of the chunked tasks also get an AVX2/FMA build on x86-64,
+// picked at load time; other machines use the portable build. The small
+// helpers below are forced inline so that they are compiled into each build.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define SSM_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
+#else
+#define SSM_SIMD_CLONES
+#endif
+#if defined(__GNUC__)
+#define SSM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define SSM_ALWAYS_INLINE inline
+#endif
+
 template <typename Real>
-Real softplus(Real z) {
+SSM_ALWAYS_INLINE Real softplus(Real z) {
   // log(1 + e^z) without overflow for large z.
   return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
 }
 
 template <typename Real>
-Real sigmoid(Real z) {
+SSM_ALWAYS_INLINE Real sigmoid(Real z) {
   return Real(1) / (Real(1) + std::exp(-z));
 }
+
+// e^x for x <= 0. The float version is written without calls or branches so
+// that the loops over a chunk vectorise, and is accurate to ~2 ulp (degree-7
+// polynomial after reduction by ln 2). Arguments below -87 give e^-87
+// (~1.6e-38) instead of a denormal: far below what any sum it enters can
+// resolve, and it avoids the slow underflow path of expf.
+SSM_ALWAYS_INLINE float decay_exp(float x) {
+  // Clamp to -87 on the bits: for x <= 0 the unsigned bit pattern grows with
+  // |x|. An integer select vectorises; a float compare does not under the
+  // default trapping-math rules.
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  x = std::bit_cast<float>(u > 0xC2AE0000u ? 0xC2AE0000u : u);  // 0xC2AE0000 = -87.0f
+  constexpr float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float k = (x * 1.44269504088896341f + shift) - shift;
+  float r = x - k * 0.693145751953125f;  // ln 2, high bits (exact product)
+  r = r - k * 1.428606820309417e-06f;    // ln 2, low bits
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p * std::bit_cast<float>((int32_t(k) + 127) << 23);
+}
+
+SSM_ALWAYS_INLINE double decay_exp(double x) { return std::exp(x); }
 
 void require_ptr(const void* p, const char* name) {
   require(p != nullptr, std::string("ssd: ") + name + " must not be null");
@@ -117,90 +162,129 @@ void lower_abt(int L, int k, const Real* A, int lda, const Real* Bt, int ldb, Re
   }
 }
 
-// End (exclusive) of the kTri diagonal block holding row i, capped at L.
-inline int block_end(int i, int L) { return std::min(L, (i / kTri + 1) * kTri); }
-
-// dt and the cumulative log decay of one chunk of one head. Lambda is kept in
-// double: differences Lambda[t] - Lambda[s] of long chunks would otherwise
-// cancel badly in float.
+// out[j] = exp(li - lam[j]) for j < n, all j <= i so the exponent is <= 0.
+// Two plain passes so that both vectorise (double -> float, then exp).
 template <typename Real>
-void chunk_decay(int L, const Real* dt_raw,  // (L) with stride H
-                 int stride, Real bias, double A,
-                 Real* dtv,     // (L)
-                 double* lam) {  // (L)
+SSM_ALWAYS_INLINE void decay_row(int n, double li, const double* __restrict lam, Real* __restrict out) {
+  for (int j = 0; j < n; ++j) out[j] = Real(li - lam[j]);
+  for (int j = 0; j < n; ++j) out[j] = decay_exp(out[j]);
+}
+
+// sum_k a[k] b[k], vectorised with lane-wise partial sums.
+template <typename Real>
+SSM_ALWAYS_INLINE Real dot(size_t n, const Real* __restrict a, const Real* __restrict b) {
+  Real s = 0;
+#pragma omp simd reduction(+ : s)
+  for (size_t k = 0; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+// End (exclusive) of the kTri diagonal block holding row i, capped at L.
+SSM_ALWAYS_INLINE int block_end(int i, int L) { return std::min(L, (i / kTri + 1) * kTri); }
+
+// Cumulative log decay of one chunk of one head. Kept in double: differences
+// Lambda[t] - Lambda[s] of long chunks would otherwise cancel badly in float.
+template <typename Real>
+SSM_ALWAYS_INLINE void chunk_lambda(int L, const Real* dtv,  // (L)
+                  double A,
+                  double* lam) {  // (L)
   double acc = 0;
   for (int i = 0; i < L; ++i) {
-    dtv[i] = softplus<Real>(dt_raw[size_t(i) * stride] + bias);
     acc += double(dtv[i]) * A;
     lam[i] = acc;
   }
 }
 
+// The decays the state terms of a chunk use:
+//   el[i] = exp(Lambda[i])                from the chunk start to step i
+//   ew[j] = exp(Lambda[L-1] - Lambda[j])  from step j to the chunk end
+//   w[j]  = ew[j] * dt[j]
 template <typename Real>
-void chunked_forward_task(Real* y, Real* final_state, const Real* x, const Real* dt_raw, const Real* A_log,
-                          const Real* Bm, const Real* Cm, const Real* D, const Real* dt_bias,
-                          const Real* initial_state, const SsdDims& d, int Q, int b, int g, int h0, int h1) {
-  const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, nh = h1 - h0;
-  const int HP = H * P, GN = G * N, Qe = std::min(Q, T);
-  std::vector<Real> CB(size_t(Qe) * Qe);   // (Q, Q)  C·B^T of the chunk, lower triangle
-  std::vector<Real> M(size_t(Qe) * Qe);    // (Q, Q)  CB ⊙ decay ⊙ dt, lower triangle
-  std::vector<Real> Ce(size_t(Qe) * N);    // (Q, N)  exp(Lambda) ⊙ C
-  std::vector<Real> Bw(size_t(Qe) * N);    // (Q, N)  exp(Lambda[L-1] - Lambda) dt ⊙ B
-  std::vector<Real> S(size_t(nh) * P * N);  // (nh, P, N) carried states
-  std::vector<Real> dtv(Qe);               // (Q)
-  std::vector<double> lam(Qe);             // (Q)
-  bool have_state = initial_state != nullptr;
-  for (int hh = 0; hh < nh; ++hh) {
-    Real* Sh = S.data() + size_t(hh) * P * N;
-    if (have_state)
-      std::copy_n(initial_state + (size_t(b) * H + h0 + hh) * P * N, size_t(P) * N, Sh);
-    else
-      std::fill_n(Sh, size_t(P) * N, Real(0));
+SSM_ALWAYS_INLINE void chunk_state_decays(int L, const double* lam, const Real* dtv,  // (L) each
+                        Real* el, Real* ew, Real* w) {              // (L) each
+  const double last = lam[L - 1];
+  for (int j = 0; j < L; ++j) {
+    el[j] = decay_exp(Real(lam[j]));
+    ew[j] = decay_exp(Real(last - lam[j]));
+    w[j] = ew[j] * dtv[j];
   }
+}
+
+// M[i, j] = CB[i, j] exp(Lambda[i] - Lambda[j]) dt[j] for j <= i, zero above
+// the diagonal inside the diagonal blocks (read by the triangular products).
+template <typename Real>
+SSM_ALWAYS_INLINE void build_decay_matrix(int L, const Real* CB, int ld, const double* lam, const Real* dtv, Real* M) {
+  for (int i = 0; i < L; ++i) {
+    Real* __restrict Mi = M + size_t(i) * ld;
+    const Real* __restrict CBi = CB + size_t(i) * ld;
+    const Real* __restrict dt = dtv;
+    // Only s <= t: the exponent is <= 0 and cannot overflow.
+    decay_row(i + 1, lam[i], lam, Mi);
+    for (int j = 0; j <= i; ++j) Mi[j] *= CBi[j] * dt[j];
+    for (int j = i + 1, je = block_end(i, L); j < je; ++j) Mi[j] = 0;
+  }
+}
+
+// One task of the chunked forward: batch b, group g, heads [h0, h1). The
+// heads of a task are adjacent in (H, P) rows, so the state products of all
+// of them are single matmuls over nh·P columns.
+template <typename Real>
+SSM_SIMD_CLONES void chunked_forward_task(Real* y, Real* final_state, const Real* x, const Real* dt_raw,
+                                          const Real* A_log, const Real* Bm, const Real* Cm, const Real* D,
+                                          const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q,
+                                          int b, int g, int h0, int h1) {
+  const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, nh = h1 - h0;
+  const int HP = H * P, GN = G * N, nP = nh * P, Qe = std::min(Q, T);
+  const size_t PN = size_t(P) * N;
+  std::vector<Real> CB(size_t(Qe) * Qe);  // (Q, Q)  C·B^T of the chunk, lower triangle
+  std::vector<Real> M(size_t(Qe) * Qe);   // (Q, Q)  CB ⊙ decay ⊙ dt, lower triangle
+  std::vector<Real> Z(size_t(Qe) * nP);   // (Q, nh·P)  C @ S^T
+  std::vector<Real> Xw(size_t(Qe) * nP);  // (Q, nh·P)  w ⊙ X
+  std::vector<Real> S(nh * PN);           // (nh·P, N)  carried states
+  std::vector<Real> dtv(Qe), el(Qe), ew(Qe), w(Qe);  // (Q)
+  std::vector<double> lam(Qe);                       // (Q)
+  bool have_state = initial_state != nullptr;
+  if (have_state) std::copy_n(initial_state + (size_t(b) * H + h0) * PN, nh * PN, S.data());
 
   for (int t0 = 0; t0 < T; t0 += Q) {
     const int L = std::min(Q, T - t0);
     const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
     const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
+    const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h0) * P;  // (L, nh·P) ld HP
+    Real* yc = y + (size_t(b) * T + t0) * HP + size_t(h0) * P;        // (L, nh·P) ld HP
     lower_abt(L, N, Cc, GN, Bc, GN, CB.data(), Qe);
+    if (have_state) gemm<Real>(false, true, L, nP, N, Real(1), Cc, GN, S.data(), N, Real(0), Z.data(), nP);
     for (int hh = 0; hh < nh; ++hh) {
       const int h = h0 + hh;
-      const double A = -std::exp(double(A_log[h]));
-      chunk_decay(L, dt_raw + (size_t(b) * T + t0) * H + h, H, dt_bias[h], A, dtv.data(), lam.data());
-      for (int i = 0; i < L; ++i) {
-        Real* Mi = M.data() + size_t(i) * Qe;
-        const Real* CBi = CB.data() + size_t(i) * Qe;
-        // Only s <= t: the exponent is <= 0 and cannot overflow.
-        for (int j = 0; j <= i; ++j) Mi[j] = CBi[j] * Real(std::exp(Real(lam[i] - lam[j]))) * dtv[j];
-        for (int j = i + 1, je = block_end(i, L); j < je; ++j) Mi[j] = 0;
-      }
-      const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h) * P;  // (L, P) ld HP
-      Real* yc = y + (size_t(b) * T + t0) * HP + size_t(h) * P;        // (L, P) ld HP
-      lower_mm(L, P, M.data(), Qe, xc, HP, Real(0), yc, HP);
-      Real* Sh = S.data() + size_t(hh) * P * N;
-      if (have_state) {
-        for (int i = 0; i < L; ++i) {
-          const Real e = Real(std::exp(lam[i]));
-          for (int n = 0; n < N; ++n) Ce[size_t(i) * N + n] = e * Cc[size_t(i) * GN + n];
-        }
-        gemm<Real>(false, true, L, P, N, Real(1), Ce.data(), N, Sh, N, Real(1), yc, HP);
-      }
+      const Real* dtr = dt_raw + (size_t(b) * T + t0) * H + h;  // (L) stride H
+      for (int i = 0; i < L; ++i) dtv[i] = softplus<Real>(dtr[size_t(i) * H] + dt_bias[h]);
+      chunk_lambda(L, dtv.data(), -std::exp(double(A_log[h])), lam.data());
+      chunk_state_decays(L, lam.data(), dtv.data(), el.data(), ew.data(), w.data());
+      build_decay_matrix(L, CB.data(), Qe, lam.data(), dtv.data(), M.data());
+      // y = M @ X + exp(Lambda) ⊙ (C @ S^T) + D x
+      lower_mm(L, P, M.data(), Qe, xc + size_t(hh) * P, HP, Real(0), yc + size_t(hh) * P, HP);
       const Real Dh = D[h];
-      for (int i = 0; i < L; ++i)
-        for (int p = 0; p < P; ++p) yc[size_t(i) * HP + p] += Dh * xc[size_t(i) * HP + p];
-      const double last = lam[L - 1];
-      for (int j = 0; j < L; ++j) {
-        const Real w = Real(std::exp(last - lam[j])) * dtv[j];
-        for (int n = 0; n < N; ++n) Bw[size_t(j) * N + n] = w * Bc[size_t(j) * GN + n];
+      for (int i = 0; i < L; ++i) {
+        Real* __restrict yi = yc + size_t(i) * HP + size_t(hh) * P;
+        const Real* __restrict xi = xc + size_t(i) * HP + size_t(hh) * P;
+        const Real* __restrict zi = Z.data() + size_t(i) * nP + size_t(hh) * P;
+        Real* __restrict xwi = Xw.data() + size_t(i) * nP + size_t(hh) * P;
+        const Real e = el[i], wi = w[i];
+        if (have_state)
+          for (int p = 0; p < P; ++p) yi[p] += e * zi[p] + Dh * xi[p];
+        else
+          for (int p = 0; p < P; ++p) yi[p] += Dh * xi[p];
+        for (int p = 0; p < P; ++p) xwi[p] = wi * xi[p];
       }
-      gemm<Real>(true, false, P, N, L, Real(1), xc, HP, Bw.data(), N, have_state ? Real(std::exp(last)) : Real(0),
-                 Sh, N);
+      // S = exp(Lambda[L-1]) S + (w ⊙ X)^T @ B, the matmul for all heads below.
+      Real* __restrict Sh = S.data() + hh * PN;
+      const Real e_last = el[L - 1];
+      for (size_t k = 0; k < PN; ++k) Sh[k] *= e_last;
     }
+    gemm<Real>(true, false, nP, N, L, Real(1), Xw.data(), nP, Bc, GN, Real(1), S.data(), N);
     have_state = true;
   }
-  if (final_state)
-    for (int hh = 0; hh < nh; ++hh)
-      std::copy_n(S.data() + size_t(hh) * P * N, size_t(P) * N, final_state + (size_t(b) * H + h0 + hh) * P * N);
+  if (final_state) std::copy_n(S.data(), nh * PN, final_state + (size_t(b) * H + h0) * PN);
 }
 
 // Per-task sums of the parameter gradients, added to the outputs after the
@@ -209,172 +293,176 @@ struct ParamGrads {
   std::vector<double> dA_log, dD, ddt_bias;  // (nh) each
 };
 
+// One task of the chunked backward (same split as the forward). A forward
+// sweep recomputes the state entering every chunk; the reverse sweep then
+// carries dS, the gradient w.r.t. the state leaving the current chunk.
 template <typename Real>
-void chunked_backward_task(Real* dx, Real* ddt_raw, Real* dBc_out, Real* dCc_out, int ld_out,  // dB/dC (T, N)
-                           ParamGrads& pg, Real* dinitial_state, const Real* dy, const Real* dfinal_state,
-                           const Real* x, const Real* dt_raw, const Real* A_log, const Real* Bm, const Real* Cm,
-                           const Real* D, const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q,
-                           int b, int g, int h0, int h1) {
+SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
+                                           Real* dB_out,  // (T, N) ld ld_out
+                                           Real* dC_out,  // (T, N) ld ld_out
+                                           int ld_out, ParamGrads& pg, Real* dinitial_state, const Real* dy,
+                                           const Real* dfinal_state, const Real* x, const Real* dt_raw,
+                                           const Real* A_log, const Real* Bm, const Real* Cm, const Real* D,
+                                           const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q,
+                                           int b, int g, int h0, int h1) {
   const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, nh = h1 - h0;
-  const int HP = H * P, GN = G * N, Qe = std::min(Q, T);
+  const int HP = H * P, GN = G * N, nP = nh * P, Qe = std::min(Q, T);
   const int nc = (T + Q - 1) / Q;
-  const size_t PN = size_t(P) * N;
-  std::vector<Real> CB(size_t(Qe) * Qe);    // (Q, Q)  C·B^T, lower triangle
-  std::vector<Real> M(size_t(Qe) * Qe);     // (Q, Q)  CB ⊙ decay ⊙ dt
-  std::vector<Real> dM(size_t(Qe) * Qe);    // (Q, Q)  dY @ X^T, lower triangle
-  std::vector<Real> dCB(size_t(Qe) * Qe);   // (Q, Q)  gradient of CB, summed over the task's heads
-  std::vector<Real> Ce(size_t(Qe) * N);     // (Q, N)  exp(Lambda) ⊙ C
-  std::vector<Real> Bw(size_t(Qe) * N);     // (Q, N)  w ⊙ B
-  std::vector<Real> W(size_t(Qe) * N);      // (Q, N)  dY @ S_in
-  std::vector<Real> V(size_t(Qe) * P);      // (Q, P)  B @ dS^T
-  std::vector<Real> Xw(size_t(Qe) * P);     // (Q, P)  w ⊙ X
-  std::vector<Real> states(size_t(nh) * (nc + 1) * PN);  // (nh, nc + 1, P, N) state entering each chunk
-  std::vector<Real> dS(size_t(nh) * PN);    // (nh, P, N) gradient of the state after the current chunk
-  std::vector<Real> dtv(Qe), w(Qe), ddt_dir(Qe), colF(Qe);  // (Q)
-  std::vector<double> lam(Qe), dlam(Qe);    // (Q)
+  const size_t PN = size_t(P) * N, SN = nh * PN;
+  std::vector<Real> dt_all(size_t(nh) * T);        // (nh, T)  softplus(dt_raw + dt_bias)
+  std::vector<Real> states(size_t(nc + 1) * SN);  // (nc + 1, nh·P, N)  state entering each chunk, then the final
+  std::vector<Real> dS(SN);                       // (nh·P, N)  gradient w.r.t. the state leaving the chunk
+  std::vector<Real> CB(size_t(Qe) * Qe);          // (Q, Q)  C·B^T, lower triangle
+  std::vector<Real> M(size_t(Qe) * Qe);           // (Q, Q)  CB ⊙ decay ⊙ dt
+  std::vector<Real> dM(size_t(Qe) * Qe);          // (Q, Q)  dY @ X^T, lower triangle
+  std::vector<Real> dCB(size_t(Qe) * Qe);         // (Q, Q)  gradient w.r.t. CB, summed over the task's heads
+  std::vector<Real> W(size_t(Qe) * N);            // (Q, N)  dY @ S_in of one head
+  std::vector<Real> V(size_t(Qe) * nP);           // (Q, nh·P)  B @ dS^T
+  std::vector<Real> Xw(size_t(Qe) * nP);          // (Q, nh·P)  w ⊙ X
+  std::vector<Real> dYe(size_t(Qe) * nP);         // (Q, nh·P)  exp(Lambda) ⊙ dY
+  std::vector<Real> el(Qe), ew(Qe), w(Qe), ddt_dir(Qe), erow(Qe); std::vector<double> colG(Qe);  // (Q)
+  std::vector<Real> e_last(nh);                                               // (nh)
+  std::vector<double> lam(Qe), dlam(Qe);                                      // (Q)
 
-  // Recompute the state entering every chunk.
-  for (int hh = 0; hh < nh; ++hh) {
-    const int h = h0 + hh;
-    const double A = -std::exp(double(A_log[h]));
-    Real* Sh = states.data() + size_t(hh) * (nc + 1) * PN;
-    if (initial_state)
-      std::copy_n(initial_state + (size_t(b) * H + h) * PN, PN, Sh);
-    else
-      std::fill_n(Sh, PN, Real(0));
-    for (int c = 0; c < nc; ++c) {
-      const int t0 = c * Q, L = std::min(Q, T - t0);
-      const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;
-      const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h) * P;
-      chunk_decay(L, dt_raw + (size_t(b) * T + t0) * H + h, H, dt_bias[h], A, dtv.data(), lam.data());
-      const double last = lam[L - 1];
+  for (int hh = 0; hh < nh; ++hh)
+    for (int t = 0; t < T; ++t)
+      dt_all[size_t(hh) * T + t] = softplus<Real>(dt_raw[(size_t(b) * T + t) * H + h0 + hh] + dt_bias[h0 + hh]);
+
+  // Forward sweep: the state entering every chunk.
+  if (initial_state)
+    std::copy_n(initial_state + (size_t(b) * H + h0) * PN, SN, states.data());
+  else
+    std::fill_n(states.data(), SN, Real(0));
+  for (int c = 0; c < nc; ++c) {
+    const int t0 = c * Q, L = std::min(Q, T - t0);
+    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
+    const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h0) * P;  // (L, nh·P) ld HP
+    const Real* cur = states.data() + c * SN;
+    Real* next = states.data() + (c + 1) * SN;
+    for (int hh = 0; hh < nh; ++hh) {
+      const Real* dtv = dt_all.data() + size_t(hh) * T + t0;
+      chunk_lambda(L, dtv, -std::exp(double(A_log[h0 + hh])), lam.data());
+      chunk_state_decays(L, lam.data(), dtv, el.data(), ew.data(), w.data());
       for (int j = 0; j < L; ++j) {
-        const Real wj = Real(std::exp(last - lam[j])) * dtv[j];
-        for (int n = 0; n < N; ++n) Bw[size_t(j) * N + n] = wj * Bc[size_t(j) * GN + n];
+        Real* __restrict xwj = Xw.data() + size_t(j) * nP + size_t(hh) * P;
+        const Real* __restrict xj = xc + size_t(j) * HP + size_t(hh) * P;
+        for (int p = 0; p < P; ++p) xwj[p] = w[j] * xj[p];
       }
-      Real* next = Sh + size_t(c + 1) * PN;
-      std::copy_n(Sh + size_t(c) * PN, PN, next);
-      gemm<Real>(true, false, P, N, L, Real(1), xc, HP, Bw.data(), N, Real(std::exp(last)), next, N);
+      for (size_t k = 0; k < PN; ++k) next[hh * PN + k] = el[L - 1] * cur[hh * PN + k];
     }
+    gemm<Real>(true, false, nP, N, L, Real(1), Xw.data(), nP, Bc, GN, Real(1), next, N);
   }
 
-  for (int hh = 0; hh < nh; ++hh) {
-    Real* dSh = dS.data() + size_t(hh) * PN;
-    if (dfinal_state)
-      std::copy_n(dfinal_state + (size_t(b) * H + h0 + hh) * PN, PN, dSh);
-    else
-      std::fill_n(dSh, PN, Real(0));
-  }
+  if (dfinal_state)
+    std::copy_n(dfinal_state + (size_t(b) * H + h0) * PN, SN, dS.data());
+  else
+    std::fill(dS.begin(), dS.end(), Real(0));
   pg.dA_log.assign(nh, 0.0);
   pg.dD.assign(nh, 0.0);
   pg.ddt_bias.assign(nh, 0.0);
 
+  // Reverse sweep.
   for (int c = nc - 1; c >= 0; --c) {
     const int t0 = c * Q, L = std::min(Q, T - t0);
     const bool state_in = c > 0 || initial_state != nullptr;
-    const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
-    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
-    Real* dCc = dCc_out + size_t(t0) * ld_out;                         // (L, N) ld ld_out
-    Real* dBc = dBc_out + size_t(t0) * ld_out;                         // (L, N) ld ld_out
+    const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;   // (L, N) ld GN
+    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;   // (L, N) ld GN
+    const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h0) * P;   // (L, nh·P) ld HP
+    const Real* dyc = dy + (size_t(b) * T + t0) * HP + size_t(h0) * P; // (L, nh·P) ld HP
+    Real* dxc = dx + (size_t(b) * T + t0) * HP + size_t(h0) * P;       // (L, nh·P) ld HP
+    Real* dCc = dC_out + size_t(t0) * ld_out;                           // (L, N) ld ld_out
+    Real* dBc = dB_out + size_t(t0) * ld_out;                           // (L, N) ld ld_out
+    const Real* S_in = states.data() + c * SN;                          // (nh·P, N)
+    const Real* S_out = S_in + SN;                                      // (nh·P, N)
     for (int i = 0; i < L; ++i) {
       std::fill_n(dCc + size_t(i) * ld_out, N, Real(0));
       std::fill_n(dBc + size_t(i) * ld_out, N, Real(0));
     }
     lower_abt(L, N, Cc, GN, Bc, GN, CB.data(), Qe);
     std::fill(dCB.begin(), dCB.end(), Real(0));
+    gemm<Real>(false, true, L, nP, N, Real(1), Bc, GN, dS.data(), N, Real(0), V.data(), nP);
 
     for (int hh = 0; hh < nh; ++hh) {
       const int h = h0 + hh;
       const double A = -std::exp(double(A_log[h]));
-      const Real* dtr = dt_raw + (size_t(b) * T + t0) * H + h;             // (L) stride H
-      const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h) * P;      // (L, P) ld HP
-      const Real* dyc = dy + (size_t(b) * T + t0) * HP + size_t(h) * P;    // (L, P) ld HP
-      Real* dxc = dx + (size_t(b) * T + t0) * HP + size_t(h) * P;          // (L, P) ld HP
-      const Real* S_in = states.data() + (size_t(hh) * (nc + 1) + c) * PN;  // (P, N)
-      const Real* S_out = S_in + PN;                                       // (P, N)
-      Real* dSh = dS.data() + size_t(hh) * PN;                             // (P, N)
-      chunk_decay(L, dtr, H, dt_bias[h], A, dtv.data(), lam.data());
-      const double last = lam[L - 1];
-      for (int j = 0; j < L; ++j) w[j] = Real(std::exp(last - lam[j])) * dtv[j];
+      const Real* dtv = dt_all.data() + size_t(hh) * T + t0;  // (L)
+      const Real* xh = xc + size_t(hh) * P;                   // (L, P) ld HP
+      const Real* dyh = dyc + size_t(hh) * P;                 // (L, P) ld HP
+      Real* dxh = dxc + size_t(hh) * P;                       // (L, P) ld HP
+      chunk_lambda(L, dtv, A, lam.data());
+      chunk_state_decays(L, lam.data(), dtv, el.data(), ew.data(), w.data());
+      e_last[hh] = el[L - 1];
       std::fill_n(dlam.begin(), L, 0.0);
-      std::fill_n(ddt_dir.begin(), L, Real(0));
-      std::fill_n(colF.begin(), L, Real(0));
+      std::fill_n(colG.begin(), L, 0.0);
 
-      // Intra-chunk part: y = M @ X with M = CB ⊙ exp(Lambda_i - Lambda_j) ⊙ dt_j.
-      lower_abt(L, P, dyc, HP, xc, HP, dM.data(), Qe);
+      // Intra-chunk part: y = M @ X, M = CB ⊙ exp(Lambda_i - Lambda_j) ⊙ dt_j.
+      lower_abt(L, P, dyh, HP, xh, HP, dM.data(), Qe);
       for (int i = 0; i < L; ++i) {
-        Real* Mi = M.data() + size_t(i) * Qe;
-        const Real* CBi = CB.data() + size_t(i) * Qe;
-        const Real* dMi = dM.data() + size_t(i) * Qe;
-        Real* dCBi = dCB.data() + size_t(i) * Qe;
-        Real row = 0;
+        Real* __restrict Mi = M.data() + size_t(i) * Qe;
+        const Real* __restrict CBi = CB.data() + size_t(i) * Qe;
+        const Real* __restrict dMi = dM.data() + size_t(i) * Qe;
+        Real* __restrict dCBi = dCB.data() + size_t(i) * Qe;
+        Real* __restrict Ei = erow.data();
+        double* __restrict col = colG.data();
+        const Real* __restrict dt = dtv;
+        decay_row(i + 1, lam[i], lam.data(), Ei);
+        double row = 0;
+#pragma omp simd reduction(+ : row)
         for (int j = 0; j <= i; ++j) {
-          const Real e = std::exp(Real(lam[i] - lam[j]));
-          const Real m = CBi[j] * e * dtv[j];
-          const Real ge = dMi[j] * e;
+          const Real m = CBi[j] * Ei[j] * dt[j];
+          const Real ge = dMi[j] * Ei[j];
           Mi[j] = m;
-          dCBi[j] += ge * dtv[j];
-          ddt_dir[j] += ge * CBi[j];
-          const Real f = dMi[j] * m;  // d loss / d (Lambda_i - Lambda_j)
-          row += f;
-          colF[j] += f;
+          dCBi[j] += ge * dt[j];
+          const Real gcb = ge * CBi[j];  // d loss / d dt_j through the explicit factor
+          col[j] += gcb;
+          row += double(gcb) * dt[j];  // = dM ⊙ M: d loss / d (Lambda_i - Lambda_j)
         }
         for (int j = i + 1, je = block_end(i, L); j < je; ++j) Mi[j] = 0;
         dlam[i] += row;
       }
-      for (int j = 0; j < L; ++j) dlam[j] -= colF[j];
-      lower_tmm(L, P, M.data(), Qe, dyc, HP, Real(0), dxc, HP);
+      for (int j = 0; j < L; ++j) {
+        ddt_dir[j] = Real(colG[j]);
+        dlam[j] -= double(dtv[j]) * colG[j];
+      }
+      lower_tmm(L, P, M.data(), Qe, dyh, HP, Real(0), dxh, HP);
 
-      // D skip.
+      // D skip and the state terms: S_out = exp(Lambda_last) S_in + sum_j w_j outer(x_j, B_j).
       const Real Dh = D[h];
       double dD = 0;
-      for (int i = 0; i < L; ++i)
-        for (int p = 0; p < P; ++p) {
-          dxc[size_t(i) * HP + p] += Dh * dyc[size_t(i) * HP + p];
-          dD += double(xc[size_t(i) * HP + p]) * dyc[size_t(i) * HP + p];
-        }
-      pg.dD[hh] += dD;
-
-      // Chunk state S_out = exp(Lambda_last) S_in + sum_j w_j outer(x_j, B_j).
-      gemm<Real>(false, true, L, P, N, Real(1), Bc, GN, dSh, N, Real(0), V.data(), P);
       for (int j = 0; j < L; ++j) {
-        Real r = 0;
+        const Real* __restrict xj = xh + size_t(j) * HP;
+        const Real* __restrict dyj = dyh + size_t(j) * HP;
+        Real* __restrict dxj = dxh + size_t(j) * HP;
+        const Real* __restrict vj = V.data() + size_t(j) * nP + size_t(hh) * P;  // dS_out B_j
+        Real* __restrict xwj = Xw.data() + size_t(j) * nP + size_t(hh) * P;
+        Real* __restrict dyej = dYe.data() + size_t(j) * nP + size_t(hh) * P;
+        const Real wj = w[j], ej = el[j];
         for (int p = 0; p < P; ++p) {
-          const Real v = V[size_t(j) * P + p];
-          dxc[size_t(j) * HP + p] += w[j] * v;
-          r += xc[size_t(j) * HP + p] * v;
-          Xw[size_t(j) * P + p] = w[j] * xc[size_t(j) * HP + p];
+          dxj[p] += Dh * dyj[p] + wj * vj[p];
+          xwj[p] = wj * xj[p];
+          dyej[p] = ej * dyj[p];
         }
-        ddt_dir[j] += Real(std::exp(last - lam[j])) * r;
-        dlam[j] -= double(w[j]) * r;
+        dD += dot(P, xj, dyj);
+        const Real r = dot(P, xj, vj);
+        ddt_dir[j] += ew[j] * r;
+        dlam[j] -= double(wj * r);
       }
-      double so = 0;
-      for (size_t k = 0; k < PN; ++k) so += double(dSh[k]) * S_out[k];
-      dlam[L - 1] += so;
-      gemm<Real>(false, false, L, N, P, Real(1), Xw.data(), P, dSh, N, Real(1), dBc, ld_out);
-
-      // Inter-chunk part: y_i += exp(Lambda_i) S_in @ C_i.
-      for (int i = 0; i < L; ++i) {
-        const Real e = Real(std::exp(lam[i]));
-        for (int n = 0; n < N; ++n) Ce[size_t(i) * N + n] = e * Cc[size_t(i) * GN + n];
-      }
+      pg.dD[hh] += dD;
+      dlam[L - 1] += dot(PN, dS.data() + hh * PN, S_out + hh * PN);
       if (state_in) {
-        gemm<Real>(false, false, L, N, P, Real(1), dyc, HP, S_in, N, Real(0), W.data(), N);
+        // W = dY @ S_in: dC_i += exp(Lambda_i) W_i, dLambda_i += exp(Lambda_i) W_i · C_i.
+        gemm<Real>(false, false, L, N, P, Real(1), dyh, HP, S_in + hh * PN, N, Real(0), W.data(), N);
         for (int i = 0; i < L; ++i) {
-          const Real e = Real(std::exp(lam[i]));
-          Real s = 0;
-          for (int n = 0; n < N; ++n) {
-            const Real wv = W[size_t(i) * N + n];
-            dCc[size_t(i) * ld_out + n] += e * wv;
-            s += wv * Cc[size_t(i) * GN + n];
-          }
-          dlam[i] += double(e) * s;
+          const Real* __restrict Wi = W.data() + size_t(i) * N;
+          Real* __restrict dCi = dCc + size_t(i) * ld_out;
+          const Real ei = el[i];
+          for (int n = 0; n < N; ++n) dCi[n] += ei * Wi[n];
+          dlam[i] += double(ei * dot(N, Wi, Cc + size_t(i) * GN));
         }
       }
-      // dS_in = exp(Lambda_last) dS_out + dY^T (exp(Lambda) ⊙ C).
-      gemm<Real>(true, false, P, N, L, Real(1), dyc, HP, Ce.data(), N, Real(std::exp(last)), dSh, N);
 
       // Lambda = cumsum(dt * A): back through the cumulative sum, A and softplus.
+      const Real* dtr = dt_raw + (size_t(b) * T + t0) * H + h;  // (L) stride H
       double acc = 0, dA = 0, dbias = 0;
       for (int j = L - 1; j >= 0; --j) {
         acc += dlam[j];
@@ -387,13 +475,19 @@ void chunked_backward_task(Real* dx, Real* ddt_raw, Real* dBc_out, Real* dCc_out
       pg.dA_log[hh] += dA * A;  // dA/dA_log = A
       pg.ddt_bias[hh] += dbias;
     }
-    // CB = C @ B^T is shared by the task's heads: dC += dCB @ B, dB += dCB^T @ C.
+
+    // Matmuls over all heads of the task (K = nh·P sums over heads). The
+    // inter-chunk term y_i += exp(Lambda_i) S_in C_i gives dS_in below.
+    gemm<Real>(false, false, L, N, nP, Real(1), Xw.data(), nP, dS.data(), N, Real(1), dBc, ld_out);
+    // dS_in = exp(Lambda_last) dS_out + (exp(Lambda) ⊙ dY)^T @ C
+    for (int hh = 0; hh < nh; ++hh)
+      for (size_t k = 0; k < PN; ++k) dS[hh * PN + k] *= e_last[hh];
+    gemm<Real>(true, false, nP, N, L, Real(1), dYe.data(), nP, Cc, GN, Real(1), dS.data(), N);
+    // CB = C @ B^T: dC += dCB @ B, dB += dCB^T @ C.
     lower_mm(L, N, dCB.data(), Qe, Bc, GN, Real(1), dCc, ld_out);
     lower_tmm(L, N, dCB.data(), Qe, Cc, GN, Real(1), dBc, ld_out);
   }
-  if (dinitial_state)
-    for (int hh = 0; hh < nh; ++hh)
-      std::copy_n(dS.data() + size_t(hh) * PN, PN, dinitial_state + (size_t(b) * H + h0 + hh) * PN);
+  if (dinitial_state) std::copy_n(dS.data(), SN, dinitial_state + (size_t(b) * H + h0) * PN);
 }
 
 }  // namespace
