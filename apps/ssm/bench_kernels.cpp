@@ -1,0 +1,237 @@
+// `ssm bench kernels`: times the CUDA SSD kernels (forward, forward+backward)
+// at the two reference shapes of docs/KERNELS.md and prints a table: median ms
+// over timed repeats after warm-up (CUDA events), the bytes each pass must move
+// at least, the bandwidth that achieves, and the floor at the measured
+// device-to-device copy bandwidth. Without CUDA it says so and fails.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "ssm/common.hpp"
+#include "ssm/cuda.hpp"
+#include "ssm/cuda_ssd.hpp"
+
+#ifdef SSM_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace ssm::cli {
+namespace {
+
+struct BenchKernelsOptions {
+  int repeats = 20;
+  int warmup = 3;
+  std::string math = "tf32";
+  std::string shape = "all";
+  int Q = 64;
+};
+
+#ifdef SSM_WITH_CUDA
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail(std::string("bench kernels: ") + what + ": " + cudaGetErrorString(e));
+}
+
+struct DevBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  explicit DevBuf(size_t count) : n(count) {
+    cuda_check(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(float)), "cudaMalloc");
+  }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+};
+
+// Fills a device buffer with uniform [lo, hi) values from a fast host generator.
+void fill(DevBuf& b, uint64_t seed, float lo, float hi) {
+  std::vector<float> h(b.n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& v : h) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    v = lo + (hi - lo) * static_cast<float>((s >> 40) * (1.0 / 16777216.0));
+  }
+  cuda_check(cudaMemcpy(b.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), "upload");
+}
+
+// Second input set: the first one rotated by `shift` elements (different data, no host work).
+void rotated_copy(DevBuf& dst, const DevBuf& src, size_t shift) {
+  shift %= src.n;
+  cuda_check(cudaMemcpy(dst.p, src.p + shift, (src.n - shift) * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
+  if (shift)
+    cuda_check(cudaMemcpy(dst.p + (src.n - shift), src.p, shift * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
+}
+
+template <typename F>
+double median_ms(int warmup, int repeats, F&& run) {
+  cudaEvent_t a, b;
+  cuda_check(cudaEventCreate(&a), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&b), "cudaEventCreate");
+  for (int i = 0; i < warmup; ++i) run(i);
+  cuda_check(cudaDeviceSynchronize(), "warm-up");
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    cuda_check(cudaEventRecord(a), "cudaEventRecord");
+    run(warmup + i);
+    cuda_check(cudaEventRecord(b), "cudaEventRecord");
+    cuda_check(cudaEventSynchronize(b), "cudaEventSynchronize");
+    float t = 0;
+    cuda_check(cudaEventElapsedTime(&t, a, b), "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Device-to-device copy bandwidth, counting bytes read plus bytes written (GB/s).
+double copy_bandwidth() {
+  const size_t n = size_t(256) << 20;  // 1 GiB of floats per buffer
+  DevBuf a(n), b(n);
+  cuda_check(cudaMemset(a.p, 1, n * sizeof(float)), "memset");
+  const double ms = median_ms(2, 10, [&](int) {
+    cuda_check(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
+  });
+  return 2.0 * n * sizeof(float) / (ms * 1e-3) / 1e9;
+}
+
+struct Shape {
+  const char* name;
+  SsdDims d;
+  double target_fwd_ms, target_fb_ms;  // docs/KERNELS.md
+};
+
+void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs) {
+  const SsdDims& d = sh.d;
+  const size_t bt = size_t(d.B) * d.T, xs = bt * d.H * d.P, bcs = bt * d.G * d.N, dts = bt * d.H;
+  const size_t st = size_t(d.B) * d.H * d.P * d.N;
+  SsdCudaConfig cfg;
+  cfg.math = o.math == "fp32" ? CudaMath::fp32 : CudaMath::tf32;
+  const int Q = o.Q;
+
+  // two input sets, alternated between calls
+  std::vector<std::unique_ptr<DevBuf>> x, dtr, Bm, Cm, dy;
+  for (int k = 0; k < 2; ++k) {
+    x.push_back(std::make_unique<DevBuf>(xs));
+    dtr.push_back(std::make_unique<DevBuf>(dts));
+    Bm.push_back(std::make_unique<DevBuf>(bcs));
+    Cm.push_back(std::make_unique<DevBuf>(bcs));
+    dy.push_back(std::make_unique<DevBuf>(xs));
+  }
+  fill(*x[0], 1, -1, 1);
+  fill(*dtr[0], 2, -1, 1);
+  fill(*Bm[0], 3, -1, 1);
+  fill(*Cm[0], 4, -1, 1);
+  fill(*dy[0], 5, -1, 1);
+  rotated_copy(*x[1], *x[0], 12345);
+  rotated_copy(*dtr[1], *dtr[0], 777);
+  rotated_copy(*Bm[1], *Bm[0], 4321);
+  rotated_copy(*Cm[1], *Cm[0], 999);
+  rotated_copy(*dy[1], *dy[0], 54321);
+  DevBuf A_log(d.H), D(d.H), dt_bias(d.H), init(st), dfinal(st);
+  {
+    std::vector<float> al(d.H), dd(d.H, 1.f), db(d.H);
+    for (int h = 0; h < d.H; ++h) {
+      al[h] = std::log(1.f + 15.f * (h + 0.5f) / d.H);                                   // A in [-16, -1]
+      db[h] = std::log(std::expm1(0.001f * std::pow(100.f, (h + 0.5f) / d.H)));          // dt in [1e-3, 1e-1]
+    }
+    cuda_check(cudaMemcpy(A_log.p, al.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    cuda_check(cudaMemcpy(D.p, dd.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    cuda_check(cudaMemcpy(dt_bias.p, db.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
+  }
+  fill(init, 6, -1, 1);
+  fill(dfinal, 7, -1, 1);
+  DevBuf y(xs), fin(st), dx(xs), ddt(dts), dA(d.H), dB(bcs), dC(bcs), dDD(d.H), dbias(d.H), dinit(st);
+  cuda_check(cudaMemset(dA.p, 0, d.H * sizeof(float)), "memset");
+  cuda_check(cudaMemset(dDD.p, 0, d.H * sizeof(float)), "memset");
+  cuda_check(cudaMemset(dbias.p, 0, d.H * sizeof(float)), "memset");
+
+  const size_t ws_bytes =
+      std::max(ssd_chunked_forward_cuda_workspace(d, Q), ssd_chunked_backward_cuda_workspace(d, Q));
+  void* ws = nullptr;
+  cuda_check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+  cfg.workspace = ws;
+  cfg.workspace_bytes = ws_bytes;
+
+  auto fwd = [&](int i) {
+    const int k = i & 1;
+    ssd_chunked_forward_cuda(y.p, fin.p, x[k]->p, dtr[k]->p, A_log.p, Bm[k]->p, Cm[k]->p, D.p, dt_bias.p, init.p,
+                             d, Q, nullptr, cfg);
+  };
+  auto bwd = [&](int i) {
+    const int k = i & 1;
+    ssd_chunked_backward_cuda(dx.p, ddt.p, dA.p, dB.p, dC.p, dDD.p, dbias.p, dinit.p, dy[k]->p, dfinal.p, x[k]->p,
+                              dtr[k]->p, A_log.p, Bm[k]->p, Cm[k]->p, D.p, dt_bias.p, init.p, d, Q, nullptr, cfg);
+  };
+  const double t_fwd = median_ms(o.warmup, o.repeats, fwd);
+  const double t_bwd = median_ms(o.warmup, o.repeats, bwd);
+  const double t_fb = median_ms(o.warmup, o.repeats, [&](int i) {
+    fwd(i);
+    bwd(i);
+  });
+  cuda_check(cudaDeviceSynchronize(), "benchmark");
+  cudaFree(ws);
+
+  // fewest bytes: every input read once, every output written once (fp32)
+  const double state_b = 4.0 * st;
+  const double fwd_bytes = 4.0 * (2.0 * xs + 2.0 * bcs + dts) + 2 * state_b;
+  const double bwd_bytes = 4.0 * (3.0 * xs + 4.0 * bcs + 2.0 * dts) + 3 * state_b;
+  auto row = [&](const char* pass, double ms, double bytes, double target) {
+    const double floor_ms = bytes / (copy_gbs * 1e9) * 1e3;
+    std::printf("%-6s %-8s %9.3f %10.3f %9.3f %8.0f %6.0f%% %9.2f\n", sh.name, pass, ms, bytes / 1e9, floor_ms,
+                bytes / (ms * 1e-3) / 1e9, 100.0 * floor_ms / ms, target);
+  };
+  row("fwd", t_fwd, fwd_bytes, sh.target_fwd_ms);
+  row("bwd", t_bwd, bwd_bytes, sh.target_fb_ms - sh.target_fwd_ms);
+  row("fwd+bwd", t_fb, fwd_bytes + bwd_bytes, sh.target_fb_ms);
+}
+
+void run_bench_kernels(const BenchKernelsOptions& o) {
+  if (!cuda_available()) fail("bench kernels: no usable GPU (" + cuda_device_description() + ")");
+  require(o.math == "tf32" || o.math == "fp32", "bench kernels: --math must be tf32 or fp32, got " + o.math);
+  require(o.shape == "all" || o.shape == "big" || o.shape == "audio",
+          "bench kernels: --shape must be all, big or audio, got " + o.shape);
+  require(o.repeats >= 1 && o.warmup >= 0, "bench kernels: --repeats must be >= 1 and --warmup >= 0");
+  const double bw = copy_bandwidth();
+  std::printf("device: %s\n", cuda_device_description().c_str());
+  std::printf("copy bandwidth (read + write): %.0f GB/s; math %s; Q %d; median of %d after %d warm-up\n", bw,
+              o.math.c_str(), o.Q, o.repeats, o.warmup);
+  std::printf("big   = SSD B=8 T=16384 H=32 P=64 N=128 G=1\n");
+  std::printf("audio = SSD B=32 T=16000 H=4 P=32 N=32 G=1\n");
+  std::printf("%-6s %-8s %9s %10s %9s %8s %7s %9s\n", "shape", "pass", "ms", "min GB", "floor ms", "GB/s",
+              "floor%", "target ms");
+  const Shape shapes[] = {{"big", {8, 16384, 32, 64, 1, 128}, 1.7, 6.6}, {"audio", {32, 16000, 4, 32, 1, 32}, 0.40, 1.6}};
+  for (const Shape& sh : shapes)
+    if (o.shape == "all" || o.shape == sh.name) bench_shape(sh, o, bw);
+}
+
+#else
+
+void run_bench_kernels(const BenchKernelsOptions&) {
+  fail("bench kernels: CUDA is not built in this ssm (configure with -DSSM_CUDA=ON on a machine with nvcc)");
+}
+
+#endif  // SSM_WITH_CUDA
+
+}  // namespace
+
+void add_bench_kernels(CLI::App& bench) {
+  auto opts = std::make_shared<BenchKernelsOptions>();
+  auto* cmd = bench.add_subcommand("kernels", "Time the CUDA SSD kernels (forward, backward) at reference shapes");
+  cmd->add_option("--repeats", opts->repeats, "timed repeats (median reported)");
+  cmd->add_option("--warmup", opts->warmup, "untimed warm-up calls");
+  cmd->add_option("--math", opts->math, "tf32 or fp32 (3xTF32)");
+  cmd->add_option("--shape", opts->shape, "all, big or audio");
+  cmd->add_option("-Q,--chunk", opts->Q, "chunk length (1..64)");
+  cmd->callback([opts] { run_bench_kernels(*opts); });
+}
+
+}  // namespace ssm::cli

@@ -1,0 +1,38 @@
+// CPU-only builds: every function of the CUDA headers (ssm/cuda.hpp,
+// ssm/cuda_ssd.hpp) exists and says plainly that CUDA is not built.
+#ifndef SSM_WITH_CUDA
+#include <string>
+
+#include "ssm/common.hpp"
+#include "ssm/cuda.hpp"
+#include "ssm/cuda_ssd.hpp"
+
+namespace ssm {
+namespace {
+[[noreturn]] void no_cuda(const char* fn) {
+  fail(std::string(fn) + ": this build of ssm has no CUDA backend (configure with -DSSM_CUDA=ON)");
+}
+}  // namespace
+
+bool cuda_available() { return false; }
+std::string cuda_device_description() { return "built without CUDA"; }
+
+void ssd_cuda_check_dims(const SsdDims&, int) { no_cuda("ssd_cuda_check_dims"); }
+size_t ssd_chunked_forward_cuda_workspace(const SsdDims&, int) { no_cuda("ssd_chunked_forward_cuda_workspace"); }
+size_t ssd_chunked_backward_cuda_workspace(const SsdDims&, int) { no_cuda("ssd_chunked_backward_cuda_workspace"); }
+
+void ssd_chunked_forward_cuda(float*, float*, const float*, const float*, const float*, const float*, const float*,
+                              const float*, const float*, const float*, const SsdDims&, int, cudaStream_t,
+                              const SsdCudaConfig&) {
+  no_cuda("ssd_chunked_forward_cuda");
+}
+
+void ssd_chunked_backward_cuda(float*, float*, float*, float*, float*, float*, float*, float*, const float*,
+                               const float*, const float*, const float*, const float*, const float*, const float*,
+                               const float*, const float*, const float*, const SsdDims&, int, cudaStream_t,
+                               const SsdCudaConfig&) {
+  no_cuda("ssd_chunked_backward_cuda");
+}
+
+}  // namespace ssm
+#endif  // SSM_WITH_CUDA
