@@ -103,6 +103,7 @@ Prepared prepare(const std::vector<NabFile>& files, const NabProfile& profile) {
   Prepared p;
   size_t rows = 0;
   for (const auto& f : files) rows += f.times.size();
+  require(rows < std::numeric_limits<uint32_t>::max(), "NAB corpus: more than 2^32 - 1 rows");  // sweep indices
   p.score.reserve(rows);
   p.weight.reserve(rows);
   p.window.reserve(rows);
