@@ -256,6 +256,19 @@ TEST_P(SsdForward, StepLoopMatchesReference) {
   }
   expect_error_le(rel_error(y, ref.y), 1e-12, "y");
   expect_error_le(rel_error(state, ref.final), 1e-12, "final_state");
+
+  const auto inf = in.cast<float>();
+  std::vector<float> yf(n_x(d));
+  std::vector<float> statef = c.init ? inf.init : std::vector<float>(n_state(d), 0.0f);
+  for (int t = 0; t < d.T; ++t) {
+    const auto s = block_of(inf, t, 1, {});
+    std::vector<float> yt(size_t(d.B) * d.H * d.P);
+    ssm::ssd_step(yt.data(), statef.data(), s.x.data(), s.dt_raw.data(), inf.A_log.data(), s.Bm.data(),
+                  s.Cm.data(), inf.D.data(), inf.dt_bias.data(), s.d);
+    put_time_slice(yf, yt, d, size_t(d.H) * d.P, t, 1);
+  }
+  expect_error_le(rel_error(yf, ref.y), 1e-5, "y_float");
+  expect_error_le(rel_error(statef, ref.final), 1e-5, "final_state_float");
 }
 
 // Random block sizes, each block run by the chunked forward from the state
@@ -399,6 +412,17 @@ TEST(SsdBackward, AssignsActivationGradsAndAccumulatesParamGrads) {
     for (auto& v : twice) v *= 2;
     EXPECT_LE(rel_error(*acc, twice), 1e-14);
   }
+  // dinitial_state is optional.
+  auto h = once;
+  std::fill(h.dA_log.begin(), h.dA_log.end(), 0.0);
+  std::fill(h.dD.begin(), h.dD.end(), 0.0);
+  std::fill(h.ddt_bias.begin(), h.ddt_bias.end(), 0.0);
+  ssm::ssd_chunked_backward(h.dx.data(), h.ddt_raw.data(), h.dA_log.data(), h.dBm.data(), h.dCm.data(), h.dD.data(),
+                            h.ddt_bias.data(), static_cast<double*>(nullptr), wy.data(), wf.data(), in.x.data(),
+                            in.dt_raw.data(), in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(),
+                            in.dt_bias.data(), in.init.data(), d, Q);
+  const auto a = named(h), b = named(once);
+  for (size_t k = 0; k + 1 < a.size(); ++k) EXPECT_EQ(rel_error(*a[k].second, *b[k].second), 0.0) << a[k].first;
 }
 
 // The work split (whole groups per thread, or heads sliced when B·G is small)

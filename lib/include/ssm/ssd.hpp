@@ -13,7 +13,12 @@
 // Backward: activation gradients (dx, ddt_raw, dB, dC, dinitial_state) are
 // assigned (=); parameter gradients (dA_log, dD, ddt_bias) accumulate (+=).
 // Null final_state / initial_state / dfinal_state / dinitial_state mean
-// "not wanted" / zeros.
+// "not wanted" / zeros. Every entry point throws ssm::Error on bad dims, a
+// chunk length Q < 1 or a null required buffer.
+//
+// The chunked functions run OpenMP tasks over (batch, group, slice of the
+// group's heads) and keep BLAS single-threaded while they run (the caller's
+// BLAS thread count is restored on return). ssd_step uses no threads.
 #pragma once
 #include "ssm/common.hpp"
 
