@@ -11,6 +11,7 @@ void add_denoise_command(CLI::App& app);
 void add_detect_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_modes_command(CLI::App& app);
 
 // `ssm bench <what>`: each benchmark adds its own sub-subcommand.
 void add_bench_core(CLI::App& bench);

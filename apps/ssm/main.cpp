@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   ssm::cli::add_detect_command(app);
   ssm::cli::add_eval_command(app);
   ssm::cli::add_bench_command(app);
+  ssm::cli::add_modes_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
