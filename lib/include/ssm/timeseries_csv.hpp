@@ -13,8 +13,9 @@
 // own data and are kept as they are; the reader only counts them. A bad row
 // (wrong field count, bad timestamp, value not a finite number, blank line
 // before the end) throws ssm::Error naming the file and line, or, with
-// `lenient`, is skipped and counted (a bad header always throws). Blank lines at the end of the file, a
-// UTF-8 byte-order mark and a missing final newline are accepted.
+// `lenient`, is skipped and counted (a bad header always throws). Blank
+// lines at the end of the file, a UTF-8 byte-order mark and a missing final
+// newline are accepted.
 #pragma once
 #include <cstddef>
 #include <cstdint>
