@@ -18,6 +18,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -344,9 +345,12 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
   const int HP = H * P, GN = G * N, nP = nh * P, Qe = std::min(Q, T);
   const int nc = (T + Q - 1) / Q;
   const size_t PN = size_t(P) * N, SN = nh * PN;
-  std::vector<Real> dt_all(size_t(nh) * T);        // (nh, T)  softplus(dt_raw + dt_bias)
-  std::vector<Real> sig_all(size_t(nh) * T);       // (nh, T)  its derivative, sigmoid(dt_raw + dt_bias)
-  std::vector<Real> states(size_t(nc + 1) * SN);  // (nc + 1, nh·P, N)  state entering each chunk, then the final
+  // The large buffers are written before they are read: no zero fill.
+  // dt_all, sig_all: (nh, T)  softplus(dt_raw + dt_bias) and its derivative
+  // states: (nc + 1, nh·P, N)  the state entering each chunk, then the final one
+  const auto dt_all = std::make_unique_for_overwrite<Real[]>(size_t(nh) * T);
+  const auto sig_all = std::make_unique_for_overwrite<Real[]>(size_t(nh) * T);
+  const auto states = std::make_unique_for_overwrite<Real[]>((nc + 1) * SN);
   std::vector<Real> dS(SN);                       // (nh·P, N)  gradient w.r.t. the state leaving the chunk
   std::vector<Real> CB(size_t(Qe) * Qe);          // (Q, Q)  C·B^T, lower triangle
   std::vector<Real> M(size_t(Qe) * Qe);           // (Q, Q)  CB ⊙ decay ⊙ dt
@@ -363,8 +367,8 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
   for (int hh = 0; hh < nh; ++hh) {
     const Real bias = dt_bias[h0 + hh];
     const Real* dtr = dt_raw + size_t(b) * T * H + h0 + hh;  // (T) stride H
-    Real* __restrict dth = dt_all.data() + size_t(hh) * T;
-    Real* __restrict sgh = sig_all.data() + size_t(hh) * T;
+    Real* __restrict dth = dt_all.get() + size_t(hh) * T;
+    Real* __restrict sgh = sig_all.get() + size_t(hh) * T;
     for (int t = 0; t < T; ++t) {
       const Real z = dtr[size_t(t) * H] + bias;
       dth[t] = fast_softplus(z);
@@ -374,17 +378,17 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
 
   // Forward sweep: the state entering every chunk.
   if (initial_state)
-    std::copy_n(initial_state + (size_t(b) * H + h0) * PN, SN, states.data());
+    std::copy_n(initial_state + (size_t(b) * H + h0) * PN, SN, states.get());
   else
-    std::fill_n(states.data(), SN, Real(0));
+    std::fill_n(states.get(), SN, Real(0));
   for (int c = 0; c < nc; ++c) {
     const int t0 = c * Q, L = std::min(Q, T - t0);
     const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;  // (L, N) ld GN
     const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h0) * P;  // (L, nh·P) ld HP
-    const Real* cur = states.data() + c * SN;
-    Real* next = states.data() + (c + 1) * SN;
+    const Real* cur = states.get() + c * SN;
+    Real* next = states.get() + (c + 1) * SN;
     for (int hh = 0; hh < nh; ++hh) {
-      const Real* dtv = dt_all.data() + size_t(hh) * T + t0;
+      const Real* dtv = dt_all.get() + size_t(hh) * T + t0;
       chunk_lambda(L, dtv, -std::exp(double(A_log[h0 + hh])), lam.data());
       chunk_state_decays(L, lam.data(), dtv, el.data(), ew.data(), w.data());
       for (int j = 0; j < L; ++j) {
@@ -416,7 +420,7 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
     Real* dxc = dx + (size_t(b) * T + t0) * HP + size_t(h0) * P;       // (L, nh·P) ld HP
     Real* dCc = dC_out + size_t(t0) * ld_out;                           // (L, N) ld ld_out
     Real* dBc = dB_out + size_t(t0) * ld_out;                           // (L, N) ld ld_out
-    const Real* S_in = states.data() + c * SN;                          // (nh·P, N)
+    const Real* S_in = states.get() + c * SN;                          // (nh·P, N)
     const Real* S_out = S_in + SN;                                      // (nh·P, N)
     for (int i = 0; i < L; ++i) {
       std::fill_n(dCc + size_t(i) * ld_out, N, Real(0));
@@ -429,7 +433,7 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
     for (int hh = 0; hh < nh; ++hh) {
       const int h = h0 + hh;
       const double A = -std::exp(double(A_log[h]));
-      const Real* dtv = dt_all.data() + size_t(hh) * T + t0;  // (L)
+      const Real* dtv = dt_all.get() + size_t(hh) * T + t0;  // (L)
       const Real* xh = xc + size_t(hh) * P;                   // (L, P) ld HP
       const Real* dyh = dyc + size_t(hh) * P;                 // (L, P) ld HP
       Real* dxh = dxc + size_t(hh) * P;                       // (L, P) ld HP
@@ -506,7 +510,7 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
       }
 
       // Lambda = cumsum(dt * A): back through the cumulative sum, A and softplus.
-      const Real* sig = sig_all.data() + size_t(hh) * T + t0;  // (L)
+      const Real* sig = sig_all.get() + size_t(hh) * T + t0;  // (L)
       double acc = 0, dA = 0, dbias = 0;
       for (int j = L - 1; j >= 0; --j) {
         acc += dlam[j];
