@@ -34,8 +34,8 @@ void check_below_nyquist(double hz, int rate, const std::string& field) {
 }
 
 // Writes a double signal out as float scaled to RMS 1.
-void store_unit_rms(float* out,             // (n)
-                    const double* x,        // (n)
+void store_unit_rms(float* out,       // (n)
+                    const double* x,  // (n)
                     size_t n) {
   double s = 0;
   for (size_t i = 0; i < n; ++i) s += x[i] * x[i];
@@ -59,6 +59,23 @@ void filter_in_place(const Biquad& f, Sample* x,  // (n)
     x2 = x1, x1 = x[t], y2 = y1, y1 = y;
     x[t] = static_cast<Sample>(y);
   }
+}
+
+// sum_h Im(coef[h-1] e^{i h phi}), h = 1..coef.size(): harmonics of one
+// phase by powers of one complex exponential rather than a sine each. The
+// products are written out: std::complex's operator* checks for inf/NaN and
+// is several times slower.
+double harmonic_sum(const std::vector<std::complex<double>>& coef,  // (H) amplitude e^{i phase}
+                    double phi) {
+  const double zr = std::cos(phi), zi = std::sin(phi);
+  double hr = zr, hi = zi, acc = 0;  // e^{i h phi}
+  for (const auto& c : coef) {
+    acc += c.real() * hi + c.imag() * hr;
+    const double r = hr * zr - hi * zi;
+    hi = hr * zi + hi * zr;
+    hr = r;
+  }
+  return acc;
 }
 
 }  // namespace
@@ -109,12 +126,17 @@ double NoiseRng::normal() {
     has_spare_ = false;
     return spare_;
   }
-  const double u1 = 1.0 - uniform();  // (0, 1]: log is finite
-  const double u2 = uniform();
-  const double r = std::sqrt(-2 * std::log(u1));
-  spare_ = r * std::sin(kTwoPi * u2);
+  // Marsaglia's polar method: two Gaussians per accepted point, no trigonometry.
+  double u, v, r2;
+  do {
+    u = uniform(-1, 1);
+    v = uniform(-1, 1);
+    r2 = u * u + v * v;
+  } while (r2 >= 1 || r2 == 0);
+  const double f = std::sqrt(-2 * std::log(r2) / r2);
+  spare_ = v * f;
   has_spare_ = true;
-  return r * std::cos(kTwoPi * u2);
+  return u * f;
 }
 
 const char* noise_kind_name(NoiseKind kind) {
@@ -245,15 +267,11 @@ void hum_noise(float* out, size_t n, int rate, const HumParams& p, uint64_t seed
   require(p.drift_rate_hz >= 0, "HumParams.drift_rate_hz must be >= 0, got " + std::to_string(p.drift_rate_hz));
   NoiseRng rng(seed);
   const double drift_phase = rng.uniform(0, kTwoPi);
-  struct Harmonic {
-    int h;
-    double amplitude, phase;
-  };
-  std::vector<Harmonic> hs;
+  std::vector<std::complex<double>> coef;  // (harmonics below Nyquist) amplitude e^{i phase}
   for (int h = 1; h <= p.harmonics; ++h) {
     const double db = -p.rolloff_db * (h - 1) + (h % 2 == 0 ? p.even_db : 0.0) + rng.uniform(-3, 3);
     const double phase = rng.uniform(0, kTwoPi);
-    if (h * (p.fundamental_hz + p.drift_hz) < rate / 2.0) hs.push_back({h, db_to_amplitude(db), phase});
+    if (h * (p.fundamental_hz + p.drift_hz) < rate / 2.0) coef.push_back(std::polar(db_to_amplitude(db), phase));
   }
   std::vector<double> y(n, 0.0);  // (n)
   for (size_t i = 0; i < n; ++i) {
@@ -263,9 +281,7 @@ void hum_noise(float* out, size_t n, int rate, const HumParams& p, uint64_t seed
                            ? kTwoPi * p.fundamental_hz * t -
                                  p.drift_hz / p.drift_rate_hz * std::cos(kTwoPi * p.drift_rate_hz * t + drift_phase)
                            : kTwoPi * (p.fundamental_hz + p.drift_hz * std::sin(drift_phase)) * t;
-    double v = 0;
-    for (const auto& hm : hs) v += hm.amplitude * std::sin(hm.h * phi + hm.phase);
-    y[i] = v;
+    y[i] = harmonic_sum(coef, phi);
   }
   store_unit_rms(out, y.data(), n);
 }
@@ -299,17 +315,18 @@ void fan_noise(float* out, size_t n, int rate, const FanParams& p, uint64_t seed
   }
   broadband /= std::max<size_t>(n, 1);
   // Tones k blade_hz with amplitude 1/k, then one gain for their total power.
-  std::vector<double> tone_phase(p.tones);  // (tones)
-  for (auto& ph : tone_phase) ph = rng.uniform(0, kTwoPi);
+  std::vector<std::complex<double>> tones;  // (tones below Nyquist) amplitude e^{i phase}
   double tone_power = 0;
-  for (int k = 1; k <= p.tones && k * p.blade_hz < rate / 2.0; ++k) tone_power += 0.5 / (double(k) * k);
+  for (int k = 1; k <= p.tones; ++k) {
+    const double phase = rng.uniform(0, kTwoPi);
+    if (k * p.blade_hz >= rate / 2.0) continue;
+    tones.push_back(std::polar(1.0 / k, phase));
+    tone_power += 0.5 / (double(k) * k);
+  }
   if (tone_power > 0 && broadband > 0) {
     const double g = std::sqrt(broadband * std::pow(10.0, p.tone_db / 10) / tone_power);
-    for (size_t i = 0; i < n; ++i) {
-      const double t = double(i) / rate;
-      for (int k = 1; k <= p.tones && k * p.blade_hz < rate / 2.0; ++k)
-        y[i] += g / k * std::sin(kTwoPi * k * p.blade_hz * t + tone_phase[k - 1]);
-    }
+    for (auto& c : tones) c *= g;
+    for (size_t i = 0; i < n; ++i) y[i] += harmonic_sum(tones, kTwoPi * p.blade_hz * i / rate);
   }
   store_unit_rms(out, y.data(), n);
 }

@@ -16,8 +16,9 @@
 namespace ssm {
 
 // Portable random numbers: xoshiro256** seeded through splitmix64. Unlike
-// the std:: distributions, a seed gives the same numbers with every compiler
-// and standard library, so noise and training examples are reproducible.
+// the std:: distributions, a seed gives the same integers with every
+// compiler and standard library (the Gaussians up to the maths library's
+// rounding of log), so noise and training examples are reproducible.
 class NoiseRng {
  public:
   explicit NoiseRng(uint64_t seed);

@@ -1,0 +1,203 @@
+#include "ssm/mixer.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+
+namespace ssm {
+
+namespace {
+
+void check_clips(const std::vector<std::vector<float>>& clips, const std::string& what) {
+  for (size_t i = 0; i < clips.size(); ++i) {
+    require(!clips[i].empty(), "Mixer: " + what + " clip " + std::to_string(i) + " is empty");
+    for (size_t t = 0; t < clips[i].size(); ++t)
+      require(std::isfinite(clips[i][t]), "Mixer: " + what + " clip " + std::to_string(i) +
+                                              " has a non-finite sample at index " + std::to_string(t));
+  }
+}
+
+void check_in(double v, double lo, double hi, const std::string& field) {
+  require(v >= lo && v <= hi, "MixerConfig." + field + " must be in [" + std::to_string(lo) + ", " +
+                                  std::to_string(hi) + "], got " + std::to_string(v));
+}
+
+void check_range(double lo, double hi, const std::string& lo_field, const std::string& hi_field) {
+  require(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "MixerConfig." + lo_field + " (" + std::to_string(lo) +
+                                                                  ") must be finite and <= " + hi_field + " (" +
+                                                                  std::to_string(hi) + ")");
+}
+
+// Weights in NoiseSource order.
+std::array<double, 7> source_weights(const MixerConfig& c) {
+  return {c.weight_clip, c.weight_white, c.weight_pink, c.weight_brown, c.weight_hum, c.weight_fan, c.weight_babble};
+}
+
+// The kinds behind NoiseSource::White .. Babble, in that order.
+constexpr NoiseKind kSynthesized[] = {NoiseKind::White, NoiseKind::Pink, NoiseKind::Brown,
+                                      NoiseKind::Hum,   NoiseKind::Fan,  NoiseKind::Babble};
+
+// Applies a filter with probability `prob`; returns its cutoff, 0 if not applied.
+double maybe_filter(NoiseRng& rng, double prob, bool lowpass, double lo_hz, double hi_hz, int rate,
+                    std::vector<float>& a,  // (T)
+                    std::vector<float>* b   // (T) or null: filtered alike
+) {
+  if (!(rng.uniform() < prob)) return 0;
+  double hz = rng.log_uniform(lo_hz, hi_hz);
+  if (lowpass) hz = std::min(hz, 0.45 * rate);
+  const Biquad f = lowpass ? Biquad::lowpass(hz, rate) : Biquad::highpass(hz, rate);
+  f.apply(a.data(), a.size());
+  if (b) f.apply(b->data(), b->size());
+  return hz;
+}
+
+}  // namespace
+
+const char* noise_source_name(NoiseSource s) {
+  switch (s) {
+    case NoiseSource::Clip: return "clip";
+    case NoiseSource::White: return "white";
+    case NoiseSource::Pink: return "pink";
+    case NoiseSource::Brown: return "brown";
+    case NoiseSource::Hum: return "hum";
+    case NoiseSource::Fan: return "fan";
+    case NoiseSource::Babble: return "babble";
+  }
+  return "unknown";
+}
+
+Mixer::Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<float>> noise, MixerConfig config,
+             int rate)
+    : speech_(std::move(speech)), noise_(std::move(noise)), config_(config), rate_(rate) {
+  const auto& c = config_;
+  require(rate_ >= 1, "Mixer: sample rate must be >= 1, got " + std::to_string(rate_));
+  require(!speech_.empty(), "Mixer: no speech clips (expected at least one)");
+  check_clips(speech_, "speech");
+  check_clips(noise_, "noise");
+
+  const auto weights = source_weights(c);
+  const char* names[] = {"weight_clip", "weight_white", "weight_pink", "weight_brown",
+                         "weight_hum",  "weight_fan",   "weight_babble"};
+  double total = 0;
+  for (int i = 0; i < 7; ++i) {
+    require(std::isfinite(weights[i]) && weights[i] >= 0,
+            "MixerConfig." + std::string(names[i]) + " must be finite and >= 0, got " + std::to_string(weights[i]));
+    total += weights[i];
+  }
+  require(total > 0, "MixerConfig: the noise source weights are all 0 (expected at least one > 0)");
+  require(c.weight_clip == 0 || !noise_.empty(),
+          "MixerConfig.weight_clip is > 0 but no noise clips were given (set it to 0 to use synthesized noise only)");
+  require(c.weight_babble == 0 || speech_.size() >= 2,
+          "MixerConfig.weight_babble is > 0 but babble needs at least 2 speech clips (it uses the ones not being "
+          "mixed), got " + std::to_string(speech_.size()));
+
+  check_in(c.noise_lowpass_prob, 0, 1, "noise_lowpass_prob");
+  check_in(c.noise_highpass_prob, 0, 1, "noise_highpass_prob");
+  check_in(c.channel_lowpass_prob, 0, 1, "channel_lowpass_prob");
+  check_in(c.channel_highpass_prob, 0, 1, "channel_highpass_prob");
+  check_range(c.snr_min_db, c.snr_max_db, "snr_min_db", "snr_max_db");
+  check_range(c.level_min_dbfs, c.level_max_dbfs, "level_min_dbfs", "level_max_dbfs");
+  require(c.level_max_dbfs <= 0, "MixerConfig.level_max_dbfs must be <= 0, got " + std::to_string(c.level_max_dbfs));
+  require(c.max_peak > 0 && c.max_peak <= 1, "MixerConfig.max_peak must be in (0, 1], got " +
+                                                  std::to_string(c.max_peak));
+  check_range(c.lowpass_min_hz, c.lowpass_max_hz, "lowpass_min_hz", "lowpass_max_hz");
+  require(c.lowpass_min_hz > 0, "MixerConfig.lowpass_min_hz must be > 0, got " + std::to_string(c.lowpass_min_hz));
+  check_range(c.highpass_min_hz, c.highpass_max_hz, "highpass_min_hz", "highpass_max_hz");
+  require(c.highpass_min_hz > 0 && c.highpass_max_hz < rate_ / 2.0,
+          "MixerConfig.highpass_min_hz .. highpass_max_hz must lie in (0, " + std::to_string(rate_ / 2.0) +
+              ") Hz at rate " + std::to_string(rate_) + ", got " + std::to_string(c.highpass_min_hz) + " .. " +
+              std::to_string(c.highpass_max_hz));
+}
+
+MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_t index) const {
+  require(T >= 1, "Mixer::example: T must be >= 1, got " + std::to_string(T));
+  require(noisy && clean, "Mixer::example: null output buffer (noisy or clean)");
+  const auto& c = config_;
+  const size_t n = static_cast<size_t>(T);
+  NoiseRng rng(seed, index);
+  MixInfo info;
+
+  // 1. Speech segment.
+  info.speech_clip = rng.below(speech_.size());
+  const auto& clip = speech_[info.speech_clip];
+  std::vector<float> s(n, 0.0f);  // (T)
+  if (clip.size() >= n) {
+    info.speech_start = static_cast<int64_t>(rng.below(clip.size() - n + 1));
+    std::copy_n(clip.begin() + info.speech_start, n, s.begin());
+  } else {
+    const size_t pad = rng.below(n - clip.size() + 1);
+    info.speech_start = -static_cast<int64_t>(pad);
+    std::copy(clip.begin(), clip.end(), s.begin() + pad);
+  }
+
+  // 2. Noise.
+  const auto weights = source_weights(c);
+  double total = 0;
+  for (double w : weights) total += w;
+  double u = rng.uniform() * total;
+  int source = 0;
+  for (int i = 0; i < 7; ++i) {
+    if (weights[i] == 0) continue;
+    source = i;  // rounding past the top lands on the last positive weight
+    if (u < weights[i]) break;
+    u -= weights[i];
+  }
+  info.noise = static_cast<NoiseSource>(source);
+  std::vector<float> v(n);  // (T)
+  if (info.noise == NoiseSource::Clip) {
+    info.noise_clip = rng.below(noise_.size());
+    const auto& nc = noise_[info.noise_clip];
+    const size_t start = rng.below(nc.size());
+    for (size_t t = 0; t < n; ++t) v[t] = nc[(start + t) % nc.size()];  // looped when short
+  } else {
+    random_noise(v.data(), n, rate_, kSynthesized[source - 1], rng.next(), speech_, info.speech_clip);
+  }
+  if (mean_square(v.data(), n) == 0) {  // digital silence cannot be set to an SNR
+    info.noise = NoiseSource::White;
+    white_noise(v.data(), n, rng.next());
+  }
+
+  // 3. Noise colouring; 4. channel colouring (speech too).
+  const double nyq_safe = 0.45 * rate_;
+  const double lp_lo = std::min(c.lowpass_min_hz, nyq_safe), lp_hi = std::min(c.lowpass_max_hz, nyq_safe);
+  info.noise_lowpass_hz = maybe_filter(rng, c.noise_lowpass_prob, true, lp_lo, lp_hi, rate_, v, nullptr);
+  info.noise_highpass_hz =
+      maybe_filter(rng, c.noise_highpass_prob, false, c.highpass_min_hz, c.highpass_max_hz, rate_, v, nullptr);
+  info.channel_lowpass_hz = maybe_filter(rng, c.channel_lowpass_prob, true, lp_lo, lp_hi, rate_, s, &v);
+  info.channel_highpass_hz =
+      maybe_filter(rng, c.channel_highpass_prob, false, c.highpass_min_hz, c.highpass_max_hz, rate_, s, &v);
+
+  // 5. SNR on the active speech.
+  const double snr = rng.uniform(c.snr_min_db, c.snr_max_db);
+  const double ps = active_mean_square(s.data(), n, rate_), pn = mean_square(v.data(), n);
+  double g_noise = 1;
+  if (ps > 0 && pn > 0) {
+    g_noise = std::sqrt(ps / (pn * std::pow(10.0, snr / 10)));
+    info.snr_db = snr;
+  } else {
+    info.snr_db = -INFINITY;
+  }
+
+  // 6. Level, limited by the peaks of both outputs.
+  const double level = rng.uniform(c.level_min_dbfs, c.level_max_dbfs);
+  std::vector<double> m(n);  // (T)
+  double sum2 = 0, peak = 0;
+  for (size_t t = 0; t < n; ++t) {
+    m[t] = s[t] + g_noise * v[t];
+    sum2 += m[t] * m[t];
+    peak = std::max({peak, std::abs(m[t]), std::abs(double(s[t]))});
+  }
+  const double rms = std::sqrt(sum2 / n);
+  double gain = rms > 0 ? std::pow(10.0, level / 20) / rms : 1.0;
+  if (gain * peak > c.max_peak) gain = c.max_peak / peak;
+  for (size_t t = 0; t < n; ++t) {
+    noisy[t] = static_cast<float>(gain * m[t]);
+    clean[t] = static_cast<float>(gain * s[t]);
+  }
+  info.gain = gain;
+  info.level_dbfs = rms > 0 ? 20 * std::log10(gain * rms) : -INFINITY;
+  return info;
+}
+
+}  // namespace ssm

@@ -1,0 +1,101 @@
+// On-the-fly training examples for the denoiser: clean speech + noise at a
+// random SNR and level, each example a pure function of (seed, index) so a
+// run can be reproduced and any example regenerated on its own.
+//
+// One example of T samples, in the order the random draws are made:
+//   1. speech: a uniformly chosen clip (each equally likely, whatever its
+//      length); a uniform T-sample segment of it, or,
+//      when the clip is shorter than T, the whole clip at a uniform offset
+//      with zeros around it;
+//   2. noise: a source drawn with the configured weights — a uniform
+//      T-sample segment of a recorded noise clip (looped when shorter), or
+//      one of the synthesized kinds of ssm/noise.hpp with parameters drawn
+//      from the seed (babble from the other speech clips);
+//   3. noise colouring: a low-pass and/or a high-pass on the noise alone;
+//   4. channel colouring: a low-pass and/or a high-pass on speech and noise
+//      alike (a microphone's response); the clean target is coloured too, so
+//      the model is not asked to undo it;
+//   5. SNR uniform in [snr_min_db, snr_max_db]:
+//        SNR = 10 log10(active_mean_square(speech) / mean_square(noise))
+//      speech measured on its active frames (ssm/noise.hpp), noise over all T;
+//   6. level uniform in [level_min_dbfs, level_max_dbfs] for the RMS of the
+//      mixture (0 dBFS = RMS 1), lowered where needed so that no sample of
+//      noisy or clean exceeds max_peak in magnitude.
+// Output: noisy = gain (speech + g_noise noise), clean = gain speech.
+// Cutoffs are drawn log-uniformly. A noise segment that is all zero is
+// replaced by white noise; a speech segment that is all zero (a silent stretch
+// of a clip) gives a noise-only example with clean = 0 and snr_db = -inf.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "ssm/common.hpp"
+#include "ssm/noise.hpp"
+
+namespace ssm {
+
+struct MixerConfig {
+  double snr_min_db = -5, snr_max_db = 20;
+  double level_min_dbfs = -25, level_max_dbfs = -5;  // RMS of the mixture
+  double max_peak = 0.99;                             // no |sample| above this
+
+  // Relative weights of the noise sources (need not sum to 1).
+  double weight_clip = 0.5;  // a segment of a recorded noise clip
+  double weight_white = 0.05, weight_pink = 0.1, weight_brown = 0.05;
+  double weight_hum = 0.1, weight_fan = 0.1, weight_babble = 0.1;
+
+  // Probabilities of each filter of the colouring steps.
+  double noise_lowpass_prob = 0.2, noise_highpass_prob = 0.2;
+  double channel_lowpass_prob = 0.1, channel_highpass_prob = 0.1;
+  // Cutoff ranges; low-pass cutoffs above 0.45 rate are lowered to it.
+  double lowpass_min_hz = 1000, lowpass_max_hz = 7000;
+  double highpass_min_hz = 50, highpass_max_hz = 500;
+};
+
+// What was drawn for one example.
+enum class NoiseSource { Clip, White, Pink, Brown, Hum, Fan, Babble };
+const char* noise_source_name(NoiseSource s);
+
+struct MixInfo {
+  size_t speech_clip = 0;  // index into the speech clips
+  int64_t speech_start = 0;  // clip sample at output sample 0 (negative: zeros first)
+  NoiseSource noise = NoiseSource::Clip;
+  size_t noise_clip = 0;   // index into the noise clips when noise == Clip
+  double noise_lowpass_hz = 0, noise_highpass_hz = 0;      // 0: not applied
+  double channel_lowpass_hz = 0, channel_highpass_hz = 0;  // 0: not applied
+  double snr_db = 0;   // drawn and achieved (see 5. above); -inf: no speech
+  double gain = 1;     // applied to both outputs
+  double level_dbfs = 0;  // RMS of noisy after the peak limit
+};
+
+class Mixer {
+ public:
+  // Clips are mono at `rate`. Throws ssm::Error naming the field or clip
+  // unless: speech is non-empty, no clip is empty or has a non-finite sample,
+  // noise is non-empty when weight_clip > 0, babble (weight_babble > 0) has
+  // at least two speech clips, weights >= 0 with a positive sum,
+  // probabilities in [0, 1], ranges ordered, cutoffs in (0, rate / 2),
+  // level_max_dbfs <= 0 and 0 < max_peak <= 1.
+  Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<float>> noise, MixerConfig config,
+        int rate);
+
+  // One example. Thread-safe: several threads may fill a batch at once.
+  // Throws ssm::Error unless T >= 1.
+  MixInfo example(float* noisy,  // (T)
+                  float* clean,  // (T)
+                  int T, uint64_t seed, uint64_t index) const;
+
+  const MixerConfig& config() const { return config_; }
+  int rate() const { return rate_; }
+  size_t speech_clips() const { return speech_.size(); }
+  size_t noise_clips() const { return noise_.size(); }
+
+ private:
+  std::vector<std::vector<float>> speech_;  // each (len_i) at rate_
+  std::vector<std::vector<float>> noise_;   // each (len_j) at rate_
+  MixerConfig config_;
+  int rate_;
+};
+
+}  // namespace ssm

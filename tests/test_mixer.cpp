@@ -1,0 +1,207 @@
+// Mixer: the SNR measured on the returned pair equals the drawn one, levels
+// and peaks stay in bounds, clean is the speech segment times the reported
+// gain, examples are a pure function of (seed, index) across threads, and
+// bad inputs give errors that name what is wrong.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numbers>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ssm/mixer.hpp"
+#include "testing.hpp"
+
+namespace {
+
+constexpr double kPi = std::numbers::pi;
+constexpr int kRate = 16000;
+constexpr int kT = kRate;  // 1 s examples
+
+// A "talker": tone bursts of 200 ms with 100 ms pauses, pitch set by `i`.
+std::vector<float> talker(int i, size_t n) {
+  std::vector<float> x(n);  // (n)
+  for (size_t t = 0; t < n; ++t) {
+    const double in_cycle = std::fmod(double(t) / kRate, 0.3);
+    const double env = in_cycle < 0.2 ? std::sin(kPi * in_cycle / 0.2) : 0.0;
+    x[t] = float(0.3 * env * (std::sin(2 * kPi * (150 + 40 * i) * t / kRate) +
+                              0.5 * std::sin(2 * kPi * (900 + 130 * i) * t / kRate)));
+  }
+  return x;
+}
+
+std::vector<std::vector<float>> speech_clips() {
+  // Lengths around T, one much shorter (padded) and one long.
+  return {talker(0, 3 * kRate), talker(1, kRate / 3), talker(2, kT), talker(3, 2 * kRate + 123)};
+}
+
+std::vector<std::vector<float>> noise_clips() {
+  auto hiss = ssm::testing::random_vector<float>(2 * kRate, 11, -0.2, 0.2);
+  std::vector<float> drone(kRate / 4);  // shorter than T: looped
+  for (size_t t = 0; t < drone.size(); ++t) drone[t] = float(0.05 * std::sin(2 * kPi * 100 * t / kRate));
+  return {hiss, drone};
+}
+
+ssm::Mixer default_mixer(ssm::MixerConfig c = {}) { return ssm::Mixer(speech_clips(), noise_clips(), c, kRate); }
+
+double db(double power) { return 10 * std::log10(power); }
+
+struct Example {
+  std::vector<float> noisy = std::vector<float>(kT), clean = std::vector<float>(kT);
+  ssm::MixInfo info;
+};
+
+Example make(const ssm::Mixer& m, uint64_t seed, uint64_t index) {
+  Example e;
+  e.info = m.example(e.noisy.data(), e.clean.data(), kT, seed, index);
+  return e;
+}
+
+}  // namespace
+
+TEST(Mixer, AchievedSnrEqualsDrawnSnr) {
+  const auto m = default_mixer();
+  std::set<ssm::NoiseSource> seen;
+  int noise_only = 0;
+  for (uint64_t i = 0; i < 300; ++i) {
+    const auto e = make(m, 1, i);
+    seen.insert(e.info.noise);
+    std::vector<float> noise(kT);  // (T)
+    for (int t = 0; t < kT; ++t) noise[t] = e.noisy[t] - e.clean[t];
+    const double speech = ssm::active_mean_square(e.clean.data(), kT, kRate);
+    if (speech == 0) {  // the segment fell in a pause longer than T: noise only
+      EXPECT_TRUE(std::isinf(e.info.snr_db) && e.info.snr_db < 0) << i;
+      ++noise_only;
+      continue;
+    }
+    const double achieved = db(speech / ssm::mean_square(noise.data(), kT));
+    EXPECT_NEAR(achieved, e.info.snr_db, 0.1) << "example " << i << ", noise " << ssm::noise_source_name(e.info.noise);
+    EXPECT_GE(e.info.snr_db, -5.0);
+    EXPECT_LT(e.info.snr_db, 20.0);
+  }
+  EXPECT_EQ(noise_only, 0);  // pauses here are shorter than T
+  EXPECT_EQ(seen.size(), 7u) << "every noise source is drawn in 300 examples";
+}
+
+TEST(Mixer, LevelsAndPeaksStayInBounds) {
+  const auto m = default_mixer();
+  for (uint64_t i = 0; i < 100; ++i) {
+    const auto e = make(m, 2, i);
+    const double level = db(ssm::mean_square(e.noisy.data(), kT));
+    EXPECT_NEAR(level, e.info.level_dbfs, 1e-3) << i;
+    EXPECT_LE(level, -5 + 1e-6) << i;
+    for (int t = 0; t < kT; ++t) {
+      ASSERT_LE(std::abs(e.noisy[t]), 0.99f) << i;
+      ASSERT_LE(std::abs(e.clean[t]), 0.99f) << i;
+    }
+    // Below the peak limit the level is the drawn one, inside the range.
+    bool limited = false;
+    for (int t = 0; t < kT; ++t) limited |= std::abs(e.noisy[t]) > 0.989f || std::abs(e.clean[t]) > 0.989f;
+    if (!limited) EXPECT_GE(level, -25 - 1e-6) << i;
+  }
+  // Loud targets: the peak limit takes over and nothing reaches 1.
+  ssm::MixerConfig loud;
+  loud.level_min_dbfs = -1;
+  loud.level_max_dbfs = 0;
+  const auto ml = default_mixer(loud);
+  int limited = 0;
+  for (uint64_t i = 0; i < 50; ++i) {
+    const auto e = make(ml, 3, i);
+    float peak = 0;
+    for (int t = 0; t < kT; ++t) peak = std::max({peak, std::abs(e.noisy[t]), std::abs(e.clean[t])});
+    EXPECT_LE(peak, 0.99f);
+    limited += peak > 0.989f;
+  }
+  EXPECT_GT(limited, 40);
+}
+
+TEST(Mixer, CleanIsTheSpeechSegmentTimesTheGain) {
+  ssm::MixerConfig c;
+  c.channel_lowpass_prob = c.channel_highpass_prob = 0;  // no channel colouring: clean is a plain copy
+  const auto m = default_mixer(c);
+  const auto clips = speech_clips();
+  int padded = 0;
+  for (uint64_t i = 0; i < 50; ++i) {
+    const auto e = make(m, 4, i);
+    const auto& clip = clips[e.info.speech_clip];
+    for (int t = 0; t < kT; ++t) {
+      const int64_t j = e.info.speech_start + t;
+      const double expect = (j >= 0 && j < int64_t(clip.size())) ? e.info.gain * clip[j] : 0.0;
+      ASSERT_NEAR(e.clean[t], expect, 1e-6) << "example " << i << ", sample " << t;
+    }
+    padded += e.info.speech_start < 0;
+  }
+  EXPECT_GT(padded, 0) << "the short clip is drawn and padded";
+}
+
+TEST(Mixer, DeterministicByIndexAndSeed) {
+  const auto m = default_mixer();
+  const auto a = make(m, 5, 17), b = make(m, 5, 17), c = make(m, 5, 18), d = make(m, 6, 17);
+  EXPECT_EQ(a.noisy, b.noisy);
+  EXPECT_EQ(a.clean, b.clean);
+  EXPECT_EQ(a.info.snr_db, b.info.snr_db);
+  EXPECT_NE(a.noisy, c.noisy);
+  EXPECT_NE(a.noisy, d.noisy);
+  // A second mixer built from the same inputs gives the same examples.
+  const auto m2 = default_mixer();
+  EXPECT_EQ(make(m2, 5, 17).noisy, a.noisy);
+}
+
+TEST(Mixer, ThreadsFillingABatchMatchOneThread) {
+  const auto m = default_mixer();
+  const int B = 16;
+  std::vector<float> noisy(B * kT), clean(B * kT), noisy1(B * kT), clean1(B * kT);  // (B, T)
+  std::vector<std::thread> pool;
+  for (int w = 0; w < 4; ++w)
+    pool.emplace_back([&, w] {
+      for (int b = w; b < B; b += 4) m.example(&noisy[b * kT], &clean[b * kT], kT, 9, 1000 + b);
+    });
+  for (auto& th : pool) th.join();
+  for (int b = 0; b < B; ++b) m.example(&noisy1[b * kT], &clean1[b * kT], kT, 9, 1000 + b);
+  EXPECT_EQ(noisy, noisy1);
+  EXPECT_EQ(clean, clean1);
+}
+
+TEST(Mixer, SynthesizedNoiseOnlyNeedsNoNoiseClips) {
+  ssm::MixerConfig c;
+  c.weight_clip = 0;
+  const ssm::Mixer m(speech_clips(), {}, c, kRate);
+  for (uint64_t i = 0; i < 20; ++i) EXPECT_NE(make(m, 10, i).info.noise, ssm::NoiseSource::Clip);
+}
+
+TEST(Mixer, ErrorsNameTheProblem) {
+  auto expect_error = [](auto&& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([] { ssm::Mixer({}, noise_clips(), {}, kRate); }, "no speech clips");
+  expect_error([] { ssm::Mixer({talker(0, 100), {}}, noise_clips(), {}, kRate); }, "speech clip 1 is empty");
+  expect_error([] { ssm::Mixer(speech_clips(), {{}}, {}, kRate); }, "noise clip 0 is empty");
+  expect_error([] { ssm::Mixer(speech_clips(), {}, {}, kRate); }, "weight_clip");
+  expect_error([] { ssm::Mixer({talker(0, 100)}, noise_clips(), {}, kRate); }, "weight_babble");
+  expect_error(
+      [] {
+        std::vector<float> bad(100, 0.1f);
+        bad[42] = NAN;
+        ssm::Mixer(speech_clips(), {bad}, {}, kRate);
+      },
+      "noise clip 0 has a non-finite sample at index 42");
+  ssm::MixerConfig c;
+  c.snr_min_db = 30;
+  expect_error([&] { ssm::Mixer(speech_clips(), noise_clips(), c, kRate); }, "snr_min_db");
+  c = {};
+  c.noise_lowpass_prob = 1.5;
+  expect_error([&] { ssm::Mixer(speech_clips(), noise_clips(), c, kRate); }, "noise_lowpass_prob");
+  c = {};
+  c.weight_clip = c.weight_white = c.weight_pink = c.weight_brown = c.weight_hum = c.weight_fan = c.weight_babble = 0;
+  expect_error([&] { ssm::Mixer(speech_clips(), noise_clips(), c, kRate); }, "weights are all 0");
+  const auto m = default_mixer();
+  std::vector<float> a(10), b(10);
+  expect_error([&] { m.example(a.data(), b.data(), 0, 1, 1); }, "T must be >= 1");
+}
