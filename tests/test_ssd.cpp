@@ -102,8 +102,8 @@ Outputs<Real> run_reference(const Inputs<Real>& in) {
 template <typename Real>
 Outputs<Real> run_chunked(const Inputs<Real>& in, int Q) {
   Outputs<Real> out{std::vector<Real>(n_x(in.d)), std::vector<Real>(n_state(in.d))};
-  ssm::ssd_chunked_forward(out.y.data(), out.final.data(), in.x.data(), in.dt_raw.data(), in.A_log.data(),
-                           in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), in.init_ptr(), in.d, Q);
+  ssm::ssd_chunked_forward(out.y.data(), out.final.data(), in.x.data(), in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
+                           in.Cm.data(), in.D.data(), in.dt_bias.data(), in.init_ptr(), in.d, Q);
   return out;
 }
 
@@ -117,20 +117,20 @@ template <typename Real>
 Grads<Real> run_backward(const Inputs<Real>& in, const std::vector<Real>& wy, const std::vector<Real>& wf, int Q,
                          bool reference) {
   const SsdDims& d = in.d;
-  Grads<Real> g{std::vector<Real>(n_x(d)),  std::vector<Real>(n_dt(d)), std::vector<Real>(d.H),
-                std::vector<Real>(n_bc(d)), std::vector<Real>(n_bc(d)), std::vector<Real>(d.H),
+  Grads<Real> g{std::vector<Real>(n_x(d)),  std::vector<Real>(n_dt(d)),   std::vector<Real>(d.H),
+                std::vector<Real>(n_bc(d)), std::vector<Real>(n_bc(d)),   std::vector<Real>(d.H),
                 std::vector<Real>(d.H),     std::vector<Real>(n_state(d))};
   const Real* dfinal = wf.empty() ? nullptr : wf.data();
   if (reference)
-    ssm::ssd_reference_backward(g.dx.data(), g.ddt_raw.data(), g.dA_log.data(), g.dBm.data(), g.dCm.data(),
-                                g.dD.data(), g.ddt_bias.data(), g.dinit.data(), wy.data(), dfinal, in.x.data(),
-                                in.dt_raw.data(), in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(),
-                                in.dt_bias.data(), in.init_ptr(), d);
+    ssm::ssd_reference_backward(g.dx.data(), g.ddt_raw.data(), g.dA_log.data(), g.dBm.data(), g.dCm.data(), g.dD.data(),
+                                g.ddt_bias.data(), g.dinit.data(), wy.data(), dfinal, in.x.data(), in.dt_raw.data(),
+                                in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(),
+                                in.init_ptr(), d);
   else
-    ssm::ssd_chunked_backward(g.dx.data(), g.ddt_raw.data(), g.dA_log.data(), g.dBm.data(), g.dCm.data(),
-                              g.dD.data(), g.ddt_bias.data(), g.dinit.data(), wy.data(), dfinal, in.x.data(),
-                              in.dt_raw.data(), in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(),
-                              in.dt_bias.data(), in.init_ptr(), d, Q);
+    ssm::ssd_chunked_backward(g.dx.data(), g.ddt_raw.data(), g.dA_log.data(), g.dBm.data(), g.dCm.data(), g.dD.data(),
+                              g.ddt_bias.data(), g.dinit.data(), wy.data(), dfinal, in.x.data(), in.dt_raw.data(),
+                              in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(),
+                              in.init_ptr(), d, Q);
   return g;
 }
 
@@ -149,7 +149,7 @@ double grad_error(const std::vector<A>& got, const std::vector<double>& ref) {
 // Each gradient next to its name, for per-tensor comparisons.
 template <typename Real>
 std::vector<std::pair<const char*, const std::vector<Real>*>> named(const Grads<Real>& g) {
-  return {{"dx", &g.dx}, {"ddt_raw", &g.ddt_raw}, {"dA_log", &g.dA_log}, {"dB", &g.dBm},
+  return {{"dx", &g.dx},  {"ddt_raw", &g.ddt_raw}, {"dA_log", &g.dA_log},     {"dB", &g.dBm},
           {"dC", &g.dCm}, {"dD", &g.dD},           {"ddt_bias", &g.ddt_bias}, {"dinitial_state", &g.dinit}};
 }
 
@@ -178,17 +178,17 @@ std::vector<Case> with_and_without_init(const std::vector<std::pair<SsdDims, int
 
 //                        B   T  H  P  G  N     Q
 const std::vector<std::pair<SsdDims, int>> kShapes = {
-    {{1, 1, 1, 1, 1, 1}, 1},     // smallest
-    {{2, 1, 2, 3, 1, 4}, 4},     // T = 1 < Q
-    {{1, 5, 2, 3, 2, 4}, 8},     // T < Q, G = H
-    {{2, 37, 4, 3, 1, 5}, 8},    // T not a multiple of Q, G = 1
-    {{1, 37, 2, 2, 1, 3}, 1},    // Q = 1
-    {{1, 23, 2, 4, 1, 3}, 64},   // Q > T
-    {{2, 40, 6, 2, 2, 3}, 10},   // T a multiple of Q, 1 < G < H
-    {{3, 19, 4, 1, 4, 1}, 4},    // N = 1, P = 1, G = H, B > 1
-    {{1, 50, 3, 5, 3, 2}, 16},   // G = H = 3, odd sizes
-    {{2, 70, 4, 8, 2, 8}, 32},   // several triangular blocks per chunk
-    {{1, 45, 2, 4, 1, 6}, 20},   // chunk not a multiple of the internal blocking
+    {{1, 1, 1, 1, 1, 1}, 1},    // smallest
+    {{2, 1, 2, 3, 1, 4}, 4},    // T = 1 < Q
+    {{1, 5, 2, 3, 2, 4}, 8},    // T < Q, G = H
+    {{2, 37, 4, 3, 1, 5}, 8},   // T not a multiple of Q, G = 1
+    {{1, 37, 2, 2, 1, 3}, 1},   // Q = 1
+    {{1, 23, 2, 4, 1, 3}, 64},  // Q > T
+    {{2, 40, 6, 2, 2, 3}, 10},  // T a multiple of Q, 1 < G < H
+    {{3, 19, 4, 1, 4, 1}, 4},   // N = 1, P = 1, G = H, B > 1
+    {{1, 50, 3, 5, 3, 2}, 16},  // G = H = 3, odd sizes
+    {{2, 70, 4, 8, 2, 8}, 32},  // several triangular blocks per chunk
+    {{1, 45, 2, 4, 1, 6}, 20},  // chunk not a multiple of the internal blocking
 };
 
 class SsdForward : public ::testing::TestWithParam<Case> {};
@@ -263,8 +263,8 @@ TEST_P(SsdForward, StepLoopMatchesReference) {
   for (int t = 0; t < d.T; ++t) {
     const auto s = block_of(inf, t, 1, {});
     std::vector<float> yt(size_t(d.B) * d.H * d.P);
-    ssm::ssd_step(yt.data(), statef.data(), s.x.data(), s.dt_raw.data(), inf.A_log.data(), s.Bm.data(),
-                  s.Cm.data(), inf.D.data(), inf.dt_bias.data(), s.d);
+    ssm::ssd_step(yt.data(), statef.data(), s.x.data(), s.dt_raw.data(), inf.A_log.data(), s.Bm.data(), s.Cm.data(),
+                  inf.D.data(), inf.dt_bias.data(), s.d);
     put_time_slice(yf, yt, d, size_t(d.H) * d.P, t, 1);
   }
   expect_error_le(rel_error(yf, ref.y), 1e-5, "y_float");
@@ -354,7 +354,7 @@ TEST_P(SsdGradient, ChunkedBackwardMatchesFiniteDifferences) {
     return weighted_sum(o.y, wy) + weighted_sum(o.final, wf);
   };
   const std::vector<std::pair<const char*, std::vector<double>*>> params = {
-      {"dx", &in.x},  {"ddt_raw", &in.dt_raw}, {"dA_log", &in.A_log},   {"dB", &in.Bm},
+      {"dx", &in.x},  {"ddt_raw", &in.dt_raw}, {"dA_log", &in.A_log},     {"dB", &in.Bm},
       {"dC", &in.Cm}, {"dD", &in.D},           {"ddt_bias", &in.dt_bias}, {"dinitial_state", &in.init}};
   const auto g = named(got);
   for (size_t k = 0; k < params.size(); ++k) {
@@ -365,12 +365,12 @@ TEST_P(SsdGradient, ChunkedBackwardMatchesFiniteDifferences) {
 
 //                             B  T  H  P  G  N    Q
 const std::vector<std::pair<SsdDims, int>> kGradShapes = {
-    {{2, 7, 2, 3, 1, 4}, 3},   // ragged last chunk, G = 1
-    {{1, 9, 4, 2, 4, 3}, 4},   // G = H
-    {{2, 5, 2, 2, 2, 2}, 8},   // Q > T
-    {{1, 6, 3, 2, 1, 2}, 1},   // Q = 1
-    {{1, 8, 4, 2, 2, 3}, 4},   // 1 < G < H, T a multiple of Q
-    {{1, 40, 2, 2, 1, 2}, 20}, // chunk longer than the internal blocking
+    {{2, 7, 2, 3, 1, 4}, 3},    // ragged last chunk, G = 1
+    {{1, 9, 4, 2, 4, 3}, 4},    // G = H
+    {{2, 5, 2, 2, 2, 2}, 8},    // Q > T
+    {{1, 6, 3, 2, 1, 2}, 1},    // Q = 1
+    {{1, 8, 4, 2, 2, 3}, 4},    // 1 < G < H, T a multiple of Q
+    {{1, 40, 2, 2, 1, 2}, 20},  // chunk longer than the internal blocking
 };
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SsdGradient, ::testing::ValuesIn(with_and_without_init(kGradShapes)), case_name);
@@ -400,8 +400,8 @@ TEST(SsdBackward, AssignsActivationGradsAndAccumulatesParamGrads) {
   for (auto* v : {&g.dx, &g.ddt_raw, &g.dBm, &g.dCm, &g.dinit}) std::fill(v->begin(), v->end(), NAN);
   ssm::ssd_chunked_backward(g.dx.data(), g.ddt_raw.data(), g.dA_log.data(), g.dBm.data(), g.dCm.data(), g.dD.data(),
                             g.ddt_bias.data(), g.dinit.data(), wy.data(), wf.data(), in.x.data(), in.dt_raw.data(),
-                            in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(),
-                            in.init.data(), d, Q);
+                            in.A_log.data(), in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), in.init.data(),
+                            d, Q);
   EXPECT_EQ(rel_error(g.dx, once.dx), 0.0);
   EXPECT_EQ(rel_error(g.ddt_raw, once.ddt_raw), 0.0);
   EXPECT_EQ(rel_error(g.dBm, once.dBm), 0.0);
@@ -470,18 +470,22 @@ TEST(SsdDims, EntryPointsRejectBadInput) {
   std::vector<double> y(n_x(good)), wy(n_x(good));
   SsdDims bad = good;
   bad.G = 0;
-  EXPECT_THROW(ssm::ssd_reference_forward<double>(y.data(), nullptr, in.x.data(), in.dt_raw.data(), in.A_log.data(),
-                                          in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, bad),
-               ssm::Error);
-  EXPECT_THROW(ssm::ssd_chunked_forward<double>(y.data(), nullptr, in.x.data(), in.dt_raw.data(), in.A_log.data(),
-                                        in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, bad, 4),
-               ssm::Error);
-  EXPECT_THROW(ssm::ssd_chunked_forward<double>(y.data(), nullptr, in.x.data(), in.dt_raw.data(), in.A_log.data(),
-                                        in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, good, 0),
-               ssm::Error);
-  EXPECT_THROW(ssm::ssd_chunked_forward<double>(y.data(), nullptr, nullptr, in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
-                                        in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, good, 4),
-               ssm::Error);
+  EXPECT_THROW(
+      ssm::ssd_reference_forward<double>(y.data(), nullptr, in.x.data(), in.dt_raw.data(), in.A_log.data(),
+                                         in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, bad),
+      ssm::Error);
+  EXPECT_THROW(
+      ssm::ssd_chunked_forward<double>(y.data(), nullptr, in.x.data(), in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
+                                       in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, bad, 4),
+      ssm::Error);
+  EXPECT_THROW(
+      ssm::ssd_chunked_forward<double>(y.data(), nullptr, in.x.data(), in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
+                                       in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, good, 0),
+      ssm::Error);
+  EXPECT_THROW(
+      ssm::ssd_chunked_forward<double>(y.data(), nullptr, nullptr, in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
+                                       in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, good, 4),
+      ssm::Error);
   EXPECT_THROW(run_backward(in, wy, {}, 0, false), ssm::Error);
   std::vector<double> state(n_state(good));
   SsdDims step_bad = good;
@@ -517,9 +521,10 @@ TEST(SsdTiming, DISABLED_TrainingShape) {
     cpu_f = std::min(cpu_f, 1e3 * double(c1 - c0) / CLOCKS_PER_SEC);
     cpu_b = std::min(cpu_b, 1e3 * double(c2 - c1) / CLOCKS_PER_SEC);
   }
-  std::printf("ssd B=4 T=16000 H=4 P=32 N=32 G=1 Q=64 float, %d threads: forward %.1f ms, backward %.1f ms "
-              "(CPU time of all threads: %.1f ms, %.1f ms)\n",
-              omp_get_max_threads(), best_f, best_b, cpu_f, cpu_b);
+  std::printf(
+      "ssd B=4 T=16000 H=4 P=32 N=32 G=1 Q=64 float, %d threads: forward %.1f ms, backward %.1f ms "
+      "(CPU time of all threads: %.1f ms, %.1f ms)\n",
+      omp_get_max_threads(), best_f, best_b, cpu_f, cpu_b);
   EXPECT_LT(rel_error(out.y, out.y), 1.0);
   EXPECT_LT(rel_error(g.dx, g.dx), 1.0);
 }

@@ -63,7 +63,7 @@ SSM_ALWAYS_INLINE float decay_exp(float x) {
   // default trapping-math rules.
   const uint32_t u = std::bit_cast<uint32_t>(x);
   x = std::bit_cast<float>(u > 0xC2AE0000u ? 0xC2AE0000u : u);  // 0xC2AE0000 = -87.0f
-  constexpr float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  constexpr float shift = 12582912.0f;                          // 1.5 * 2^23: adding it rounds to an integer
   const float k = (x * 1.44269504088896341f + shift) - shift;
   float r = x - k * 0.693145751953125f;  // ln 2, high bits (exact product)
   r = r - k * 1.428606820309417e-06f;    // ln 2, low bits
@@ -118,9 +118,7 @@ void require_ptr(const void* p, const char* name) {
   require(p != nullptr, std::string("ssd: ") + name + " must not be null");
 }
 
-void check_chunk(int Q) {
-  require(Q >= 1, "ssd: chunk length Q must be >= 1, got " + std::to_string(Q));
-}
+void check_chunk(int Q) { require(Q >= 1, "ssd: chunk length Q must be >= 1, got " + std::to_string(Q)); }
 
 // BLAS calls run inside OpenMP tasks, so BLAS itself must stay
 // single-threaded for the duration; the caller's setting is restored.
@@ -141,7 +139,7 @@ struct Tasks {
   int slices;   // head slices per group
   int count;    // B * G * slices
 
-  Tasks(const SsdDims& d) {
+  explicit Tasks(const SsdDims& d) {
     const int hpg = d.H / d.G;
     // Below ~64k state updates a parallel region costs more than it saves.
     const double work = double(d.B) * d.T * d.H * d.P * d.N;
@@ -172,8 +170,8 @@ template <typename Real>
 void lower_mm(int L, int n, const Real* Lm, int ldl, const Real* R, int ldr, Real beta, Real* out, int ldo) {
   for (int i0 = 0; i0 < L; i0 += kTri) {
     const int i1 = std::min(L, i0 + kTri);
-    gemm<Real>(false, false, i1 - i0, n, i1, Real(1), Lm + size_t(i0) * ldl, ldl, R, ldr, beta,
-               out + size_t(i0) * ldo, ldo);
+    gemm<Real>(false, false, i1 - i0, n, i1, Real(1), Lm + size_t(i0) * ldl, ldl, R, ldr, beta, out + size_t(i0) * ldo,
+               ldo);
   }
 }
 
@@ -182,8 +180,8 @@ template <typename Real>
 void lower_tmm(int L, int n, const Real* Lm, int ldl, const Real* R, int ldr, Real beta, Real* out, int ldo) {
   for (int j0 = 0; j0 < L; j0 += kTri) {
     const int j1 = std::min(L, j0 + kTri);
-    gemm<Real>(true, false, j1 - j0, n, L - j0, Real(1), Lm + size_t(j0) * ldl + j0, ldl, R + size_t(j0) * ldr,
-               ldr, beta, out + size_t(j0) * ldo, ldo);
+    gemm<Real>(true, false, j1 - j0, n, L - j0, Real(1), Lm + size_t(j0) * ldl + j0, ldl, R + size_t(j0) * ldr, ldr,
+               beta, out + size_t(j0) * ldo, ldo);
   }
 }
 
@@ -220,9 +218,10 @@ SSM_ALWAYS_INLINE int block_end(int i, int L) { return std::min(L, (i / kTri + 1
 // Cumulative log decay of one chunk of one head. Kept in double: differences
 // Lambda[t] - Lambda[s] of long chunks would otherwise cancel badly in float.
 template <typename Real>
-SSM_ALWAYS_INLINE void chunk_lambda(int L, const Real* dtv,  // (L)
-                  double A,
-                  double* lam) {  // (L)
+SSM_ALWAYS_INLINE void chunk_lambda(int L,
+                                    const Real* dtv,  // (L)
+                                    double A,
+                                    double* lam) {  // (L)
   double acc = 0;
   for (int i = 0; i < L; ++i) {
     acc += double(dtv[i]) * A;
@@ -236,7 +235,7 @@ SSM_ALWAYS_INLINE void chunk_lambda(int L, const Real* dtv,  // (L)
 //   w[j]  = ew[j] * dt[j]
 template <typename Real>
 SSM_ALWAYS_INLINE void chunk_state_decays(int L, const double* lam, const Real* dtv,  // (L) each
-                        Real* el, Real* ew, Real* w) {              // (L) each
+                                          Real* el, Real* ew, Real* w) {              // (L) each
   const double last = lam[L - 1];
   for (int j = 0; j < L; ++j) {
     el[j] = decay_exp(Real(lam[j]));
@@ -271,11 +270,11 @@ SSM_SIMD_CLONES void chunked_forward_task(Real* y, Real* final_state, const Real
   const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, nh = h1 - h0;
   const int HP = H * P, GN = G * N, nP = nh * P, Qe = std::min(Q, T);
   const size_t PN = size_t(P) * N;
-  std::vector<Real> CB(size_t(Qe) * Qe);  // (Q, Q)  C·B^T of the chunk, lower triangle
-  std::vector<Real> M(size_t(Qe) * Qe);   // (Q, Q)  CB ⊙ decay ⊙ dt, lower triangle
-  std::vector<Real> Z(size_t(Qe) * nP);   // (Q, nh·P)  C @ S^T
-  std::vector<Real> Xw(size_t(Qe) * nP);  // (Q, nh·P)  w ⊙ X
-  std::vector<Real> S(nh * PN);           // (nh·P, N)  carried states
+  std::vector<Real> CB(size_t(Qe) * Qe);             // (Q, Q)  C·B^T of the chunk, lower triangle
+  std::vector<Real> M(size_t(Qe) * Qe);              // (Q, Q)  CB ⊙ decay ⊙ dt, lower triangle
+  std::vector<Real> Z(size_t(Qe) * nP);              // (Q, nh·P)  C @ S^T
+  std::vector<Real> Xw(size_t(Qe) * nP);             // (Q, nh·P)  w ⊙ X
+  std::vector<Real> S(nh * PN);                      // (nh·P, N)  carried states
   std::vector<Real> dtv(Qe), el(Qe), ew(Qe), w(Qe);  // (Q)
   std::vector<double> lam(Qe);                       // (Q)
   bool have_state = initial_state != nullptr;
@@ -351,18 +350,19 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
   const auto dt_all = std::make_unique_for_overwrite<Real[]>(size_t(nh) * T);
   const auto sig_all = std::make_unique_for_overwrite<Real[]>(size_t(nh) * T);
   const auto states = std::make_unique_for_overwrite<Real[]>((nc + 1) * SN);
-  std::vector<Real> dS(SN);                       // (nh·P, N)  gradient w.r.t. the state leaving the chunk
-  std::vector<Real> CB(size_t(Qe) * Qe);          // (Q, Q)  C·B^T, lower triangle
-  std::vector<Real> M(size_t(Qe) * Qe);           // (Q, Q)  CB ⊙ decay ⊙ dt
-  std::vector<Real> dM(size_t(Qe) * Qe);          // (Q, Q)  dY @ X^T, lower triangle
-  std::vector<Real> dCB(size_t(Qe) * Qe);         // (Q, Q)  gradient w.r.t. CB, summed over the task's heads
-  std::vector<Real> W(size_t(Qe) * N);            // (Q, N)  dY @ S_in of one head
-  std::vector<Real> V(size_t(Qe) * nP);           // (Q, nh·P)  B @ dS^T
-  std::vector<Real> Xw(size_t(Qe) * nP);          // (Q, nh·P)  w ⊙ X
-  std::vector<Real> dYe(size_t(Qe) * nP);         // (Q, nh·P)  exp(Lambda) ⊙ dY
-  std::vector<Real> el(Qe), ew(Qe), w(Qe), ddt_dir(Qe), erow(Qe); std::vector<double> colG(Qe);  // (Q)
-  std::vector<Real> e_last(nh);                                               // (nh)
-  std::vector<double> lam(Qe), dlam(Qe);                                      // (Q)
+  std::vector<Real> dS(SN);                // (nh·P, N)  gradient w.r.t. the state leaving the chunk
+  std::vector<Real> CB(size_t(Qe) * Qe);   // (Q, Q)  C·B^T, lower triangle
+  std::vector<Real> M(size_t(Qe) * Qe);    // (Q, Q)  CB ⊙ decay ⊙ dt
+  std::vector<Real> dM(size_t(Qe) * Qe);   // (Q, Q)  dY @ X^T, lower triangle
+  std::vector<Real> dCB(size_t(Qe) * Qe);  // (Q, Q)  gradient w.r.t. CB, summed over the task's heads
+  std::vector<Real> W(size_t(Qe) * N);     // (Q, N)  dY @ S_in of one head
+  std::vector<Real> V(size_t(Qe) * nP);    // (Q, nh·P)  B @ dS^T
+  std::vector<Real> Xw(size_t(Qe) * nP);   // (Q, nh·P)  w ⊙ X
+  std::vector<Real> dYe(size_t(Qe) * nP);  // (Q, nh·P)  exp(Lambda) ⊙ dY
+  std::vector<Real> el(Qe), ew(Qe), w(Qe), ddt_dir(Qe), erow(Qe);  // (Q)
+  std::vector<double> colG(Qe);                                    // (Q)
+  std::vector<Real> e_last(nh);                                    // (nh)
+  std::vector<double> lam(Qe), dlam(Qe);                           // (Q)
 
   for (int hh = 0; hh < nh; ++hh) {
     const Real bias = dt_bias[h0 + hh];
@@ -413,14 +413,14 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
   for (int c = nc - 1; c >= 0; --c) {
     const int t0 = c * Q, L = std::min(Q, T - t0);
     const bool state_in = c > 0 || initial_state != nullptr;
-    const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;   // (L, N) ld GN
-    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;   // (L, N) ld GN
-    const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h0) * P;   // (L, nh·P) ld HP
-    const Real* dyc = dy + (size_t(b) * T + t0) * HP + size_t(h0) * P; // (L, nh·P) ld HP
-    Real* dxc = dx + (size_t(b) * T + t0) * HP + size_t(h0) * P;       // (L, nh·P) ld HP
+    const Real* Cc = Cm + (size_t(b) * T + t0) * GN + size_t(g) * N;    // (L, N) ld GN
+    const Real* Bc = Bm + (size_t(b) * T + t0) * GN + size_t(g) * N;    // (L, N) ld GN
+    const Real* xc = x + (size_t(b) * T + t0) * HP + size_t(h0) * P;    // (L, nh·P) ld HP
+    const Real* dyc = dy + (size_t(b) * T + t0) * HP + size_t(h0) * P;  // (L, nh·P) ld HP
+    Real* dxc = dx + (size_t(b) * T + t0) * HP + size_t(h0) * P;        // (L, nh·P) ld HP
     Real* dCc = dC_out + size_t(t0) * ld_out;                           // (L, N) ld ld_out
     Real* dBc = dB_out + size_t(t0) * ld_out;                           // (L, N) ld ld_out
-    const Real* S_in = states.get() + c * SN;                          // (nh·P, N)
+    const Real* S_in = states.get() + c * SN;                           // (nh·P, N)
     const Real* S_out = S_in + SN;                                      // (nh·P, N)
     for (int i = 0; i < L; ++i) {
       std::fill_n(dCc + size_t(i) * ld_out, N, Real(0));
@@ -434,9 +434,9 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
       const int h = h0 + hh;
       const double A = -std::exp(double(A_log[h]));
       const Real* dtv = dt_all.get() + size_t(hh) * T + t0;  // (L)
-      const Real* xh = xc + size_t(hh) * P;                   // (L, P) ld HP
-      const Real* dyh = dyc + size_t(hh) * P;                 // (L, P) ld HP
-      Real* dxh = dxc + size_t(hh) * P;                       // (L, P) ld HP
+      const Real* xh = xc + size_t(hh) * P;                  // (L, P) ld HP
+      const Real* dyh = dyc + size_t(hh) * P;                // (L, P) ld HP
+      Real* dxh = dxc + size_t(hh) * P;                      // (L, P) ld HP
       chunk_lambda(L, dtv, A, lam.data());
       chunk_state_decays(L, lam.data(), dtv, el.data(), ew.data(), w.data());
       e_last[hh] = el[L - 1];
@@ -550,8 +550,8 @@ void ssd_check_dims(const SsdDims& d) {
   positive(d.P, "P");
   positive(d.G, "G");
   positive(d.N, "N");
-  require(d.H % d.G == 0, "ssd: dims.H (" + std::to_string(d.H) + ") must be a multiple of dims.G (" +
-                              std::to_string(d.G) + ")");
+  require(d.H % d.G == 0,
+          "ssd: dims.H (" + std::to_string(d.H) + ") must be a multiple of dims.G (" + std::to_string(d.G) + ")");
 }
 
 template <typename Real>
@@ -605,9 +605,21 @@ void ssd_reference_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Re
                             const Real* dt_raw, const Real* A_log, const Real* Bm, const Real* Cm, const Real* D,
                             const Real* dt_bias, const Real* initial_state, const SsdDims& d) {
   ssd_check_dims(d);
-  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"}, {ddt_raw, "ddt_raw"}, {dA_log, "dA_log"},
-                         {dBm, "dB"}, {dCm, "dC"}, {dD, "dD"}, {ddt_bias, "ddt_bias"}, {dy, "dy"}, {x, "x"},
-                         {dt_raw, "dt_raw"}, {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"},
+                         {ddt_raw, "ddt_raw"},
+                         {dA_log, "dA_log"},
+                         {dBm, "dB"},
+                         {dCm, "dC"},
+                         {dD, "dD"},
+                         {ddt_bias, "ddt_bias"},
+                         {dy, "dy"},
+                         {x, "x"},
+                         {dt_raw, "dt_raw"},
+                         {A_log, "A_log"},
+                         {Bm, "B"},
+                         {Cm, "C"},
+                         {D, "D"},
+                         {dt_bias, "dt_bias"}})
     require_ptr(p, name);
   const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
   const size_t PN = size_t(P) * N;
@@ -630,8 +642,7 @@ void ssd_reference_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Re
         const Real* xt = x + (bt * H + h) * P;
         const Real* Bt = Bm + (bt * G + g) * N;
         for (int p = 0; p < P; ++p)
-          for (int n = 0; n < N; ++n)
-            S[(t + 1) * PN + p * N + n] = a * S[t * PN + p * N + n] + dt * xt[p] * Bt[n];
+          for (int n = 0; n < N; ++n) S[(t + 1) * PN + p * N + n] = a * S[t * PN + p * N + n] + dt * xt[p] * Bt[n];
       }
       if (dfinal_state)
         std::copy_n(dfinal_state + (size_t(b) * H + h) * PN, PN, dS.begin());
@@ -689,8 +700,14 @@ void ssd_chunked_forward(Real* y, Real* final_state, const Real* x, const Real* 
                          const SsdDims& d, int Q) {
   ssd_check_dims(d);
   check_chunk(Q);
-  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"}, {x, "x"}, {dt_raw, "dt_raw"},
-                         {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"},
+                         {x, "x"},
+                         {dt_raw, "dt_raw"},
+                         {A_log, "A_log"},
+                         {Bm, "B"},
+                         {Cm, "C"},
+                         {D, "D"},
+                         {dt_bias, "dt_bias"}})
     require_ptr(p, name);
   const Tasks tasks(d);
   BlasSingleThreaded single;
@@ -709,9 +726,21 @@ void ssd_chunked_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Real
                           const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q) {
   ssd_check_dims(d);
   check_chunk(Q);
-  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"}, {ddt_raw, "ddt_raw"}, {dA_log, "dA_log"},
-                         {dBm, "dB"}, {dCm, "dC"}, {dD, "dD"}, {ddt_bias, "ddt_bias"}, {dy, "dy"}, {x, "x"},
-                         {dt_raw, "dt_raw"}, {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"},
+                         {ddt_raw, "ddt_raw"},
+                         {dA_log, "dA_log"},
+                         {dBm, "dB"},
+                         {dCm, "dC"},
+                         {dD, "dD"},
+                         {ddt_bias, "ddt_bias"},
+                         {dy, "dy"},
+                         {x, "x"},
+                         {dt_raw, "dt_raw"},
+                         {A_log, "A_log"},
+                         {Bm, "B"},
+                         {Cm, "C"},
+                         {D, "D"},
+                         {dt_bias, "dt_bias"}})
     require_ptr(p, name);
   const int T = d.T, G = d.G, N = d.N;
   const Tasks tasks(d);
@@ -729,8 +758,8 @@ void ssd_chunked_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Real
       Real* dBo = tasks.slices > 1 ? part.data() + size_t(k) * T * N : dBm + size_t(b) * T * G * N + size_t(g) * N;
       Real* dCo = tasks.slices > 1 ? partC.data() + size_t(k) * T * N : dCm + size_t(b) * T * G * N + size_t(g) * N;
       const int ld = tasks.slices > 1 ? N : G * N;
-      chunked_backward_task(dx, ddt_raw, dBo, dCo, ld, pg[k], dinitial_state, dy, dfinal_state, x, dt_raw, A_log,
-                            Bm, Cm, D, dt_bias, initial_state, d, Q, b, g, h0, h1);
+      chunked_backward_task(dx, ddt_raw, dBo, dCo, ld, pg[k], dinitial_state, dy, dfinal_state, x, dt_raw, A_log, Bm,
+                            Cm, D, dt_bias, initial_state, d, Q, b, g, h0, h1);
     }
   }
   if (tasks.slices > 1) {
@@ -767,8 +796,15 @@ void ssd_step(Real* y, Real* state, const Real* x, const Real* dt_raw, const Rea
   SsdDims one = d;
   one.T = 1;
   ssd_check_dims(one);
-  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"}, {state, "state"}, {x, "x"},
-                         {dt_raw, "dt_raw"}, {A_log, "A_log"}, {Bm, "B"}, {Cm, "C"}, {D, "D"}, {dt_bias, "dt_bias"}})
+  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"},
+                         {state, "state"},
+                         {x, "x"},
+                         {dt_raw, "dt_raw"},
+                         {A_log, "A_log"},
+                         {Bm, "B"},
+                         {Cm, "C"},
+                         {D, "D"},
+                         {dt_bias, "dt_bias"}})
     require_ptr(p, name);
   const int H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
   // Plain loops, no threads: this is the low-latency path (B·H·P·N work).
@@ -795,19 +831,18 @@ void ssd_step(Real* y, Real* state, const Real* x, const Real* dt_raw, const Rea
     }
 }
 
-#define SSM_SSD_INSTANTIATE(Real)                                                                                  \
-  template void ssd_reference_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,      \
-                                            const Real*, const Real*, const Real*, const Real*, const SsdDims&);   \
-  template void ssd_reference_backward<Real>(Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, const Real*,  \
-                                             const Real*, const Real*, const Real*, const Real*, const Real*,      \
-                                             const Real*, const Real*, const Real*, const Real*, const SsdDims&);  \
-  template void ssd_chunked_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,        \
-                                          const Real*, const Real*, const Real*, const Real*, const SsdDims&, int); \
-  template void ssd_chunked_backward<Real>(Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, const Real*,    \
-                                           const Real*, const Real*, const Real*, const Real*, const Real*,        \
-                                           const Real*, const Real*, const Real*, const Real*, const SsdDims&,     \
-                                           int);                                                                   \
-  template void ssd_step<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*, const Real*,      \
+#define SSM_SSD_INSTANTIATE(Real)                                                                                    \
+  template void ssd_reference_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,        \
+                                            const Real*, const Real*, const Real*, const Real*, const SsdDims&);     \
+  template void ssd_reference_backward<Real>(Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, const Real*,    \
+                                             const Real*, const Real*, const Real*, const Real*, const Real*,        \
+                                             const Real*, const Real*, const Real*, const Real*, const SsdDims&);    \
+  template void ssd_chunked_forward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,          \
+                                          const Real*, const Real*, const Real*, const Real*, const SsdDims&, int);  \
+  template void ssd_chunked_backward<Real>(Real*, Real*, Real*, Real*, Real*, Real*, Real*, Real*, const Real*,      \
+                                           const Real*, const Real*, const Real*, const Real*, const Real*,          \
+                                           const Real*, const Real*, const Real*, const Real*, const SsdDims&, int); \
+  template void ssd_step<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*, const Real*,        \
                                const Real*, const Real*, const SsdDims&);
 
 SSM_SSD_INSTANTIATE(float)
