@@ -9,6 +9,7 @@
 #include "ssm/model.hpp"
 #include "ssm/selective_scan.hpp"
 #include "ssm/ssd.hpp"
+#include "layer_offsets.hpp"
 
 namespace ssm {
 
@@ -31,12 +32,6 @@ void add_into(Real* dst, const Real* src, size_t n) {
 
 }  // namespace
 
-// Offsets of one layer's tensors in the flat parameter block.
-struct LayerOffsets {
-  size_t norm, in_proj, conv_w, conv_b, out_proj;
-  size_t dt_bias, A_log, D, mixer_norm;  // Mamba-2 (dt_bias / A_log / D also Mamba-1)
-  size_t x_proj, dt_proj;                // Mamba-1
-};
 
 // Activations one layer saves for its backward; R = B * T rows.
 template <typename Real>
@@ -98,26 +93,7 @@ ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t) : impl
   m.norm_f = t.offset("norm_f.weight");
   m.head_w = t.offset("head.weight");
   m.head_b = t.offset("head.bias");
-  for (int i = 0; i < cfg.n_layers; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
-    LayerOffsets o{};
-    o.norm = t.offset(p + "norm.weight");
-    o.in_proj = t.offset(p + "mixer.in_proj.weight");
-    o.conv_w = t.offset(p + "mixer.conv1d.weight");
-    o.conv_b = t.offset(p + "mixer.conv1d.bias");
-    o.out_proj = t.offset(p + "mixer.out_proj.weight");
-    o.A_log = t.offset(p + "mixer.A_log");
-    o.D = t.offset(p + "mixer.D");
-    if (cfg.block == BlockKind::Mamba2) {
-      o.dt_bias = t.offset(p + "mixer.dt_bias");
-      o.mixer_norm = t.offset(p + "mixer.norm.weight");
-    } else {
-      o.dt_bias = t.offset(p + "mixer.dt_proj.bias");
-      o.x_proj = t.offset(p + "mixer.x_proj.weight");
-      o.dt_proj = t.offset(p + "mixer.dt_proj.weight");
-    }
-    m.off.push_back(o);
-  }
+  m.off = model_layer_offsets(cfg, t);
   m.acts.resize(cfg.n_layers);
 }
 
@@ -370,92 +346,5 @@ void ModelGraph<Real>::Impl::mamba1_backward(Real* du, LayerActs<Real>& a, const
 
 template class ModelGraph<float>;
 template class ModelGraph<double>;
-
-// ---------------------------------------------------------------- streaming
-
-struct Stream::Impl {
-  ModelConfig cfg;
-  const float* params;
-  ModelGraph<float> graph;
-  int max_block;
-  std::vector<float> state, next_state;  // (state_size)
-
-  Impl(const Model& m, int max_block_)
-      : cfg(m.config()),
-        params(m.params().data()),
-        graph(m.config(), m.table()),
-        max_block(max_block_),
-        state(model_state_size(m.config()), 0.0f),
-        next_state(state.size(), 0.0f) {}
-};
-
-Stream::Stream(const Model& model, int max_block) : impl_(std::make_unique<Impl>(model, std::max(1, max_block))) {
-  // Warm the graph's buffers to the largest block so process() does not grow them.
-  std::vector<float> in(static_cast<size_t>(impl_->max_block) * model.config().in_channels, 0.0f);
-  std::vector<float> out(static_cast<size_t>(impl_->max_block) * model.config().out_channels);
-  impl_->graph.forward(out.data(), in.data(), impl_->params, 1, impl_->max_block, impl_->state.data(),
-                       impl_->next_state.data());
-  reset();
-}
-Stream::~Stream() = default;
-Stream::Stream(Stream&&) noexcept = default;
-
-void Stream::process(const float* in, float* out, size_t n) {
-  Impl& s = *impl_;
-  const int ci = s.cfg.in_channels, co = s.cfg.out_channels;
-  while (n > 0) {
-    const int m = static_cast<int>(std::min<size_t>(n, s.max_block));
-    s.graph.forward(out, in, s.params, 1, m, s.state.data(), s.next_state.data());
-    std::swap(s.state, s.next_state);
-    in += static_cast<size_t>(m) * ci;
-    out += static_cast<size_t>(m) * co;
-    n -= m;
-  }
-}
-
-void Stream::reset() { std::fill(impl_->state.begin(), impl_->state.end(), 0.0f); }
-
-size_t Stream::state_size() const { return impl_->state.size(); }
-
-namespace {
-
-constexpr char kSnapshotMagic[8] = {'S', 'S', 'M', 'S', 'T', 'A', 'T', '1'};
-
-// FNV-1a of the config text: a snapshot only restores into the model it came from.
-uint64_t config_fingerprint(const ModelConfig& cfg) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : cfg.to_json_text()) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-}  // namespace
-
-// Layout: magic (8) | config fingerprint (8) | count n (8) | n floats.
-std::vector<uint8_t> Stream::snapshot() const {
-  const uint64_t n = impl_->state.size(), fp = config_fingerprint(impl_->cfg);
-  std::vector<uint8_t> bytes(sizeof(kSnapshotMagic) + 16 + n * sizeof(float));
-  std::memcpy(bytes.data(), kSnapshotMagic, sizeof(kSnapshotMagic));
-  std::memcpy(bytes.data() + 8, &fp, 8);
-  std::memcpy(bytes.data() + 16, &n, 8);
-  std::memcpy(bytes.data() + 24, impl_->state.data(), n * sizeof(float));
-  return bytes;
-}
-
-void Stream::restore(const std::vector<uint8_t>& bytes) {
-  const size_t head = 24;
-  require(bytes.size() >= head && std::memcmp(bytes.data(), kSnapshotMagic, sizeof(kSnapshotMagic)) == 0,
-          "stream snapshot: not a state snapshot (bad magic)");
-  uint64_t fp = 0, n = 0;
-  std::memcpy(&fp, bytes.data() + 8, 8);
-  std::memcpy(&n, bytes.data() + 16, 8);
-  require(fp == config_fingerprint(impl_->cfg), "stream snapshot: taken from a model with a different config");
-  require(n == impl_->state.size(), "stream snapshot: holds " + std::to_string(n) + " state values, this model needs " +
-                                        std::to_string(impl_->state.size()));
-  require(bytes.size() == head + n * sizeof(float), "stream snapshot: size does not match its header");
-  std::vector<float> s(n);
-  std::memcpy(s.data(), bytes.data() + head, n * sizeof(float));
-  for (size_t i = 0; i < n; ++i) require(std::isfinite(s[i]), "stream snapshot: non-finite state value");
-  impl_->state = std::move(s);
-}
 
 }  // namespace ssm

@@ -71,7 +71,8 @@ class ModelGraph {
   ModelGraph& operator=(ModelGraph&&) noexcept;
 
   // out (B, T, out_channels) from in (B, T, in_channels). With `state`
-  // ((B, state_size) per stream, see model_state_size) the sequence continues
+  // (per layer: conv tails (B, K-1, Cc), then SSM states (B, E, N); in all
+  // B * model_state_size floats) the sequence continues
   // from it and `next_state` receives the state after the last step; either
   // may be null (zeros / not wanted). `chunk` 0 uses the config's.
   void forward(Real* out, const Real* in, const Real* params, int B, int T, const Real* state = nullptr,
@@ -86,9 +87,12 @@ class ModelGraph {
   std::unique_ptr<Impl> impl_;
 };
 
-// A model run as a stream: any number of samples at a time, with every
-// layer's state carried between calls. process() of n samples equals n
-// calls of one sample (DESIGN.md §2.4).
+// The recurrent mode: a model run as a stream, any number of samples at a
+// time, with every layer's conv tail and SSM state carried between calls.
+// process() of n samples equals n calls of one sample (DESIGN.md §2.4). It
+// runs on the calling thread only and allocates nothing after construction.
+// The model must outlive the stream. The state layout is that of
+// ModelGraph::forward's `state` for one stream, so the modes can hand over.
 class Stream {
  public:
   explicit Stream(const Model& model, int max_block = 512);

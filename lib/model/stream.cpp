@@ -1,0 +1,205 @@
+// The recurrent mode of a model: one stream, any number of samples per call.
+// The projections of a block run as matrix products over its rows; only the
+// conv tail and the SSM state advance sample by sample (DESIGN.md §2.4).
+// Nothing here allocates after construction, and no OpenMP team is started:
+// this is the low-latency path and runs on the caller's core.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "layer_offsets.hpp"
+#include "ssm/conv1d.hpp"
+#include "ssm/layers.hpp"
+#include "ssm/model.hpp"
+#include "ssm/selective_scan.hpp"
+#include "ssm/ssd.hpp"
+
+namespace ssm {
+
+struct Stream::Impl {
+  ModelConfig cfg;
+  const float* P;  // the model's flat parameters (the model outlives the stream)
+  size_t enc_w, enc_b, norm_f, head_w, head_b;
+  std::vector<LayerOffsets> off;
+  int max_block;
+  size_t layer_state, tail_size;
+  std::vector<float> state;  // per layer: conv tail (K-1, Cc), then SSM state (E, N) = (H, P, N)
+  // Scratch for one block of up to max_block rows.
+  std::vector<float> h;      // (n, D) residual stream
+  std::vector<float> un;     // (n, D)
+  std::vector<float> rstd;   // (n, G)
+  std::vector<float> proj;   // (n, F) in_proj output
+  std::vector<float> act;    // (n, Cc) conv + SiLU output
+  std::vector<float> xdbl;   // (n, rank + 2N) Mamba-1 x_proj output
+  std::vector<float> dt;     // (n, E) Mamba-1 dt_raw
+  std::vector<float> z;      // (n, E)
+  std::vector<float> y;      // (n, E)
+  std::vector<float> yn;     // (n, E)
+  std::vector<float> o;      // (n, D)
+
+  Impl(const Model& m, int max_block_) : cfg(m.config()), P(m.params().data()), max_block(max_block_) {
+    const ParamTable& t = m.table();
+    enc_w = t.offset("encoder.weight");
+    enc_b = t.offset("encoder.bias");
+    norm_f = t.offset("norm_f.weight");
+    head_w = t.offset("head.weight");
+    head_b = t.offset("head.bias");
+    off = model_layer_offsets(cfg, t);
+    tail_size = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
+    layer_state = tail_size + static_cast<size_t>(cfg.inner()) * cfg.d_state;
+    state.assign(model_state_size(cfg), 0.0f);
+    const size_t n = max_block, D = cfg.d_model, E = cfg.inner(), N = cfg.d_state;
+    const size_t F = cfg.block == BlockKind::Mamba2 ? 2 * E + 2 * cfg.n_groups * N + cfg.heads() : 2 * E;
+    h.resize(n * D);
+    un.resize(n * D);
+    rstd.resize(n * cfg.n_groups);
+    proj.resize(n * F);
+    act.resize(n * cfg.conv_channels());
+    xdbl.resize(n * (cfg.rank() + 2 * N));
+    dt.resize(n * E);
+    z.resize(n * E);
+    y.resize(n * E);
+    yn.resize(n * E);
+    o.resize(n * D);
+  }
+
+  void block(const float* in, float* out, int n);
+  void mamba2_layer(const LayerOffsets& L, float* st, int n);
+  void mamba1_layer(const LayerOffsets& L, float* st, int n);
+};
+
+void Stream::Impl::mamba2_layer(const LayerOffsets& L, float* st, int n) {
+  const int D = cfg.d_model, E = cfg.inner(), H = cfg.heads(), G = cfg.n_groups, N = cfg.d_state;
+  const int Cc = cfg.conv_channels(), K = cfg.d_conv;
+  const int F = 2 * E + 2 * G * N + H;  // [z | xBC | dt_raw]
+  float* tail = st;
+  float* ssm_state = st + tail_size;
+  rmsnorm_forward(un.data(), rstd.data(), h.data(), P + L.norm, n, D, cfg.norm_eps);
+  linear_forward(proj.data(), un.data(), P + L.in_proj, nullptr, n, D, F);
+  const Conv1dDims cd{1, 1, Cc, K};
+  const SsdDims sd{1, 1, H, cfg.head_dim, G, N};
+  for (int t = 0; t < n; ++t) {
+    const float* row = proj.data() + static_cast<size_t>(t) * F;
+    float* a = act.data() + static_cast<size_t>(t) * Cc;  // [x | B | C]
+    conv1d_step(a, tail, row + E, P + L.conv_w, P + L.conv_b, cd);
+    silu_forward(a, a, Cc);
+    ssd_step(y.data() + static_cast<size_t>(t) * E, ssm_state, a, row + E + Cc, P + L.A_log, a + E, a + E + G * N,
+             P + L.D, P + L.dt_bias, sd);
+    std::memcpy(z.data() + static_cast<size_t>(t) * E, row, sizeof(float) * E);
+  }
+  gated_rmsnorm_forward(yn.data(), rstd.data(), y.data(), z.data(), P + L.mixer_norm, n, E, G, cfg.norm_eps);
+  linear_forward(o.data(), yn.data(), P + L.out_proj, nullptr, n, E, D);
+  for (size_t i = 0; i < static_cast<size_t>(n) * D; ++i) h[i] += o[i];
+}
+
+void Stream::Impl::mamba1_layer(const LayerOffsets& L, float* st, int n) {
+  const int D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv, R = cfg.rank();
+  const int Fx = R + 2 * N;  // [dt_low | B | C]
+  float* tail = st;
+  float* ssm_state = st + tail_size;
+  rmsnorm_forward(un.data(), rstd.data(), h.data(), P + L.norm, n, D, cfg.norm_eps);
+  linear_forward(proj.data(), un.data(), P + L.in_proj, nullptr, n, D, 2 * E);  // [x | z]
+  const Conv1dDims cd{1, 1, E, K};
+  for (int t = 0; t < n; ++t) {
+    float* a = act.data() + static_cast<size_t>(t) * E;
+    conv1d_step(a, tail, proj.data() + static_cast<size_t>(t) * 2 * E, P + L.conv_w, P + L.conv_b, cd);
+    silu_forward(a, a, E);
+  }
+  linear_forward(xdbl.data(), act.data(), P + L.x_proj, nullptr, n, E, Fx);
+  // dt_raw = dt_proj(dt_low), one row at a time from the strided x_proj output.
+  for (int t = 0; t < n; ++t)
+    linear_forward(dt.data() + static_cast<size_t>(t) * E, xdbl.data() + static_cast<size_t>(t) * Fx,
+                   P + L.dt_proj, nullptr, 1, R, E);
+  const ScanDims sd{1, 1, E, 1, N};
+  for (int t = 0; t < n; ++t) {
+    const float* xr = xdbl.data() + static_cast<size_t>(t) * Fx;
+    selective_scan_step(y.data() + static_cast<size_t>(t) * E, ssm_state, act.data() + static_cast<size_t>(t) * E,
+                        dt.data() + static_cast<size_t>(t) * E, P + L.A_log, xr + R, xr + R + N, P + L.D,
+                        P + L.dt_bias, proj.data() + static_cast<size_t>(t) * 2 * E + E, sd);
+  }
+  linear_forward(o.data(), y.data(), P + L.out_proj, nullptr, n, E, D);
+  for (size_t i = 0; i < static_cast<size_t>(n) * D; ++i) h[i] += o[i];
+}
+
+void Stream::Impl::block(const float* in, float* out, int n) {
+  const int D = cfg.d_model;
+  linear_forward(h.data(), in, P + enc_w, P + enc_b, n, cfg.in_channels, D);
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    float* st = state.data() + l * layer_state;
+    if (cfg.block == BlockKind::Mamba2)
+      mamba2_layer(off[l], st, n);
+    else
+      mamba1_layer(off[l], st, n);
+  }
+  rmsnorm_forward(un.data(), rstd.data(), h.data(), P + norm_f, n, D, cfg.norm_eps);
+  linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.out_channels);
+}
+
+Stream::Stream(const Model& model, int max_block) : impl_(std::make_unique<Impl>(model, std::max(1, max_block))) {}
+Stream::~Stream() = default;
+Stream::Stream(Stream&&) noexcept = default;
+
+void Stream::process(const float* in, float* out, size_t n) {
+  Impl& s = *impl_;
+  // Keep any OpenMP region inside the ops on this core.
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const int ci = s.cfg.in_channels, co = s.cfg.out_channels;
+  while (n > 0) {
+    const int m = static_cast<int>(std::min<size_t>(n, s.max_block));
+    s.block(in, out, m);
+    in += static_cast<size_t>(m) * ci;
+    out += static_cast<size_t>(m) * co;
+    n -= m;
+  }
+  omp_set_num_threads(threads);
+}
+
+void Stream::reset() { std::fill(impl_->state.begin(), impl_->state.end(), 0.0f); }
+
+size_t Stream::state_size() const { return impl_->state.size(); }
+
+namespace {
+
+constexpr char kSnapshotMagic[8] = {'S', 'S', 'M', 'S', 'T', 'A', 'T', '1'};
+
+// FNV-1a of the config text: a snapshot only restores into the model it came from.
+uint64_t config_fingerprint(const ModelConfig& cfg) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : cfg.to_json_text()) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+// Layout: magic (8) | config fingerprint (8) | count n (8) | n floats.
+std::vector<uint8_t> Stream::snapshot() const {
+  const uint64_t n = impl_->state.size(), fp = config_fingerprint(impl_->cfg);
+  std::vector<uint8_t> bytes(sizeof(kSnapshotMagic) + 16 + n * sizeof(float));
+  std::memcpy(bytes.data(), kSnapshotMagic, sizeof(kSnapshotMagic));
+  std::memcpy(bytes.data() + 8, &fp, 8);
+  std::memcpy(bytes.data() + 16, &n, 8);
+  std::memcpy(bytes.data() + 24, impl_->state.data(), n * sizeof(float));
+  return bytes;
+}
+
+void Stream::restore(const std::vector<uint8_t>& bytes) {
+  const size_t head = 24;
+  require(bytes.size() >= head && std::memcmp(bytes.data(), kSnapshotMagic, sizeof(kSnapshotMagic)) == 0,
+          "stream snapshot: not a state snapshot (bad magic)");
+  uint64_t fp = 0, n = 0;
+  std::memcpy(&fp, bytes.data() + 8, 8);
+  std::memcpy(&n, bytes.data() + 16, 8);
+  require(fp == config_fingerprint(impl_->cfg), "stream snapshot: taken from a model with a different config");
+  require(n == impl_->state.size(), "stream snapshot: holds " + std::to_string(n) +
+                                        " state values, this model needs " + std::to_string(impl_->state.size()));
+  require(bytes.size() == head + n * sizeof(float), "stream snapshot: size does not match its header");
+  std::vector<float> values(n);  // (state_size)
+  std::memcpy(values.data(), bytes.data() + head, n * sizeof(float));
+  for (size_t i = 0; i < n; ++i) require(std::isfinite(values[i]), "stream snapshot: non-finite state value");
+  impl_->state = std::move(values);
+}
+
+}  // namespace ssm
