@@ -325,6 +325,29 @@ TEST_P(SsdForward, ChunkedBackwardMatchesReferenceBackward) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SsdForward, ::testing::ValuesIn(with_and_without_init(kShapes)), case_name);
 
+// Closed form: one impulse through a head with constant dt, B = C = 1 and
+// N = 1 gives y[t] = dt a^t + D [t == 0], a = exp(-dt exp(A_log)).
+TEST(SsdClosedForm, ImpulseResponse) {
+  const SsdDims d{1, 50, 1, 1, 1, 1};
+  Inputs<double> in;
+  in.d = d;
+  in.x.assign(50, 0.0);
+  in.x[0] = 1.0;
+  in.dt_raw.assign(50, -1.0);
+  in.A_log = {std::log(2.0)};
+  in.Bm.assign(50, 1.0);
+  in.Cm.assign(50, 1.0);
+  in.D = {0.5};
+  in.dt_bias = {0.25};
+  const double dt = std::log1p(std::exp(-0.75));
+  const double a = std::exp(-2.0 * dt);
+  std::vector<double> expect(50);
+  for (int t = 0; t < 50; ++t) expect[t] = dt * std::pow(a, t) + (t == 0 ? 0.5 : 0.0);
+  expect_error_le(rel_error(run_reference(in).y, expect), 1e-14, "reference");
+  for (int Q : {1, 7, 64})
+    expect_error_le(rel_error(run_chunked(in, Q).y, expect), 1e-14, "chunked_Q" + std::to_string(Q));
+}
+
 // Long sequences: float stays within tolerance, also for one chunk longer
 // than the sequence (Lambda spans thousands of steps there).
 TEST(SsdLong, FloatChunkedMatchesDoubleReference) {
