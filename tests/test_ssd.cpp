@@ -517,6 +517,15 @@ TEST(SsdDims, EntryPointsRejectBadInput) {
   EXPECT_THROW(ssm::ssd_step(y.data(), state.data(), in.x.data(), in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
                              in.Cm.data(), in.D.data(), in.dt_bias.data(), step_bad),
                ssm::Error);
+  EXPECT_THROW(ssm::ssd_step(y.data(), static_cast<double*>(nullptr), in.x.data(), in.dt_raw.data(), in.A_log.data(),
+                             in.Bm.data(), in.Cm.data(), in.D.data(), in.dt_bias.data(), good),
+               ssm::Error);
+  std::vector<double> g(n_x(good));
+  EXPECT_THROW(ssm::ssd_chunked_backward<double>(g.data(), g.data(), g.data(), g.data(), g.data(), g.data(),
+                                                 static_cast<double*>(nullptr), g.data(), wy.data(), wy.data(),
+                                                 in.x.data(), in.dt_raw.data(), in.A_log.data(), in.Bm.data(),
+                                                 in.Cm.data(), in.D.data(), in.dt_bias.data(), nullptr, good, 4),
+               ssm::Error);
 }
 
 // Training-size timing (float, all threads). Run with

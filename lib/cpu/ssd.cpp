@@ -118,6 +118,31 @@ void require_ptr(const void* p, const char* name) {
   require(p != nullptr, std::string("ssd: ") + name + " must not be null");
 }
 
+// The inputs every entry point reads.
+void require_inputs(const void* x, const void* dt_raw, const void* A_log, const void* Bm, const void* Cm, const void* D,
+                    const void* dt_bias) {
+  require_ptr(x, "x");
+  require_ptr(dt_raw, "dt_raw");
+  require_ptr(A_log, "A_log");
+  require_ptr(Bm, "B");
+  require_ptr(Cm, "C");
+  require_ptr(D, "D");
+  require_ptr(dt_bias, "dt_bias");
+}
+
+// The gradient buffers the backward functions write, and dy.
+void require_grads(const void* dx, const void* ddt_raw, const void* dA_log, const void* dBm, const void* dCm,
+                   const void* dD, const void* ddt_bias, const void* dy) {
+  require_ptr(dx, "dx");
+  require_ptr(ddt_raw, "ddt_raw");
+  require_ptr(dA_log, "dA_log");
+  require_ptr(dBm, "dB");
+  require_ptr(dCm, "dC");
+  require_ptr(dD, "dD");
+  require_ptr(ddt_bias, "ddt_bias");
+  require_ptr(dy, "dy");
+}
+
 void check_chunk(int Q) { require(Q >= 1, "ssd: chunk length Q must be >= 1, got " + std::to_string(Q)); }
 
 // BLAS calls run inside OpenMP tasks, so BLAS itself must stay
@@ -560,13 +585,7 @@ void ssd_reference_forward(Real* y, Real* final_state, const Real* x, const Real
                            const Real* initial_state, const SsdDims& d) {
   ssd_check_dims(d);
   require_ptr(y, "y");
-  require_ptr(x, "x");
-  require_ptr(dt_raw, "dt_raw");
-  require_ptr(A_log, "A_log");
-  require_ptr(Bm, "B");
-  require_ptr(Cm, "C");
-  require_ptr(D, "D");
-  require_ptr(dt_bias, "dt_bias");
+  require_inputs(x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
   std::vector<Real> S(size_t(P) * N);  // (P, N)
   for (int b = 0; b < d.B; ++b)
@@ -605,22 +624,8 @@ void ssd_reference_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Re
                             const Real* dt_raw, const Real* A_log, const Real* Bm, const Real* Cm, const Real* D,
                             const Real* dt_bias, const Real* initial_state, const SsdDims& d) {
   ssd_check_dims(d);
-  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"},
-                         {ddt_raw, "ddt_raw"},
-                         {dA_log, "dA_log"},
-                         {dBm, "dB"},
-                         {dCm, "dC"},
-                         {dD, "dD"},
-                         {ddt_bias, "ddt_bias"},
-                         {dy, "dy"},
-                         {x, "x"},
-                         {dt_raw, "dt_raw"},
-                         {A_log, "A_log"},
-                         {Bm, "B"},
-                         {Cm, "C"},
-                         {D, "D"},
-                         {dt_bias, "dt_bias"}})
-    require_ptr(p, name);
+  require_grads(dx, ddt_raw, dA_log, dBm, dCm, dD, ddt_bias, dy);
+  require_inputs(x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   const int T = d.T, H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
   const size_t PN = size_t(P) * N;
   std::fill_n(dBm, size_t(d.B) * T * G * N, Real(0));
@@ -700,15 +705,8 @@ void ssd_chunked_forward(Real* y, Real* final_state, const Real* x, const Real* 
                          const SsdDims& d, int Q) {
   ssd_check_dims(d);
   check_chunk(Q);
-  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"},
-                         {x, "x"},
-                         {dt_raw, "dt_raw"},
-                         {A_log, "A_log"},
-                         {Bm, "B"},
-                         {Cm, "C"},
-                         {D, "D"},
-                         {dt_bias, "dt_bias"}})
-    require_ptr(p, name);
+  require_ptr(y, "y");
+  require_inputs(x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   const Tasks tasks(d);
   BlasSingleThreaded single;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(tasks.threads) if (tasks.threads > 1)
@@ -726,22 +724,8 @@ void ssd_chunked_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Real
                           const Real* dt_bias, const Real* initial_state, const SsdDims& d, int Q) {
   ssd_check_dims(d);
   check_chunk(Q);
-  for (auto [p, name] : {std::pair<const void*, const char*>{dx, "dx"},
-                         {ddt_raw, "ddt_raw"},
-                         {dA_log, "dA_log"},
-                         {dBm, "dB"},
-                         {dCm, "dC"},
-                         {dD, "dD"},
-                         {ddt_bias, "ddt_bias"},
-                         {dy, "dy"},
-                         {x, "x"},
-                         {dt_raw, "dt_raw"},
-                         {A_log, "A_log"},
-                         {Bm, "B"},
-                         {Cm, "C"},
-                         {D, "D"},
-                         {dt_bias, "dt_bias"}})
-    require_ptr(p, name);
+  require_grads(dx, ddt_raw, dA_log, dBm, dCm, dD, ddt_bias, dy);
+  require_inputs(x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   const int T = d.T, G = d.G, N = d.N;
   const Tasks tasks(d);
   // With heads sliced, several tasks add into the same dB / dC rows: each
@@ -796,16 +780,9 @@ void ssd_step(Real* y, Real* state, const Real* x, const Real* dt_raw, const Rea
   SsdDims one = d;
   one.T = 1;
   ssd_check_dims(one);
-  for (auto [p, name] : {std::pair<const void*, const char*>{y, "y"},
-                         {state, "state"},
-                         {x, "x"},
-                         {dt_raw, "dt_raw"},
-                         {A_log, "A_log"},
-                         {Bm, "B"},
-                         {Cm, "C"},
-                         {D, "D"},
-                         {dt_bias, "dt_bias"}})
-    require_ptr(p, name);
+  require_ptr(y, "y");
+  require_ptr(state, "state");
+  require_inputs(x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   const int H = d.H, P = d.P, G = d.G, N = d.N, hpg = H / G;
   // Plain loops, no threads: this is the low-latency path (B·H·P·N work).
   for (int b = 0; b < d.B; ++b)
