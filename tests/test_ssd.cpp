@@ -240,35 +240,31 @@ Inputs<Real> block_of(const Inputs<Real>& in, int t0, int n, std::vector<Real> i
   return blk;
 }
 
+// ssd_step called T times from the initial state (or zeros).
+template <typename Real>
+Outputs<Real> run_steps(const Inputs<Real>& in) {
+  const SsdDims& d = in.d;
+  Outputs<Real> out{std::vector<Real>(n_x(d)), in.init.empty() ? std::vector<Real>(n_state(d)) : in.init};
+  std::vector<Real> yt(size_t(d.B) * d.H * d.P);  // (B, H, P)
+  for (int t = 0; t < d.T; ++t) {
+    const auto s = block_of(in, t, 1, {});
+    ssm::ssd_step(yt.data(), out.final.data(), s.x.data(), s.dt_raw.data(), in.A_log.data(), s.Bm.data(), s.Cm.data(),
+                  in.D.data(), in.dt_bias.data(), s.d);
+    put_time_slice(out.y, yt, d, size_t(d.H) * d.P, t, 1);
+  }
+  return out;
+}
+
 TEST_P(SsdForward, StepLoopMatchesReference) {
   const Case& c = GetParam();
   const auto in = make_inputs(c.d, c.init, 300);
   const auto ref = run_reference(in);
-  const SsdDims& d = c.d;
-  std::vector<double> y(n_x(d));
-  std::vector<double> state = c.init ? in.init : std::vector<double>(n_state(d), 0.0);
-  for (int t = 0; t < d.T; ++t) {
-    const auto s = block_of(in, t, 1, {});
-    std::vector<double> yt(size_t(d.B) * d.H * d.P);
-    ssm::ssd_step(yt.data(), state.data(), s.x.data(), s.dt_raw.data(), in.A_log.data(), s.Bm.data(), s.Cm.data(),
-                  in.D.data(), in.dt_bias.data(), s.d);
-    put_time_slice(y, yt, d, size_t(d.H) * d.P, t, 1);
-  }
-  expect_error_le(rel_error(y, ref.y), 1e-12, "y");
-  expect_error_le(rel_error(state, ref.final), 1e-12, "final_state");
-
-  const auto inf = in.cast<float>();
-  std::vector<float> yf(n_x(d));
-  std::vector<float> statef = c.init ? inf.init : std::vector<float>(n_state(d), 0.0f);
-  for (int t = 0; t < d.T; ++t) {
-    const auto s = block_of(inf, t, 1, {});
-    std::vector<float> yt(size_t(d.B) * d.H * d.P);
-    ssm::ssd_step(yt.data(), statef.data(), s.x.data(), s.dt_raw.data(), inf.A_log.data(), s.Bm.data(), s.Cm.data(),
-                  inf.D.data(), inf.dt_bias.data(), s.d);
-    put_time_slice(yf, yt, d, size_t(d.H) * d.P, t, 1);
-  }
-  expect_error_le(rel_error(yf, ref.y), 1e-5, "y_float");
-  expect_error_le(rel_error(statef, ref.final), 1e-5, "final_state_float");
+  const auto got = run_steps(in);
+  expect_error_le(rel_error(got.y, ref.y), 1e-12, "y");
+  expect_error_le(rel_error(got.final, ref.final), 1e-12, "final_state");
+  const auto gotf = run_steps(in.cast<float>());
+  expect_error_le(rel_error(gotf.y, ref.y), 1e-5, "y_float");
+  expect_error_le(rel_error(gotf.final, ref.final), 1e-5, "final_state_float");
 }
 
 // Random block sizes, each block run by the chunked forward from the state
