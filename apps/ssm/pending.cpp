@@ -11,13 +11,6 @@ void add_train_command(CLI::App& app) {
   cmd->callback([] { not_available("train", "training on sound files is not built yet"); });
 }
 
-void add_denoise_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("denoise", "Denoise a sound file or a live microphone");
-  cmd->add_option("input", "noisy sound file");
-  cmd->add_option("output", "denoised sound file");
-  cmd->callback([] { not_available("denoise", "no trained denoiser ships with this version yet"); });
-}
-
 void add_detect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("detect", "Streaming anomaly detection server (Graphite over TCP)");
   cmd->callback([] { not_available("detect", "the anomaly detection server is not built yet"); });

@@ -1,0 +1,222 @@
+// `ssm denoise IN OUT` against a reference: the file path (chunked reading,
+// streaming resampling, block processing, lookahead alignment) must give the
+// samples of running the model's Stream over the whole resampled signal.
+#include <sndfile.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "process.hpp"
+#include "ssm/audio_file.hpp"
+#include "ssm/default_model.hpp"
+#include "ssm/model.hpp"
+#include "testing.hpp"
+
+namespace fs = std::filesystem;
+using ssm::testing::rel_error;
+using ssm::testing::run;
+
+namespace {
+
+const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
+const std::string kNoisy = SSM_SOURCE_DIR "/samples/noisy_speech.flac";
+
+fs::path temp_path(const std::string& name) {
+  return fs::temp_directory_path() / ("ssm_test_denoise_" + std::to_string(::getpid()) + "_" + name);
+}
+
+// A small seeded model with a lookahead, so the test is quick and exercises
+// the alignment (drop d outputs, flush d zeros).
+std::string small_model(int lookahead) {
+  ssm::ModelConfig c;
+  c.d_model = 16;
+  c.n_layers = 2;
+  c.head_dim = 16;
+  c.d_state = 8;
+  c.lookahead = lookahead;
+  ssm::Model m(c);
+  m.init(7);
+  const std::string path = temp_path("model_d" + std::to_string(lookahead) + ".safetensors");
+  m.save(path);
+  return path;
+}
+
+// What `ssm denoise` must produce: the mono mix resampled to the model rate as
+// a whole, the model over all of it (plus d zeros, first d outputs dropped),
+// resampled back as a whole.
+std::vector<float> reference(const ssm::Model& m, const ssm::Audio& in) {
+  std::vector<float> mono = ssm::mix_to_mono(in);
+  const int r = m.config().sample_rate;
+  const size_t d = m.config().lookahead;
+  std::vector<float> x = ssm::resample(mono.data(), mono.size(), in.rate, r);  // (T) at the model rate
+  const size_t T = x.size();
+  x.resize(T + d, 0.0f);
+  std::vector<float> y(x.size());
+  ssm::Stream s(m, 4096);
+  s.process(x.data(), y.data(), x.size());
+  std::vector<float> back = ssm::resample(y.data() + d, T, r, in.rate);
+  back.resize(in.frames(), 0.0f);
+  return back;
+}
+
+std::vector<float> channel(const ssm::Audio& a, int c) {
+  std::vector<float> v(a.frames());
+  for (size_t t = 0; t < v.size(); ++t) v[t] = a.samples[t * a.channels + c];
+  return v;
+}
+
+}  // namespace
+
+// The sample as a float WAV, so that the output is float too (an untrained
+// model's output may pass full scale, which 16-bit output would clip).
+std::string float_copy_of_sample() {
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const std::string path = temp_path("noisy_float.wav");
+  ssm::write_audio(path, a.samples.data(), a.frames(), a.rate, a.channels, /*float_wav=*/true);
+  return path;
+}
+
+TEST(DenoiseCli, SameRateFileMatchesWholeSignalStream) {
+  const std::string model = small_model(5), in_path = float_copy_of_sample();
+  const auto out = temp_path("out16k.wav");
+  // An odd block size, so blocks straddle the reading chunks.
+  auto r = run({kSsm, "denoise", in_path, out, "--model", model, "--block", "97"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("real-time factor"), std::string::npos) << r.output;
+  const ssm::Audio in = ssm::read_audio(in_path);
+  const ssm::Audio got = ssm::read_audio(out);
+  EXPECT_EQ(got.rate, in.rate);
+  ASSERT_EQ(got.channels, 1);
+  ASSERT_EQ(got.frames(), in.frames());
+  const std::vector<float> ref = reference(ssm::Model::load(model), in);
+  // No resampling: block processing is exact up to float rounding.
+  EXPECT_LT(rel_error(got.samples.data(), ref.data(), ref.size()), 1e-5);
+  for (const auto& p : {out.string(), model, in_path}) fs::remove(p);
+}
+
+TEST(DenoiseCli, ResampledStereoFloatFileMatchesWholeSignalStream) {
+  const std::string model = small_model(3);
+  // 44.1 kHz stereo, float, with different channels: mixed down, resampled to
+  // 16 kHz, denoised, resampled back, the same signal in both channels.
+  const ssm::Audio mono16 = ssm::read_audio(kNoisy);
+  std::vector<float> x44 = ssm::resample(mono16.samples.data(), mono16.frames(), 16000, 44100);
+  ssm::Audio st;
+  st.rate = 44100;
+  st.channels = 2;
+  st.samples.resize(2 * x44.size());
+  for (size_t t = 0; t < x44.size(); ++t) {
+    st.samples[2 * t] = x44[t];
+    st.samples[2 * t + 1] = 0.5f * x44[t] + 0.01f * std::sin(0.01f * t);
+  }
+  const auto in = temp_path("in44.wav"), out = temp_path("out44.wav");
+  ssm::write_audio(in, st.samples.data(), st.frames(), st.rate, 2, /*float_wav=*/true);
+  auto r = run({kSsm, "denoise", in, out, "--model", model, "--block", "64"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ssm::Audio got = ssm::read_audio(out);
+  EXPECT_EQ(got.rate, 44100);
+  ASSERT_EQ(got.channels, 2);
+  ASSERT_EQ(got.frames(), st.frames());
+  const std::vector<float> ref = reference(ssm::Model::load(model), st);
+  const auto left = channel(got, 0), right = channel(got, 1);
+  EXPECT_EQ(left, right);
+  // Float output: only the chunked vs whole-signal resampling may differ.
+  EXPECT_LT(rel_error(left.data(), ref.data(), ref.size()), 1e-4);
+
+  // --mono writes one channel with the same samples.
+  const auto out_mono = temp_path("out44m.w64");
+  r = run({kSsm, "denoise", in, out_mono, "--model", model, "--mono"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ssm::Audio m = ssm::read_audio(out_mono);
+  ASSERT_EQ(m.channels, 1);
+  ASSERT_EQ(m.frames(), st.frames());
+  EXPECT_LT(rel_error(m.samples.data(), left.data(), left.size()), 1e-5);  // other block size: rounding only
+  for (const auto& p : {in, out, out_mono}) fs::remove(p);
+  fs::remove(model);
+}
+
+TEST(DenoiseCli, DefaultModelIsUsedWithoutModelOption) {
+  const auto out = temp_path("default.wav");
+  const std::string in_path = float_copy_of_sample();
+  auto r = run({kSsm, "denoise", in_path, out});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("model: "), std::string::npos) << r.output;
+  const ssm::Audio in = ssm::read_audio(in_path);
+  const ssm::Audio got = ssm::read_audio(out);
+  ASSERT_EQ(got.frames(), in.frames());
+  std::string description;
+  const ssm::Model m = ssm::default_denoiser(&description);
+  const std::vector<float> ref = reference(m, in);
+  EXPECT_LT(rel_error(got.samples.data(), ref.data(), ref.size()), 1e-5) << description;
+  fs::remove(out);
+  fs::remove(in_path);
+}
+
+// A long file keeps memory flat: peak RSS of a 10-minute file is within a few
+// MB of a 5-second one (the whole file as floats would be 38 MB more).
+TEST(DenoiseCli, LongFileKeepsMemoryFlat) {
+  ssm::ModelConfig c;
+  c.d_model = 8;
+  c.n_layers = 1;
+  c.head_dim = 8;
+  c.d_state = 4;
+  ssm::Model tiny(c);
+  tiny.init(3);
+  const auto model = temp_path("tiny.safetensors");
+  tiny.save(model);
+  auto write_noise = [](const fs::path& path, size_t frames) {
+    SF_INFO info{};
+    info.samplerate = 16000;
+    info.channels = 1;
+    info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+    SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+    ASSERT_NE(f, nullptr);
+    std::vector<float> chunk(16000);  // (one second)
+    uint32_t s = 1;
+    for (size_t done = 0; done < frames; done += chunk.size()) {
+      for (auto& v : chunk) v = ((s = s * 1664525u + 1013904223u) >> 8) * (0.2f / (1 << 24)) - 0.1f;
+      sf_writef_float(f, chunk.data(), std::min(chunk.size(), frames - done));
+    }
+    sf_close(f);
+  };
+  const auto short_in = temp_path("short.wav"), long_in = temp_path("long.wav"), out = temp_path("long_out.wav");
+  write_noise(short_in, 5 * 16000);
+  write_noise(long_in, 600 * 16000);
+  auto a = run({kSsm, "denoise", short_in, out, "--model", model});
+  ASSERT_EQ(a.status, 0) << a.output;
+  auto b = run({kSsm, "denoise", long_in, out, "--model", model});
+  ASSERT_EQ(b.status, 0) << b.output;
+  EXPECT_EQ(ssm::read_audio(out).frames(), 600u * 16000u);
+  std::printf("peak RSS: 5 s file %ld kB, 600 s file %ld kB\n", a.peak_rss_kb, b.peak_rss_kb);
+  EXPECT_LT(b.peak_rss_kb - a.peak_rss_kb, 8 * 1024);
+  for (const auto& p : {short_in, long_in, out, model}) fs::remove(p);
+}
+
+TEST(DenoiseCli, MissingOrCorruptInputIsAClearError) {
+  const auto out = temp_path("never.wav");
+  auto r = run({kSsm, "denoise", "/nonexistent/input.wav", out});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("/nonexistent/input.wav"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+
+  const auto bad = temp_path("corrupt.wav");
+  {
+    std::ofstream f(bad, std::ios::binary);
+    f << "RIFF\x10\x00\x00\x00WAVEjunk that is not a sound file";
+  }
+  r = run({kSsm, "denoise", bad, out});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("corrupt.wav"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+
+  r = run({kSsm, "denoise", kNoisy, temp_path("out.xyz")});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("unknown extension"), std::string::npos) << r.output;
+
+  r = run({kSsm, "denoise", kNoisy, out, "--model", "/nonexistent/model.safetensors"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("/nonexistent/model.safetensors"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  fs::remove(bad);
+}
