@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "ssm/common.hpp"
 
@@ -81,6 +82,21 @@ size_t Resampler::process(const float* in, size_t n, float* out, size_t out_cap,
 
 void Resampler::reset() {
   if (state_) src_reset(state_);
+}
+
+size_t resampler_pair_holdback(int outer_rate, int inner_rate, ResampleQuality q) {
+  if (outer_rate == inner_rate) return 0;
+  Resampler down(outer_rate, inner_rate, q), up(inner_rate, outer_rate, q);
+  const size_t chunk = 8, total = static_cast<size_t>(outer_rate);  // one second: past the filters' reach
+  std::vector<float> x(chunk, 0.0f), m(down.max_output(chunk)), y(up.max_output(m.size()));
+  size_t fed = 0, got = 0, worst = 0;
+  while (fed < total) {
+    const size_t k = down.process(x.data(), chunk, m.data(), m.size());
+    got += up.process(m.data(), k, y.data(), y.size());
+    fed += chunk;
+    worst = std::max(worst, fed - std::min(fed, got));
+  }
+  return worst + chunk;  // measured at chunk ends: allow for the samples in between
 }
 
 }  // namespace ssm

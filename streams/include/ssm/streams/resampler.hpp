@@ -39,4 +39,10 @@ class Resampler {
   int from_ = 0, to_ = 0;
 };
 
+// Frames (at `outer_rate`) that a pair outer -> inner -> outer can hold back
+// at most: after k inputs it has produced at least k - holdback outputs, so
+// an output primed with this much silence never runs dry. Measured on
+// silence, since libsamplerate does not state it; 0 when the rates are equal.
+size_t resampler_pair_holdback(int outer_rate, int inner_rate, ResampleQuality q);
+
 }  // namespace ssm

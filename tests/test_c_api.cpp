@@ -1,0 +1,110 @@
+// The C API and its RAII wrapper: the same samples as Stream on the same
+// model, for any piece size, from C and from C++; errors as NULL / -1 with a
+// message, never an exception.
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "ssm/c_api.h"
+#include "ssm/default_model.hpp"
+#include "ssm/model.hpp"
+#include "testing.hpp"
+
+extern "C" int c_denoise_in_pieces(const char* model, const float* in, float* out, int n, int piece);
+extern "C" int c_create_fails_with_message(const char* bad_path);
+
+namespace fs = std::filesystem;
+using ssm::testing::rel_error;
+
+namespace {
+
+std::string saved_model(int lookahead) {
+  ssm::ModelConfig c;
+  c.d_model = 16;
+  c.n_layers = 2;
+  c.head_dim = 16;
+  c.d_state = 8;
+  c.lookahead = lookahead;
+  ssm::Model m(c);
+  m.init(11);
+  const auto path = fs::temp_directory_path() / ("ssm_test_capi_" + std::to_string(getpid()) + ".safetensors");
+  m.save(path);
+  return path;
+}
+
+std::vector<float> stream_reference(const ssm::Model& m, const std::vector<float>& x) {
+  std::vector<float> y(x.size());
+  ssm::Stream s(m, 1024);
+  s.process(x.data(), y.data(), x.size());
+  return y;
+}
+
+}  // namespace
+
+TEST(CApi, FromCMatchesStreamForAnyPieceSize) {
+  const std::string path = saved_model(2);
+  const auto x = ssm::testing::random_vector<float>(3000, 5, -0.5, 0.5);
+  const auto ref = stream_reference(ssm::Model::load(path), x);
+  for (int piece : {1, 7, 256, 1000, 3000}) {
+    std::vector<float> y(x.size());
+    ASSERT_EQ(c_denoise_in_pieces(path.c_str(), x.data(), y.data(), static_cast<int>(x.size()), piece), 0)
+        << ssm_last_error();
+    EXPECT_LT(rel_error(y.data(), ref.data(), ref.size()), 1e-5) << "piece " << piece;
+  }
+  fs::remove(path);
+}
+
+TEST(CApi, WrapperInPlaceResetAndQueries) {
+  const std::string path = saved_model(3);
+  ssm::Denoiser d(path);
+  EXPECT_EQ(d.sample_rate(), 16000);
+  EXPECT_EQ(d.latency(), 3);
+  EXPECT_GT(d.frame_size(), 0);
+  const auto x = ssm::testing::random_vector<float>(1500, 9, -0.5, 0.5);
+  const auto ref = stream_reference(ssm::Model::load(path), x);
+  std::vector<float> buf = x;  // in place
+  d.process(buf.data(), buf.data(), static_cast<int>(buf.size()));
+  EXPECT_LT(rel_error(buf.data(), ref.data(), ref.size()), 1e-5);
+  // After reset the same input gives the same output again.
+  d.reset();
+  std::vector<float> again(x.size());
+  d.process(again.data(), x.data(), static_cast<int>(x.size()));
+  EXPECT_LT(rel_error(again.data(), ref.data(), ref.size()), 1e-5);
+  // Moves keep one owner.
+  ssm::Denoiser moved = std::move(d);
+  EXPECT_EQ(moved.latency(), 3);
+  fs::remove(path);
+}
+
+TEST(CApi, NullModelIsTheDefaultDenoiser) {
+  ssm_denoiser* st = ssm_denoiser_create(nullptr);
+  ASSERT_NE(st, nullptr) << ssm_last_error();
+  const ssm::Model m = ssm::default_denoiser(nullptr);
+  EXPECT_EQ(ssm_denoiser_sample_rate(st), m.config().sample_rate);
+  const auto x = ssm::testing::random_vector<float>(800, 2, -0.5, 0.5);
+  std::vector<float> y(x.size());
+  EXPECT_EQ(ssm_denoiser_process(st, y.data(), x.data(), static_cast<int>(x.size())), 800);
+  const auto ref = stream_reference(m, x);
+  EXPECT_LT(rel_error(y.data(), ref.data(), ref.size()), 1e-5);
+  ssm_denoiser_destroy(st);
+}
+
+TEST(CApi, ErrorsAreReturnedNotThrown) {
+  EXPECT_EQ(c_create_fails_with_message("/nonexistent/denoiser.safetensors"), 1);
+  ssm_denoiser* st = ssm_denoiser_create(nullptr);
+  ASSERT_NE(st, nullptr);
+  float buf[4] = {0, 0, 0, 0};
+  EXPECT_EQ(ssm_denoiser_process(st, nullptr, buf, 4), -1);
+  EXPECT_NE(std::string(ssm_last_error()), "");
+  EXPECT_EQ(ssm_denoiser_process(nullptr, buf, buf, 4), -1);
+  EXPECT_EQ(ssm_denoiser_process(st, buf, buf, -1), -1);
+  EXPECT_EQ(ssm_denoiser_process(st, buf, buf, 0), 0);
+  EXPECT_EQ(ssm_denoiser_frame_size(nullptr), -1);
+  // A NaN in the input does not poison the state: it counts as silence.
+  float with_nan[4] = {0.1f, NAN, 0.2f, INFINITY}, out[4];
+  EXPECT_EQ(ssm_denoiser_process(st, out, with_nan, 4), 4);
+  for (float v : out) EXPECT_TRUE(std::isfinite(v));
+  ssm_denoiser_destroy(st);
+  ssm_denoiser_destroy(nullptr);
+  EXPECT_THROW(ssm::Denoiser("/nonexistent/x.safetensors"), std::runtime_error);
+}
