@@ -5,12 +5,6 @@
 
 namespace ssm::cli {
 
-void add_train_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "Train a model from a JSON config (sound files or series)");
-  cmd->add_option("--config", "training config JSON")->required();
-  cmd->callback([] { not_available("train", "training on sound files is not built yet"); });
-}
-
 void add_detect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("detect", "Streaming anomaly detection server (Graphite over TCP)");
   cmd->callback([] { not_available("detect", "the anomaly detection server is not built yet"); });

@@ -1,0 +1,445 @@
+// The training config (round trip, every kind of error) and `ssm train`
+// end to end on generated sound files: what it writes, bad files skipped,
+// --resume after --stop-at or Ctrl-C continuing bit for bit, and clear errors.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "ssm/audio_file.hpp"
+#include "ssm/model.hpp"
+#include "ssm/noise.hpp"
+#include "ssm/train_config.hpp"
+#include "testing.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using ssm::TrainConfig;
+
+namespace {
+
+const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
+
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() /
+            ("ssm_train_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string& rel) const { return (path_ / rel).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path) << text;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ssm::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A config with every section, small enough to train in a blink.
+json tiny_config(const std::string& root) {
+  return json{
+      {"model",
+       {{"d_model", 8}, {"n_layers", 1}, {"expand", 2}, {"head_dim", 8}, {"d_state", 4}, {"chunk", 32},
+        {"sample_rate", 8000}, {"lookahead", 2}}},
+      {"training",
+       {{"steps", 20}, {"batch", 2}, {"segment", 256}, {"lr", 0.01}, {"min_lr", 0.001}, {"warmup", 4},
+        {"stft_weight", 0.5}, {"seed", 3}, {"threads", 1}}},
+      {"data",
+       {{"speech", {root + "/speech"}},
+        {"noise", root + "/noise"},
+        {"snr_db", {0, 10}},
+        {"noise_kinds", {{"clip", 1}, {"white", 0.5}, {"hum", 0.5}}},
+        {"loader_threads", 2},
+        {"queue", 3}}},
+      {"validation", {{"fraction", 0.2}, {"every", 10}, {"mixtures", 2}, {"seconds", 0.5}, {"seed", 4}, {"stoi", false}}},
+      {"output", {{"dir", root + "/run"}, {"log_every", 5}, {"checkpoint_every", 10}, {"keep_checkpoints", 2}}},
+  };
+}
+
+// "Speech": harmonic tones with a syllable-like envelope; noise: white and
+// brown, one of them stereo at another rate; plus a file that is not sound.
+void make_data(const std::string& root) {
+  const int rate = 8000;
+  fs::create_directories(root + "/speech/more");
+  fs::create_directories(root + "/noise");
+  for (int i = 0; i < 5; ++i) {
+    std::vector<float> x(6000 + 500 * i);
+    for (size_t t = 0; t < x.size(); ++t) {
+      const double f0 = 120 + 30 * i, s = double(t) / rate;
+      const double env = 0.5 + 0.5 * std::sin(2 * M_PI * 3 * s);
+      x[t] = static_cast<float>(0.2 * env * (std::sin(2 * M_PI * f0 * s) + 0.5 * std::sin(4 * M_PI * f0 * s)));
+    }
+    const std::string name = root + (i < 3 ? "/speech/tone" : "/speech/more/tone") + std::to_string(i) +
+                             (i % 2 ? ".flac" : ".wav");
+    ssm::write_audio(name, x.data(), x.size(), rate);
+  }
+  write_text(root + "/speech/broken.wav", "RIFF....WAVEfmt this file is damaged");
+  std::vector<float> n(12000);
+  ssm::white_noise(n.data(), n.size(), 5);
+  for (auto& v : n) v *= 0.1f;
+  ssm::write_audio(root + "/noise/white.wav", n.data(), n.size(), rate);
+  std::vector<float> st(2 * 16000);  // (frames, 2) at 16 kHz
+  ssm::brown_noise(st.data(), st.size(), 16000, 9);
+  for (auto& v : st) v *= 0.1f;
+  ssm::write_audio(root + "/noise/brown.flac", st.data(), 16000, 16000, 2);
+}
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs the ssm binary with `args` (already quoted), capturing both streams.
+Result run_ssm(const std::string& args, const std::string& dir, const std::string& env = "") {
+  const std::string out = dir + "/stdout.txt", err = dir + "/stderr.txt";
+  const std::string cmd = env + " '" + kSsm + "' " + args + " > '" + out + "' 2> '" + err + "'";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_text(out);
+  r.err = read_text(err);
+  return r;
+}
+
+std::string train_args(const std::string& config, const std::string& extra = "") {
+  return "train --config '" + config + "' " + extra;
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);) out.push_back(json::parse(line));
+  return out;
+}
+
+std::vector<double> train_losses(const std::string& metrics) {
+  std::vector<double> out;
+  for (const auto& j : read_jsonl(metrics))
+    if (j["kind"] == "train") out.push_back(j["loss"].get<double>());
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- the config
+
+TEST(TrainConfig, RoundTripsThroughJson) {
+  const json j = tiny_config("/data");
+  const TrainConfig c = TrainConfig::from_json(j, "cfg.json");
+  EXPECT_EQ(c.model.d_model, 8);
+  EXPECT_EQ(c.model.lookahead, 2);
+  EXPECT_EQ(c.training.steps, 20);
+  EXPECT_EQ(c.training.seed, 3u);
+  EXPECT_EQ(c.data.speech, std::vector<std::string>{"/data/speech"});
+  EXPECT_EQ(c.data.noise, std::vector<std::string>{"/data/noise"});  // one name for a list of one
+  EXPECT_EQ(c.data.mixer.snr_min_db, 0);
+  EXPECT_EQ(c.data.mixer.snr_max_db, 10);
+  EXPECT_EQ(c.data.mixer.weight_hum, 0.5);
+  EXPECT_EQ(c.data.mixer.weight_fan, ssm::MixerConfig{}.weight_fan);  // unset: the default
+  EXPECT_EQ(c.validation.every, 10);
+  EXPECT_FALSE(c.validation.stoi);
+  EXPECT_EQ(c.output.dir, "/data/run");
+  const json back = c.to_json();
+  const TrainConfig c2 = TrainConfig::from_json(back, "back");
+  EXPECT_EQ(c2.to_json(), back);
+  EXPECT_EQ(TrainConfig::from_json_text(c2.to_json_text(), "text").to_json(), back);
+
+  // Pairs, and the defaults of every section left out.
+  const json minimal{{"model", json::object()},
+                     {"data", {{"pairs", {{{"noisy", "n"}, {"clean", "c"}}}}, {"pair_fraction", 1.0}}}};
+  const TrainConfig m = TrainConfig::from_json(minimal, "minimal");
+  ASSERT_EQ(m.data.pairs.size(), 1u);
+  EXPECT_EQ(m.data.pairs[0].noisy, "n");
+  EXPECT_EQ(m.data.pairs[0].clean, "c");
+  EXPECT_EQ(m.training.steps, ssm::TrainerConfig{}.steps);
+  EXPECT_EQ(m.output.dir, "");
+  EXPECT_EQ(TrainConfig::from_json(m.to_json(), "again").to_json(), m.to_json());
+}
+
+TEST(TrainConfig, ModelMayBeAFileName) {
+  TempDir dir;
+  write_text(dir / "model.json", R"({"d_model": 16, "head_dim": 16})");
+  json j = tiny_config("/data");
+  j["model"] = dir / "model.json";
+  EXPECT_EQ(TrainConfig::from_json(j, "cfg").model.d_model, 16);
+  j["model"] = dir / "absent.json";
+  EXPECT_NE(error_of([&] { TrainConfig::from_json(j, "cfg"); }).find("absent.json"), std::string::npos);
+}
+
+TEST(TrainConfig, EachErrorNamesTheKey) {
+  struct Case {
+    std::function<void(json&)> edit;
+    std::vector<std::string> expect;  // substrings of the message
+  };
+  const std::vector<Case> cases = {
+      {[](json& j) { j["trainng"] = json::object(); }, {"cfg.json", "unknown key 'trainng'"}},
+      {[](json& j) { j["training"]["stpes"] = 1; }, {"unknown key 'training.stpes'", "steps"}},
+      {[](json& j) { j["data"]["snr"] = 1; }, {"unknown key 'data.snr'"}},
+      {[](json& j) { j["data"]["noise_kinds"]["rain"] = 1; }, {"unknown key 'data.noise_kinds.rain'"}},
+      {[](json& j) { j["validation"]["each"] = 1; }, {"unknown key 'validation.each'"}},
+      {[](json& j) { j["output"]["folder"] = "x"; }, {"unknown key 'output.folder'"}},
+      {[](json& j) { j["model"]["width"] = 4; }, {"unknown model config key 'width'"}},
+      {[](json& j) { j["data"]["pairs"] = {{{"noisy", "a"}, {"clean", "b"}, {"x", 1}}}; },
+       {"unknown key 'data.pairs[0].x'"}},
+      {[](json& j) { j["training"]["steps"] = "20"; }, {"'training.steps' must be an integer", "\"20\""}},
+      {[](json& j) { j["training"]["lr"] = "fast"; }, {"'training.lr' must be a number"}},
+      {[](json& j) { j["training"]["seed"] = -1; }, {"'training.seed' must be a non-negative integer"}},
+      {[](json& j) { j["data"]["snr_db"] = {5}; }, {"'data.snr_db' must be a list of two numbers"}},
+      {[](json& j) { j["data"]["snr_db"] = {20, -5}; }, {"'data.snr_db'", "low <= high"}},
+      {[](json& j) { j["data"]["speech"] = 5; }, {"'data.speech' must be a folder name or a list"}},
+      {[](json& j) { j["data"]["speech"] = {"a", 3}; }, {"'data.speech' must be a list of non-empty folder"}},
+      {[](json& j) { j["data"]["pairs"] = {{{"noisy", "a"}}}; }, {"'data.pairs[0].clean' is missing"}},
+      {[](json& j) { j["data"]["pairs"] = "a"; }, {"'data.pairs' must be a list of"}},
+      {[](json& j) { j["validation"]["stoi"] = 1; }, {"'validation.stoi' must be true or false"}},
+      {[](json& j) { j["output"]["dir"] = 3; }, {"'output.dir' must be a string"}},
+      {[](json& j) { j["training"] = 3; }, {"'training' must be a JSON object"}},
+      {[](json& j) { j.erase("model"); }, {"'model' is missing"}},
+      {[](json& j) { j.erase("data"); }, {"'data' is missing"}},
+      {[](json& j) { j["model"] = 3; }, {"'model' must be a model config object"}},
+      {[](json& j) { j["training"]["steps"] = 0; }, {"'steps' must be >= 1"}},
+      {[](json& j) { j["data"]["pair_fraction"] = 2; }, {"'data.pair_fraction' must be in [0, 1]"}},
+      {[](json& j) { j["data"]["speech"] = json::array(); }, {"'data' needs 'speech' folders or 'pairs'"}},
+      {[](json& j) { j["data"]["noise_kinds"] = {{"clip", 0}, {"white", 0}, {"pink", 0}, {"brown", 0},
+                                                 {"hum", 0}, {"fan", 0}, {"babble", 0}}; },
+       {"'data.noise_kinds' has every weight 0"}},
+      {[](json& j) { j["data"]["noise"] = json::array(); }, {"'data.noise' is empty but data.noise_kinds.clip"}},
+      {[](json& j) { j["data"]["level_dbfs"] = {-20, 3}; }, {"'data.level_dbfs'"}},
+      {[](json& j) { j["data"]["highpass_hz"] = {100, 5000}; }, {"'data.highpass_hz'", "sample_rate / 2"}},
+      {[](json& j) { j["data"]["noise_lowpass_prob"] = 1.5; }, {"'data.noise_lowpass_prob' must be in [0, 1]"}},
+      {[](json& j) { j["data"]["queue"] = 0; }, {"'data.queue'"}},
+      {[](json& j) { j["validation"]["fraction"] = 1; }, {"'validation.fraction' must be in [0, 1)"}},
+      {[](json& j) { j["validation"]["seconds"] = 0; }, {"'validation.seconds'"}},
+      {[](json& j) { j["output"]["log_every"] = 0; }, {"'output.log_every' must be >= 1"}},
+      {[](json& j) { j["model"]["in_channels"] = 2; }, {"in_channels = out_channels = 1"}},
+      {[](json& j) { j["model"]["head_dim"] = 5; }, {"head_dim"}},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    json j = tiny_config("/data");
+    cases[i].edit(j);
+    const std::string e = error_of([&] { TrainConfig::from_json(j, "cfg.json"); });
+    ASSERT_FALSE(e.empty()) << "case " << i << " did not throw: " << j.dump();
+    for (const auto& want : cases[i].expect)
+      EXPECT_NE(e.find(want), std::string::npos) << "case " << i << ": '" << want << "' not in: " << e;
+  }
+  EXPECT_NE(error_of([] { TrainConfig::from_json_text("{\"model\": ", "bad.json"); }).find("bad.json: not valid JSON"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { TrainConfig::from_file("/nonexistent/cfg.json"); }).find("/nonexistent/cfg.json"),
+            std::string::npos);
+}
+
+TEST(TrainConfig, MissingFoldersAreAllNamed) {
+  TempDir dir;
+  fs::create_directories(dir / "speech");
+  write_text(dir / "file", "x");
+  json j = tiny_config(dir / "");
+  j["data"]["speech"] = {dir / "speech", dir / "nope1"};
+  j["data"]["noise"] = dir / "file";
+  j["validation"]["pairs"] = {{{"noisy", dir / "nope2"}, {"clean", dir / "speech"}}};
+  const TrainConfig c = TrainConfig::from_json(j, "cfg");
+  const std::string e = error_of([&] { c.check_folders(); });
+  EXPECT_NE(e.find("data.speech: '" + (dir / "nope1") + "' does not exist"), std::string::npos) << e;
+  EXPECT_NE(e.find("data.noise: '" + (dir / "file") + "' is not a folder"), std::string::npos) << e;
+  EXPECT_NE(e.find("validation.pairs[0].noisy: '" + (dir / "nope2") + "' does not exist"), std::string::npos) << e;
+  EXPECT_EQ(e.find("'" + (dir / "speech") + "'"), std::string::npos) << e;  // present: not listed
+}
+
+// ---------------------------------------------------------------- ssm train
+
+class TrainCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kSsm)) GTEST_SKIP() << "ssm binary not built: " << kSsm;
+    make_data(dir / "data");
+  }
+  std::string config(const std::string& name, const std::function<void(json&)>& edit = {}) {
+    json j = tiny_config(dir / "data");
+    j["output"]["dir"] = dir / name;
+    if (edit) edit(j);
+    const std::string path = dir / (name + ".json");
+    write_text(path, j.dump(2));
+    return path;
+  }
+  TempDir dir;
+};
+
+TEST_F(TrainCli, WritesCheckpointsMetricsAndModelAndSkipsBadFiles) {
+  const Result r = run_ssm(train_args(config("run")), dir / "");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string out = dir / "run";
+  EXPECT_TRUE(fs::exists(out + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/best.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/config.json"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/step-00000020.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/step-00000020.safetensors.optim"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/step-00000010.safetensors"));
+  // The damaged file is named in a warning and training goes on without it.
+  EXPECT_NE(r.err.find("warning: skipped:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("broken.wav"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("1 file(s) skipped"), std::string::npos) << r.out;
+  // Progress lines every 5 steps, validation at 10 and 20.
+  for (const char* want : {"step 5/20", "step 20/20", "samples/s", "ETA", "lr ", "grad ", "validation @ 10",
+                           "validation @ 20", "SI-SDR"})
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << " not in:\n" << r.out;
+
+  const auto records = read_jsonl(out + "/metrics.jsonl");
+  int train = 0, val = 0;
+  for (const auto& j : records) {
+    if (j["kind"] == "train") {
+      ++train;
+      EXPECT_EQ(j["step"], train);
+      EXPECT_TRUE(std::isfinite(j["loss"].get<double>()));
+      EXPECT_TRUE(j.contains("lr") && j.contains("grad_norm"));
+    } else {
+      ++val;
+      EXPECT_EQ(j["kind"], "validation");
+      EXPECT_EQ(j["step"], 10 * val);
+      EXPECT_GE(j["items"].get<int>(), 2);
+      EXPECT_NEAR(j["si_sdr_improvement"].get<double>(),
+                  j["si_sdr_denoised"].get<double>() - j["si_sdr_noisy"].get<double>(), 1e-9);
+    }
+  }
+  EXPECT_EQ(train, 20);
+  EXPECT_EQ(val, 2);
+
+  const ssm::Model m = ssm::Model::load(out + "/model.safetensors");
+  EXPECT_EQ(m.config().d_model, 8);
+  EXPECT_EQ(m.config().lookahead, 2);
+  EXPECT_EQ(TrainConfig::from_file(out + "/config.json").to_json(),
+            TrainConfig::from_file(dir / "run.json").to_json());
+
+  // The plot, or one plain note that gnuplot is missing.
+  const Result no_plot =
+      run_ssm(train_args(dir / "run.json", "--out '" + (dir / "run2") + "' --steps 2"), dir / "", "PATH=/nonexistent");
+  ASSERT_EQ(no_plot.code, 0) << no_plot.out << no_plot.err;
+  EXPECT_NE(no_plot.out.find("gnuplot is not installed"), std::string::npos) << no_plot.out;
+  if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) EXPECT_TRUE(fs::exists(out + "/metrics.png"));
+
+  // The same folder again without --resume: refused, nothing overwritten.
+  const auto before = read_text(out + "/model.safetensors");
+  const Result again = run_ssm(train_args(dir / "run.json"), dir / "");
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("already holds checkpoints"), std::string::npos) << again.err;
+  EXPECT_EQ(read_text(out + "/model.safetensors"), before);
+}
+
+TEST_F(TrainCli, ResumeAfterStopAtGivesTheSameWeights) {
+  const auto cfg = config("whole");
+  const Result whole = run_ssm(train_args(cfg, "--threads 1"), dir / "");
+  ASSERT_EQ(whole.code, 0) << whole.out << whole.err;
+
+  const auto cfg2 = config("parts");
+  const Result first = run_ssm(train_args(cfg2, "--threads 1 --stop-at 7"), dir / "");
+  ASSERT_EQ(first.code, 0) << first.out << first.err;
+  EXPECT_NE(first.out.find("stopped (--stop-at) at step 7"), std::string::npos) << first.out;
+  EXPECT_TRUE(fs::exists(dir / "parts/checkpoints/step-00000007.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "parts/model.safetensors"));
+  const Result rest = run_ssm(train_args(cfg2, "--threads 1 --resume"), dir / "");
+  ASSERT_EQ(rest.code, 0) << rest.out << rest.err;
+  EXPECT_NE(rest.out.find("resumed from"), std::string::npos) << rest.out;
+
+  EXPECT_EQ(read_text(dir / "parts/model.safetensors"), read_text(dir / "whole/model.safetensors"));
+  EXPECT_EQ(train_losses(dir / "parts/metrics.jsonl"), train_losses(dir / "whole/metrics.jsonl"));
+  // Only the newest two checkpoints are kept.
+  EXPECT_FALSE(fs::exists(dir / "parts/checkpoints/step-00000007.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "parts/checkpoints/step-00000010.safetensors"));
+
+  // Resuming a finished run does nothing.
+  const Result done = run_ssm(train_args(cfg2, "--resume"), dir / "");
+  EXPECT_EQ(done.code, 0);
+  EXPECT_NE(done.out.find("already finished"), std::string::npos) << done.out;
+}
+
+TEST_F(TrainCli, CtrlCSavesACheckpointAndResumeContinuesExactly) {
+  // Larger segments, so that the run is still going when the signal comes.
+  auto bigger = [](json& j) {
+    j["training"]["segment"] = 4096;
+    j["training"]["steps"] = 30;
+    j["validation"]["every"] = 0;
+    j["output"]["checkpoint_every"] = 0;
+  };
+  const auto cfg = config("interrupted", bigger);
+  const std::string log = dir / "interrupted.out";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child only redirects its streams and execs.
+    if (!std::freopen(log.c_str(), "w", stdout) || !std::freopen((log + ".err").c_str(), "w", stderr)) _exit(126);
+    execl(kSsm.c_str(), kSsm.c_str(), "train", "--config", cfg.c_str(), "--threads", "1", nullptr);
+    _exit(127);
+  }
+  // Wait for the first training step, then press Ctrl-C.
+  const std::string metrics = dir / "interrupted/metrics.jsonl";
+  const auto t0 = std::chrono::steady_clock::now();
+  while (read_text(metrics).empty() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  const std::string out = read_text(log);
+  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run ended before the signal arrived";
+  EXPECT_EQ(WEXITSTATUS(status), 130) << out;
+  EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir / "interrupted/model.safetensors"));
+  ASSERT_FALSE(fs::is_empty(dir / "interrupted/checkpoints"));
+
+  const Result rest = run_ssm(train_args(cfg, "--threads 1 --resume"), dir / "");
+  ASSERT_EQ(rest.code, 0) << rest.out << rest.err;
+  const Result whole = run_ssm(train_args(config("whole", bigger), "--threads 1"), dir / "");
+  ASSERT_EQ(whole.code, 0) << whole.out << whole.err;
+  EXPECT_EQ(read_text(dir / "interrupted/model.safetensors"), read_text(dir / "whole/model.safetensors"));
+  EXPECT_EQ(train_losses(dir / "interrupted/metrics.jsonl"), train_losses(dir / "whole/metrics.jsonl"));
+}
+
+TEST_F(TrainCli, EmptyOrMissingDataFoldersAreClearErrors) {
+  fs::create_directories(dir / "empty");
+  const Result empty = run_ssm(train_args(config("e", [&](json& j) { j["data"]["speech"] = dir / "empty"; })), dir / "");
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_NE(empty.err.find("no usable training audio in data.speech"), std::string::npos) << empty.err;
+  EXPECT_NE(empty.err.find(dir / "empty"), std::string::npos) << empty.err;
+  EXPECT_FALSE(fs::exists(dir / "e/checkpoints"));
+
+  const Result missing =
+      run_ssm(train_args(config("m", [&](json& j) { j["data"]["noise"] = dir / "no-such-noise"; })), dir / "");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("data.noise: '" + (dir / "no-such-noise") + "' does not exist"), std::string::npos)
+      << missing.err;
+
+  write_text(dir / "bad.json", R"({"model": {}, "data": {"speech": "x"}, "output": {"dir": 5}})");
+  const Result bad = run_ssm(train_args(dir / "bad.json"), dir / "");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("'output.dir' must be a string"), std::string::npos) << bad.err;
+
+  const Result no_out = run_ssm(train_args(config("n", [](json& j) { j["output"].erase("dir"); })), dir / "");
+  EXPECT_EQ(no_out.code, 1);
+  EXPECT_NE(no_out.err.find("--out"), std::string::npos) << no_out.err;
+}
