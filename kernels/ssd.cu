@@ -20,8 +20,10 @@
 //                       over the heads in registers.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "ssd.cuh"
 #include "ssd_common.cuh"
@@ -36,18 +38,15 @@ struct DevDims {
   int B, T, H, P, G, N, Q, nch;
 };
 
-DevDims dev_dims(const SsdDims& d, int Q) {
-  return DevDims{d.B, d.T, d.H, d.P, d.G, d.N, Q, (d.T + Q - 1) / Q};
-}
+DevDims dev_dims(const SsdDims& d, int Q) { return DevDims{d.B, d.T, d.H, d.P, d.G, d.N, Q, (d.T + Q - 1) / Q}; }
 
 // ============================================================================
 // prep: dt and the in-chunk cumulative log decay lam, laid out (B, H, nch, QT)
 // grid (nch, B), block 256, dynamic smem QT * H floats
 // ============================================================================
-__global__ void __launch_bounds__(256) ssd_prep_kernel(float* __restrict__ dt_ws, float* __restrict__ lam_ws,
-                                                       const float* __restrict__ dt_raw,
-                                                       const float* __restrict__ A_log,
-                                                       const float* __restrict__ dt_bias, DevDims d) {
+__global__ void __launch_bounds__(256)
+    ssd_prep_kernel(float* __restrict__ dt_ws, float* __restrict__ lam_ws, const float* __restrict__ dt_raw,
+                    const float* __restrict__ A_log, const float* __restrict__ dt_bias, DevDims d) {
   extern __shared__ float s_raw[];  // (Qc, H)
   const int c = blockIdx.x, b = blockIdx.y;
   const int t0 = c * d.Q, Qc = min(d.Q, d.T - t0);
@@ -77,10 +76,9 @@ __global__ void __launch_bounds__(256) ssd_prep_kernel(float* __restrict__ dt_ws
 // CB[b, c, g][t][s] = sum_n C[t][n] B[s][n]  (zero above the diagonal)
 // grid (nch, G, B), block 128
 // ============================================================================
-template <int NP>
+template <int NP, bool SPLIT>
 __global__ void __launch_bounds__(128) ssd_cb_kernel(float* __restrict__ cb_ws, const float* __restrict__ Bm,
-                                                     const float* __restrict__ Cm, DevDims d, bool vec_bc,
-                                                     bool split) {
+                                                     const float* __restrict__ Cm, DevDims d, bool vec_bc) {
   constexpr int LD = NP + 8;
   extern __shared__ __align__(16) float smem[];
   float* sB = smem;
@@ -102,12 +100,12 @@ __global__ void __launch_bounds__(128) ssd_cb_kernel(float* __restrict__ cb_ws, 
   for (int kb = 0; kb < NP / 8; ++kb) {
     const float2 u0 = *reinterpret_cast<const float2*>(sC + r0 * LD + kb * 8 + 2 * q);
     const float2 u1 = *reinterpret_cast<const float2*>(sC + (r0 + 8) * LD + kb * 8 + 2 * q);
-    const FragA a = make_a(u0.x, u1.x, u0.y, u1.y, split);
+    const FragA<SPLIT> a = make_a<SPLIT>(u0.x, u1.x, u0.y, u1.y);
 #pragma unroll
     for (int j = 0; j < QT / 8; ++j) {
       if (8 * j > warp * 16 + 15) continue;  // tile entirely above the diagonal
       const float2 v = *reinterpret_cast<const float2*>(sB + (8 * j + g) * LD + kb * 8 + 2 * q);
-      mma(acc[j], a, make_b(v.x, v.y, split), split);
+      mma<SPLIT>(acc[j], a, make_b<SPLIT>(v.x, v.y));
     }
   }
   float* dst = cb_ws + ((static_cast<i64>(b) * d.nch + c) * d.G + grp) * QT * QT;
@@ -116,6 +114,45 @@ __global__ void __launch_bounds__(128) ssd_cb_kernel(float* __restrict__ cb_ws, 
     const int s = 8 * j + 2 * q;
     *reinterpret_cast<float2*>(dst + r0 * QT + s) = make_float2(acc[j][0], acc[j][1]);
     *reinterpret_cast<float2*>(dst + (r0 + 8) * QT + s) = make_float2(acc[j][2], acc[j][3]);
+  }
+}
+
+// ============================================================================
+// Segments: a long sequence is cut into K segments of `cps` chunks so that the
+// sequential kernels get K x B x H blocks. A pre-pass (ssd_state_scan_kernel
+// with seg_out) gives each segment's state from zero and its total log decay;
+// a block then starts from the initial state carried through the segments
+// before its own, in scan order:  S = S e^{decay_j} + local_j.
+// ============================================================================
+struct SegInfo {
+  int K;    // segments (1: none)
+  int cps;  // chunks per segment
+};
+
+template <int PP, int NP, int NTN>
+__device__ __forceinline__ void segment_start_state(float (&S)[NTN][4], const float* init, const float* seg_in,
+                                                    const float* seg_decay, long long bh, int P, int N, int K, int k,
+                                                    bool reverse, int pr, int q) {
+#pragma unroll
+  for (int nt = 0; nt < NTN; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int row = pr + (i >> 1) * 8, col = nt * 8 + 2 * q + (i & 1);
+      S[nt][i] = (init && row < P && col < N) ? init[(bh * P + row) * N + col] : 0.f;
+    }
+  if (!seg_in) return;
+  const int n = reverse ? K - 1 - k : k;
+  for (int m = 0; m < n; ++m) {
+    const int j = reverse ? K - 1 - m : m;
+    const float e = __expf(seg_decay[bh * K + j]);
+    const float* src = seg_in + (bh * K + j) * PP * NP;
+#pragma unroll
+    for (int nt = 0; nt < NTN; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = pr + (i >> 1) * 8, col = nt * 8 + 2 * q + (i & 1);
+        S[nt][i] = S[nt][i] * e + src[row * NP + col];
+      }
   }
 }
 
@@ -131,11 +168,14 @@ struct FwdParams {
   const float* Cm;
   const float* D;
   const float* init;
-  const float* dt;   // (B, H, nch, QT)
-  const float* lam;  // (B, H, nch, QT)
-  const float* cb;   // (B, nch, G, QT, QT)
+  const float* dt;         // (B, H, nch, QT)
+  const float* lam;        // (B, H, nch, QT)
+  const float* cb;         // (B, nch, G, QT, QT)
+  const float* seg_in;     // (B, H, K, PP, NP) segment-local end states, or null when K == 1
+  const float* seg_decay;  // (B, H, K)
   DevDims d;
-  bool vec_x, vec_bc, split;
+  SegInfo seg;
+  bool vec_x, vec_bc;
 };
 
 template <int PP, int NP>
@@ -146,7 +186,7 @@ struct FwdSmem {
   static constexpr size_t bytes = TOTAL * sizeof(float);
 };
 
-template <int PP, int NP>
+template <int PP, int NP, bool SPLIT>
 __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
   using L = FwdSmem<PP, NP>;
   constexpr int NT = PP * 2, NTN = NP / 8, LDX = L::LDX, LDB = L::LDB, LDC = L::LDC, LDM = L::LDM;
@@ -159,7 +199,6 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
   float* sLam = smem + L::LAM;
 
   const DevDims& d = p.d;
-  const bool split = p.split;
   const int h = blockIdx.x, b = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int grp = h / (d.H / d.G);
@@ -173,17 +212,12 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
   const float* lamb = p.lam + (static_cast<i64>(b) * d.H + h) * d.nch * QT;
   const float* cbb = p.cb + (static_cast<i64>(b) * d.nch * d.G + grp) * QT * QT;
   const float Dh = p.D[h];
+  const int k_seg = blockIdx.z;
+  const int c_begin = k_seg * p.seg.cps, c_end = min(d.nch, c_begin + p.seg.cps);
 
   float S[NTN][4];
-#pragma unroll
-  for (int nt = 0; nt < NTN; ++nt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int row = pr + (i >> 1) * 8, col = nt * 8 + 2 * q + (i & 1);
-      S[nt][i] = (p.init && row < d.P && col < d.N)
-                     ? p.init[((static_cast<i64>(b) * d.H + h) * d.P + row) * d.N + col]
-                     : 0.f;
-    }
+  segment_start_state<PP, NP, NTN>(S, p.init, p.seg_in, p.seg_decay, static_cast<i64>(b) * d.H + h, d.P, d.N, p.seg.K,
+                                   k_seg, false, pr, q);
 
   auto rows_of = [&](int c) { return min(d.Q, d.T - c * d.Q); };
   auto issue_C = [&](int c) {  // C tile and this chunk's dt, lam
@@ -201,25 +235,21 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
   auto issue_CB = [&](int c) {
     load_tile<QT, QT, NT>(sM, LDM, cbb + static_cast<i64>(c) * d.G * QT * QT, QT, QT, QT, true);
   };
-  auto issue_X = [&](int c) {
-    load_tile<QT, PP, NT>(sX, LDX, xb + c * d.Q * xrow, xrow, rows_of(c), d.P, p.vec_x);
-  };
-  auto issue_B = [&](int c) {
-    load_tile<QT, NP, NT>(sB, LDB, Bb + c * d.Q * bcrow, bcrow, rows_of(c), d.N, p.vec_bc);
-  };
+  auto issue_X = [&](int c) { load_tile<QT, PP, NT>(sX, LDX, xb + c * d.Q * xrow, xrow, rows_of(c), d.P, p.vec_x); };
+  auto issue_B = [&](int c) { load_tile<QT, NP, NT>(sB, LDB, Bb + c * d.Q * bcrow, bcrow, rows_of(c), d.N, p.vec_bc); };
 
   // Groups in flight, in order: C(c), CB(c), X(c), B(c); each refilled as soon
   // as the previous chunk is done with the buffer.
-  issue_C(0);
+  issue_C(c_begin);
   cp_async_commit();
-  issue_CB(0);
+  issue_CB(c_begin);
   cp_async_commit();
-  issue_X(0);
+  issue_X(c_begin);
   cp_async_commit();
-  issue_B(0);
+  issue_B(c_begin);
   cp_async_commit();
 
-  for (int c = 0; c < d.nch; ++c) {
+  for (int c = c_begin; c < c_end; ++c) {
     const int t0 = c * d.Q, Qc = rows_of(c), buf = c & 1;
     const float* dt = sDt + buf * QT;
     const float* lam = sLam + buf * QT;
@@ -232,11 +262,11 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
     for (int j = 0; j < QT / 8; ++j) Y[j][0] = Y[j][1] = Y[j][2] = Y[j][3] = 0.f;
 #pragma unroll
     for (int nt = 0; nt < NTN; ++nt) {
-      const FragA a = make_a(S[nt][0], S[nt][2], S[nt][1], S[nt][3], split);
+      const FragA<SPLIT> a = make_a<SPLIT>(S[nt][0], S[nt][2], S[nt][1], S[nt][3]);
 #pragma unroll
       for (int j = 0; j < QT / 8; ++j) {
         const float2 v = *reinterpret_cast<const float2*>(sC + (j * 8 + g) * LDC + nt * 8 + 2 * q);
-        mma(Y[j], a, make_b(v.x, v.y, split), split);
+        mma<SPLIT>(Y[j], a, make_b<SPLIT>(v.x, v.y));
       }
     }
 #pragma unroll
@@ -248,14 +278,17 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
       Y[j][3] *= e1;
     }
     __syncthreads();  // sC free
-    if (c + 1 < d.nch) issue_C(c + 1);
+    if (c + 1 < c_end) issue_C(c + 1);
     cp_async_commit();
     cp_async_wait<2>();  // CB(c), X(c)
     __syncthreads();
 
-    // ---- M'[t][s] = CB[t][s] exp(lam_t - lam_s) dt_s for s <= t, else 0
-    for (int i = threadIdx.x; i < QT * QT; i += NT) {
-      const int t = i / QT, s = i % QT;
+    // ---- M'[t][s] = CB[t][s] exp(lam_t - lam_s) dt_s for s <= t, else 0, on the 36 8x8 tiles
+    // (j, kb) with kb <= j (GEMM2 reads no other); half a tile per warp, no divergence.
+    for (int i = threadIdx.x; i < 36 * 64; i += NT) {
+      const int tile = i >> 6, e = i & 63;
+      const int j = static_cast<int>((sqrtf(8.f * tile + 1.f) - 1.f) * 0.5f), kb = tile - j * (j + 1) / 2;
+      const int t = j * 8 + (e >> 3), s = kb * 8 + (e & 7);
       float* m = sM + t * LDM + s;
       *m = s <= t ? *m * __expf(lam[t] - lam[s]) * dt[s] : 0.f;
     }
@@ -265,11 +298,11 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
 #pragma unroll
     for (int kb = 0; kb < QT / 8; ++kb) {
       const float* xk = sX + (kb * 8 + q) * LDX + pr;
-      const FragA a = make_a(xk[0], xk[8], xk[4 * LDX], xk[4 * LDX + 8], split);
+      const FragA<SPLIT> a = make_a<SPLIT>(xk[0], xk[8], xk[4 * LDX], xk[4 * LDX + 8]);
 #pragma unroll
       for (int j = kb; j < QT / 8; ++j) {
         const float* mk = sM + (j * 8 + g) * LDM + kb * 8 + q;
-        mma(Y[j], a, make_b(mk[0], mk[4], split), split);
+        mma<SPLIT>(Y[j], a, make_b<SPLIT>(mk[0], mk[4]));
       }
     }
     // ---- + D x, store y
@@ -281,7 +314,7 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
         if (t < Qc && row < d.P) yb[(t0 + t) * xrow + row] = Y[j][i] + Dh * sX[t * LDX + row];
       }
     __syncthreads();  // sM free
-    if (c + 1 < d.nch) issue_CB(c + 1);
+    if (c + 1 < c_end) issue_CB(c + 1);
     cp_async_commit();
     cp_async_wait<2>();  // B(c)
     __syncthreads();
@@ -298,29 +331,28 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
       const int s0 = kb * 8 + q;
       const float w0 = dt[s0] * __expf(lam_end - lam[s0]), w1 = dt[s0 + 4] * __expf(lam_end - lam[s0 + 4]);
       const float* xk = sX + s0 * LDX + pr;
-      const FragA a = make_a(xk[0] * w0, xk[8] * w0, xk[4 * LDX] * w1, xk[4 * LDX + 8] * w1, split);
+      const FragA<SPLIT> a = make_a<SPLIT>(xk[0] * w0, xk[8] * w0, xk[4 * LDX] * w1, xk[4 * LDX + 8] * w1);
 #pragma unroll
       for (int nt = 0; nt < NTN; ++nt) {
         const float* bk = sB + s0 * LDB + nt * 8 + g;
-        mma(S[nt], a, make_b(bk[0], bk[4 * LDB], split), split);
+        mma<SPLIT>(S[nt], a, make_b<SPLIT>(bk[0], bk[4 * LDB]));
       }
     }
     __syncthreads();  // sX, sB free
-    if (c + 1 < d.nch) issue_X(c + 1);
+    if (c + 1 < c_end) issue_X(c + 1);
     cp_async_commit();
-    if (c + 1 < d.nch) issue_B(c + 1);
+    if (c + 1 < c_end) issue_B(c + 1);
     cp_async_commit();
   }
   cp_async_wait<0>();
 
-  if (p.final_state) {
+  if (p.final_state && k_seg == p.seg.K - 1) {
 #pragma unroll
     for (int nt = 0; nt < NTN; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int row = pr + (i >> 1) * 8, col = nt * 8 + 2 * q + (i & 1);
-        if (row < d.P && col < d.N)
-          p.final_state[((static_cast<i64>(b) * d.H + h) * d.P + row) * d.N + col] = S[nt][i];
+        if (row < d.P && col < d.N) p.final_state[((static_cast<i64>(b) * d.H + h) * d.P + row) * d.N + col] = S[nt][i];
       }
   }
 }
@@ -332,15 +364,20 @@ __global__ void __launch_bounds__(PP * 2) ssd_fwd_kernel(FwdParams p) {
 // states: (B, H, nch, PP, NP), padded entries zero.
 // ============================================================================
 struct ScanParams {
-  float* states;
-  float* final_out;    // (B, H, P, N) or null
-  const float* X;      // (B, T, H, P): x or dy
-  const float* V;      // (B, T, G, N): B or C
-  const float* init;   // (B, H, P, N) or null
+  float* states;         // (B, H, nch, PP, NP) or null (pre-pass)
+  float* final_out;      // (B, H, P, N) or null; written by the segment that ends the scan
+  float* seg_out;        // pre-pass: (B, H, K, PP, NP) each segment's end state from zero, else null
+  float* seg_decay_out;  // pre-pass: (B, H, K) each segment's total log decay
+  const float* seg_in;   // storing pass with K > 1: the pre-pass's seg_out / seg_decay_out
+  const float* seg_decay;
+  const float* X;     // (B, T, H, P): x or dy
+  const float* V;     // (B, T, G, N): B or C
+  const float* init;  // (B, H, P, N) or null
   const float* dt;
   const float* lam;
   DevDims d;
-  bool reverse, vec_x, vec_bc, split;
+  SegInfo seg;
+  bool reverse, vec_x, vec_bc;
 };
 
 template <int PP, int NP>
@@ -350,13 +387,12 @@ struct ScanSmem {
   static constexpr size_t bytes = 2 * STAGE * sizeof(float);
 };
 
-template <int PP, int NP>
+template <int PP, int NP, bool SPLIT>
 __global__ void __launch_bounds__(PP * 2) ssd_state_scan_kernel(ScanParams p) {
   using L = ScanSmem<PP, NP>;
   constexpr int NT = PP * 2, NTN = NP / 8, LDX = L::LDX, LDV = L::LDV;
   extern __shared__ __align__(16) float smem[];
   const DevDims& d = p.d;
-  const bool split = p.split;
   const int h = blockIdx.x, b = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int grp = h / (d.H / d.G);
@@ -368,16 +404,15 @@ __global__ void __launch_bounds__(PP * 2) ssd_state_scan_kernel(ScanParams p) {
   const float* dtb = p.dt + bh * d.nch * QT;
   const float* lamb = p.lam + bh * d.nch * QT;
 
-  float S[NTN][4];
-#pragma unroll
-  for (int nt = 0; nt < NTN; ++nt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int row = pr + (i >> 1) * 8, col = nt * 8 + 2 * q + (i & 1);
-      S[nt][i] = (p.init && row < d.P && col < d.N) ? p.init[(bh * d.P + row) * d.N + col] : 0.f;
-    }
+  const int k_seg = blockIdx.z;
+  const int c_begin = k_seg * p.seg.cps, c_end = min(d.nch, c_begin + p.seg.cps), n_local = c_end - c_begin;
+  const bool prepass = p.seg_out != nullptr;
 
-  auto chunk_of = [&](int i) { return p.reverse ? d.nch - 1 - i : i; };
+  float S[NTN][4];
+  segment_start_state<PP, NP, NTN>(S, prepass ? nullptr : p.init, prepass ? nullptr : p.seg_in, p.seg_decay, bh, d.P,
+                                   d.N, p.seg.K, k_seg, p.reverse, pr, q);
+
+  auto chunk_of = [&](int i) { return p.reverse ? c_end - 1 - i : c_begin + i; };
   auto issue = [&](int i) {
     const int c = chunk_of(i), t0 = c * d.Q, Qc = min(d.Q, d.T - t0);
     float* st = smem + (i & 1) * L::STAGE;
@@ -393,10 +428,11 @@ __global__ void __launch_bounds__(PP * 2) ssd_state_scan_kernel(ScanParams p) {
     }
   };
 
+  float decay_sum = 0.f;
   issue(0);
   cp_async_commit();
-  for (int i = 0; i < d.nch; ++i) {
-    if (i + 1 < d.nch) issue(i + 1);
+  for (int i = 0; i < n_local; ++i) {
+    if (i + 1 < n_local) issue(i + 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -406,15 +442,18 @@ __global__ void __launch_bounds__(PP * 2) ssd_state_scan_kernel(ScanParams p) {
     const float* dt = sV + QT * LDV;
     const float* lam = dt + QT;
 
-    float* out = p.states + (bh * d.nch + c) * PP * NP;
+    if (p.states) {
+      float* out = p.states + (bh * d.nch + c) * PP * NP;
 #pragma unroll
-    for (int nt = 0; nt < NTN; ++nt) {
-      const int col = nt * 8 + 2 * q;
-      *reinterpret_cast<float2*>(out + pr * NP + col) = make_float2(S[nt][0], S[nt][1]);
-      *reinterpret_cast<float2*>(out + (pr + 8) * NP + col) = make_float2(S[nt][2], S[nt][3]);
+      for (int nt = 0; nt < NTN; ++nt) {
+        const int col = nt * 8 + 2 * q;
+        *reinterpret_cast<float2*>(out + pr * NP + col) = make_float2(S[nt][0], S[nt][1]);
+        *reinterpret_cast<float2*>(out + (pr + 8) * NP + col) = make_float2(S[nt][2], S[nt][3]);
+      }
     }
 
     const float lam_end = lam[QT - 1];
+    decay_sum += lam_end;
     const float decay = __expf(lam_end);
 #pragma unroll
     for (int nt = 0; nt < NTN; ++nt)
@@ -432,18 +471,27 @@ __global__ void __launch_bounds__(PP * 2) ssd_state_scan_kernel(ScanParams p) {
         w1 = dt[s0 + 4] * __expf(lam_end - lam[s0 + 4]);
       }
       const float* xk = sX + s0 * LDX + pr;
-      const FragA a = make_a(xk[0] * w0, xk[8] * w0, xk[4 * LDX] * w1, xk[4 * LDX + 8] * w1, split);
+      const FragA<SPLIT> a = make_a<SPLIT>(xk[0] * w0, xk[8] * w0, xk[4 * LDX] * w1, xk[4 * LDX + 8] * w1);
 #pragma unroll
       for (int nt = 0; nt < NTN; ++nt) {
         const float* vk = sV + s0 * LDV + nt * 8 + g;
-        mma(S[nt], a, make_b(vk[0], vk[4 * LDV], split), split);
+        mma<SPLIT>(S[nt], a, make_b<SPLIT>(vk[0], vk[4 * LDV]));
       }
     }
     __syncthreads();  // this stage is refilled next iteration
   }
   cp_async_wait<0>();
 
-  if (p.final_out) {
+  if (prepass) {
+    float* out = p.seg_out + (bh * p.seg.K + k_seg) * PP * NP;
+#pragma unroll
+    for (int nt = 0; nt < NTN; ++nt) {
+      const int col = nt * 8 + 2 * q;
+      *reinterpret_cast<float2*>(out + pr * NP + col) = make_float2(S[nt][0], S[nt][1]);
+      *reinterpret_cast<float2*>(out + (pr + 8) * NP + col) = make_float2(S[nt][2], S[nt][3]);
+    }
+    if (threadIdx.x == 0) p.seg_decay_out[bh * p.seg.K + k_seg] = decay_sum;
+  } else if (p.final_out && k_seg == (p.reverse ? 0 : p.seg.K - 1)) {
 #pragma unroll
     for (int nt = 0; nt < NTN; ++nt)
 #pragma unroll
@@ -484,7 +532,8 @@ struct BwdParams {
   const float* states;   // S_in   (B, H, nch, PP, NP)
   const float* dstates;  // dS_out (B, H, nch, PP, NP)
   DevDims d;
-  bool vec_x, vec_bc, split;
+  bool vec_x, vec_bc;
+  int split_mask;  // 3xTF32 for: 1 CB and dM, 2 ddtx, 4 dC_inter and dB_state, 8 the final dB / dC
 };
 
 template <int PP, int NP>
@@ -496,10 +545,12 @@ struct BwdSmem {
   static constexpr size_t bytes = TOTAL * sizeof(float);
 };
 
-template <int PP, int NP>
-__global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
+template <int PP, int NP, int WN, bool SPLIT>
+__global__ void __launch_bounds__(128 * WN, (PP <= 32 && NP <= 32) ? 2 : 1) ssd_bwd_chunk_kernel(BwdParams p) {
   using L = BwdSmem<PP, NP>;
-  constexpr int NT = 256, NPH = NP / 16, PPH = PP / 16;
+  // 4 x WN warps: warp (mt, cg) owns rows [16 mt, 16 mt + 16) of every (QT x .) tile and
+  // column group cg of it.
+  constexpr int NT = 128 * WN, NPH = NP / (8 * WN), PPH = PP / (8 * WN), NJ = 8 / WN;
   constexpr int LDX = L::LDX, LDB = L::LDB, LDCB = L::LDCB, LDS = L::LDS, LDDS = L::LDDS;
   extern __shared__ __align__(16) float smem[];
   float* sB = smem + L::Bo;
@@ -515,11 +566,10 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
   float* sDdt = smem + L::DDTo;
 
   const DevDims& d = p.d;
-  const bool split = p.split;
   const int c = blockIdx.x, grp = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
-  const int mt = warp & 3, half = warp >> 2;
-  const int r0 = mt * 16 + g;  // rows r0 and r0 + 8 of every (QT x .) tile
+  const int mt = warp & 3, half = warp >> 2;  // half: the column group
+  const int r0 = mt * 16 + g;                 // rows r0 and r0 + 8 of every (QT x .) tile
   const int t0 = c * d.Q, Qc = min(d.Q, d.T - t0);
   const int hpg = d.H / d.G;
   const i64 xrow = static_cast<i64>(d.H) * d.P, bcrow = static_cast<i64>(d.G) * d.N;
@@ -531,54 +581,81 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
   cp_async_wait<0>();
   __syncthreads();
 
-  // ---- CB[t][s] = sum_n C[t][n] B[s][n]; warp tiles: rows r0, column tiles half + 2k
+  // ---- CB[t][s] = sum_n C[t][n] B[s][n]; warp tiles: rows r0, column tiles half + WN k
   {
-    float acc[4][4] = {};
+    float acc[NJ][4] = {};
+    {
+      auto gemm = [&](auto tag) {
+        constexpr bool SP = decltype(tag)::value;
 #pragma unroll
-    for (int kb = 0; kb < NP / 8; ++kb) {
-      const float2 u0 = *reinterpret_cast<const float2*>(sC + r0 * LDB + kb * 8 + 2 * q);
-      const float2 u1 = *reinterpret_cast<const float2*>(sC + (r0 + 8) * LDB + kb * 8 + 2 * q);
-      const FragA a = make_a(u0.x, u1.x, u0.y, u1.y, split);
+        for (int kb = 0; kb < NP / 8; ++kb) {
+          const float2 u0 = *reinterpret_cast<const float2*>(sC + r0 * LDB + kb * 8 + 2 * q);
+          const float2 u1 = *reinterpret_cast<const float2*>(sC + (r0 + 8) * LDB + kb * 8 + 2 * q);
+          const FragA<SP> a = make_a<SP>(u0.x, u1.x, u0.y, u1.y);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int j = half + 2 * k;
-        if (8 * j > mt * 16 + 15) continue;
-        const float2 v = *reinterpret_cast<const float2*>(sB + (8 * j + g) * LDB + kb * 8 + 2 * q);
-        mma(acc[k], a, make_b(v.x, v.y, split), split);
-      }
+          for (int k = 0; k < NJ; ++k) {
+            const int j = half + WN * k;
+            if (8 * j > mt * 16 + 15) continue;
+            const float2 v = *reinterpret_cast<const float2*>(sB + (8 * j + g) * LDB + kb * 8 + 2 * q);
+            mma<SP>(acc[k], a, make_b<SP>(v.x, v.y));
+          }
+        }
+      };
+      if (SPLIT || (p.split_mask & 1))
+        gemm(std::true_type{});
+      else
+        gemm(std::false_type{});
     }
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
+    for (int k = 0; k < NJ; ++k)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) sCB[(r0 + (i >> 1) * 8) * LDCB + 8 * (half + 2 * k) + 2 * q + (i & 1)] = acc[k][i];
+      for (int i = 0; i < 4; ++i) sCB[(r0 + (i >> 1) * 8) * LDCB + 8 * (half + WN * k) + 2 * q + (i & 1)] = acc[k][i];
   }
 
-  float dCB[4][4] = {};      // sum over heads of dCB_h, same tiles as CB
+  float dCB[NJ][4] = {};     // sum over heads of dCB_h, same tiles as CB
   float dCacc[NPH][4] = {};  // rows r0, column tiles half * NPH + k
   float dBacc[NPH][4] = {};
 
-  for (int hh = 0; hh < hpg; ++hh) {
-    const int h = grp * hpg + hh;
-    const i64 bh = static_cast<i64>(b) * d.H + h;
-    if (tid < QT) {
-      sDL[tid] = 0.f;
-      sDdt[tid] = 0.f;
-    }
+  auto issue_S = [&](int h) {
+    load_tile<PP, NP, NT>(sS, LDS, p.states + ((static_cast<i64>(b) * d.H + h) * d.nch + c) * PP * NP, NP, PP, NP,
+                          true);
+  };
+  auto issue_dS = [&](int h) {
+    load_tile<PP, NP, NT>(sdS, LDDS, p.dstates + ((static_cast<i64>(b) * d.H + h) * d.nch + c) * PP * NP, NP, PP, NP,
+                          true);
+  };
+  auto issue_xdy = [&](int h) {
     const i64 x_off = (static_cast<i64>(b) * d.T + t0) * xrow + static_cast<i64>(h) * d.P;
     load_tile<QT, PP, NT>(sX, LDX, p.x + x_off, xrow, Qc, d.P, p.vec_x);
     load_tile<QT, PP, NT>(sDy, LDX, p.dy + x_off, xrow, Qc, d.P, p.vec_x);
-    const i64 st_off = (bh * d.nch + c) * PP * NP;
-    load_tile<PP, NP, NT>(sS, LDS, p.states + st_off, NP, PP, NP, true);
-    load_tile<PP, NP, NT>(sdS, LDDS, p.dstates + st_off, NP, PP, NP, true);
+  };
+  auto issue_dtlam = [&](int h) {
     if (tid < 32) {
       const int o = (tid & 15) * 4;
-      const i64 off = (bh * d.nch + c) * QT + o;
+      const i64 off = ((static_cast<i64>(b) * d.H + h) * d.nch + c) * QT + o;
       if (tid < 16)
         cp_async16(sDt + o, p.dt + off, true);
       else
         cp_async16(sLam + o, p.lam + off, true);
     }
-    cp_async_commit();
+  };
+
+  // Each buffer is refilled with the next head's data as soon as this head is
+  // done with it: S after dC_inter, dS after dB_state / ddtx, x and dy after
+  // dx, dt and lam after the dt gradients.
+  issue_S(grp * hpg);
+  issue_dS(grp * hpg);
+  issue_xdy(grp * hpg);
+  issue_dtlam(grp * hpg);
+  cp_async_commit();
+
+  for (int hh = 0; hh < hpg; ++hh) {
+    const int h = grp * hpg + hh;
+    const bool more = hh + 1 < hpg;
+    if (tid < QT) {
+      sDL[tid] = 0.f;
+      sDdt[tid] = 0.f;
+    }
     cp_async_wait<0>();
     __syncthreads();
 
@@ -599,16 +676,25 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
     // ---- dC_inter[t][n] = e^{L_t} sum_p dy[t][p] S[p][n]
     {
       float acc[NPH][4] = {};
+      {
+        auto gemm = [&](auto tag) {
+          constexpr bool SP = decltype(tag)::value;
 #pragma unroll
-      for (int kb = 0; kb < PP / 8; ++kb) {
-        const float2 u0 = *reinterpret_cast<const float2*>(sDy + r0 * LDX + kb * 8 + 2 * q);
-        const float2 u1 = *reinterpret_cast<const float2*>(sDy + (r0 + 8) * LDX + kb * 8 + 2 * q);
-        const FragA a = make_a(u0.x, u1.x, u0.y, u1.y, split);
+          for (int kb = 0; kb < PP / 8; ++kb) {
+            const float2 u0 = *reinterpret_cast<const float2*>(sDy + r0 * LDX + kb * 8 + 2 * q);
+            const float2 u1 = *reinterpret_cast<const float2*>(sDy + (r0 + 8) * LDX + kb * 8 + 2 * q);
+            const FragA<SP> a = make_a<SP>(u0.x, u1.x, u0.y, u1.y);
 #pragma unroll
-        for (int k = 0; k < NPH; ++k) {
-          const float* sk = sS + (kb * 8 + 2 * q) * LDS + (half * NPH + k) * 8 + g;
-          mma(acc[k], a, make_b(sk[0], sk[LDS], split), split);
-        }
+            for (int k = 0; k < NPH; ++k) {
+              const float* sk = sS + (kb * 8 + 2 * q) * LDS + (half * NPH + k) * 8 + g;
+              mma<SP>(acc[k], a, make_b<SP>(sk[0], sk[LDS]));
+            }
+          }
+        };
+        if (SPLIT || (p.split_mask & 4))
+          gemm(std::true_type{});
+        else
+          gemm(std::false_type{});
       }
       const float e0 = __expf(sLam[r0]), e1 = __expf(sLam[r0 + 8]);
       float d0 = 0.f, d1 = 0.f;
@@ -632,19 +718,32 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
       }
     }
 
+    __syncthreads();  // sS free
+    if (more) issue_S(h + 1);
+    cp_async_commit();
+
     // ---- dB_state[s][n] = e^{Le - L_s} dt_s sum_p x[s][p] dS[p][n]
     {
       float acc[NPH][4] = {};
+      {
+        auto gemm = [&](auto tag) {
+          constexpr bool SP = decltype(tag)::value;
 #pragma unroll
-      for (int kb = 0; kb < PP / 8; ++kb) {
-        const float2 u0 = *reinterpret_cast<const float2*>(sX + r0 * LDX + kb * 8 + 2 * q);
-        const float2 u1 = *reinterpret_cast<const float2*>(sX + (r0 + 8) * LDX + kb * 8 + 2 * q);
-        const FragA a = make_a(u0.x, u1.x, u0.y, u1.y, split);
+          for (int kb = 0; kb < PP / 8; ++kb) {
+            const float2 u0 = *reinterpret_cast<const float2*>(sX + r0 * LDX + kb * 8 + 2 * q);
+            const float2 u1 = *reinterpret_cast<const float2*>(sX + (r0 + 8) * LDX + kb * 8 + 2 * q);
+            const FragA<SP> a = make_a<SP>(u0.x, u1.x, u0.y, u1.y);
 #pragma unroll
-        for (int k = 0; k < NPH; ++k) {
-          const float* dk = sdS + (kb * 8 + 2 * q) * LDDS + (half * NPH + k) * 8 + g;
-          mma(acc[k], a, make_b(dk[0], dk[LDDS], split), split);
-        }
+            for (int k = 0; k < NPH; ++k) {
+              const float* dk = sdS + (kb * 8 + 2 * q) * LDDS + (half * NPH + k) * 8 + g;
+              mma<SP>(acc[k], a, make_b<SP>(dk[0], dk[LDDS]));
+            }
+          }
+        };
+        if (SPLIT || (p.split_mask & 4))
+          gemm(std::true_type{});
+        else
+          gemm(std::false_type{});
       }
       const float w0 = sDt[r0] * __expf(lam_end - sLam[r0]), w1 = sDt[r0 + 8] * __expf(lam_end - sLam[r0 + 8]);
       float d0 = 0.f, d1 = 0.f;
@@ -670,27 +769,74 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
       if (lane == 0) atomicAdd(&sDL[QT - 1], tot);
     }
 
+    // ---- ddtx[s][p] = e^{Le - L_s} sum_n B[s][n] dS[p][n] + sum_{t>=s} CB[t][s] e^{L_t - L_s} dy[t][p]
+    float acc4[PPH][4] = {};
+    {
+      {
+        auto gemm = [&](auto tag) {
+          constexpr bool SP = decltype(tag)::value;
+#pragma unroll
+          for (int kb = 0; kb < NP / 8; ++kb) {
+            const float2 u0 = *reinterpret_cast<const float2*>(sB + r0 * LDB + kb * 8 + 2 * q);
+            const float2 u1 = *reinterpret_cast<const float2*>(sB + (r0 + 8) * LDB + kb * 8 + 2 * q);
+            const FragA<SP> a = make_a<SP>(u0.x, u1.x, u0.y, u1.y);
+#pragma unroll
+            for (int k = 0; k < PPH; ++k) {
+              const float2 v =
+                  *reinterpret_cast<const float2*>(sdS + ((half * PPH + k) * 8 + g) * LDDS + kb * 8 + 2 * q);
+              mma<SP>(acc4[k], a, make_b<SP>(v.x, v.y));
+            }
+          }
+        };
+        if (SPLIT || (p.split_mask & 2))
+          gemm(std::true_type{});
+        else
+          gemm(std::false_type{});
+      }
+      const float ls0 = sLam[r0], ls1 = sLam[r0 + 8];
+      const float w0 = __expf(lam_end - ls0), w1 = __expf(lam_end - ls1);
+#pragma unroll
+      for (int k = 0; k < PPH; ++k) {
+        acc4[k][0] *= w0;
+        acc4[k][1] *= w0;
+        acc4[k][2] *= w1;
+        acc4[k][3] *= w1;
+      }
+    }
+    __syncthreads();  // sdS free
+    if (more) issue_dS(h + 1);
+    cp_async_commit();
+
     // ---- dM[t][s] = dy_t . x_s -> dCB_h, and the intra-chunk dL terms
     {
-      float acc[4][4] = {};
+      float acc[NJ][4] = {};
+      {
+        auto gemm = [&](auto tag) {
+          constexpr bool SP = decltype(tag)::value;
 #pragma unroll
-      for (int kb = 0; kb < PP / 8; ++kb) {
-        const float2 u0 = *reinterpret_cast<const float2*>(sDy + r0 * LDX + kb * 8 + 2 * q);
-        const float2 u1 = *reinterpret_cast<const float2*>(sDy + (r0 + 8) * LDX + kb * 8 + 2 * q);
-        const FragA a = make_a(u0.x, u1.x, u0.y, u1.y, split);
+          for (int kb = 0; kb < PP / 8; ++kb) {
+            const float2 u0 = *reinterpret_cast<const float2*>(sDy + r0 * LDX + kb * 8 + 2 * q);
+            const float2 u1 = *reinterpret_cast<const float2*>(sDy + (r0 + 8) * LDX + kb * 8 + 2 * q);
+            const FragA<SP> a = make_a<SP>(u0.x, u1.x, u0.y, u1.y);
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const int j = half + 2 * k;
-          if (8 * j > mt * 16 + 15) continue;
-          const float2 v = *reinterpret_cast<const float2*>(sX + (8 * j + g) * LDX + kb * 8 + 2 * q);
-          mma(acc[k], a, make_b(v.x, v.y, split), split);
-        }
+            for (int k = 0; k < NJ; ++k) {
+              const int j = half + WN * k;
+              if (8 * j > mt * 16 + 15) continue;
+              const float2 v = *reinterpret_cast<const float2*>(sX + (8 * j + g) * LDX + kb * 8 + 2 * q);
+              mma<SP>(acc[k], a, make_b<SP>(v.x, v.y));
+            }
+          }
+        };
+        if (SPLIT || (p.split_mask & 1))
+          gemm(std::true_type{});
+        else
+          gemm(std::false_type{});
       }
       const float l0 = sLam[r0], l1 = sLam[r0 + 8];
       float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int j = half + 2 * k;
+      for (int k = 0; k < NJ; ++k) {
+        const int j = half + WN * k;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int s = 8 * j + 2 * q + e;
@@ -714,43 +860,31 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
       }
     }
 
-    // ---- ddtx[s][p] = e^{Le - L_s} sum_n B[s][n] dS[p][n] + sum_{t>=s} CB[t][s] e^{L_t - L_s} dy[t][p]
+    // ---- ddtx += sum_{t>=s} CB[t][s] e^{L_t - L_s} dy[t][p]; then dx, ddt_direct, dD
     {
-      float acc[PPH][4] = {};
-#pragma unroll
-      for (int kb = 0; kb < NP / 8; ++kb) {
-        const float2 u0 = *reinterpret_cast<const float2*>(sB + r0 * LDB + kb * 8 + 2 * q);
-        const float2 u1 = *reinterpret_cast<const float2*>(sB + (r0 + 8) * LDB + kb * 8 + 2 * q);
-        const FragA a = make_a(u0.x, u1.x, u0.y, u1.y, split);
-#pragma unroll
-        for (int k = 0; k < PPH; ++k) {
-          const float2 v =
-              *reinterpret_cast<const float2*>(sdS + ((half * PPH + k) * 8 + g) * LDDS + kb * 8 + 2 * q);
-          mma(acc[k], a, make_b(v.x, v.y, split), split);
-        }
-      }
       const float ls0 = sLam[r0], ls1 = sLam[r0 + 8];
-      const float w0 = __expf(lam_end - ls0), w1 = __expf(lam_end - ls1);
+      {
+        auto gemm = [&](auto tag) {
+          constexpr bool SP = decltype(tag)::value;
+          for (int kb = 2 * mt; kb < QT / 8; ++kb) {
+            const int ta = kb * 8 + q, tb = ta + 4;
+            const float la = sLam[ta], lb = sLam[tb];
+            const float m00 = r0 <= ta ? sCB[ta * LDCB + r0] * __expf(la - ls0) : 0.f;
+            const float m10 = r0 + 8 <= ta ? sCB[ta * LDCB + r0 + 8] * __expf(la - ls1) : 0.f;
+            const float m01 = r0 <= tb ? sCB[tb * LDCB + r0] * __expf(lb - ls0) : 0.f;
+            const float m11 = r0 + 8 <= tb ? sCB[tb * LDCB + r0 + 8] * __expf(lb - ls1) : 0.f;
+            const FragA<SP> a = make_a<SP>(m00, m10, m01, m11);
 #pragma unroll
-      for (int k = 0; k < PPH; ++k) {
-        acc[k][0] *= w0;
-        acc[k][1] *= w0;
-        acc[k][2] *= w1;
-        acc[k][3] *= w1;
-      }
-      for (int kb = 2 * mt; kb < QT / 8; ++kb) {
-        const int ta = kb * 8 + q, tb = ta + 4;
-        const float la = sLam[ta], lb = sLam[tb];
-        const float m00 = r0 <= ta ? sCB[ta * LDCB + r0] * __expf(la - ls0) : 0.f;
-        const float m10 = r0 + 8 <= ta ? sCB[ta * LDCB + r0 + 8] * __expf(la - ls1) : 0.f;
-        const float m01 = r0 <= tb ? sCB[tb * LDCB + r0] * __expf(lb - ls0) : 0.f;
-        const float m11 = r0 + 8 <= tb ? sCB[tb * LDCB + r0 + 8] * __expf(lb - ls1) : 0.f;
-        const FragA a = make_a(m00, m10, m01, m11, split);
-#pragma unroll
-        for (int k = 0; k < PPH; ++k) {
-          const float* dk = sDy + ta * LDX + (half * PPH + k) * 8 + g;
-          mma(acc[k], a, make_b(dk[0], dk[4 * LDX], split), split);
-        }
+            for (int k = 0; k < PPH; ++k) {
+              const float* dk = sDy + ta * LDX + (half * PPH + k) * 8 + g;
+              mma<SP>(acc4[k], a, make_b<SP>(dk[0], dk[4 * LDX]));
+            }
+          }
+        };
+        if (SPLIT || (p.split_mask & 2))
+          gemm(std::true_type{});
+        else
+          gemm(std::false_type{});
       }
       // dx = dt ddtx + D dy; ddt_direct = x . ddtx; dD += dy . x
       float* dxb = p.dx + static_cast<i64>(b) * d.T * xrow + static_cast<i64>(h) * d.P;
@@ -763,12 +897,12 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
           const int col = (half * PPH + k) * 8 + 2 * q + e;
           const float x0 = sX[r0 * LDX + col], x1 = sX[(r0 + 8) * LDX + col];
           const float y0 = sDy[r0 * LDX + col], y1 = sDy[(r0 + 8) * LDX + col];
-          dd0 += x0 * acc[k][e];
-          dd1 += x1 * acc[k][2 + e];
+          dd0 += x0 * acc4[k][e];
+          dd1 += x1 * acc4[k][2 + e];
           dsum += x0 * y0 + x1 * y1;
           if (col < d.P) {
-            if (r0 < Qc) dxb[(t0 + r0) * xrow + col] = dt0 * acc[k][e] + Dh * y0;
-            if (r0 + 8 < Qc) dxb[(t0 + r0 + 8) * xrow + col] = dt1 * acc[k][2 + e] + Dh * y1;
+            if (r0 < Qc) dxb[(t0 + r0) * xrow + col] = dt0 * acc4[k][e] + Dh * y0;
+            if (r0 + 8 < Qc) dxb[(t0 + r0 + 8) * xrow + col] = dt1 * acc4[k][2 + e] + Dh * y1;
           }
         }
       dd0 = quad_sum(dd0);
@@ -780,7 +914,9 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
       dsum = warp_sum(dsum);
       if (lane == 0) atomicAdd(&p.dD[h], dsum);
     }
-    __syncthreads();
+    __syncthreads();  // sX, sDy free
+    if (more) issue_xdy(h + 1);
+    cp_async_commit();
 
     // ---- ddt_s = ddt_direct_s + A R_s (R = suffix sums of dL); dA_log, ddt_bias
     if (warp == 0) {
@@ -814,32 +950,52 @@ __global__ void __launch_bounds__(256) ssd_bwd_chunk_kernel(BwdParams p) {
         atomicAdd(&p.ddt_bias[h], dbias);
       }
     }
-    __syncthreads();
+    __syncthreads();  // sDt, sLam, sDL, sDdt free
+    if (more) issue_dtlam(h + 1);
+    cp_async_commit();
   }
 
   // ---- dC = dCacc + dCB @ B;  dB = dBacc + dCB^T @ C
 #pragma unroll
-  for (int k = 0; k < 4; ++k)
+  for (int k = 0; k < NJ; ++k)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) sCB[(r0 + (i >> 1) * 8) * LDCB + 8 * (half + 2 * k) + 2 * q + (i & 1)] = dCB[k][i];
+    for (int i = 0; i < 4; ++i) sCB[(r0 + (i >> 1) * 8) * LDCB + 8 * (half + WN * k) + 2 * q + (i & 1)] = dCB[k][i];
   __syncthreads();
-  for (int kb = 0; kb <= 2 * mt + 1; ++kb) {
-    const float* ak = sCB + r0 * LDCB + kb * 8 + q;
-    const FragA a = make_a(ak[0], ak[8 * LDCB], ak[4], ak[8 * LDCB + 4], split);
+  {
+    auto gemm = [&](auto tag) {
+      constexpr bool SP = decltype(tag)::value;
+      for (int kb = 0; kb <= 2 * mt + 1; ++kb) {
+        const float* ak = sCB + r0 * LDCB + kb * 8 + q;
+        const FragA<SP> a = make_a<SP>(ak[0], ak[8 * LDCB], ak[4], ak[8 * LDCB + 4]);
 #pragma unroll
-    for (int k = 0; k < NPH; ++k) {
-      const float* bk = sB + (kb * 8 + q) * LDB + (half * NPH + k) * 8 + g;
-      mma(dCacc[k], a, make_b(bk[0], bk[4 * LDB], split), split);
-    }
+        for (int k = 0; k < NPH; ++k) {
+          const float* bk = sB + (kb * 8 + q) * LDB + (half * NPH + k) * 8 + g;
+          mma<SP>(dCacc[k], a, make_b<SP>(bk[0], bk[4 * LDB]));
+        }
+      }
+    };
+    if (SPLIT || (p.split_mask & 8))
+      gemm(std::true_type{});
+    else
+      gemm(std::false_type{});
   }
-  for (int kb = 2 * mt; kb < QT / 8; ++kb) {
-    const float* ak = sCB + (kb * 8 + q) * LDCB + r0;
-    const FragA a = make_a(ak[0], ak[8], ak[4 * LDCB], ak[4 * LDCB + 8], split);
+  {
+    auto gemm = [&](auto tag) {
+      constexpr bool SP = decltype(tag)::value;
+      for (int kb = 2 * mt; kb < QT / 8; ++kb) {
+        const float* ak = sCB + (kb * 8 + q) * LDCB + r0;
+        const FragA<SP> a = make_a<SP>(ak[0], ak[8], ak[4 * LDCB], ak[4 * LDCB + 8]);
 #pragma unroll
-    for (int k = 0; k < NPH; ++k) {
-      const float* ck = sC + (kb * 8 + q) * LDB + (half * NPH + k) * 8 + g;
-      mma(dBacc[k], a, make_b(ck[0], ck[4 * LDB], split), split);
-    }
+        for (int k = 0; k < NPH; ++k) {
+          const float* ck = sC + (kb * 8 + q) * LDB + (half * NPH + k) * 8 + g;
+          mma<SP>(dBacc[k], a, make_b<SP>(ck[0], ck[4 * LDB]));
+        }
+      }
+    };
+    if (SPLIT || (p.split_mask & 8))
+      gemm(std::true_type{});
+    else
+      gemm(std::false_type{});
   }
 #pragma unroll
   for (int k = 0; k < NPH; ++k)
@@ -877,6 +1033,96 @@ int pad_p(int P) { return P <= 32 ? 32 : 64; }
 int pad_n(int N) { return N <= 32 ? 32 : N <= 64 ? 64 : 128; }
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
+int sm_count() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 132;
+  }
+  return n;
+}
+
+// Most segments any launch may use (sizes the workspace): enough for 8 blocks
+// per SM, at most 32, and segments of at least 4 chunks.
+int max_segments(const DevDims& dd) {
+  const long long bh = static_cast<long long>(dd.B) * dd.H;
+  long long k = 8LL * sm_count() / bh;
+  k = std::min<long long>(k, 32);
+  k = std::min<long long>(k, dd.nch / 4);
+  return static_cast<int>(std::max<long long>(k, 1));
+}
+
+// Segments for a sequential kernel: as many as fill the resident blocks of the
+// GPU (one wave), within max_segments.
+template <typename Kern>
+SegInfo choose_segments(Kern kernel, int threads, size_t smem, const DevDims& dd) {
+  int per_sm = 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess) {
+    cudaGetLastError();
+    per_sm = 1;
+  }
+  const long long bh = static_cast<long long>(dd.B) * dd.H;
+  long long k = static_cast<long long>(std::max(per_sm, 1)) * sm_count() / bh;
+  k = std::max<long long>(1, std::min<long long>(k, max_segments(dd)));
+  SegInfo s;
+  s.cps = static_cast<int>((dd.nch + k - 1) / k);
+  s.K = (dd.nch + s.cps - 1) / s.cps;  // every segment non-empty
+  return s;
+}
+
+// Workspace carving, shared by the size functions and the launches.
+struct FwdWs {
+  float *dt, *lam, *cb, *seg, *seg_decay;
+  size_t bytes;
+};
+struct BwdWs {
+  float *dt, *lam, *states, *dstates, *seg, *seg_decay;
+  size_t bytes;
+};
+
+FwdWs carve_fwd(const DevDims& dd, int P, int N, void* base) {
+  char* p = static_cast<char*>(base);
+  size_t off = 0;
+  auto take = [&](size_t n_floats) {
+    float* r = reinterpret_cast<float*>(p + off);
+    off += align256(n_floats * sizeof(float));
+    return r;
+  };
+  const size_t per_head = static_cast<size_t>(dd.B) * dd.H * dd.nch * QT;
+  const int K = max_segments(dd);
+  FwdWs w;
+  w.dt = take(per_head);
+  w.lam = take(per_head);
+  w.cb = take(static_cast<size_t>(dd.B) * dd.nch * dd.G * QT * QT);
+  w.seg = take(static_cast<size_t>(dd.B) * dd.H * K * pad_p(P) * pad_n(N));
+  w.seg_decay = take(static_cast<size_t>(dd.B) * dd.H * K);
+  w.bytes = off;
+  return w;
+}
+
+BwdWs carve_bwd(const DevDims& dd, int P, int N, void* base) {
+  char* p = static_cast<char*>(base);
+  size_t off = 0;
+  auto take = [&](size_t n_floats) {
+    float* r = reinterpret_cast<float*>(p + off);
+    off += align256(n_floats * sizeof(float));
+    return r;
+  };
+  const size_t per_head = static_cast<size_t>(dd.B) * dd.H * dd.nch * QT;
+  const size_t st = static_cast<size_t>(dd.B) * dd.H * dd.nch * pad_p(P) * pad_n(N);
+  const int K = max_segments(dd);
+  BwdWs w;
+  w.dt = take(per_head);
+  w.lam = take(per_head);
+  w.states = take(st);
+  w.dstates = take(st);
+  w.seg = take(static_cast<size_t>(dd.B) * dd.H * K * pad_p(P) * pad_n(N));
+  w.seg_decay = take(static_cast<size_t>(dd.B) * dd.H * K);
+  w.bytes = off;
+  return w;
+}
+
 void launch_prep(float* dt_ws, float* lam_ws, const float* dt_raw, const float* A_log, const float* dt_bias,
                  const DevDims& dd, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(QT) * dd.H * sizeof(float);
@@ -885,105 +1131,127 @@ void launch_prep(float* dt_ws, float* lam_ws, const float* dt_raw, const float* 
   check_launch("ssd_prep_kernel");
 }
 
-template <int PP, int NP>
-void fwd_tiles(const SsdFwdArgs& a, const DevDims& dd, float* dt_ws, float* lam_ws, float* cb_ws, bool vec_x,
-               bool vec_bc, cudaStream_t stream) {
+// One state scan (forward over x, B or reverse over dy, C): with K > 1 segments,
+// a pre-pass of segment-local states first.
+template <int PP, int NP, bool SPLIT>
+void launch_scan(ScanParams p, const DevDims& dd, float* seg, float* seg_decay, cudaStream_t stream) {
+  const size_t smem = ScanSmem<PP, NP>::bytes;
+  set_smem(ssd_state_scan_kernel<PP, NP, SPLIT>, smem);
+  p.seg = choose_segments(ssd_state_scan_kernel<PP, NP, SPLIT>, PP * 2, smem, dd);
+  const dim3 grid(dd.H, dd.B, p.seg.K);
+  if (p.seg.K > 1) {
+    ScanParams pre = p;
+    pre.states = nullptr;
+    pre.final_out = nullptr;
+    pre.seg_out = seg;
+    pre.seg_decay_out = seg_decay;
+    pre.seg_in = nullptr;
+    pre.seg_decay = nullptr;
+    ssd_state_scan_kernel<PP, NP, SPLIT><<<grid, PP * 2, smem, stream>>>(pre);
+    check_launch("ssd_state_scan_kernel (segment pre-pass)");
+    p.seg_in = seg;
+    p.seg_decay = seg_decay;
+  }
+  ssd_state_scan_kernel<PP, NP, SPLIT><<<grid, PP * 2, smem, stream>>>(p);
+  check_launch("ssd_state_scan_kernel");
+}
+
+template <int PP, int NP, bool SPLIT>
+void fwd_tiles(const SsdFwdArgs& a, const DevDims& dd, const FwdWs& w, bool vec_x, bool vec_bc, cudaStream_t stream) {
   const size_t cb_smem = 2 * QT * (NP + 8) * sizeof(float);
-  set_smem(ssd_cb_kernel<NP>, cb_smem);
-  ssd_cb_kernel<NP><<<dim3(dd.nch, dd.G, dd.B), 128, cb_smem, stream>>>(cb_ws, a.Bm, a.Cm, dd, vec_bc, a.split);
+  set_smem(ssd_cb_kernel<NP, SPLIT>, cb_smem);
+  ssd_cb_kernel<NP, SPLIT><<<dim3(dd.nch, dd.G, dd.B), 128, cb_smem, stream>>>(w.cb, a.Bm, a.Cm, dd, vec_bc);
   check_launch("ssd_cb_kernel");
 
-  FwdParams p{a.y,    a.final_state, a.x,   a.Bm,  a.Cm,   a.D,    a.initial_state,
-              dt_ws,  lam_ws,        cb_ws, dd,    vec_x,  vec_bc, a.split};
   const size_t smem = FwdSmem<PP, NP>::bytes;
-  set_smem(ssd_fwd_kernel<PP, NP>, smem);
-  ssd_fwd_kernel<PP, NP><<<dim3(dd.H, dd.B), PP * 2, smem, stream>>>(p);
+  set_smem(ssd_fwd_kernel<PP, NP, SPLIT>, smem);
+  FwdParams p{a.y, a.final_state,      a.x,   a.Bm,  a.Cm, a.D, a.initial_state, w.dt, w.lam, w.cb, nullptr, nullptr,
+              dd,  SegInfo{1, dd.nch}, vec_x, vec_bc};
+  p.seg = choose_segments(ssd_fwd_kernel<PP, NP, SPLIT>, PP * 2, smem, dd);
+  if (p.seg.K > 1) {
+    ScanParams pre{nullptr, nullptr, w.seg, w.seg_decay, nullptr, nullptr, a.x,   a.Bm,
+                   nullptr, w.dt,    w.lam, dd,          p.seg,   false,   vec_x, vec_bc};
+    const size_t scan_smem = ScanSmem<PP, NP>::bytes;
+    set_smem(ssd_state_scan_kernel<PP, NP, SPLIT>, scan_smem);
+    ssd_state_scan_kernel<PP, NP, SPLIT><<<dim3(dd.H, dd.B, p.seg.K), PP * 2, scan_smem, stream>>>(pre);
+    check_launch("ssd_state_scan_kernel (forward segment pre-pass)");
+    p.seg_in = w.seg;
+    p.seg_decay = w.seg_decay;
+  }
+  ssd_fwd_kernel<PP, NP, SPLIT><<<dim3(dd.H, dd.B, p.seg.K), PP * 2, smem, stream>>>(p);
   check_launch("ssd_fwd_kernel");
 }
 
-template <int PP, int NP>
-void bwd_tiles(const SsdBwdArgs& a, const DevDims& dd, float* dt_ws, float* lam_ws, float* states, float* dstates,
-               bool vec_x, bool vec_bc, cudaStream_t stream) {
-  const size_t scan_smem = ScanSmem<PP, NP>::bytes;
-  set_smem(ssd_state_scan_kernel<PP, NP>, scan_smem);
-  ScanParams fwd{states, nullptr, a.x, a.Bm, a.initial_state, dt_ws, lam_ws, dd, false, vec_x, vec_bc, a.split};
-  ssd_state_scan_kernel<PP, NP><<<dim3(dd.H, dd.B), PP * 2, scan_smem, stream>>>(fwd);
-  check_launch("ssd_state_scan_kernel (forward)");
-  ScanParams rev{dstates, a.dinitial_state, a.dy, a.Cm, a.dfinal_state, dt_ws, lam_ws, dd, true, vec_x, vec_bc,
-                 a.split};
-  ssd_state_scan_kernel<PP, NP><<<dim3(dd.H, dd.B), PP * 2, scan_smem, stream>>>(rev);
-  check_launch("ssd_state_scan_kernel (reverse)");
+template <int PP, int NP, bool SPLIT>
+void bwd_tiles(const SsdBwdArgs& a, const DevDims& dd, const BwdWs& w, bool vec_x, bool vec_bc, cudaStream_t stream) {
+  ScanParams fwd{
+      w.states,           nullptr, nullptr, nullptr, nullptr, nullptr, a.x, a.Bm, a.initial_state, w.dt, w.lam, dd,
+      SegInfo{1, dd.nch}, false,   vec_x,   vec_bc};
+  launch_scan<PP, NP, SPLIT>(fwd, dd, w.seg, w.seg_decay, stream);
+  ScanParams rev{
+      w.dstates, a.dinitial_state,   nullptr, nullptr, nullptr, nullptr, a.dy, a.Cm, a.dfinal_state, w.dt, w.lam,
+      dd,        SegInfo{1, dd.nch}, true,    vec_x,   vec_bc};
+  launch_scan<PP, NP, SPLIT>(rev, dd, w.seg, w.seg_decay, stream);
 
-  BwdParams p{a.dx, a.ddt_raw, a.dA_log, a.dBm,   a.dCm,   a.dD, a.ddt_bias, a.dy,   a.x,    a.A_log, a.Bm,
-              a.Cm, a.D,       dt_ws,    lam_ws,  states,  dstates, dd,      vec_x,  vec_bc, a.split};
+  BwdParams p{a.dx, a.ddt_raw, a.dA_log, a.dBm, a.dCm,    a.dD,      a.ddt_bias, a.dy,  a.x,    a.A_log,     a.Bm,
+              a.Cm, a.D,       w.dt,     w.lam, w.states, w.dstates, dd,         vec_x, vec_bc, a.split_mask};
+  // 8 warps (16 were tried for the wide tiles: no faster, v4 in docs/KERNELS.md)
+  constexpr int WN = 2;
   const size_t smem = BwdSmem<PP, NP>::bytes;
-  set_smem(ssd_bwd_chunk_kernel<PP, NP>, smem);
-  ssd_bwd_chunk_kernel<PP, NP><<<dim3(dd.nch, dd.G, dd.B), 256, smem, stream>>>(p);
+  set_smem(ssd_bwd_chunk_kernel<PP, NP, WN, SPLIT>, smem);
+  ssd_bwd_chunk_kernel<PP, NP, WN, SPLIT><<<dim3(dd.nch, dd.G, dd.B), 128 * WN, smem, stream>>>(p);
   check_launch("ssd_bwd_chunk_kernel");
 }
 
 // Expands to CALL(PP, NP) for the padded tile sizes of (P, N).
-#define SSD_DISPATCH(P, N, CALL)            \
-  do {                                      \
+#define SSD_DISPATCH(P, N, CALL)              \
+  do {                                        \
     const int pp_ = pad_p(P), np_ = pad_n(N); \
-    if (pp_ == 32) {                        \
-      if (np_ == 32) CALL(32, 32);          \
-      else if (np_ == 64) CALL(32, 64);     \
-      else CALL(32, 128);                   \
-    } else {                                \
-      if (np_ == 32) CALL(64, 32);          \
-      else if (np_ == 64) CALL(64, 64);     \
-      else CALL(64, 128);                   \
-    }                                       \
+    if (pp_ == 32) {                          \
+      if (np_ == 32)                          \
+        CALL(32, 32);                         \
+      else if (np_ == 64)                     \
+        CALL(32, 64);                         \
+      else                                    \
+        CALL(32, 128);                        \
+    } else {                                  \
+      if (np_ == 32)                          \
+        CALL(64, 32);                         \
+      else if (np_ == 64)                     \
+        CALL(64, 64);                         \
+      else                                    \
+        CALL(64, 128);                        \
+    }                                         \
   } while (0)
 
 }  // namespace
 
-size_t ssd_fwd_workspace_bytes(const SsdDims& d, int Q) {
-  const DevDims dd = dev_dims(d, Q);
-  const size_t per_head = static_cast<size_t>(dd.B) * dd.H * dd.nch * QT * sizeof(float);
-  const size_t cb = static_cast<size_t>(dd.B) * dd.nch * dd.G * QT * QT * sizeof(float);
-  return 2 * align256(per_head) + align256(cb);
-}
+size_t ssd_fwd_workspace_bytes(const SsdDims& d, int Q) { return carve_fwd(dev_dims(d, Q), d.P, d.N, nullptr).bytes; }
 
-size_t ssd_bwd_workspace_bytes(const SsdDims& d, int Q) {
-  const DevDims dd = dev_dims(d, Q);
-  const size_t per_head = static_cast<size_t>(dd.B) * dd.H * dd.nch * QT * sizeof(float);
-  const size_t st = static_cast<size_t>(dd.B) * dd.H * dd.nch * pad_p(d.P) * pad_n(d.N) * sizeof(float);
-  return 2 * align256(per_head) + 2 * align256(st);
-}
+size_t ssd_bwd_workspace_bytes(const SsdDims& d, int Q) { return carve_bwd(dev_dims(d, Q), d.P, d.N, nullptr).bytes; }
 
 void ssd_fwd_launch(const SsdFwdArgs& a, void* workspace, cudaStream_t stream) {
   const DevDims dd = dev_dims(a.d, a.Q);
-  char* ws = static_cast<char*>(workspace);
-  const size_t per_head = align256(static_cast<size_t>(dd.B) * dd.H * dd.nch * QT * sizeof(float));
-  float* dt_ws = reinterpret_cast<float*>(ws);
-  float* lam_ws = reinterpret_cast<float*>(ws + per_head);
-  float* cb_ws = reinterpret_cast<float*>(ws + 2 * per_head);
+  const FwdWs w = carve_fwd(dd, a.d.P, a.d.N, workspace);
   const bool vec_x = a.d.P % 4 == 0 && aligned16(a.x) && aligned16(a.y);
   const bool vec_bc = a.d.N % 4 == 0 && aligned16(a.Bm) && aligned16(a.Cm);
-
-  launch_prep(dt_ws, lam_ws, a.dt_raw, a.A_log, a.dt_bias, dd, stream);
-#define SSD_FWD(PP, NP) fwd_tiles<PP, NP>(a, dd, dt_ws, lam_ws, cb_ws, vec_x, vec_bc, stream)
+  launch_prep(w.dt, w.lam, a.dt_raw, a.A_log, a.dt_bias, dd, stream);
+#define SSD_FWD(PP, NP)                                               \
+  (a.split ? fwd_tiles<PP, NP, true>(a, dd, w, vec_x, vec_bc, stream) \
+           : fwd_tiles<PP, NP, false>(a, dd, w, vec_x, vec_bc, stream))
   SSD_DISPATCH(a.d.P, a.d.N, SSD_FWD);
 #undef SSD_FWD
 }
 
 void ssd_bwd_launch(const SsdBwdArgs& a, void* workspace, cudaStream_t stream) {
   const DevDims dd = dev_dims(a.d, a.Q);
-  char* ws = static_cast<char*>(workspace);
-  const size_t per_head = align256(static_cast<size_t>(dd.B) * dd.H * dd.nch * QT * sizeof(float));
-  const size_t st =
-      align256(static_cast<size_t>(dd.B) * dd.H * dd.nch * pad_p(a.d.P) * pad_n(a.d.N) * sizeof(float));
-  float* dt_ws = reinterpret_cast<float*>(ws);
-  float* lam_ws = reinterpret_cast<float*>(ws + per_head);
-  float* states = reinterpret_cast<float*>(ws + 2 * per_head);
-  float* dstates = reinterpret_cast<float*>(ws + 2 * per_head + st);
+  const BwdWs w = carve_bwd(dd, a.d.P, a.d.N, workspace);
   const bool vec_x = a.d.P % 4 == 0 && aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx);
   const bool vec_bc = a.d.N % 4 == 0 && aligned16(a.Bm) && aligned16(a.Cm);
-
-  launch_prep(dt_ws, lam_ws, a.dt_raw, a.A_log, a.dt_bias, dd, stream);
-#define SSD_BWD(PP, NP) bwd_tiles<PP, NP>(a, dd, dt_ws, lam_ws, states, dstates, vec_x, vec_bc, stream)
+  launch_prep(w.dt, w.lam, a.dt_raw, a.A_log, a.dt_bias, dd, stream);
+#define SSD_BWD(PP, NP)                                               \
+  (a.split ? bwd_tiles<PP, NP, true>(a, dd, w, vec_x, vec_bc, stream) \
+           : bwd_tiles<PP, NP, false>(a, dd, w, vec_x, vec_bc, stream))
   SSD_DISPATCH(a.d.P, a.d.N, SSD_BWD);
 #undef SSD_BWD
 }

@@ -27,15 +27,15 @@ struct SsdFwdArgs {
 };
 
 struct SsdBwdArgs {
-  float* dx;              // (B, T, H, P)  =
-  float* ddt_raw;         // (B, T, H)     =
-  float* dA_log;          // (H)           +=
-  float* dBm;             // (B, T, G, N)  =
-  float* dCm;             // (B, T, G, N)  =
-  float* dD;              // (H)           +=
-  float* ddt_bias;        // (H)           +=
-  float* dinitial_state;  // (B, H, P, N) or null  =
-  const float* dy;        // (B, T, H, P)
+  float* dx;                  // (B, T, H, P)  =
+  float* ddt_raw;             // (B, T, H)     =
+  float* dA_log;              // (H)           +=
+  float* dBm;                 // (B, T, G, N)  =
+  float* dCm;                 // (B, T, G, N)  =
+  float* dD;                  // (H)           +=
+  float* ddt_bias;            // (H)           +=
+  float* dinitial_state;      // (B, H, P, N) or null  =
+  const float* dy;            // (B, T, H, P)
   const float* dfinal_state;  // (B, H, P, N) or null
   const float* x;
   const float* dt_raw;
@@ -47,7 +47,9 @@ struct SsdBwdArgs {
   const float* initial_state;  // (B, H, P, N) or null
   SsdDims d;
   int Q;
-  bool split;
+  bool split;      // 3xTF32 products everywhere
+  int split_mask;  // else 3xTF32 only in these products of the chunk kernel: 1 C B^T and dy x^T,
+                   // 2 ddtx, 4 dC_inter and dB_state, 8 the final dB / dC
 };
 
 // Largest P and N the kernels take (padded tiles of 64 x 128).

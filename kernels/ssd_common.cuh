@@ -20,43 +20,60 @@ constexpr int QT = 64;
 // (k = q -> 2q, k = q+4 -> 2q+1) as long as A and B agree: then A is loaded as a
 // float2 from row-major storage, and an accumulator tile (c0..c3) can be fed
 // straight back as an A fragment.
-// With `split`, each operand is split into a tf32 high part and a tf32 low part
-// and three products are summed (3xTF32): about fp32 accuracy at 3x the cost.
+// With SPLIT, each operand is split into a tf32 high part and a low part and
+// three products are summed (3xTF32): about fp32 accuracy at 3x the cost.
 
-__device__ __forceinline__ uint32_t tf32_bits(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
+// tf32 rounding by integer arithmetic (one IADD, or IADD + LOP for an exact tf32
+// value): cvt.rna.tf32.f32 runs on the conversion unit at a quarter of the
+// integer rate and was the bottleneck of v1. Adding half an ulp of tf32 to the
+// magnitude rounds to nearest (ties away from zero); the tensor cores ignore
+// the 13 low mantissa bits, so the plain add suffices as an operand.
+__device__ __forceinline__ uint32_t tf32_round(float x) { return __float_as_uint(x) + 0x1000u; }
+__device__ __forceinline__ uint32_t tf32_exact(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
 
+template <bool SPLIT>
 struct FragA {
-  uint32_t hi[4], lo[4];
+  uint32_t hi[4];
+  uint32_t lo[SPLIT ? 4 : 1];
 };
+template <bool SPLIT>
 struct FragB {
-  uint32_t hi[2], lo[2];
+  uint32_t hi[2];
+  uint32_t lo[SPLIT ? 2 : 1];
 };
 
-__device__ __forceinline__ FragA make_a(float a0, float a1, float a2, float a3, bool split) {
-  FragA f;
+template <bool SPLIT>
+__device__ __forceinline__ FragA<SPLIT> make_a(float a0, float a1, float a2, float a3) {
+  FragA<SPLIT> f;
   const float v[4] = {a0, a1, a2, a3};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    f.hi[i] = tf32_bits(v[i]);
-    f.lo[i] = split ? tf32_bits(v[i] - __uint_as_float(f.hi[i])) : 0u;
+    if constexpr (SPLIT) {
+      f.hi[i] = tf32_exact(v[i]);
+      f.lo[i] = __float_as_uint(v[i] - __uint_as_float(f.hi[i]));
+    } else {
+      f.hi[i] = tf32_round(v[i]);
+    }
   }
   return f;
 }
 
-__device__ __forceinline__ FragB make_b(float b0, float b1, bool split) {
-  FragB f;
-  f.hi[0] = tf32_bits(b0);
-  f.hi[1] = tf32_bits(b1);
-  f.lo[0] = split ? tf32_bits(b0 - __uint_as_float(f.hi[0])) : 0u;
-  f.lo[1] = split ? tf32_bits(b1 - __uint_as_float(f.hi[1])) : 0u;
+template <bool SPLIT>
+__device__ __forceinline__ FragB<SPLIT> make_b(float b0, float b1) {
+  FragB<SPLIT> f;
+  if constexpr (SPLIT) {
+    f.hi[0] = tf32_exact(b0);
+    f.hi[1] = tf32_exact(b1);
+    f.lo[0] = __float_as_uint(b0 - __uint_as_float(f.hi[0]));
+    f.lo[1] = __float_as_uint(b1 - __uint_as_float(f.hi[1]));
+  } else {
+    f.hi[0] = tf32_round(b0);
+    f.hi[1] = tf32_round(b1);
+  }
   return f;
 }
 
-__device__ __forceinline__ void mma_raw(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+__device__ __forceinline__ void mma_raw(float (&d)[4], const uint32_t* a, const uint32_t* b) {
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -65,8 +82,9 @@ __device__ __forceinline__ void mma_raw(float (&d)[4], const uint32_t (&a)[4], c
 }
 
 // d += a @ b
-__device__ __forceinline__ void mma(float (&d)[4], const FragA& a, const FragB& b, bool split) {
-  if (split) {
+template <bool SPLIT>
+__device__ __forceinline__ void mma(float (&d)[4], const FragA<SPLIT>& a, const FragB<SPLIT>& b) {
+  if constexpr (SPLIT) {
     mma_raw(d, a.lo, b.hi);
     mma_raw(d, a.hi, b.lo);
   }

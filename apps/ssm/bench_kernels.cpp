@@ -97,9 +97,8 @@ double copy_bandwidth() {
   const size_t n = size_t(256) << 20;  // 1 GiB of floats per buffer
   DevBuf a(n), b(n);
   cuda_check(cudaMemset(a.p, 1, n * sizeof(float)), "memset");
-  const double ms = median_ms(2, 10, [&](int) {
-    cuda_check(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
-  });
+  const double ms = median_ms(
+      2, 10, [&](int) { cuda_check(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice), "copy"); });
   return 2.0 * n * sizeof(float) / (ms * 1e-3) / 1e9;
 }
 
@@ -140,8 +139,8 @@ void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs)
   {
     std::vector<float> al(d.H), dd(d.H, 1.f), db(d.H);
     for (int h = 0; h < d.H; ++h) {
-      al[h] = std::log(1.f + 15.f * (h + 0.5f) / d.H);                                   // A in [-16, -1]
-      db[h] = std::log(std::expm1(0.001f * std::pow(100.f, (h + 0.5f) / d.H)));          // dt in [1e-3, 1e-1]
+      al[h] = std::log(1.f + 15.f * (h + 0.5f) / d.H);                           // A in [-16, -1]
+      db[h] = std::log(std::expm1(0.001f * std::pow(100.f, (h + 0.5f) / d.H)));  // dt in [1e-3, 1e-1]
     }
     cuda_check(cudaMemcpy(A_log.p, al.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
     cuda_check(cudaMemcpy(D.p, dd.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
@@ -154,8 +153,7 @@ void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs)
   cuda_check(cudaMemset(dDD.p, 0, d.H * sizeof(float)), "memset");
   cuda_check(cudaMemset(dbias.p, 0, d.H * sizeof(float)), "memset");
 
-  const size_t ws_bytes =
-      std::max(ssd_chunked_forward_cuda_workspace(d, Q), ssd_chunked_backward_cuda_workspace(d, Q));
+  const size_t ws_bytes = std::max(ssd_chunked_forward_cuda_workspace(d, Q), ssd_chunked_backward_cuda_workspace(d, Q));
   void* ws = nullptr;
   cuda_check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
   cfg.workspace = ws;
@@ -163,8 +161,8 @@ void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs)
 
   auto fwd = [&](int i) {
     const int k = i & 1;
-    ssd_chunked_forward_cuda(y.p, fin.p, x[k]->p, dtr[k]->p, A_log.p, Bm[k]->p, Cm[k]->p, D.p, dt_bias.p, init.p,
-                             d, Q, nullptr, cfg);
+    ssd_chunked_forward_cuda(y.p, fin.p, x[k]->p, dtr[k]->p, A_log.p, Bm[k]->p, Cm[k]->p, D.p, dt_bias.p, init.p, d, Q,
+                             nullptr, cfg);
   };
   auto bwd = [&](int i) {
     const int k = i & 1;
@@ -206,9 +204,10 @@ void run_bench_kernels(const BenchKernelsOptions& o) {
               o.math.c_str(), o.Q, o.repeats, o.warmup);
   std::printf("big   = SSD B=8 T=16384 H=32 P=64 N=128 G=1\n");
   std::printf("audio = SSD B=32 T=16000 H=4 P=32 N=32 G=1\n");
-  std::printf("%-6s %-8s %9s %10s %9s %8s %7s %9s\n", "shape", "pass", "ms", "min GB", "floor ms", "GB/s",
-              "floor%", "target ms");
-  const Shape shapes[] = {{"big", {8, 16384, 32, 64, 1, 128}, 1.7, 6.6}, {"audio", {32, 16000, 4, 32, 1, 32}, 0.40, 1.6}};
+  std::printf("%-6s %-8s %9s %10s %9s %8s %7s %9s\n", "shape", "pass", "ms", "min GB", "floor ms", "GB/s", "floor%",
+              "target ms");
+  const Shape shapes[] = {{"big", {8, 16384, 32, 64, 1, 128}, 1.7, 6.6},
+                          {"audio", {32, 16000, 4, 32, 1, 32}, 0.40, 1.6}};
   for (const Shape& sh : shapes)
     if (o.shape == "all" || o.shape == sh.name) bench_shape(sh, o, bw);
 }

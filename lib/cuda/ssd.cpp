@@ -1,10 +1,11 @@
 // Launchers of the SSD CUDA kernels (ssm/cuda_ssd.hpp): argument checks,
 // workspace, then kernels/ssd.cu does the work.
+#include "ssd.cuh"
+
 #include <cuda_runtime_api.h>
 
 #include <string>
 
-#include "ssd.cuh"
 #include "ssm/common.hpp"
 #include "ssm/cuda_ssd.hpp"
 
@@ -21,8 +22,8 @@ class Workspace {
   Workspace(size_t need, const SsdCudaConfig& cfg, cudaStream_t stream, const char* fn) : stream_(stream) {
     if (cfg.workspace) {
       require(cfg.workspace_bytes >= need, std::string(fn) + ": workspace_bytes " +
-                                               std::to_string(cfg.workspace_bytes) + " < the " +
-                                               std::to_string(need) + " bytes needed");
+                                               std::to_string(cfg.workspace_bytes) + " < the " + std::to_string(need) +
+                                               " bytes needed");
       ptr_ = cfg.workspace;
     } else {
       check_cuda(cudaMallocAsync(&ptr_, need, stream), "cudaMallocAsync of the workspace");
@@ -58,14 +59,13 @@ void ssd_cuda_check_dims(const SsdDims& d, int Q) {
   positive(d.P, "P");
   positive(d.G, "G");
   positive(d.N, "N");
-  require(d.H % d.G == 0, "ssd cuda: SsdDims.H (" + std::to_string(d.H) + ") must be a multiple of G (" +
-                              std::to_string(d.G) + ")");
+  require(d.H % d.G == 0,
+          "ssd cuda: SsdDims.H (" + std::to_string(d.H) + ") must be a multiple of G (" + std::to_string(d.G) + ")");
   require(d.P <= kernels::kSsdMaxP,
           "ssd cuda: SsdDims.P = " + std::to_string(d.P) + " is above the kernels' limit of 64");
   require(d.N <= kernels::kSsdMaxN,
           "ssd cuda: SsdDims.N = " + std::to_string(d.N) + " is above the kernels' limit of 128");
-  require(Q >= 1 && Q <= kernels::kSsdMaxQ,
-          "ssd cuda: chunk length Q = " + std::to_string(Q) + " must be in [1, 64]");
+  require(Q >= 1 && Q <= kernels::kSsdMaxQ, "ssd cuda: chunk length Q = " + std::to_string(Q) + " must be in [1, 64]");
   require(d.B <= 65535 && d.G <= 65535, "ssd cuda: B and G must be <= 65535");
 }
 
@@ -93,8 +93,8 @@ void ssd_chunked_forward_cuda(float* y, float* final_state, const float* x, cons
   require_ptr(D, "D");
   require_ptr(dt_bias, "dt_bias");
   Workspace ws(kernels::ssd_fwd_workspace_bytes(d, Q), cfg, stream, "ssd_chunked_forward_cuda");
-  kernels::SsdFwdArgs a{y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, initial_state,
-                        d, Q, cfg.math == CudaMath::fp32};
+  kernels::SsdFwdArgs a{
+      y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, initial_state, d, Q, cfg.math == CudaMath::fp32};
   kernels::ssd_fwd_launch(a, ws.get(), stream);
 }
 
@@ -120,8 +120,13 @@ void ssd_chunked_backward_cuda(float* dx, float* ddt_raw, float* dA_log, float* 
   require_ptr(D, "D");
   require_ptr(dt_bias, "dt_bias");
   Workspace ws(kernels::ssd_bwd_workspace_bytes(d, Q), cfg, stream, "ssd_chunked_backward_cuda");
-  kernels::SsdBwdArgs a{dx, ddt_raw, dA_log, dBm, dCm, dD, ddt_bias, dinitial_state, dy, dfinal_state, x, dt_raw,
-                        A_log, Bm, Cm, D, dt_bias, initial_state, d, Q, cfg.math == CudaMath::fp32};
+  // tf32: the chunk kernel's products that feed the dt / A_log gradient sums
+  // (C B^T, dy x^T, ddtx, dC_inter, dB_state) run as 3xTF32; in plain tf32,
+  // dA_log and ddt_bias missed 1e-3 (up to 2.4e-3) on small shapes (docs/KERNELS.md).
+  const bool fp32 = cfg.math == CudaMath::fp32;
+  kernels::SsdBwdArgs a{dx,      ddt_raw,       dA_log, dBm,    dCm,   dD,           ddt_bias, dinitial_state,
+                        dy,      dfinal_state,  x,      dt_raw, A_log, Bm,           Cm,       D,
+                        dt_bias, initial_state, d,      Q,      fp32,  fp32 ? 15 : 7};
   kernels::ssd_bwd_launch(a, ws.get(), stream);
 }
 

@@ -56,8 +56,7 @@ void ssd_chunked_forward_cuda(float* y,                    // (B, T, H, P)
                               const float* D,              // (H)
                               const float* dt_bias,        // (H)
                               const float* initial_state,  // (B, H, P, N) or null
-                              const SsdDims& d, int Q, cudaStream_t stream = nullptr,
-                              const SsdCudaConfig& cfg = {});
+                              const SsdDims& d, int Q, cudaStream_t stream = nullptr, const SsdCudaConfig& cfg = {});
 
 void ssd_chunked_backward_cuda(float* dx,                  // (B, T, H, P)      =
                                float* ddt_raw,             // (B, T, H)         =
@@ -72,7 +71,6 @@ void ssd_chunked_backward_cuda(float* dx,                  // (B, T, H, P)      
                                const float* x, const float* dt_raw, const float* A_log, const float* Bm,
                                const float* Cm, const float* D, const float* dt_bias,
                                const float* initial_state,  // (B, H, P, N) or null
-                               const SsdDims& d, int Q, cudaStream_t stream = nullptr,
-                               const SsdCudaConfig& cfg = {});
+                               const SsdDims& d, int Q, cudaStream_t stream = nullptr, const SsdCudaConfig& cfg = {});
 
 }  // namespace ssm
