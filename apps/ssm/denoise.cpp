@@ -27,6 +27,16 @@
 #include "ssm/default_model.hpp"
 #include "ssm/model.hpp"
 #include "ssm/streams/resampler.hpp"
+#ifdef SSM_WITH_PORTAUDIO
+#include <unistd.h>
+
+#include <cmath>
+#include <optional>
+#include <thread>
+
+#include "ssm/streams/pipeline.hpp"
+#include "ssm/streams/portaudio.hpp"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -45,6 +55,8 @@ struct DenoiseOptions {
 
 void denoise_live(const DenoiseOptions& o);
 void add_live_options(CLI::App* cmd, DenoiseOptions& o);
+// `ssm devices` (devices.cpp) goes with `ssm denoise --live`, so it is registered here.
+void add_devices_command(CLI::App& app);
 
 namespace {
 
@@ -228,8 +240,155 @@ void denoise_file(const DenoiseOptions& o) {
                o.input.c_str(), o.output.c_str(), audio, R, ch, out_ch, r, d, secs, secs / audio);
 }
 
-void denoise_live(const DenoiseOptions&) { fail("denoise --live: not built yet"); }
-void add_live_options(CLI::App*, DenoiseOptions&) {}
+#ifdef SSM_WITH_PORTAUDIO
+namespace {
+
+double to_db(double rms) { return rms > 1e-10 ? 20 * std::log10(rms) : -200; }
+
+}  // namespace
+
+// Microphone -> model -> speaker and/or file, through the real-time pipeline.
+void denoise_live(const DenoiseOptions& o) {
+  require(o.input.empty() && o.output.empty(),
+          "denoise --live takes no input/output files (use --output-file to record the denoised stream)");
+  require(o.block >= 16 && o.block <= 8192, "denoise --live: --block must be in 16..8192 frames");
+  std::string description;
+  const Model model = load_denoiser(o.model, &description);
+  std::fprintf(stderr, "model: %s\n", description.c_str());
+  const int r = model.config().sample_rate;
+
+  PortAudioSystem pa;
+  const AudioDevice in = pa.find(o.input_device, o.host_api, true);
+  const bool speaker = !o.output_device.empty() || o.output_file.empty();
+  std::optional<AudioDevice> out;
+  if (speaker) out = pa.find(o.output_device, o.host_api, false);
+  const int out_channels = out ? std::min(2, out->max_output_channels) : 0;
+  // The model's rate when the devices run at it; otherwise the input
+  // device's own rate, converted on the processing thread.
+  int rate = r;
+  if (!pa.supports(&in, out ? &*out : nullptr, out_channels, rate)) {
+    rate = static_cast<int>(std::lround(in.default_rate));
+    require(pa.supports(&in, out ? &*out : nullptr, out_channels, rate),
+            "devices '" + in.name + "'" + (out ? " and '" + out->name + "'" : std::string()) + " run neither at " +
+                std::to_string(r) + " Hz nor at " + std::to_string(rate) + " Hz together");
+  }
+  blas_set_threads(1);
+  const size_t frames = static_cast<size_t>(o.block);
+  DenoiseProcessor proc(model, rate, std::max<size_t>(frames, 1024));
+  // Buffering: one device buffer (its output cannot carry its own input),
+  // what the converters hold back, and slack for the processing thread.
+  const size_t slack = o.buffer_ms > 0 ? static_cast<size_t>(o.buffer_ms * rate / 1000)
+                                       : std::max<size_t>(frames, static_cast<size_t>(rate / 50));
+  PipelineOptions po;
+  po.rate = rate;
+  po.max_block = std::max<size_t>(frames, 1024);
+  po.prefill = frames + proc.holdback() + slack;
+  po.playback = out.has_value();
+  std::unique_ptr<Sink> file;
+  if (!o.output_file.empty()) file = open_sound_file_sink(o.output_file, rate, 1);
+  Pipeline pipe(proc, po, file.get());
+  PortAudioStream stream(pipe, &in, out ? &*out : nullptr, rate, static_cast<unsigned long>(frames));
+
+  const double ms = 1000.0 / rate;
+  const double lookahead_ms = proc.lookahead_frames() * ms, buffer_ms = po.prefill * ms;
+  // Some host APIs (PortAudio's JACK one) report nonsense here: count only plausible values.
+  auto plausible = [](double s) { return s >= 0 && s < 2.0 ? s : 0.0; };
+  const double device_ms = (plausible(stream.input_latency()) + plausible(stream.output_latency())) * 1000;
+  std::fprintf(stderr, "input: %s (%s)%s%s%s\n", in.name.c_str(), in.host_api.c_str(),
+               out ? (", output: " + out->name + " (" + out->host_api + ")").c_str() : "",
+               o.output_file.empty() ? "" : ", recording to ", o.output_file.c_str());
+  std::fprintf(stderr, "rate %d Hz (model %d Hz%s), %zu frames per buffer\n", rate, r,
+               rate == r ? "" : ", converted", frames);
+  std::fprintf(stderr,
+               "latency: model lookahead %.1f ms + buffering %.1f ms (%zu frames: one buffer, %zu held by the "
+               "converters, %zu slack) + device %.1f ms = %.1f ms\n",
+               lookahead_ms, buffer_ms, po.prefill, proc.holdback(), slack, device_ms,
+               lookahead_ms + buffer_ms + device_ms);
+
+  g_interrupted.store(false);
+  auto previous = std::signal(SIGINT, on_sigint);
+  auto previous_term = std::signal(SIGTERM, on_sigint);
+  const bool tty = isatty(2);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto status = [&](bool final) {
+    const PipelineStats st = pipe.stats();
+    // Measured: the device's capture-to-playback time of a callback (its
+    // timestamps) plus the frames the pipeline holds and the lookahead.
+    const double measured = st.device_latency_s >= 0 && st.device_latency_s < 2.0
+                                ? st.device_latency_s * 1000 + buffer_ms + lookahead_ms
+                                : -1;
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "%s%.1f s | in %6.1f dBFS | RTF %.3f | xruns %llu (dropped %llu, underruns %llu, device %llu) | "
+                  "latency %.1f ms%s",
+                  final ? "" : "live ", st.captured / double(rate), to_db(st.input_rms), st.rtf,
+                  (unsigned long long)st.xruns(), (unsigned long long)st.dropped_blocks,
+                  (unsigned long long)st.underruns, (unsigned long long)st.device_xruns,
+                  measured >= 0 ? measured : lookahead_ms + buffer_ms + device_ms,
+                  measured >= 0 ? " (measured)" : " (reported)");
+    if (tty && !final)
+      std::fprintf(stderr, "\r%s\x1b[K", line);
+    else
+      std::fprintf(stderr, "%s%s\n", tty ? "\r" : "", line);
+  };
+  std::exception_ptr error;
+  try {
+    pipe.start();
+    stream.start();
+    std::fprintf(stderr, "running; Ctrl-C stops%s\n", o.duration > 0 ? " (or --duration)" : "");
+    auto last = t0;
+    while (!g_interrupted.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const auto now = std::chrono::steady_clock::now();
+      if (o.duration > 0 && std::chrono::duration<double>(now - t0).count() >= o.duration) break;
+      if (!stream.active()) fail("the audio stream stopped by itself (device gone?)");
+      if (now - last >= std::chrono::milliseconds(tty ? 250 : 2000)) {
+        status(false);
+        last = now;
+      }
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  // Stop the device first, then let the pipeline process and write
+  // everything captured, so a recording loses nothing.
+  stream.stop();
+  try {
+    pipe.finish();
+  } catch (...) {
+    if (!error) error = std::current_exception();
+  }
+  std::signal(SIGINT, previous);
+  std::signal(SIGTERM, previous_term);
+  if (error) std::rethrow_exception(error);
+  status(true);
+  const PipelineStats st = pipe.stats();
+  if (st.xruns() > 0)
+    std::fprintf(stderr,
+                 "processing fell behind: %llu input frames dropped in %llu blocks, %llu output frames of silence "
+                 "in %llu underruns, %llu device xruns\n",
+                 (unsigned long long)st.dropped_frames, (unsigned long long)st.dropped_blocks,
+                 (unsigned long long)st.underrun_frames, (unsigned long long)st.underruns,
+                 (unsigned long long)st.device_xruns);
+  if (!o.output_file.empty()) std::fprintf(stderr, "wrote '%s'\n", o.output_file.c_str());
+}
+#else
+void denoise_live(const DenoiseOptions&) {
+  not_available("denoise --live", "this build has no PortAudio (configure with SSM_PORTAUDIO=ON)");
+}
+#endif
+
+void add_live_options(CLI::App* cmd, DenoiseOptions& o) {
+  cmd->add_flag("--live", o.live, "denoise a live input device (microphone) instead of a file");
+  cmd->add_option("--host-api", o.host_api, "live: host API by name or part of it (alsa, jack, pulse); see ssm devices");
+  cmd->add_option("--input-device", o.input_device, "live: capture device, index or name (default: the default)");
+  cmd->add_option("--output-device", o.output_device,
+                  "live: playback device, index or name (default: the default, unless --output-file alone)");
+  cmd->add_option("--output-file", o.output_file, "live: record the denoised stream to this file");
+  cmd->add_option("--duration", o.duration, "live: stop after this many seconds (default: at Ctrl-C)");
+  cmd->add_option("--buffer-ms", o.buffer_ms,
+                  "live: slack buffering for the processing thread, ms (default: one buffer or 20 ms)");
+}
 
 void add_denoise_command(CLI::App& app) {
   static DenoiseOptions o;
@@ -240,6 +399,7 @@ void add_denoise_command(CLI::App& app) {
   cmd->add_option("--block", o.block, "samples per block through the model (file mode); frames per buffer (live)");
   cmd->add_flag("--mono", o.mono, "write one channel instead of the input's channel count");
   add_live_options(cmd, o);
+  add_devices_command(app);
   cmd->callback([] {
     if (o.live)
       denoise_live(o);

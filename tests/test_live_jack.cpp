@@ -1,0 +1,166 @@
+// The live path end to end without a sound card: a JACK dummy server, a JACK
+// client playing a file into its "mic" port and recording its "speaker" port,
+// and the real `ssm denoise --live` in between through PortAudio's JACK host
+// API. The recording must be the offline `ssm denoise` of the same signal,
+// delayed by the lag measured here (correlation >= 0.999), and so must the
+// --output-file recording.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "process.hpp"
+#include "ssm/audio_file.hpp"
+#include "ssm/model.hpp"
+#include "testing.hpp"
+#ifdef SSM_WITH_JACK
+#include "jack/jack_loop.hpp"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
+const std::string kNoisy = SSM_SOURCE_DIR "/samples/noisy_speech.flac";
+
+fs::path temp_path(const std::string& name) {
+  return fs::temp_directory_path() / ("ssm_test_live_" + std::to_string(getpid()) + "_" + name);
+}
+
+std::string find_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/bin:/bin";
+  for (size_t start = 0; start <= p.size();) {
+    const size_t end = p.find(':', start);
+    const std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const fs::path cand = fs::path(dir.empty() ? "." : dir) / name;
+    if (access(cand.c_str(), X_OK) == 0) return cand;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return "";
+}
+
+double correlation(const float* a, const float* b, size_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    ab += double(a[i]) * b[i];
+    aa += double(a[i]) * a[i];
+    bb += double(b[i]) * b[i];
+  }
+  return ab / std::sqrt(aa * bb + 1e-30);
+}
+
+// The lag of `rec` behind `ref` (in [0, max_lag)) that best matches a window
+// of ref starting at `from`.
+size_t find_lag(const std::vector<float>& rec, const std::vector<float>& ref, size_t from, size_t window,
+                size_t max_lag) {
+  size_t best = 0;
+  double best_c = -2;
+  for (size_t lag = 0; lag < max_lag && from + lag + window <= rec.size(); ++lag) {
+    const double c = correlation(rec.data() + from + lag, ref.data() + from, window);
+    if (c > best_c) {
+      best_c = c;
+      best = lag;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+#ifdef SSM_WITH_JACK
+TEST(LiveJack, DenoiseLiveMatchesOfflineThroughPortAudioJack) {
+  const std::string jackd = find_program("jackd");
+  if (jackd.empty()) GTEST_SKIP() << "jackd is not installed (Debian: jackd2): the live path cannot be tested";
+  const std::string server = "ssmtest" + std::to_string(getpid());
+  setenv("JACK_DEFAULT_SERVER", server.c_str(), 1);
+  setenv("JACK_NO_START_SERVER", "1", 1);
+  const std::string jack_log = temp_path("jackd.log"), ssm_log = temp_path("ssm.log");
+  ssm::testing::Child server_proc(
+      {jackd, "--no-realtime", "-n", server, "-t", "5000", "-d", "dummy", "-r", "16000", "-p", "256"}, jack_log);
+
+  std::unique_ptr<ssm::testing::JackLoop> loop;
+  try {
+    loop = std::make_unique<ssm::testing::JackLoop>("ssmloop", 15.0);
+  } catch (const std::exception& e) {
+    FAIL() << e.what() << "\njackd log:\n" << ssm::testing::read_text(jack_log);
+  }
+  ASSERT_EQ(loop->rate(), 16000);
+
+  // A small model keeps the processing thread far ahead of real time on a busy machine.
+  ssm::ModelConfig cfg;
+  cfg.d_model = 16;
+  cfg.n_layers = 2;
+  cfg.head_dim = 16;
+  cfg.d_state = 8;
+  ssm::Model m(cfg);
+  m.init(13);
+  const std::string model = temp_path("model.safetensors"), recorded_file = temp_path("live.wav");
+  m.save(model);
+
+  // One second of silence first: the model's state settles on silence in
+  // the live run (which started earlier) and the offline run alike.
+  const size_t lead = 16000, extra = 24000;
+  std::vector<float> signal(lead, 0.0f);
+  const std::vector<float> speech = ssm::read_audio(kNoisy).samples;
+  signal.insert(signal.end(), speech.begin(), speech.end());
+
+  ssm::testing::Child live({kSsm, "denoise", "--live", "--host-api", "JACK", "--input-device", "ssmloop",
+                            "--output-device", "ssmloop", "--block", "256", "--buffer-ms", "200", "--model", model,
+                            "--output-file", recorded_file},
+                           ssm_log);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!loop->connected()) {
+    ASSERT_TRUE(live.alive()) << "ssm denoise --live exited early:\n" << ssm::testing::read_text(ssm_log);
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "ssm never connected:\n"
+                                                         << ssm::testing::read_text(ssm_log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  loop->play_and_record(signal, extra);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!loop->done()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the recording never completed";
+    ASSERT_TRUE(live.alive()) << ssm::testing::read_text(ssm_log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Ctrl-C: a clean stop with the file finalised.
+  live.signal(SIGINT);
+  const int status = live.wait(30);
+  const std::string log = ssm::testing::read_text(ssm_log);
+  std::printf("ssm denoise --live said:\n%s\n", log.c_str());
+  ASSERT_EQ(status, 0) << log;
+  EXPECT_NE(log.find("latency"), std::string::npos);
+
+  // The offline reference of the same signal.
+  const std::string in_file = temp_path("signal.wav"), ref_file = temp_path("offline.wav");
+  ssm::write_audio(in_file, signal.data(), signal.size(), 16000, 1, /*float_wav=*/true);
+  auto off = ssm::testing::run({kSsm, "denoise", in_file, ref_file, "--model", model});
+  ASSERT_EQ(off.status, 0) << off.output;
+  const std::vector<float> ref = ssm::read_audio(ref_file).samples;
+  ASSERT_EQ(ref.size(), signal.size());
+
+  // The speaker: lag measured on the speech, then the whole file compared.
+  const std::vector<float>& rec = loop->recording();
+  const size_t lag = find_lag(rec, ref, lead, 16000, extra);
+  const size_t n = ref.size() - lead / 2;
+  const double c = correlation(rec.data() + lead / 2 + lag, ref.data() + lead / 2, n);
+  std::printf("speaker: measured lag %zu frames (%.1f ms), correlation with offline %.6f\n", lag, lag / 16.0, c);
+  EXPECT_GE(c, 0.999);
+
+  // The recording: the same stream, from whenever ssm started.
+  const ssm::Audio file = ssm::read_audio(recorded_file);
+  ASSERT_GT(file.frames(), ref.size());
+  const size_t max_file_lag = file.frames() - ref.size() + 1;
+  const size_t flag = find_lag(file.samples, ref, lead, 16000, std::min<size_t>(max_file_lag, file.frames()));
+  const double cf = correlation(file.samples.data() + lead / 2 + flag, ref.data() + lead / 2,
+                                std::min(n, file.frames() - lead / 2 - flag));
+  std::printf("--output-file: correlation with offline %.6f\n", cf);
+  EXPECT_GE(cf, 0.999);
+  for (const auto& p : {model, recorded_file, in_file, ref_file, jack_log, ssm_log}) fs::remove(p);
+}
+#else
+TEST(LiveJack, NotBuilt) { GTEST_SKIP() << "built without libjack (Debian: libjack-jackd2-dev)"; }
+#endif
