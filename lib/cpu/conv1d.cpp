@@ -14,7 +14,7 @@ namespace ssm {
 namespace {
 
 void check_ptr(const void* p, const char* name) {
-  require(p != nullptr, std::string("conv1d: ") + name + " must not be null");
+  if (!p) fail(std::string("conv1d: ") + name + " must not be null");
 }
 
 // weight (C, K) -> (K, C)
@@ -51,7 +51,7 @@ inline int team_size(const Conv1dDims& d) {
 
 void conv1d_check_dims(const Conv1dDims& d) {
   auto pos = [](int v, const char* name) {
-    require(v >= 1, std::string("conv1d: Conv1dDims.") + name + " must be >= 1, got " + std::to_string(v));
+    if (v < 1) fail(std::string("conv1d: Conv1dDims.") + name + " must be >= 1, got " + std::to_string(v));
   };
   pos(d.B, "B");
   pos(d.T, "T");
@@ -175,13 +175,14 @@ void conv1d_step(Real* y, Real* tail, const Real* x, const Real* weight, const R
     Real* yb = y + size_t(b) * C;
     const Real* xb = x + size_t(b) * C;
     Real* tb = tail ? tail + size_t(b) * K1 * C : nullptr;  // (K-1, C)
-    // Same summation order as conv1d_forward, so a step loop matches it.
-    for (int c = 0; c < C; ++c) {
-      Real acc = bias ? bias[c] : Real(0);
-      const Real* w = weight + size_t(c) * K;
-      for (int k = 0; k < K1; ++k) acc += w[k] * tb[size_t(k) * C + c];
-      yb[c] = acc + w[K1] * xb[c];
+    // Same summation order per channel as conv1d_forward, so a step loop
+    // matches it; channels innermost so the loops run along the tail's rows.
+    for (int c = 0; c < C; ++c) yb[c] = bias ? bias[c] : Real(0);
+    for (int k = 0; k < K1; ++k) {
+      const Real* tk = tb + size_t(k) * C;
+      for (int c = 0; c < C; ++c) yb[c] += weight[size_t(c) * K + k] * tk[c];
     }
+    for (int c = 0; c < C; ++c) yb[c] += weight[size_t(c) * K + K1] * xb[c];
     if (K1 > 0) {
       std::copy(tb + C, tb + size_t(K1) * C, tb);
       std::copy(xb, xb + C, tb + size_t(K1 - 1) * C);

@@ -35,10 +35,12 @@ inline Real silu(Real v) {
 // dt values share cache lines and their state (W, N) stays in L1.
 constexpr int kTile = 16;
 
-void check_block(int Q) { require(Q >= 1, "selective_scan: block length Q must be >= 1, got " + std::to_string(Q)); }
+void check_block(int Q) {
+  if (Q < 1) fail("selective_scan: block length Q must be >= 1, got " + std::to_string(Q));
+}
 
 void check_ptr(const void* p, const char* name) {
-  require(p != nullptr, std::string("selective_scan: ") + name + " must not be null");
+  if (!p) fail(std::string("selective_scan: ") + name + " must not be null");
 }
 
 template <typename Real>
@@ -127,15 +129,16 @@ void scan_tile_forward(Real* y,            // (B, T, E) or null
 
 void selective_scan_check_dims(const ScanDims& d) {
   auto pos = [](int v, const char* name) {
-    require(v >= 1, std::string("selective_scan: ScanDims.") + name + " must be >= 1, got " + std::to_string(v));
+    if (v < 1) fail(std::string("selective_scan: ScanDims.") + name + " must be >= 1, got " + std::to_string(v));
   };
   pos(d.B, "B");
   pos(d.T, "T");
   pos(d.E, "E");
   pos(d.G, "G");
   pos(d.N, "N");
-  require(d.E % d.G == 0, "selective_scan: ScanDims.E (" + std::to_string(d.E) + ") must be a multiple of G (" +
-                              std::to_string(d.G) + ")");
+  if (d.E % d.G != 0)
+    fail("selective_scan: ScanDims.E (" + std::to_string(d.E) + ") must be a multiple of G (" + std::to_string(d.G) +
+         ")");
 }
 
 template <typename Real>

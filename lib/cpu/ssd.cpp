@@ -10,6 +10,7 @@
 // Matmuls go through ssm::gemm with leading dimensions that read the strided
 // (B, T, H, P) / (B, T, G, N) rows in place.
 #include "ssm/ssd.hpp"
+#include "fast_math.hpp"
 
 #include <cblas.h>
 #include <omp.h>
@@ -28,94 +29,11 @@ namespace ssm {
 namespace {
 
 // The hot loops of the chunked tasks also get an AVX2/FMA build on x86-64,
-// picked at load time; other machines use the portable build. The small
-// helpers below are forced inline so that they are compiled into each build.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define SSM_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
-#else
-#define SSM_SIMD_CLONES
-#endif
-#if defined(__GNUC__)
-#define SSM_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define SSM_ALWAYS_INLINE inline
-#endif
-
-template <typename Real>
-SSM_ALWAYS_INLINE Real softplus(Real z) {
-  // log(1 + e^z) without overflow for large z.
-  return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
-}
-
-template <typename Real>
-SSM_ALWAYS_INLINE Real sigmoid(Real z) {
-  return Real(1) / (Real(1) + std::exp(-z));
-}
-
-// e^x for x <= 0. The float version is written without calls or branches so
-// that the loops over a chunk vectorise, and is accurate to ~2 ulp (degree-7
-// polynomial after reduction by ln 2). Arguments below -87 give e^-87
-// (~1.6e-38) instead of a denormal: far below what any sum it enters can
-// resolve, and it avoids the slow underflow path of expf.
-SSM_ALWAYS_INLINE float decay_exp(float x) {
-  // Clamp to -87 on the bits: for x <= 0 the unsigned bit pattern grows with
-  // |x|. An integer select vectorises; a float compare does not under the
-  // default trapping-math rules.
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  x = std::bit_cast<float>(u > 0xC2AE0000u ? 0xC2AE0000u : u);  // 0xC2AE0000 = -87.0f
-  constexpr float shift = 12582912.0f;                          // 1.5 * 2^23: adding it rounds to an integer
-  const float k = (x * 1.44269504088896341f + shift) - shift;
-  float r = x - k * 0.693145751953125f;  // ln 2, high bits (exact product)
-  r = r - k * 1.428606820309417e-06f;    // ln 2, low bits
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  return p * std::bit_cast<float>((int32_t(k) + 127) << 23);
-}
-
-SSM_ALWAYS_INLINE double decay_exp(double x) { return std::exp(x); }
-
-// log(1 + u) for u in [0, 1] as 2 atanh(u / (2 + u)): no cancellation for
-// small u, and the series in s^2 <= 1/9 converges fast.
-SSM_ALWAYS_INLINE float log1p_unit(float u) {
-  const float s = u / (2.0f + u);
-  const float s2 = s * s;
-  float p = 1.0f / 13;
-  p = p * s2 + 1.0f / 11;
-  p = p * s2 + 1.0f / 9;
-  p = p * s2 + 1.0f / 7;
-  p = p * s2 + 1.0f / 5;
-  p = p * s2 + 1.0f / 3;
-  p = p * s2 + 1.0f;
-  return 2.0f * s * p;
-}
-
-SSM_ALWAYS_INLINE float abs_bits(float z) { return std::bit_cast<float>(std::bit_cast<uint32_t>(z) & 0x7fffffffu); }
-
-// softplus and its derivative for the chunked paths, vectorisable in float
-// (~3e-7 relative); the reference and step paths use softplus / sigmoid.
-// max(z, 0) is (z + |z|) / 2, exact, and needs no float compare.
-SSM_ALWAYS_INLINE float fast_softplus(float z) {
-  const float a = abs_bits(z);
-  return (z + a) * 0.5f + log1p_unit(decay_exp(-a));
-}
-SSM_ALWAYS_INLINE double fast_softplus(double z) { return softplus(z); }
-
-SSM_ALWAYS_INLINE float fast_sigmoid(float z) {
-  const float u = decay_exp(-abs_bits(z));
-  const float r = 1.0f / (1.0f + u);
-  const uint32_t neg = std::bit_cast<uint32_t>(z) >> 31;  // sigmoid(z) = u r for z < 0, r otherwise
-  return std::bit_cast<float>(neg ? std::bit_cast<uint32_t>(u * r) : std::bit_cast<uint32_t>(r));
-}
-SSM_ALWAYS_INLINE double fast_sigmoid(double z) { return sigmoid(z); }
+// picked at load time (SSM_SIMD_CLONES); the math helpers of fast_math.hpp
+// are forced inline so that they are compiled into each build.
 
 void require_ptr(const void* p, const char* name) {
-  require(p != nullptr, std::string("ssd: ") + name + " must not be null");
+  if (!p) fail(std::string("ssd: ") + name + " must not be null");
 }
 
 // The inputs every entry point reads.
@@ -566,8 +484,9 @@ SSM_SIMD_CLONES void chunked_backward_task(Real* dx, Real* ddt_raw,
 }  // namespace
 
 void ssd_check_dims(const SsdDims& d) {
+  // Messages are built only on failure: ssd_step calls this per sample.
   const auto positive = [](int v, const char* name) {
-    require(v >= 1, std::string("ssd: dims.") + name + " must be >= 1, got " + std::to_string(v));
+    if (v < 1) fail(std::string("ssd: dims.") + name + " must be >= 1, got " + std::to_string(v));
   };
   positive(d.B, "B");
   positive(d.T, "T");
@@ -575,8 +494,8 @@ void ssd_check_dims(const SsdDims& d) {
   positive(d.P, "P");
   positive(d.G, "G");
   positive(d.N, "N");
-  require(d.H % d.G == 0,
-          "ssd: dims.H (" + std::to_string(d.H) + ") must be a multiple of dims.G (" + std::to_string(d.G) + ")");
+  if (d.H % d.G != 0)
+    fail("ssd: dims.H (" + std::to_string(d.H) + ") must be a multiple of dims.G (" + std::to_string(d.G) + ")");
 }
 
 template <typename Real>
@@ -774,6 +693,30 @@ void ssd_chunked_backward(Real* dx, Real* ddt_raw, Real* dA_log, Real* dBm, Real
   }
 }
 
+namespace {
+
+// One head of one stream: S = a S + dt x B^T, y = S C + D x. The inner
+// loops vectorise (the dot product as a SIMD reduction); an x86-64-v3 clone
+// is picked at load time where the CPU has it.
+template <typename Real>
+SSM_SIMD_CLONES void ssd_step_head(Real* yt, Real* S, const Real* xt, const Real* Bt, const Real* Ct, Real a, Real dt,
+                                   Real Dh, int P, int N) {
+  for (int p = 0; p < P; ++p) {
+    const Real dx = dt * xt[p];
+    Real* Sp = S + size_t(p) * N;
+    Real acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int n = 0; n < N; ++n) {
+      const Real s = a * Sp[n] + dx * Bt[n];
+      Sp[n] = s;
+      acc += s * Ct[n];
+    }
+    yt[p] = acc + Dh * xt[p];
+  }
+}
+
+}  // namespace
+
 template <typename Real>
 void ssd_step(Real* y, Real* state, const Real* x, const Real* dt_raw, const Real* A_log, const Real* Bm,
               const Real* Cm, const Real* D, const Real* dt_bias, const SsdDims& d) {
@@ -790,21 +733,8 @@ void ssd_step(Real* y, Real* state, const Real* x, const Real* dt_raw, const Rea
       const int g = h / hpg;
       const Real dt = softplus<Real>(dt_raw[size_t(b) * H + h] + dt_bias[h]);
       const Real a = std::exp(dt * -std::exp(A_log[h]));
-      const Real* xt = x + (size_t(b) * H + h) * P;
-      const Real* Bt = Bm + (size_t(b) * G + g) * N;
-      const Real* Ct = Cm + (size_t(b) * G + g) * N;
-      Real* S = state + (size_t(b) * H + h) * P * N;
-      Real* yt = y + (size_t(b) * H + h) * P;
-      for (int p = 0; p < P; ++p) {
-        const Real dx = dt * xt[p];
-        Real acc = 0;
-        Real* Sp = S + size_t(p) * N;
-        for (int n = 0; n < N; ++n) {
-          Sp[n] = a * Sp[n] + dx * Bt[n];
-          acc += Sp[n] * Ct[n];
-        }
-        yt[p] = acc + D[h] * xt[p];
-      }
+      ssd_step_head(y + (size_t(b) * H + h) * P, state + (size_t(b) * H + h) * P * N, x + (size_t(b) * H + h) * P,
+                    Bm + (size_t(b) * G + g) * N, Cm + (size_t(b) * G + g) * N, a, dt, D[h], P, N);
     }
 }
 
