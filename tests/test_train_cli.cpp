@@ -78,6 +78,8 @@ json tiny_config(const std::string& root) {
         {"noise", root + "/noise"},
         {"snr_db", {0, 10}},
         {"noise_kinds", {{"clip", 1}, {"white", 0.5}, {"hum", 0.5}}},
+        {"pairs", {{{"noisy", root + "/pairs/noisy"}, {"clean", root + "/pairs/clean"}}}},
+        {"pair_fraction", 0.3},
         {"loader_threads", 2},
         {"queue", 3}}},
       {"validation", {{"fraction", 0.2}, {"every", 10}, {"mixtures", 2}, {"seconds", 0.5}, {"seed", 4}, {"stoi", false}}},
@@ -85,19 +87,26 @@ json tiny_config(const std::string& root) {
   };
 }
 
-// "Speech": harmonic tones with a syllable-like envelope; noise: white and
-// brown, one of them stereo at another rate; plus a file that is not sound.
+// Harmonic tones with a syllable-like envelope.
+std::vector<float> speech_like(size_t n, double f0, int rate) {
+  std::vector<float> x(n);
+  for (size_t t = 0; t < n; ++t) {
+    const double s = double(t) / rate, env = 0.5 + 0.5 * std::sin(2 * M_PI * 3 * s);
+    x[t] = static_cast<float>(0.2 * env * (std::sin(2 * M_PI * f0 * s) + 0.5 * std::sin(4 * M_PI * f0 * s)));
+  }
+  return x;
+}
+
+// "Speech": speech_like tones; noise: white and brown, one of them stereo at
+// another rate; (noisy, clean) pairs; plus a file that is not sound.
 void make_data(const std::string& root) {
   const int rate = 8000;
   fs::create_directories(root + "/speech/more");
   fs::create_directories(root + "/noise");
+  fs::create_directories(root + "/pairs/noisy");
+  fs::create_directories(root + "/pairs/clean");
   for (int i = 0; i < 5; ++i) {
-    std::vector<float> x(6000 + 500 * i);
-    for (size_t t = 0; t < x.size(); ++t) {
-      const double f0 = 120 + 30 * i, s = double(t) / rate;
-      const double env = 0.5 + 0.5 * std::sin(2 * M_PI * 3 * s);
-      x[t] = static_cast<float>(0.2 * env * (std::sin(2 * M_PI * f0 * s) + 0.5 * std::sin(4 * M_PI * f0 * s)));
-    }
+    const auto x = speech_like(6000 + 500 * i, 120 + 30 * i, rate);
     const std::string name = root + (i < 3 ? "/speech/tone" : "/speech/more/tone") + std::to_string(i) +
                              (i % 2 ? ".flac" : ".wav");
     ssm::write_audio(name, x.data(), x.size(), rate);
@@ -107,6 +116,14 @@ void make_data(const std::string& root) {
   ssm::white_noise(n.data(), n.size(), 5);
   for (auto& v : n) v *= 0.1f;
   ssm::write_audio(root + "/noise/white.wav", n.data(), n.size(), rate);
+  for (int i = 0; i < 3; ++i) {
+    const auto clean = speech_like(5000, 140 + 40 * i, rate);
+    std::vector<float> noisy(clean);
+    for (size_t t = 0; t < noisy.size(); ++t) noisy[t] += n[t + 1000 * i];
+    const std::string name = "/p" + std::to_string(i) + ".wav";
+    ssm::write_audio(root + "/pairs/clean" + name, clean.data(), clean.size(), rate);
+    ssm::write_audio(root + "/pairs/noisy" + name, noisy.data(), noisy.size(), rate);
+  }
   std::vector<float> st(2 * 16000);  // (frames, 2) at 16 kHz
   ssm::brown_noise(st.data(), st.size(), 16000, 9);
   for (auto& v : st) v *= 0.1f;
@@ -227,7 +244,11 @@ TEST(TrainConfig, EachErrorNamesTheKey) {
       {[](json& j) { j["model"] = 3; }, {"'model' must be a model config object"}},
       {[](json& j) { j["training"]["steps"] = 0; }, {"'steps' must be >= 1"}},
       {[](json& j) { j["data"]["pair_fraction"] = 2; }, {"'data.pair_fraction' must be in [0, 1]"}},
-      {[](json& j) { j["data"]["speech"] = json::array(); }, {"'data' needs 'speech' folders or 'pairs'"}},
+      {[](json& j) {
+         j["data"]["speech"] = json::array();
+         j["data"].erase("pairs");
+       },
+       {"'data' needs 'speech' folders or 'pairs'"}},
       {[](json& j) { j["data"]["noise_kinds"] = {{"clip", 0}, {"white", 0}, {"pink", 0}, {"brown", 0},
                                                  {"hum", 0}, {"fan", 0}, {"babble", 0}}; },
        {"'data.noise_kinds' has every weight 0"}},
@@ -305,6 +326,7 @@ TEST_F(TrainCli, WritesCheckpointsMetricsAndModelAndSkipsBadFiles) {
   EXPECT_NE(r.err.find("warning: skipped:"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("broken.wav"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("1 file(s) skipped"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.out.find("3 pairs") != std::string::npos || r.out.find("2 pairs") != std::string::npos) << r.out;
   // Progress lines every 5 steps, validation at 10 and 20.
   for (const char* want : {"step 5/20", "step 20/20", "samples/s", "ETA", "lr ", "grad ", "validation @ 10",
                            "validation @ 20", "SI-SDR"})
@@ -422,7 +444,10 @@ TEST_F(TrainCli, CtrlCSavesACheckpointAndResumeContinuesExactly) {
 
 TEST_F(TrainCli, EmptyOrMissingDataFoldersAreClearErrors) {
   fs::create_directories(dir / "empty");
-  const Result empty = run_ssm(train_args(config("e", [&](json& j) { j["data"]["speech"] = dir / "empty"; })), dir / "");
+  const Result empty = run_ssm(train_args(config("e", [&](json& j) {
+                                  j["data"]["speech"] = dir / "empty";
+                                  j["data"].erase("pairs");
+                                })), dir / "");
   EXPECT_EQ(empty.code, 1);
   EXPECT_NE(empty.err.find("no usable training audio in data.speech"), std::string::npos) << empty.err;
   EXPECT_NE(empty.err.find(dir / "empty"), std::string::npos) << empty.err;

@@ -254,8 +254,14 @@ AudioData load_audio_data(const TrainConfig& cfg, int threads, const WarnFn& war
   load(scan(cfg.validation.speech, "validation.speech"), d.validation.speech, d.validation.skipped);
 
   // Pairs: the same split by name.
+  const auto pairs = scan_pairs(cfg.data.pairs);
+  std::vector<std::string> names, names_train, names_held;
+  for (const auto& p : pairs) names.push_back(p.name);
+  split_by_utterance(names, fraction, names_train, names_held);
   std::vector<PairFiles> pairs_train, pairs_held;
-  for (auto& p : scan_pairs(cfg.data.pairs)) (is_held_out(p.name, fraction) ? pairs_held : pairs_train).push_back(p);
+  for (const auto& p : pairs)
+    (std::find(names_held.begin(), names_held.end(), p.name) != names_held.end() ? pairs_held : pairs_train)
+        .push_back(p);
   load_p(pairs_train, d.train.pairs, d.train.skipped);
   load_p(pairs_held, d.validation.pairs, d.validation.skipped);
   load_p(scan_pairs(cfg.validation.pairs), d.validation.pairs, d.validation.skipped);
