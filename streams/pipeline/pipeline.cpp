@@ -122,10 +122,18 @@ void Pipeline::audio_callback(const float* in, float* out, size_t frames) noexce
 void Pipeline::emit(const float* y, size_t n) {
   if (n == 0) return;
   if (opt_.playback) {
-    // Never wait for the callback: what does not fit is late output,
-    // counted like the callback's skips.
-    const size_t put = out_ring_.push(y, n);
-    if (put < n) skipped_.fetch_add(n - put, std::memory_order_relaxed);
+    // Every frame goes in, in order: the callback's skipping of late frames
+    // counts on it. A full ring means the callback is behind on skipping (after
+    // a stall, a burst of late frames); it drains a ring's worth per call, so
+    // wait for it here, on the processing thread. Once the device has stopped
+    // (finish), nobody plays them: they are dropped.
+    for (size_t put = 0; put < n;) {
+      put += out_ring_.push(y + put, n - put);
+      if (put < n) {
+        if (stopping_.load()) break;
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+      }
+    }
   }
   if (tap_) tap_->write(y, n);
 }

@@ -86,7 +86,7 @@ struct PipelineStats {
   uint64_t dropped_blocks = 0;   // callbacks whose input was dropped
   uint64_t underrun_frames = 0;  // output frames played as silence for lack of processed audio
   uint64_t underruns = 0;        // callbacks that ran short
-  uint64_t skipped_frames = 0;   // late frames skipped to keep the latency
+  uint64_t skipped_frames = 0;   // late frames skipped to keep the latency (as many as underrun_frames, once caught up)
   uint64_t device_xruns = 0;     // xruns the audio backend reported
   double rtf = 0;                // processing seconds per audio second
   float input_rms = 0;           // RMS of the last callback's input
