@@ -1,0 +1,510 @@
+// The online normaliser, the anomaly likelihood and the per-series state.
+#include "ssm/detector.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "json_fields.hpp"
+#include "ssm/timeseries_csv.hpp"
+
+namespace ssm {
+
+static_assert(std::endian::native == std::endian::little, "state bytes are written in host order");
+
+namespace {
+
+using nlohmann::json;
+
+// 1 - 2^(-1/h): the weight whose influence halves after h values.
+double half_life_alpha(double h) { return 1.0 - std::exp2(-1.0 / h); }
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+using Fields = detail::JsonFields;
+
+void check(bool ok, const std::string& field, const std::string& expected) {
+  require(ok, "detector config: '" + field + "' " + expected);
+}
+
+void read_normaliser(const json& j, const std::string& source, const std::string& prefix, NormaliserConfig& n) {
+  Fields f(j, source, prefix, {"warmup", "half_life", "clip_sigma", "min_std_rel", "min_std_abs", "z_clip"});
+  f.get("warmup", n.warmup);
+  f.get("half_life", n.half_life);
+  f.get("clip_sigma", n.clip_sigma);
+  f.get("min_std_rel", n.min_std_rel);
+  f.get("min_std_abs", n.min_std_abs);
+  f.get("z_clip", n.z_clip);
+}
+
+json normaliser_json(const NormaliserConfig& n) {
+  return {{"warmup", n.warmup},           {"half_life", n.half_life},     {"clip_sigma", n.clip_sigma},
+          {"min_std_rel", n.min_std_rel}, {"min_std_abs", n.min_std_abs}, {"z_clip", n.z_clip}};
+}
+
+// Little-endian field writer / checked reader of a state's bytes.
+class Writer {
+ public:
+  template <typename T>
+  void put(const T& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    out.insert(out.end(), p, p + sizeof(T));
+  }
+  std::vector<uint8_t> out;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::span<const uint8_t> b) : b_(b) {}
+  template <typename T>
+  T get() {
+    require(pos_ + sizeof(T) <= b_.size(), "series state: truncated (" + std::to_string(b_.size()) + " bytes)");
+    T v;
+    std::memcpy(&v, b_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  double finite() {
+    const double v = get<double>();
+    require(std::isfinite(v), "series state: a non-finite field");
+    return v;
+  }
+  size_t left() const { return b_.size() - pos_; }
+
+ private:
+  std::span<const uint8_t> b_;
+  size_t pos_ = 0;
+};
+
+constexpr char kStateMagic[8] = {'S', 'S', 'M', 'D', 'E', 'T', 'S', '1'};
+
+}  // namespace
+
+// ---------------------------------------------------------------- normaliser
+
+void NormaliserConfig::validate() const {
+  check(warmup >= 1 && warmup <= 1000000, "normaliser.warmup", "must be in 1 .. 1000000");
+  check(std::isfinite(half_life) && half_life >= 1, "normaliser.half_life", "must be >= 1");
+  check(std::isfinite(clip_sigma) && clip_sigma > 0, "normaliser.clip_sigma", "must be > 0");
+  check(std::isfinite(min_std_rel) && min_std_rel >= 0, "normaliser.min_std_rel", "must be >= 0");
+  check(std::isfinite(min_std_abs) && min_std_abs > 0, "normaliser.min_std_abs", "must be > 0");
+  check(std::isfinite(z_clip) && z_clip > 0, "normaliser.z_clip", "must be > 0");
+}
+
+double Normaliser::stddev(const NormaliserConfig& c) const {
+  return std::max(std::sqrt(std::max(var, 0.0)), c.min_std_rel * std::abs(mean) + c.min_std_abs);
+}
+
+double Normaliser::peek(double x, const NormaliserConfig& c) const {
+  if (count == 0) return 0;
+  return std::clamp((x - mean) / stddev(c), -c.z_clip, c.z_clip);
+}
+
+double Normaliser::push(double x, const NormaliserConfig& c) {
+  const double z = peek(x, c);
+  ++count;
+  if (count == 1) {
+    mean = x;
+    var = 0;
+  } else if (count <= c.warmup) {
+    // Running moments (Welford), population variance.
+    const double d = x - mean;
+    mean += d / count;
+    var += (d * (x - mean) - var) / count;
+  } else {
+    // A spike moves the moments only as far as clip_sigma deviations would,
+    // so one outlier does not blind the normaliser to the next.
+    const double a = half_life_alpha(c.half_life), lim = c.clip_sigma * stddev(c);
+    const double d = std::clamp(x - mean, -lim, lim);
+    mean += a * d;
+    var = (1 - a) * (var + a * d * d);
+  }
+  return z;
+}
+
+// ---------------------------------------------------------------- config
+
+namespace {
+
+void validate_channel(const ChannelConfig& c, const std::string& name) {
+  check(std::isfinite(c.weight) && c.weight >= 0, name + ".weight", "must be >= 0");
+  check(c.window >= 1 && c.window <= kMaxShortWindow, name + ".window",
+        "must be in 1 .. " + std::to_string(kMaxShortWindow));
+  check(std::isfinite(c.half_life) && c.half_life >= 1, name + ".half_life", "must be >= 1");
+  check(std::isfinite(c.min_sigma) && c.min_sigma > 0, name + ".min_sigma", "must be > 0");
+}
+
+void read_channel(const json& j, const std::string& source, const std::string& name, ChannelConfig& c) {
+  Fields f(j, source, name, {"weight", "window", "half_life", "min_sigma", "log"});
+  f.get("weight", c.weight);
+  f.get("window", c.window);
+  f.get("half_life", c.half_life);
+  f.get("min_sigma", c.min_sigma);
+  f.get("log", c.log);
+}
+
+json channel_json(const ChannelConfig& c) {
+  return {{"weight", c.weight},
+          {"window", c.window},
+          {"half_life", c.half_life},
+          {"min_sigma", c.min_sigma},
+          {"log", c.log}};
+}
+
+}  // namespace
+
+void DetectorConfig::validate() const {
+  norm.validate();
+  validate_channel(forecast, "forecast");
+  validate_channel(level, "level");
+  validate_channel(daily, "daily");
+  validate_channel(weekly, "weekly");
+  check(forecast.weight + level.weight + daily.weight + weekly.weight > 0, "weights",
+        "are all 0 (expected at least one channel on)");
+  check(std::isfinite(level_half_life) && level_half_life >= 1, "level_half_life", "must be >= 1");
+  check(std::isfinite(season_half_life) && season_half_life >= 1, "season_half_life", "must be >= 1");
+  check(std::isfinite(season_fit_half_life) && season_fit_half_life >= 1, "season_fit_half_life", "must be >= 1");
+  check(season_min_fit >= 0 && season_min_fit < 1, "season_min_fit", "must be in [0, 1)");
+  check(learning >= 0, "learning", "must be >= 0");
+  check(std::isfinite(decades) && decades > 0, "decades", "must be > 0");
+  check(std::isfinite(spatial_tolerance) && spatial_tolerance >= 0, "spatial_tolerance", "must be >= 0");
+  check(spatial_score >= 0 && spatial_score <= 1, "spatial_score", "must be in [0, 1]");
+  check(peak_decay >= 0 && peak_decay <= 1, "peak_decay", "must be in [0, 1]");
+  check(refractory >= 0 && refractory <= 1, "refractory", "must be in [0, 1]");
+}
+
+DetectorConfig DetectorConfig::from_json(const json& j, const std::string& source) {
+  DetectorConfig c;
+  Fields f(j, source, "",
+           {"normaliser", "forecast", "level", "daily", "weekly", "level_half_life", "season_half_life",
+            "season_fit_half_life", "season_min_fit", "learning", "decades", "spatial_tolerance", "spatial_score",
+            "peak_decay", "refractory"});
+  if (const json* n = f.find("normaliser")) read_normaliser(*n, source, "normaliser", c.norm);
+  if (const json* n = f.find("forecast")) read_channel(*n, source, "forecast", c.forecast);
+  if (const json* n = f.find("level")) read_channel(*n, source, "level", c.level);
+  if (const json* n = f.find("daily")) read_channel(*n, source, "daily", c.daily);
+  if (const json* n = f.find("weekly")) read_channel(*n, source, "weekly", c.weekly);
+  f.get("level_half_life", c.level_half_life);
+  f.get("season_half_life", c.season_half_life);
+  f.get("season_fit_half_life", c.season_fit_half_life);
+  f.get("season_min_fit", c.season_min_fit);
+  f.get("learning", c.learning);
+  f.get("decades", c.decades);
+  f.get("spatial_tolerance", c.spatial_tolerance);
+  f.get("spatial_score", c.spatial_score);
+  f.get("peak_decay", c.peak_decay);
+  f.get("refractory", c.refractory);
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(source + ": " + e.what());
+  }
+  return c;
+}
+
+DetectorConfig DetectorConfig::from_file(const std::string& path) {
+  const std::string text = read_text_file(path);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(path + ": not valid JSON: " + e.what());
+  }
+  return from_json(j, path);
+}
+
+json DetectorConfig::to_json() const {
+  return {{"normaliser", normaliser_json(norm)},
+          {"forecast", channel_json(forecast)},
+          {"level", channel_json(level)},
+          {"daily", channel_json(daily)},
+          {"weekly", channel_json(weekly)},
+          {"level_half_life", level_half_life},
+          {"season_half_life", season_half_life},
+          {"season_fit_half_life", season_fit_half_life},
+          {"season_min_fit", season_min_fit},
+          {"learning", learning},
+          {"decades", decades},
+          {"spatial_tolerance", spatial_tolerance},
+          {"spatial_score", spatial_score},
+          {"peak_decay", peak_decay},
+          {"refractory", refractory}};
+}
+
+// ---------------------------------------------------------------- detector
+
+Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg)
+    : forecaster_(std::move(forecaster)), cfg_(std::move(cfg)) {
+  require(forecaster_ != nullptr, "detector: no forecaster");
+  cfg_.validate();
+  fast_ = cfg_.norm;
+  fast_.half_life = cfg_.level_half_life;
+  const std::string text = cfg_.to_json().dump();
+  const uint64_t ff = forecaster_->fingerprint();
+  fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), &ff, sizeof(ff));
+}
+
+SeriesState Detector::new_series() const {
+  SeriesState s;
+  s.model_state.assign(forecaster_->state_size(), 0.0f);
+  return s;
+}
+
+size_t Detector::state_bytes() const { return sizeof(SeriesState) + forecaster_->state_size() * sizeof(float); }
+
+namespace {
+
+// Adds error e to a channel and returns its weighted evidence (-log10 of the
+// tail of the window average against the long-run moments, 0 while
+// `judge` is false or nothing is known yet); the moments then take the
+// average in.
+double channel_step(ChannelState& s, const ChannelConfig& c, double e, bool judge) {
+  if (c.weight <= 0) return 0;
+  if (c.log) e = std::log(e + 0.1);
+  if (s.filled == c.window) s.sum -= s.ring[s.pos];
+  s.ring[s.pos] = static_cast<float>(e);
+  s.sum += s.ring[s.pos];
+  s.pos = (s.pos + 1) % c.window;
+  s.filled = std::min(s.filled + 1, c.window);
+  if (s.pos == 0) {  // recomputed once per lap, so rounding never accumulates
+    s.sum = 0;
+    for (int i = 0; i < s.filled; ++i) s.sum += s.ring[i];
+  }
+  const double mean = s.sum / s.filled;
+  double evidence = 0;
+  if (judge && s.count > 0) {
+    const double sigma = std::max(std::sqrt(std::max(s.var, 0.0)), c.min_sigma);
+    const double tail = 0.5 * std::erfc((mean - s.mean) / sigma / std::sqrt(2.0));  // accurate far out
+    evidence = c.weight * -std::log10(std::max(tail, 1e-300));
+  }
+  ++s.count;
+  const double a = std::max(half_life_alpha(c.half_life), 1.0 / s.count);
+  const double d = mean - s.mean;
+  s.mean += a * d;
+  s.var = (1 - a) * (s.var + a * d * d);
+  return evidence;
+}
+
+constexpr double kMaxMagnitude = 1e150;
+
+// Floor modulo: bins of the day / week for any epoch.
+int64_t fmod64(int64_t a, int64_t m) { return ((a % m) + m) % m; }
+
+// How much of the variance a seasonal profile explains.
+double season_gate(double fit_resid, double fit_var, double min_fit) {
+  if (fit_var <= 0) return 0;
+  const double fit = 1 - fit_resid / fit_var;
+  return std::clamp((fit - min_fit) / (1 - min_fit), 0.0, 1.0);
+}
+
+}  // namespace
+
+DetectorResult Detector::update(SeriesState& s, int64_t epoch, double value) const {
+  require(std::isfinite(value), "detector: value is not finite");
+  require(s.model_state.size() == forecaster_->state_size(), "detector: series state belongs to another forecaster");
+  if (s.count > 0 && epoch == s.last_epoch) {
+    DetectorResult r;
+    r.kind = PointKind::repeat;
+    r.score = s.last_score;
+    r.likelihood = s.last_likelihood;
+    r.prediction = s.last_prediction;
+    return r;
+  }
+  if (s.count > 0 && epoch < s.last_epoch) {
+    // Scored as if it came next, on a copy: late values are rare.
+    SeriesState copy = s;
+    DetectorResult r = advance(copy, s.last_epoch, value);
+    r.kind = PointKind::out_of_order;
+    return r;
+  }
+  return advance(s, epoch, value);
+}
+
+DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value) const {
+  const DetectorConfig& c = cfg_;
+  DetectorResult r;
+  // Squares and differences of larger magnitudes would overflow a double.
+  value = std::clamp(value, -kMaxMagnitude, kMaxMagnitude);
+  const bool judge = s.count >= c.learning;
+  // Seasonal residuals against the profiles as they were, in units of the
+  // slow deviation (as of the previous value).
+  const double sd = s.norm.stddev(c.norm), m = s.norm.mean;
+  const int db = static_cast<int>(fmod64(epoch, 86400) / 1800);
+  const int wb = static_cast<int>(fmod64(epoch / 86400 + 3, 7) * 24 + fmod64(epoch, 86400) / 3600);  // 0 = Monday
+  const double rd = s.day_n[db] >= 2 ? std::min(20.0, std::abs(value - s.day[db]) / sd) : 0.0;
+  const double rw = s.week_n[wb] >= 2 ? std::min(20.0, std::abs(value - s.week[wb]) / sd) : 0.0;
+  const double gate_d = season_gate(s.fit_day, s.fit_var, c.season_min_fit);
+  const double gate_w = season_gate(s.fit_week, s.fit_var, c.season_min_fit);
+
+  r.prediction = s.count > 0 ? m + s.prediction * sd : value;
+  const double z = s.norm.push(value, c.norm);
+  const double zf = s.fast.push(value, fast_);
+  r.error = s.count > 0 ? std::abs(z - s.prediction) : 0.0;
+
+  double evidence = channel_step(s.forecast, c.forecast, r.error, judge);
+  evidence += channel_step(s.level, c.level, std::abs(zf), judge);
+  evidence += gate_d * channel_step(s.daily, c.daily, rd, judge);
+  evidence += gate_w * channel_step(s.weekly, c.weekly, rw, judge);
+  r.likelihood = 1 - std::pow(10.0, -evidence);
+  double raw = std::clamp(evidence / c.decades, 0.0, 1.0);
+
+  // Profiles and their fit take the value in after it was judged.
+  const double fa = half_life_alpha(c.season_fit_half_life), ra = half_life_alpha(c.season_half_life);
+  const double dev2 = (value - m) * (value - m);
+  s.fit_day += fa * ((s.day_n[db] >= 2 ? (value - s.day[db]) * (value - s.day[db]) : dev2) - s.fit_day);
+  s.fit_week += fa * ((s.week_n[wb] >= 2 ? (value - s.week[wb]) * (value - s.week[wb]) : dev2) - s.fit_week);
+  s.fit_var += fa * (dev2 - s.fit_var);
+  s.day[db] += std::max(1.0 / (s.day_n[db] + 1), ra) * (value - s.day[db]);
+  s.week[wb] += std::max(1.0 / (s.week_n[wb] + 1), ra) * (value - s.week[wb]);
+  if (s.day_n[db] < UINT16_MAX) ++s.day_n[db];
+  if (s.week_n[wb] < UINT16_MAX) ++s.week_n[wb];
+
+  // A value outside everything seen so far.
+  if (s.count == 0) {
+    s.min_value = s.max_value = value;
+  } else {
+    const double margin = c.spatial_tolerance * (s.max_value - s.min_value);
+    if (c.spatial_score > 0 && judge && (value > s.max_value + margin || value < s.min_value - margin))
+      raw = std::max(raw, c.spatial_score);
+    s.min_value = std::min(s.min_value, value);
+    s.max_value = std::max(s.max_value, value);
+  }
+  if (!judge) raw = 0;
+  // One event, one detection: a score that does not top the decayed recent
+  // peak is lowered.
+  if (raw > s.peak) {
+    r.score = raw;
+    s.peak = raw;
+  } else {
+    r.score = raw * c.refractory;
+    s.peak *= c.peak_decay;
+  }
+  s.prediction = forecaster_->step(s.model_state.data(), static_cast<float>(z));
+  s.last_epoch = epoch;
+  ++s.count;
+  s.last_score = r.score;
+  s.last_likelihood = r.likelihood;
+  s.last_prediction = r.prediction;
+  return r;
+}
+
+namespace {
+
+void put_channel(Writer& w, const ChannelState& c) {
+  for (float v : c.ring) w.put(v);
+  w.put(static_cast<int32_t>(c.pos));
+  w.put(static_cast<int32_t>(c.filled));
+  w.put(c.sum);
+  w.put(c.mean);
+  w.put(c.var);
+  w.put(c.count);
+}
+
+void get_channel(Reader& r, ChannelState& c, const ChannelConfig& cfg, const char* name) {
+  const std::string what = std::string("series state: channel ") + name + ": ";
+  for (float& v : c.ring) {
+    v = r.get<float>();
+    require(std::isfinite(v), what + "a non-finite error");
+  }
+  c.pos = r.get<int32_t>();
+  c.filled = r.get<int32_t>();
+  require(c.filled >= 0 && c.filled <= cfg.window && c.pos >= 0 && c.pos < cfg.window,
+          what + "window position out of range");
+  c.sum = r.finite();
+  c.mean = r.finite();
+  c.var = r.finite();
+  c.count = r.get<int64_t>();
+  require(c.var >= 0 && c.count >= 0, what + "a negative variance or count");
+}
+
+void put_norm(Writer& w, const Normaliser& n) {
+  w.put(n.mean);
+  w.put(n.var);
+  w.put(n.count);
+}
+
+void get_norm(Reader& r, Normaliser& n) {
+  n.mean = r.finite();
+  n.var = r.finite();
+  n.count = r.get<int64_t>();
+  require(n.var >= 0 && n.count >= 0, "series state: a negative variance or count");
+}
+
+}  // namespace
+
+std::vector<uint8_t> Detector::save(const SeriesState& s) const {
+  require(s.model_state.size() == forecaster_->state_size(), "series state: belongs to another forecaster");
+  Writer w;
+  w.out.reserve(sizeof(SeriesState) + 64 + s.model_state.size() * sizeof(float));
+  w.out.insert(w.out.end(), kStateMagic, kStateMagic + sizeof(kStateMagic));
+  w.put(fingerprint_);
+  w.put(s.count);
+  w.put(s.last_epoch);
+  put_norm(w, s.norm);
+  put_norm(w, s.fast);
+  w.put(s.prediction);
+  w.put(s.min_value);
+  w.put(s.max_value);
+  for (const ChannelState* c : {&s.forecast, &s.level, &s.daily, &s.weekly}) put_channel(w, *c);
+  for (double v : s.day) w.put(v);
+  for (double v : s.week) w.put(v);
+  for (uint16_t v : s.day_n) w.put(v);
+  for (uint16_t v : s.week_n) w.put(v);
+  w.put(s.fit_day);
+  w.put(s.fit_week);
+  w.put(s.fit_var);
+  w.put(s.peak);
+  w.put(s.last_score);
+  w.put(s.last_likelihood);
+  w.put(s.last_prediction);
+  w.put(static_cast<uint32_t>(s.model_state.size()));
+  for (float v : s.model_state) w.put(v);
+  return std::move(w.out);
+}
+
+SeriesState Detector::load(std::span<const uint8_t> bytes) const {
+  require(bytes.size() >= sizeof(kStateMagic) && std::memcmp(bytes.data(), kStateMagic, sizeof(kStateMagic)) == 0,
+          "series state: not a detector state (bad magic)");
+  Reader r(bytes.subspan(sizeof(kStateMagic)));
+  require(r.get<uint64_t>() == fingerprint_, "series state: saved by a detector with another forecaster or config");
+  SeriesState s = new_series();
+  s.count = r.get<int64_t>();
+  s.last_epoch = r.get<int64_t>();
+  require(s.count >= 0, "series state: a negative count");
+  get_norm(r, s.norm);
+  get_norm(r, s.fast);
+  s.prediction = r.get<float>();
+  require(std::isfinite(s.prediction), "series state: a non-finite prediction");
+  s.min_value = r.finite();
+  s.max_value = r.finite();
+  get_channel(r, s.forecast, cfg_.forecast, "forecast");
+  get_channel(r, s.level, cfg_.level, "level");
+  get_channel(r, s.daily, cfg_.daily, "daily");
+  get_channel(r, s.weekly, cfg_.weekly, "weekly");
+  for (double& v : s.day) v = r.finite();
+  for (double& v : s.week) v = r.finite();
+  for (uint16_t& v : s.day_n) v = r.get<uint16_t>();
+  for (uint16_t& v : s.week_n) v = r.get<uint16_t>();
+  s.fit_day = r.finite();
+  s.fit_week = r.finite();
+  s.fit_var = r.finite();
+  s.peak = r.finite();
+  s.last_score = r.finite();
+  s.last_likelihood = r.finite();
+  s.last_prediction = r.finite();
+  require(r.get<uint32_t>() == s.model_state.size(), "series state: model state size differs");
+  for (float& v : s.model_state) {
+    v = r.get<float>();
+    require(std::isfinite(v), "series state: a non-finite model state value");
+  }
+  require(r.left() == 0, "series state: " + std::to_string(r.left()) + " bytes after the end");
+  return s;
+}
+
+}  // namespace ssm

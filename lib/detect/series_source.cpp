@@ -1,0 +1,270 @@
+// Training data for the forecaster: synthetic series and NAB-format CSVs,
+// normalised online as the detector does; and the training loop that writes
+// the shipped model.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <random>
+
+#include "json_fields.hpp"
+#include "ssm/detector.hpp"
+#include "ssm/timeseries_csv.hpp"
+
+namespace ssm {
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// splitmix64: a seed per (seed, step, item) so that items do not depend on
+// the order they are made in.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// A synthetic series of n raw values: a sum of a level, a trend, periodic
+// parts (sine, square, sawtooth-like daily shapes), a random walk, noise,
+// level shifts and spikes, each present with some probability, at scales and
+// offsets across orders of magnitude (the normaliser must cope).
+void synthetic_series(std::vector<double>& x, size_t n, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> U(0, 1);
+  std::normal_distribution<double> Nd(0, 1);
+  auto chance = [&](double p) { return U(rng) < p; };
+  x.assign(n, 0.0);
+  const double scale = std::pow(10.0, U(rng) * 6 - 2);
+  const double level = chance(0.7) ? scale * (U(rng) * 20 - 5) : 0.0;
+  const double trend = chance(0.3) ? scale * (U(rng) * 2 - 1) * 5.0 / n : 0.0;
+  const int periodic = static_cast<int>(U(rng) * 3);  // 0..2 periodic parts
+  struct Part {
+    int kind;
+    double period, amp, phase, duty;
+  };
+  std::vector<Part> parts;
+  for (int i = 0; i < periodic; ++i)
+    parts.push_back({static_cast<int>(U(rng) * 3), std::exp(std::log(6.0) + U(rng) * (std::log(400.0) - std::log(6.0))),
+                     scale * (0.2 + U(rng) * 3), U(rng) * 2 * M_PI, 0.1 + 0.8 * U(rng)});
+  const double noise = scale * (chance(0.15) ? 0.0 : std::exp(std::log(0.01) + U(rng) * std::log(300.0)));
+  const bool heavy = chance(0.2);  // Laplace-like noise
+  const double walk = chance(0.25) ? scale * 0.05 * U(rng) : 0.0;
+  const double shift_p = chance(0.3) ? U(rng) * 0.01 : 0.0;
+  const double spike_p = chance(0.3) ? U(rng) * 0.01 : 0.0;
+  const double quant = chance(0.2) ? scale * (0.05 + U(rng)) : 0.0;  // integer-like steps
+  double w = 0, shift = 0;
+  for (size_t t = 0; t < n; ++t) {
+    double v = level + trend * t;
+    for (const Part& p : parts) {
+      const double ph = std::fmod(t / p.period * 2 * M_PI + p.phase, 2 * M_PI);
+      if (p.kind == 0)
+        v += p.amp * std::sin(ph);
+      else if (p.kind == 1)
+        v += p.amp * (ph < p.duty * 2 * M_PI ? 1.0 : -1.0);
+      else  // a peak once per period, as daily load
+        v += p.amp * std::exp(-std::pow((ph - M_PI) / (p.duty * 2), 2));
+    }
+    w += walk * Nd(rng);
+    if (shift_p > 0 && U(rng) < shift_p) shift += scale * (U(rng) * 8 - 4);
+    double e = Nd(rng);
+    if (heavy) e = (U(rng) < 0.5 ? -1 : 1) * -std::log(std::max(U(rng), 1e-12)) / std::sqrt(2.0);
+    v += w + shift + noise * e;
+    if (spike_p > 0 && U(rng) < spike_p) v += scale * (U(rng) * 20 - 10);
+    if (quant > 0) v = std::round(v / quant) * quant;
+    x[t] = v;
+  }
+}
+
+class SeriesBatchSource : public BatchSource {
+ public:
+  explicit SeriesBatchSource(const SeriesDataConfig& d) : cfg_(d) {
+    cfg_.norm.validate();
+    for (const auto& folder : d.folders) {
+      std::error_code ec;
+      require(fs::is_directory(folder, ec), "series data: folder '" + folder + "' does not exist");
+      std::vector<std::string> files;
+      for (auto it = fs::recursive_directory_iterator(folder, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec))
+        if (it->is_regular_file() && it->path().extension() == ".csv") files.push_back(it->path().string());
+      require(!ec, "series data: cannot scan folder '" + folder + "': " + ec.message());
+      std::sort(files.begin(), files.end());
+      for (const auto& f : files) {
+        const TimeSeries ts = read_timeseries_csv(f, {.lenient = true});
+        if (ts.rows.size() < 16) continue;
+        Normaliser n;
+        std::vector<float> z(ts.rows.size());
+        for (size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(n.push(ts.rows[i].value, cfg_.norm));
+        real_.push_back(std::move(z));
+        total_ += ts.rows.size();
+      }
+    }
+    require(cfg_.synthetic_fraction >= 1 || !real_.empty(),
+            "series data: no CSV file with 16 or more rows in the folders, and synthetic_fraction < 1");
+  }
+
+  size_t real_series() const { return real_.size(); }
+
+  void batch(float* in, float* target, int B, int T, uint64_t seed, int64_t step) override {
+    std::vector<double> x;
+    std::vector<float> z;
+    for (int b = 0; b < B; ++b) {
+      std::mt19937_64 rng(mix(mix(mix(seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(b)));
+      std::uniform_real_distribution<double> U(0, 1);
+      float* xi = in + static_cast<size_t>(b) * T;
+      float* yi = target + static_cast<size_t>(b) * T;
+      if (real_.empty() || U(rng) < cfg_.synthetic_fraction) {
+        const size_t n = static_cast<size_t>(cfg_.warmup_skip) + T + 1;
+        synthetic_series(x, n, rng);
+        Normaliser nm;
+        z.resize(n);
+        for (size_t i = 0; i < n; ++i) z[i] = static_cast<float>(nm.push(x[i], cfg_.norm));
+        std::copy(z.begin() + cfg_.warmup_skip, z.begin() + cfg_.warmup_skip + T, xi);
+        std::copy(z.begin() + cfg_.warmup_skip + 1, z.begin() + cfg_.warmup_skip + T + 1, yi);
+      } else {
+        // A series in proportion to its length, then a window of it; a
+        // window longer than the series is zero-padded on the left.
+        size_t pick = static_cast<size_t>(U(rng) * total_), k = 0;
+        while (k + 1 < real_.size() && pick >= real_[k].size()) pick -= real_[k++].size();
+        const std::vector<float>& s = real_[k];
+        const size_t need = static_cast<size_t>(T) + 1;
+        std::fill(xi, xi + T, 0.0f);
+        std::fill(yi, yi + T, 0.0f);
+        if (s.size() >= need) {
+          const size_t lo = std::min(static_cast<size_t>(cfg_.warmup_skip), s.size() - need);
+          const size_t start = lo + static_cast<size_t>(U(rng) * (s.size() - need - lo + 1));
+          std::copy(s.begin() + start, s.begin() + start + T, xi);
+          std::copy(s.begin() + start + 1, s.begin() + start + T + 1, yi);
+        } else {
+          const size_t m = s.size() - 1, off = T - m;
+          std::copy(s.begin(), s.begin() + m, xi + off);
+          std::copy(s.begin() + 1, s.end(), yi + off);
+        }
+      }
+    }
+  }
+
+ private:
+  SeriesDataConfig cfg_;
+  std::vector<std::vector<float>> real_;  // z of each CSV, normalised from its start
+  size_t total_ = 0;
+};
+
+using Fields = detail::JsonFields;
+
+}  // namespace
+
+SeriesDataConfig series_data_config_from_json(const json& j, const std::string& source) {
+  const Fields f(j, source, "data", {"kind", "folders", "synthetic_fraction", "warmup_skip", "normaliser"});
+  SeriesDataConfig d;
+  if (auto it = j.find("kind"); it != j.end())
+    require(it->is_string() && it->get<std::string>() == "series",
+            source + ": 'data.kind' must be \"series\" for a forecaster, got " + it->dump());
+  if (auto it = j.find("folders"); it != j.end()) {
+    if (it->is_string()) {
+      d.folders = {it->get<std::string>()};
+    } else {
+      require(it->is_array(), source + ": 'data.folders' must be a folder name or a list of them");
+      for (const auto& f : *it) {
+        require(f.is_string() && !f.get<std::string>().empty(),
+                source + ": 'data.folders' must be a list of non-empty folder names");
+        d.folders.push_back(f.get<std::string>());
+      }
+    }
+  }
+  f.get("synthetic_fraction", d.synthetic_fraction);
+  f.get("warmup_skip", d.warmup_skip);
+  require(d.synthetic_fraction >= 0 && d.synthetic_fraction <= 1,
+          source + ": 'data.synthetic_fraction' must be in [0, 1]");
+  require(d.warmup_skip >= 0 && d.warmup_skip <= 100000, source + ": 'data.warmup_skip' must be in 0 .. 100000");
+  if (auto it = j.find("normaliser"); it != j.end()) {
+    // The detector config reader knows the normaliser's keys.
+    d.norm = DetectorConfig::from_json(json{{"normaliser", *it}}, source + " (data)").norm;
+  }
+  return d;
+}
+
+std::unique_ptr<BatchSource> make_series_source(const SeriesDataConfig& data) {
+  return std::make_unique<SeriesBatchSource>(data);
+}
+
+std::unique_ptr<BatchSource> make_series_source(const json& data_section, const std::string& source) {
+  return make_series_source(series_data_config_from_json(data_section, source));
+}
+
+SeriesTrainSummary train_forecaster(const std::string& config_path, std::ostream* log) {
+  json j;
+  try {
+    j = json::parse(read_text_file(config_path));
+  } catch (const json::exception& e) {
+    fail(config_path + ": not valid JSON: " + e.what());
+  }
+  const Fields top(j, config_path, "", {"model", "training", "data", "output"});
+  for (const char* k : {"model", "training", "data", "output"})
+    require(top.find(k), config_path + ": the section '" + std::string(k) + "' is missing");
+  const ModelConfig mc = ModelConfig::from_json(j.at("model"), config_path);
+  const Fields tf(j.at("training"), config_path, "training",
+                  {"steps", "batch", "segment", "lr", "min_lr", "warmup", "weight_decay", "clip", "l1_weight",
+                   "l2_weight", "seed", "threads"});
+  TrainerConfig tc;
+  tc.stft_weight = 0;  // a forecast is judged sample by sample
+  tf.get("steps", tc.steps);
+  tf.get("batch", tc.batch);
+  tf.get("segment", tc.segment);
+  tf.get("lr", tc.lr);
+  tf.get("min_lr", tc.min_lr);
+  tf.get("warmup", tc.warmup);
+  tf.get("weight_decay", tc.weight_decay);
+  tf.get("clip", tc.clip);
+  tf.get("l1_weight", tc.l1_weight);
+  tf.get("l2_weight", tc.l2_weight);
+  tf.get("seed", tc.seed);
+  tf.get("threads", tc.threads);
+  tc.validate();
+  const SeriesDataConfig dc = series_data_config_from_json(j.at("data"), config_path);
+  const json& oj = j.at("output");
+  const Fields of(oj, config_path, "output", {"model", "log_every"});
+  require(oj.contains("model") && oj["model"].is_string() && !oj["model"].get<std::string>().empty(),
+          config_path + ": 'output.model' must name the model file to write");
+  int64_t log_every = 50;
+  of.get("log_every", log_every);
+  require(log_every >= 1, config_path + ": 'output.log_every' must be >= 1");
+
+  Model model(mc);
+  Forecaster check(model);  // the shape limits of the detector, before hours of training
+  model.init(tc.seed);
+  auto source = make_series_source(dc);
+  Trainer trainer(model, tc);
+  SeriesTrainSummary sum;
+  const auto t0 = std::chrono::steady_clock::now();
+  double acc = 0;
+  int64_t in_acc = 0;
+  for (int64_t s = 0; s < tc.steps; ++s) {
+    const StepStats st = trainer.step(*source);
+    acc += st.loss;
+    ++in_acc;
+    if (in_acc == log_every || s + 1 == tc.steps) {
+      const double mean = acc / in_acc;
+      if (sum.first_loss == 0) sum.first_loss = mean;
+      sum.last_loss = mean;
+      if (log) {
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        *log << "step " << st.step << "/" << tc.steps << "  loss " << mean << "  grad_norm " << st.grad_norm
+             << "  lr " << st.lr << "  " << sec << " s" << std::endl;
+      }
+      acc = 0;
+      in_acc = 0;
+    }
+  }
+  sum.steps = tc.steps;
+  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  model.save(oj["model"].get<std::string>(),
+             {{"ssm.normaliser", DetectorConfig{.norm = dc.norm}.to_json()["normaliser"].dump()},
+              {"ssm.training", j.at("training").dump()}});
+  return sum;
+}
+
+}  // namespace ssm

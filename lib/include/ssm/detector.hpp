@@ -1,0 +1,281 @@
+// Online anomaly detection on scalar time series: every value of a series is
+// scored in [0, 1] from the values before it and itself, never later ones.
+//
+// Per value x_t of a series:
+//   1. normalise: z_t = (x_t - m_{t-1}) / s_{t-1} from exponentially weighted
+//      mean and variance (plain running moments during a warm-up), then update
+//      them with x_t; the weighting lets the statistics follow drift;
+//   2. forecast: a small SSM run in recurrent mode reads z_t and predicts
+//      z_{t+1}; the error of the prediction made one step earlier is
+//      e_t = |z_t - p_{t-1}|;
+//   3. evidence: each channel (forecast error, level against a faster
+//      normaliser, daily and weekly profiles) averages its error over a short
+//      window and judges the average against its long-run distribution, as
+//      Numenta's anomaly likelihood does: -log10 of the Gaussian upper tail;
+//   4. score: the weighted sum of the channels' evidence over `decades`,
+//      clipped to [0, 1], raised by a value outside the range seen so far,
+//      and held low right after a peak so that one event gives one
+//      detection (refractory decay).
+//
+// Values beyond ±1e150 are taken as ±1e150 (their squares must stay finite).
+//
+// Timestamps: a value whose epoch equals the last accepted one (a repeat) or
+// lies before it (out of order) changes no state; a repeat gets the result of
+// the value it repeats, an out-of-order value is scored against the current
+// state (error, likelihood, score) without updating it.
+//
+// A series' state (SeriesState) is plain data: the model's recurrent state,
+// the normaliser, the error window and the likelihood moments. It serialises
+// to bytes and back; a restored series continues exactly as if never stopped.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "ssm/model.hpp"
+#include "ssm/trainer.hpp"
+
+namespace ssm {
+
+// ---------------------------------------------------------------- forecaster
+
+struct LayerOffsets;  // lib/model's table of a layer's tensors
+
+// A Mamba-2 model with one input and one output channel, stepped one value
+// at a time for many independent series. The step is fused into plain loops
+// over a private copy of the parameters: at forecaster sizes (D <= 64) the
+// per-op calls of Stream cost far more than the arithmetic. It computes what
+// Stream computes (the tests compare them) with the same state layout.
+// Thread-safe: step() only reads the forecaster.
+class Forecaster {
+ public:
+  // Size limits of the fused step (its scratch lives on the stack).
+  static constexpr int kMaxWidth = 64;    // D
+  static constexpr int kMaxInner = 256;   // E
+  static constexpr int kMaxGroupState = 128;  // G * N
+
+  // Throws ssm::Error naming the field unless the model is Mamba-2 with
+  // in_channels = out_channels = 1 and within the limits above.
+  explicit Forecaster(const Model& model);
+  ~Forecaster();
+  Forecaster(const Forecaster&) = delete;
+  Forecaster& operator=(const Forecaster&) = delete;
+  // The model shipped in models/forecaster/ (compiled into the library).
+  static std::shared_ptr<const Forecaster> builtin();
+  // A model file, or the built-in one for "" / "builtin".
+  static std::shared_ptr<const Forecaster> load(const std::string& path);
+
+  const ModelConfig& config() const { return cfg_; }
+  size_t state_size() const { return state_size_; }  // floats per series
+  uint64_t fingerprint() const { return fingerprint_; }  // of the config and weights
+
+  // Reads z, advances `state` (state_size floats, zeros at the start) and
+  // returns the prediction of the next z.
+  float step(float* state, float z) const;
+
+ private:
+  ModelConfig cfg_;
+  std::vector<float> p_;  // the model's parameter block
+  size_t enc_w_, enc_b_, norm_f_, head_w_, head_b_;
+  std::vector<LayerOffsets> layers_;  // where each layer's tensors sit in p_
+  std::vector<float> A_;  // (L, H) -exp(A_log), computed once
+  size_t state_size_ = 0, tail_size_ = 0, layer_state_ = 0;
+  uint64_t fingerprint_ = 0;
+};
+
+// The bytes of models/forecaster/forecaster.safetensors as compiled in.
+std::span<const uint8_t> builtin_forecaster_bytes();
+// A model from safetensors bytes (config in __metadata__ "ssm.config");
+// errors name `source`.
+Model model_from_safetensors_bytes(std::vector<uint8_t> bytes, const std::string& source);
+
+// ---------------------------------------------------------------- normaliser
+
+struct NormaliserConfig {
+  int warmup = 50;             // values normalised with plain running moments
+  double half_life = 2000;     // values; weight of the moments after warm-up
+  double clip_sigma = 4;       // deviations beyond this many s move the variance no further
+  double min_std_rel = 1e-3;   // s >= min_std_rel * |m| + min_std_abs
+  double min_std_abs = 1e-6;
+  double z_clip = 10;          // |z| limit fed to the model
+
+  void validate() const;  // throws ssm::Error naming the field
+};
+
+// Online moments of one series (DESIGN.md §4: plain data).
+struct Normaliser {
+  double mean = 0, var = 0;
+  int64_t count = 0;
+
+  // z of x against the moments so far (0 for the first value), then the
+  // moments take x in. The returned z is clipped to ±z_clip.
+  double push(double x, const NormaliserConfig& c);
+  // z of x against the moments so far, without updating them.
+  double peek(double x, const NormaliserConfig& c) const;
+  double stddev(const NormaliserConfig& c) const;
+};
+
+// ---------------------------------------------------------------- detector
+
+// One source of evidence: a per-value error e_t, averaged over the last
+// `window` values; the average is judged against its own long-run moments
+// (weight of `half_life` values, deviation at least `min_sigma`) and gives
+// -log10 of the Gaussian upper tail, times `weight`.
+struct ChannelConfig {
+  double weight = 1;
+  int window = 8;          // 1 .. kMaxShortWindow
+  double half_life = 1000;
+  double min_sigma = 0.1;
+  bool log = false;        // average log(e + 0.1) instead of e (tames heavy tails)
+};
+
+inline constexpr int kMaxShortWindow = 64;
+inline constexpr int kDayBins = 48;    // half hours
+inline constexpr int kWeekBins = 168;  // hours
+
+struct DetectorConfig {
+  NormaliserConfig norm;   // the forecaster's input (as trained) and the seasonal scale
+  // Channels. forecast: |z - prediction|. level: |z| against a faster
+  // normaliser (level_half_life), i.e. how far the value is from where it has
+  // recently been. daily / weekly: |x - profile[bin]| / s, the profile being
+  // the smoothed value of the same half hour of the day / hour of the week
+  // (UTC), counted only as far as the profile explains the series (below).
+  ChannelConfig forecast{0.02, 32, 1000, 0.1, true};
+  ChannelConfig level{1, 32, 110, 0.227, true};
+  ChannelConfig daily{1, 17, 234, 0.161, false};
+  ChannelConfig weekly{0.5, 8, 1672, 0.246, false};
+  double level_half_life = 175;      // values
+  double season_half_life = 14;      // visits of a bin (days for daily, weeks for weekly)
+  double season_fit_half_life = 500; // values; weight of the fit measure
+  // fit = 1 - E[(x - profile)^2] / E[(x - m)^2]; a seasonal channel counts
+  // with the factor clamp((fit - season_min_fit) / (1 - season_min_fit), 0, 1).
+  double season_min_fit = 0.5;
+  int learning = 233;              // values before any score above 0
+  double decades = 20.7;           // summed weighted -log10 tails that map to score 1
+  double spatial_tolerance = 0.007;  // a value beyond [min, max] by this share of the range...
+  double spatial_score = 0.71;       // ...scores at least this (0 = off)
+  double peak_decay = 0.99591;     // per value: the remembered recent peak score decays by this
+  double refractory = 0.032;       // a score not above the decayed peak is multiplied by this
+
+  void validate() const;  // throws ssm::Error naming the field
+  // Strict: unknown keys and wrong types are errors naming the key and `source`.
+  static DetectorConfig from_json(const nlohmann::json& j, const std::string& source);
+  static DetectorConfig from_file(const std::string& path);
+  nlohmann::json to_json() const;
+};
+
+// The running state of one channel.
+struct ChannelState {
+  float ring[kMaxShortWindow] = {};  // the last `window` errors
+  int pos = 0;
+  int filled = 0;
+  double sum = 0;                    // of the ring
+  double mean = 0, var = 0;          // long-run moments of the window average
+  int64_t count = 0;
+};
+
+// Everything one series carries between values (plain data but the model
+// state's buffer).
+struct SeriesState {
+  int64_t count = 0;        // values accepted (repeats and out-of-order ones excluded)
+  int64_t last_epoch = 0;   // of the last accepted value
+  Normaliser norm, fast;    // slow (forecaster, seasons) and fast (level channel) moments
+  float prediction = 0;     // the forecaster's prediction of the next z
+  double min_value = 0, max_value = 0;
+  ChannelState forecast, level, daily, weekly;
+  double day[kDayBins] = {}, week[kWeekBins] = {};              // seasonal profiles
+  uint16_t day_n[kDayBins] = {}, week_n[kWeekBins] = {};        // visits (saturating)
+  double fit_day = 0, fit_week = 0, fit_var = 0;                // EW squared residuals
+  double peak = 0;          // decayed recent peak of the raw score
+  // The result of the last accepted value, given again to a repeat.
+  double last_score = 0, last_likelihood = 0, last_prediction = 0;
+  std::vector<float> model_state;  // (Forecaster::state_size())
+};
+
+enum class PointKind : uint8_t {
+  scored,        // accepted and scored; the state moved on
+  repeat,        // same epoch as the last accepted value: its result again
+  out_of_order,  // earlier epoch: scored as if it came next, the state unchanged
+};
+
+struct DetectorResult {
+  double score = 0;       // [0, 1]
+  double likelihood = 0;  // [0, 1]: 1 - 10^-(weighted evidence of all channels)
+  double prediction = 0;  // this value as forecast one step earlier, in the series' units
+  double error = 0;       // |z - prediction| in normalised units
+  PointKind kind = PointKind::scored;
+};
+
+class Detector {
+ public:
+  Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg);
+
+  const DetectorConfig& config() const { return cfg_; }
+  const Forecaster& forecaster() const { return *forecaster_; }
+
+  SeriesState new_series() const;
+  // Scores one value. Throws ssm::Error for a non-finite value or a state
+  // that does not belong to this detector's forecaster.
+  DetectorResult update(SeriesState& s, int64_t epoch, double value) const;
+
+  // Bytes of a series' state: a header (magic, fingerprint of the forecaster
+  // and the config) and the fields, little-endian. load() checks all of it
+  // and names what is wrong.
+  std::vector<uint8_t> save(const SeriesState& s) const;
+  SeriesState load(std::span<const uint8_t> bytes) const;
+
+  // Bytes one series' state holds (inline and its model state buffer).
+  size_t state_bytes() const;
+
+ private:
+  DetectorResult advance(SeriesState& s, int64_t epoch, double value) const;
+
+  std::shared_ptr<const Forecaster> forecaster_;
+  DetectorConfig cfg_;
+  NormaliserConfig fast_;
+  uint64_t fingerprint_ = 0;
+};
+
+// ---------------------------------------------------------------- training
+
+// The series the forecaster trains on. Items are windows of T values of a
+// series normalised online exactly as the detector does; the input at t is
+// z_t, the target z_{t+1}. Synthetic series (sines with noise, trends, level
+// shifts, spikes, random walks, square waves) are generated from (seed,
+// index); real ones are NAB-format CSV files found under `folders`.
+struct SeriesDataConfig {
+  std::vector<std::string> folders;  // CSV files (timestamp,value), scanned recursively
+  double synthetic_fraction = 0.5;   // share of items drawn from synthetic series
+  int warmup_skip = 64;              // values normalised before an item's window starts
+  NormaliserConfig norm;             // as the detector's (kept equal by the caller)
+};
+
+// Strict JSON: {"kind": "series", "folders": [...], "synthetic_fraction": 0.5,
+// "warmup_skip": 64, "normaliser": {...}}; errors name `source` and the key.
+SeriesDataConfig series_data_config_from_json(const nlohmann::json& j, const std::string& source);
+
+// Batches for the Trainer over `data`; item b of step s is a pure function
+// of (seed, s, b). Throws ssm::Error when a folder has no usable series and
+// synthetic_fraction < 1, or a CSV is unreadable (naming the file).
+// in (B, T, 1) = z_t, target (B, T, 1) = z_{t+1}.
+std::unique_ptr<BatchSource> make_series_source(const SeriesDataConfig& data);
+// The same from the "data" section of a training config.
+std::unique_ptr<BatchSource> make_series_source(const nlohmann::json& data_section, const std::string& source);
+
+// Trains a forecaster from a config file with the sections
+//   {"model": {...}, "training": {...}, "data": {"kind": "series", ...},
+//    "output": {"model": "path.safetensors", "log_every": 50}}
+// and writes the model (atomically). Progress lines go to `log` when given.
+struct SeriesTrainSummary {
+  int64_t steps = 0;
+  double first_loss = 0, last_loss = 0;  // means over the first / last log_every steps
+  double seconds = 0;
+};
+SeriesTrainSummary train_forecaster(const std::string& config_path, std::ostream* log);
+
+}  // namespace ssm

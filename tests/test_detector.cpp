@@ -1,0 +1,447 @@
+// The anomaly detector: the forecaster's fused step against the model's
+// recurrent mode, the online normaliser, the detector's handling of repeats,
+// late values and bad input, state bytes, the training data source, the
+// training entry point, the built-in model, and `ssm eval nab` end to end
+// (on samples/nab, and on nab-dev when it is present).
+#include "ssm/detector.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ssm/timeseries_csv.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const ssm::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A fresh folder under the system temp dir, removed at the end of the test.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("ssm_test_detector_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+ssm::ModelConfig small_config(int layers, int d_model, int d_state, int head_dim) {
+  ssm::ModelConfig c;
+  c.d_model = d_model;
+  c.n_layers = layers;
+  c.expand = 2;
+  c.head_dim = head_dim;
+  c.d_state = d_state;
+  c.chunk = 16;
+  c.sample_rate = 1;
+  return c;
+}
+
+std::shared_ptr<const ssm::Forecaster> test_forecaster() {
+  static const auto f = [] {
+    ssm::Model m(small_config(1, 8, 8, 8));
+    m.init(7);
+    return std::make_shared<const ssm::Forecaster>(m);
+  }();
+  return f;
+}
+
+// A daily-looking series (5-minute steps) with noise; a level shift of
+// `shift` from row `at` on.
+std::vector<double> make_series(size_t n, uint64_t seed, size_t at = SIZE_MAX, double shift = 0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> noise(0, 1);
+  std::vector<double> x(n);
+  for (size_t t = 0; t < n; ++t)
+    x[t] = 50 + 20 * std::sin(2 * M_PI * t / 288.0) + 2 * noise(rng) + (t >= at ? shift : 0);
+  return x;
+}
+
+constexpr int64_t kT0 = 1396310400;  // 2014-04-01 00:00:00 UTC
+
+// ---------------------------------------------------------------- forecaster
+
+TEST(Forecaster, StepEqualsTheModelsRecurrentMode) {
+  struct Shape {
+    int layers, d_model, d_state, head_dim;
+  };
+  for (const Shape& sh : {Shape{1, 8, 8, 8}, Shape{2, 16, 16, 8}, Shape{1, 8, 4, 16}}) {
+    ssm::Model m(small_config(sh.layers, sh.d_model, sh.d_state, sh.head_dim));
+    m.init(11);
+    ssm::Forecaster f(m);
+    ssm::Stream stream(m, 1);
+    ASSERT_EQ(f.state_size(), stream.state_size());
+    std::vector<float> state(f.state_size(), 0.0f);
+    std::mt19937_64 rng(3);
+    std::normal_distribution<float> z(0, 2);
+    double max_err = 0;
+    for (int t = 0; t < 400; ++t) {
+      const float in = z(rng);
+      float ref = 0;
+      stream.process(&in, &ref, 1);
+      const float out = f.step(state.data(), in);
+      ASSERT_TRUE(std::isfinite(out));
+      max_err = std::max(max_err, std::abs(double(out) - ref) / std::max(1.0, std::abs(double(ref))));
+    }
+    EXPECT_LE(max_err, 1e-5) << "layers " << sh.layers << " D " << sh.d_model;
+    // The same state layout: the stream's snapshot holds our state.
+    const auto snap = stream.snapshot();
+    std::vector<float> theirs(f.state_size());
+    std::memcpy(theirs.data(), snap.data() + snap.size() - theirs.size() * sizeof(float),
+                theirs.size() * sizeof(float));
+    for (size_t i = 0; i < theirs.size(); ++i) ASSERT_NEAR(theirs[i], state[i], 1e-4 * (1 + std::abs(theirs[i])));
+  }
+}
+
+TEST(Forecaster, RejectsModelsItCannotStep) {
+  ssm::ModelConfig c = small_config(1, 8, 8, 8);
+  c.in_channels = 2;
+  EXPECT_NE(error_of([&] { ssm::Forecaster f{ssm::Model(c)}; }).find("in_channels"), std::string::npos);
+  c = small_config(1, 8, 8, 8);
+  c.block = ssm::BlockKind::Mamba1;
+  EXPECT_NE(error_of([&] { ssm::Forecaster f{ssm::Model(c)}; }).find("Mamba-2"), std::string::npos);
+  c = small_config(1, 128, 8, 8);
+  EXPECT_NE(error_of([&] { ssm::Forecaster f{ssm::Model(c)}; }).find("d_model"), std::string::npos);
+}
+
+TEST(Forecaster, BuiltinIsTheShippedFile) {
+  const auto bytes = ssm::builtin_forecaster_bytes();
+  ASSERT_FALSE(bytes.empty());
+  const auto f = ssm::Forecaster::builtin();
+  EXPECT_EQ(f->config().in_channels, 1);
+  EXPECT_LE(f->state_size() * sizeof(float), 4096u);
+  const fs::path shipped = fs::path(SSM_SOURCE_DIR) / "models/forecaster/forecaster.safetensors";
+  if (!fs::exists(shipped)) GTEST_SKIP() << "no source tree at " << shipped;
+  std::ifstream in(shipped, std::ios::binary);
+  const std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(file.size(), bytes.size()) << "run models/forecaster/embed.py after retraining";
+  EXPECT_EQ(0, std::memcmp(file.data(), bytes.data(), bytes.size()));
+  EXPECT_EQ(ssm::Forecaster::load(shipped.string())->fingerprint(), f->fingerprint());
+}
+
+// ---------------------------------------------------------------- normaliser
+
+TEST(Normaliser, RunningMomentsThenWeighted) {
+  ssm::NormaliserConfig c;
+  c.warmup = 4;
+  c.half_life = 1;  // weight 1/2 per value after the warm-up
+  c.clip_sigma = 1e9;
+  c.min_std_abs = 1e-12;
+  c.min_std_rel = 0;
+  ssm::Normaliser n;
+  EXPECT_EQ(n.push(10, c), 0.0);  // nothing known yet
+  EXPECT_DOUBLE_EQ(n.mean, 10);
+  n.push(12, c);
+  n.push(14, c);
+  n.push(16, c);
+  EXPECT_DOUBLE_EQ(n.mean, 13);
+  EXPECT_DOUBLE_EQ(n.var, 5);  // population variance of 10, 12, 14, 16
+  // z against the moments before the value.
+  EXPECT_DOUBLE_EQ(n.peek(13 + 2 * std::sqrt(5.0), c), 2.0);
+  n.push(23, c);  // mean += (23 - 13) / 2, var = (1/2)(5 + (1/2) 100)
+  EXPECT_DOUBLE_EQ(n.mean, 18);
+  EXPECT_DOUBLE_EQ(n.var, 27.5);
+}
+
+TEST(Normaliser, SpikeMovesMomentsOnlySoFarAndZIsClipped) {
+  ssm::NormaliserConfig c;
+  ssm::Normaliser n;
+  std::mt19937_64 rng(1);
+  std::normal_distribution<double> g(100, 1);
+  for (int i = 0; i < 2000; ++i) n.push(g(rng), c);
+  const double var = n.var, mean = n.mean;
+  EXPECT_EQ(n.push(1e12, c), c.z_clip);
+  EXPECT_LT(n.var, var * 1.05);
+  EXPECT_LT(std::abs(n.mean - mean), 0.01);
+  // A constant series: the floor keeps s > 0 and z finite.
+  ssm::Normaliser k;
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(std::isfinite(k.push(5, c)));
+  EXPECT_GT(k.stddev(c), 0);
+}
+
+// ---------------------------------------------------------------- detector
+
+TEST(Detector, ScoresStayInRangeOnWildInput) {
+  const ssm::Detector det(test_forecaster(), {});
+  ssm::SeriesState s = det.new_series();
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const double wild[] = {0, 1e300, -1e300, 1e-300, 5, 5, 5, -7e12, 3.5};
+  for (int t = 0; t < 3000; ++t) {
+    const double v = t % 97 == 0 ? wild[(t / 97) % 9] : 100 * u(rng);
+    const auto r = det.update(s, kT0 + 60 * t, v);
+    ASSERT_GE(r.score, 0);
+    ASSERT_LE(r.score, 1);
+    ASSERT_TRUE(std::isfinite(r.likelihood) && std::isfinite(r.prediction) && std::isfinite(r.error)) << t;
+  }
+  EXPECT_NE(error_of([&] { det.update(s, kT0 + 999999, std::nan("")); }).find("not finite"), std::string::npos);
+  EXPECT_NE(error_of([&] { det.update(s, kT0 + 999999, INFINITY); }).find("not finite"), std::string::npos);
+}
+
+TEST(Detector, FindsALevelShiftAfterLearning) {
+  // Without the new-extreme rule, which would fire on every record value.
+  ssm::DetectorConfig dc;
+  dc.spatial_score = 0;
+  const ssm::Detector det(ssm::Forecaster::builtin(), dc);
+  const size_t n = 4000, at = 3000;
+  std::mt19937_64 rng(2);
+  std::normal_distribution<double> noise(0, 1);
+  ssm::SeriesState s = det.new_series();
+  double best = 0, before = 0;
+  size_t best_t = 0;
+  for (size_t t = 0; t < n; ++t) {
+    const double x = 50 + 10 * std::sin(2 * M_PI * t / 60.0) + 2 * noise(rng) + (t >= at ? 40 : 0);
+    const auto r = det.update(s, kT0 + 300 * static_cast<int64_t>(t), x);
+    if (t < static_cast<size_t>(det.config().learning)) EXPECT_EQ(r.score, 0.0);
+    if (t < at) before = std::max(before, r.score);
+    if (r.score > best) best = r.score, best_t = t;
+  }
+  EXPECT_GE(best_t, at);
+  EXPECT_LE(best_t, at + 40);
+  EXPECT_GT(best, 3 * before);
+}
+
+TEST(Detector, RepeatsAndLateValuesChangeNoState) {
+  const ssm::Detector det(test_forecaster(), {});
+  ssm::SeriesState s = det.new_series();
+  const auto x = make_series(600, 3);
+  ssm::DetectorResult last;
+  for (size_t t = 0; t < 500; ++t) last = det.update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]);
+  const int64_t tl = kT0 + 300 * 499;
+  const auto before = det.save(s);
+  // A repeat of the last epoch (any value) gets the last result.
+  const auto rep = det.update(s, tl, 1e6);
+  EXPECT_EQ(rep.kind, ssm::PointKind::repeat);
+  EXPECT_EQ(rep.score, last.score);
+  EXPECT_EQ(rep.likelihood, last.likelihood);
+  EXPECT_EQ(rep.prediction, last.prediction);
+  EXPECT_EQ(det.save(s), before);
+  // A late value is scored (a wild one scores high) and changes nothing.
+  const auto late = det.update(s, tl - 3000, 1e6);
+  EXPECT_EQ(late.kind, ssm::PointKind::out_of_order);
+  EXPECT_GT(late.score, 0.5);
+  EXPECT_LE(late.score, 1.0);
+  EXPECT_EQ(det.save(s), before);
+  // Scoring goes on as if neither had come.
+  ssm::SeriesState ref = det.load(before);
+  for (size_t t = 500; t < 600; ++t) {
+    const auto a = det.update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]);
+    const auto b = det.update(ref, kT0 + 300 * static_cast<int64_t>(t), x[t]);
+    ASSERT_EQ(a.score, b.score);
+    ASSERT_EQ(a.kind, ssm::PointKind::scored);
+  }
+}
+
+TEST(Detector, StateBytesRestoreExactly) {
+  const ssm::Detector det(test_forecaster(), {});
+  const auto x = make_series(3000, 4, 2500, 10);
+  ssm::SeriesState whole = det.new_series(), part = det.new_series();
+  std::vector<double> a, b;
+  for (size_t t = 0; t < x.size(); ++t) a.push_back(det.update(whole, kT0 + 300 * int64_t(t), x[t]).score);
+  for (size_t t = 0; t < x.size(); ++t) {
+    if (t % 700 == 350) part = det.load(det.save(part));  // a restart every 700 values
+    b.push_back(det.update(part, kT0 + 300 * int64_t(t), x[t]).score);
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_LE(det.state_bytes(), 16384u);
+  EXPECT_EQ(det.save(whole).size() > 0, true);
+}
+
+TEST(Detector, StateBytesAreChecked) {
+  const ssm::Detector det(test_forecaster(), {});
+  ssm::SeriesState s = det.new_series();
+  for (int t = 0; t < 50; ++t) det.update(s, kT0 + t, t);
+  auto bytes = det.save(s);
+  EXPECT_NE(error_of([&] { det.load(std::span(bytes).first(bytes.size() - 1)); }).find("truncated"),
+            std::string::npos);
+  auto extra = bytes;
+  extra.push_back(0);
+  EXPECT_NE(error_of([&] { det.load(extra); }).find("after the end"), std::string::npos);
+  auto magic = bytes;
+  magic[0] = 'X';
+  EXPECT_NE(error_of([&] { det.load(magic); }).find("bad magic"), std::string::npos);
+  ssm::DetectorConfig other;
+  other.learning = 10;
+  const ssm::Detector det2(test_forecaster(), other);
+  EXPECT_NE(error_of([&] { det2.load(bytes); }).find("another forecaster or config"), std::string::npos);
+  // Every byte flipped in turn: an error or a state that scores in range.
+  for (size_t i = 8; i < bytes.size(); i += 7) {
+    auto bad = bytes;
+    bad[i] ^= 0xA5;
+    try {
+      ssm::SeriesState r = det.load(bad);
+      const auto res = det.update(r, kT0 + 1000, 3);
+      ASSERT_TRUE(res.score >= 0 && res.score <= 1) << "byte " << i;
+    } catch (const ssm::Error&) {
+    }
+  }
+}
+
+TEST(DetectorConfig, JsonRoundTripAndStrictErrors) {
+  ssm::DetectorConfig c;
+  c.level.window = 12;
+  c.daily.log = true;
+  c.norm.half_life = 300;
+  const auto back = ssm::DetectorConfig::from_json(c.to_json(), "t.json");
+  EXPECT_EQ(back.to_json(), c.to_json());
+  EXPECT_NE(error_of([] { ssm::DetectorConfig::from_json(json{{"levle", {}}}, "t.json"); }).find("'levle'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ssm::DetectorConfig::from_json(json{{"level", {{"window", 0}}}}, "t.json"); })
+                .find("level.window"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ssm::DetectorConfig::from_json(json{{"normaliser", {{"half_life", "x"}}}}, "t.json"); })
+                .find("normaliser.half_life"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              ssm::DetectorConfig::from_json(
+                  json{{"forecast", {{"weight", 0}}}, {"level", {{"weight", 0}}}, {"daily", {{"weight", 0}}},
+                       {"weekly", {{"weight", 0}}}},
+                  "t.json");
+            }).find("weights"),
+            std::string::npos);
+}
+
+// ---------------------------------------------------------------- training
+
+TEST(SeriesSource, DeterministicAndShiftedByOne) {
+  ssm::SeriesDataConfig d;
+  d.folders = {(fs::path(SSM_SOURCE_DIR) / "samples/nab/data").string()};
+  d.synthetic_fraction = 0.5;
+  auto src = ssm::make_series_source(d);
+  const int B = 6, T = 200;
+  std::vector<float> in(B * T), tg(B * T), in2(B * T), tg2(B * T);
+  src->batch(in.data(), tg.data(), B, T, 9, 4);
+  src->batch(in2.data(), tg2.data(), B, T, 9, 4);
+  EXPECT_EQ(in, in2);
+  EXPECT_EQ(tg, tg2);
+  src->batch(in2.data(), tg2.data(), B, T, 9, 5);
+  EXPECT_NE(in, in2);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t + 1 < T; ++t) {
+      ASSERT_EQ(in[b * T + t + 1], tg[b * T + t]) << "item " << b << " t " << t;
+      ASSERT_TRUE(std::isfinite(in[b * T + t]) && std::abs(in[b * T + t]) <= d.norm.z_clip);
+    }
+}
+
+TEST(SeriesSource, ConfigErrorsNameTheKey) {
+  EXPECT_NE(error_of([] { ssm::make_series_source(json{{"kind", "audio"}}, "c.json"); }).find("data.kind"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ssm::make_series_source(json{{"folder", "x"}}, "c.json"); }).find("data.folder"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              ssm::make_series_source(json{{"kind", "series"}, {"folders", {"/nonexistent/ssm"}}}, "c.json");
+            }).find("does not exist"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ssm::make_series_source(json{{"synthetic_fraction", 0.5}}, "c.json"); })
+                .find("no CSV"),
+            std::string::npos);
+  // Synthetic only needs no folder.
+  EXPECT_NO_THROW(ssm::make_series_source(json{{"kind", "series"}, {"synthetic_fraction", 1.0}}, "c.json"));
+}
+
+TEST(TrainForecaster, TrainsAndWritesALoadableModel) {
+  TempDir dir;
+  const fs::path model = dir.path / "f.safetensors";
+  json cfg = {
+      {"model", {{"d_model", 8}, {"n_layers", 1}, {"head_dim", 8}, {"d_state", 8}, {"sample_rate", 1}}},
+      {"training",
+       {{"steps", 6}, {"batch", 2}, {"segment", 64}, {"warmup", 1}, {"l1_weight", 0.0}, {"l2_weight", 1.0},
+        {"threads", 1}}},
+      {"data", {{"kind", "series"}, {"synthetic_fraction", 1.0}}},
+      {"output", {{"model", model.string()}, {"log_every", 3}}}};
+  const fs::path cfg_path = dir.path / "train.json";
+  std::ofstream(cfg_path) << cfg.dump();
+  std::ostringstream log;
+  const auto sum = ssm::train_forecaster(cfg_path.string(), &log);
+  EXPECT_EQ(sum.steps, 6);
+  EXPECT_TRUE(std::isfinite(sum.last_loss));
+  EXPECT_NE(log.str().find("step 6/6"), std::string::npos);
+  const auto f = ssm::Forecaster::load(model.string());
+  EXPECT_EQ(f->config().d_model, 8);
+  cfg["training"]["stepz"] = 1;
+  std::ofstream(cfg_path) << cfg.dump();
+  EXPECT_NE(error_of([&] { ssm::train_forecaster(cfg_path.string(), nullptr); }).find("training.stepz"),
+            std::string::npos);
+}
+
+// ---------------------------------------------------------------- ssm eval nab
+
+std::string run(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
+double profile_score(const std::string& out, const std::string& profile) {
+  const size_t at = out.find(profile);
+  if (at == std::string::npos) return NAN;
+  const size_t s = out.find("score", at);
+  return std::stod(out.substr(s + 5));
+}
+
+TEST(EvalNab, SampleCorpusEndToEnd) {
+  TempDir dir;
+  const std::string bin = SSM_BINARY_DIR "/apps/ssm";
+  const std::string nab = std::string(SSM_SOURCE_DIR) + "/samples/nab";
+  int status = -1;
+  const std::string out = run(bin + " eval nab --data " + nab + "/data --labels " + nab + "/labels.json --out " +
+                                  dir.path.string() + " --threads 1",
+                              &status);
+  ASSERT_EQ(status, 0) << out;
+  for (const char* p : {"standard", "reward_low_FP_rate", "reward_low_FN_rate"})
+    EXPECT_TRUE(std::isfinite(profile_score(out, p))) << out;
+  const fs::path res = dir.path / "artificialWithAnomaly/ssm_art_daily_jumpsup_excerpt.csv";
+  ASSERT_TRUE(fs::exists(res)) << out;
+  const auto scores = ssm::read_timeseries_csv(res.string(), {.value_column = "anomaly_score"});
+  const auto data = ssm::read_timeseries_csv(nab + "/data/artificialWithAnomaly/art_daily_jumpsup_excerpt.csv");
+  ASSERT_EQ(scores.rows.size(), data.rows.size());
+  for (const auto& r : scores.rows) ASSERT_TRUE(r.value >= 0 && r.value <= 1);
+  EXPECT_TRUE(fs::exists(dir.path / "scores.json"));
+  // A bad setting is an error naming it.
+  const std::string bad = run(bin + " eval nab --data " + nab + "/data --labels " + nab +
+                                  "/labels.json --set level.window=0",
+                              &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(bad.find("level.window"), std::string::npos) << bad;
+}
+
+TEST(EvalNab, NabDevReachesTheTarget) {
+  const std::string root = std::string(SSM_SOURCE_DIR) + "/../shared/data/nab-dev";
+  if (!fs::exists(root + "/labels.json")) GTEST_SKIP() << "nab-dev is not present at " << root;
+  int status = -1;
+  const std::string out = run(std::string(SSM_BINARY_DIR "/apps/ssm") + " eval nab --data " + root +
+                                  "/data --labels " + root + "/labels.json",
+                              &status);
+  ASSERT_EQ(status, 0) << out;
+  std::printf("%s", out.c_str());
+  EXPECT_GE(profile_score(out, "standard"), 72.0) << out;
+}
+
+}  // namespace
