@@ -1,0 +1,502 @@
+// The detection server on loopback: scores equal the detector's own, a
+// restart (SIGTERM of the real `ssm detect`, then a new process on the same
+// state dir) continues exactly like an uninterrupted run, malformed input on
+// one connection never touches another's series, partial lines at
+// disconnect are counted, eviction / refusal at max_series, back-pressure
+// from a subscriber that does not read, events, and the state file checks.
+#include "ssm/streams/detect_server.hpp"
+
+#include <utility>  // before Asio: see DESIGN.md §6
+#include <boost/asio.hpp>
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr int64_t kT0 = 1700000000;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("ssm_test_detect_server_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::shared_ptr<const ssm::Detector> detector() {
+  static const auto d = std::make_shared<const ssm::Detector>(ssm::Forecaster::builtin(), ssm::DetectorConfig{});
+  return d;
+}
+
+// A server running on its own thread; stop() joins it.
+struct Running {
+  std::ostringstream log, events;
+  std::unique_ptr<ssm::DetectServer> server;
+  std::thread th;
+  explicit Running(ssm::DetectServerConfig cfg) {
+    cfg.listen = "127.0.0.1:0";
+    if (cfg.scores_listen.empty()) cfg.scores_listen = "127.0.0.1:0";
+    server = std::make_unique<ssm::DetectServer>(cfg, detector(), &events, &log);
+    th = std::thread([this] { server->run(); });
+  }
+  ~Running() { stop(); }
+  void stop() {
+    if (th.joinable()) {
+      server->stop();
+      th.join();
+    }
+  }
+  template <typename P>
+  bool wait_for(P pred, std::chrono::milliseconds limit = 10s) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred(server->stats())) return true;
+      std::this_thread::sleep_for(2ms);
+    }
+    return pred(server->stats());
+  }
+};
+
+// A blocking loopback client.
+struct Client {
+  asio::io_context io;
+  tcp::socket sock{io};
+  std::string buf;  // bytes read and not yet returned as lines
+  // rcvbuf > 0: a small fixed receive buffer (set before connecting, so the
+  // kernel does not grow it).
+  explicit Client(uint16_t port, int rcvbuf = 0) {
+    sock.open(tcp::v4());
+    if (rcvbuf > 0) sock.set_option(asio::socket_base::receive_buffer_size(rcvbuf));
+    sock.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  }
+  void send(const std::string& s) { asio::write(sock, asio::buffer(s)); }
+  // The next n lines (without "\n"); fails the test after `limit`.
+  std::vector<std::string> lines(size_t n, std::chrono::milliseconds limit = 20s) {
+    std::vector<std::string> out;
+    const auto end = std::chrono::steady_clock::now() + limit;
+    sock.non_blocking(true);
+    char tmp[65536];
+    while (out.size() < n) {
+      size_t nl;
+      while (out.size() < n && (nl = buf.find('\n')) != std::string::npos) {
+        out.push_back(buf.substr(0, nl));
+        buf.erase(0, nl + 1);
+      }
+      if (out.size() == n) break;
+      boost::system::error_code ec;
+      const size_t got = sock.read_some(asio::buffer(tmp), ec);
+      if (ec == asio::error::would_block) {
+        if (std::chrono::steady_clock::now() > end) break;
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      if (ec) break;
+      buf.append(tmp, got);
+    }
+    sock.non_blocking(false);
+    return out;
+  }
+};
+
+std::string point(const std::string& path, double v, int64_t t) {
+  std::ostringstream s;
+  s.precision(17);
+  s << path << ' ' << v << ' ' << t << '\n';
+  return s.str();
+}
+
+std::vector<double> series_values(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> g(0, 1);
+  std::vector<double> x(n);
+  for (size_t t = 0; t < n; ++t)
+    x[t] = 100 + 10 * std::sin(2 * M_PI * t / 288.0) + g(rng) + (t % 997 == 500 ? 40 : 0);
+  return x;
+}
+
+// The score lines the server must send for these values: the detector's
+// own scores in the server's format.
+std::vector<std::string> expected_lines(const std::string& path, const std::vector<double>& x, size_t from = 0,
+                                        size_t to = SIZE_MAX) {
+  ssm::SeriesState s = detector()->new_series();
+  std::vector<std::string> out;
+  for (size_t t = 0; t < std::min(to, x.size()); ++t) {
+    const double score = detector()->update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]).score;
+    if (t < from) continue;
+    char num[64];
+    std::snprintf(num, sizeof(num), "%.6g", score);
+    out.push_back("anomaly." + path + ".score " + num + " " + std::to_string(kT0 + 300 * static_cast<int64_t>(t)));
+  }
+  return out;
+}
+
+TEST(DetectServer, ScoresAreTheDetectorsAndMalformedLinesAreCounted) {
+  Running r({});
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  const auto a = series_values(700, 1), b = series_values(700, 2);
+  std::string text;
+  for (size_t t = 0; t < a.size(); ++t) {
+    text += point("srv.a", a[t], kT0 + 300 * int64_t(t));
+    text += point("srv.b", b[t], kT0 + 300 * int64_t(t));
+    if (t == 100) text += "srv.a nan 5\nsrv.b 1 2 3\n\x01\x02 1 2\nsrv.a 1 -7\n";
+  }
+  Client in(r.server->port());
+  in.send(text);
+  const auto got = sub.lines(1400);
+  ASSERT_EQ(got.size(), 1400u);
+  std::vector<std::string> ga, gb;
+  for (const auto& l : got) (l.rfind("anomaly.srv.a.", 0) == 0 ? ga : gb).push_back(l);
+  EXPECT_EQ(ga, expected_lines("srv.a", a));
+  EXPECT_EQ(gb, expected_lines("srv.b", b));
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.errors == 4; }));
+  in.sock.close();
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.open_connections == 0; }));
+  r.stop();
+  const std::string log = r.log.str();
+  EXPECT_NE(log.find("1400 points, 4 malformed lines (extra_fields 1, non_finite_value 1, epoch_range 1, binary 1)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(r.server->stats().series, 2u);
+}
+
+TEST(DetectServer, MalformedInputOnOneConnectionNeverTouchesAnotherSeries) {
+  Running r({});
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  const auto x = series_values(600, 3);
+  Client good(r.server->port()), bad(r.server->port());
+  const std::string garbage[] = {
+      "good.x nan " + std::to_string(kT0) + "\n",  // the good series' name with bad values
+      "good.x inf 1\n",
+      "good.x 1e999 1\n",
+      "good.x 5 -1\n",
+      "good.x 5 99999999999999999\n",
+      "good.x 5\n",
+      "good.x 5 6 7\n",
+      "good..x 5 6\n",
+      std::string("good.x \0\xff 6\n", 12),
+      std::string(9000, 'g') + " 1 2\n",  // longer than max_line
+      "good.x 5 1.5e9\n",
+  };
+  for (size_t t = 0; t < x.size(); ++t) {
+    good.send(point("good.x", x[t], kT0 + 300 * int64_t(t)));
+    bad.send(garbage[t % std::size(garbage)]);
+  }
+  bad.send("good.x 1");  // a partial line left at disconnect
+  bad.sock.close();
+  const auto got = sub.lines(x.size());
+  EXPECT_EQ(got, expected_lines("good.x", x));
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.open_connections == 1; }));
+  EXPECT_EQ(r.server->stats().errors, x.size() + 1);
+  EXPECT_EQ(r.server->stats().series, 1u);
+  r.stop();
+  EXPECT_NE(r.log.str().find("0 points, " + std::to_string(x.size() + 1) + " malformed lines"), std::string::npos)
+      << r.log.str();
+  EXPECT_NE(r.log.str().find("partial_line 1"), std::string::npos) << r.log.str();
+}
+
+TEST(DetectServer, PartialLineAtDisconnectIsCountedAndNeverScored) {
+  Running r({});
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  {
+    Client in(r.server->port());
+    in.send("p.q 1 " + std::to_string(kT0) + "\np.q 2 " + std::to_string(kT0 + 60));
+  }
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.connections == 1 && s.open_connections == 0; }));
+  EXPECT_EQ(sub.lines(1).size(), 1u);
+  EXPECT_EQ(r.server->stats().points, 1u);
+  EXPECT_EQ(r.server->stats().errors, 1u);
+  r.stop();
+  EXPECT_NE(r.log.str().find("1 points, 1 malformed lines (partial_line 1)"), std::string::npos) << r.log.str();
+}
+
+TEST(DetectServer, EvictsTheLeastRecentlySeenOrRefuses) {
+  ssm::DetectServerConfig c;
+  c.max_series = 2;
+  {
+    Running r(c);
+    Client sub(r.server->scores_port());
+    ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+    Client in(r.server->port());
+    in.send("s.one 1 100\ns.two 1 100\ns.one 2 200\ns.three 1 100\ns.one 3 300\n");
+    EXPECT_EQ(sub.lines(5).size(), 5u);
+    EXPECT_EQ(r.server->stats().evicted, 1u);
+    r.stop();
+    EXPECT_NE(r.log.str().find("evicted series 's.two' (least recently seen"), std::string::npos) << r.log.str();
+  }
+  c.overflow = ssm::SeriesOverflow::refuse;
+  Running r(c);
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  Client in(r.server->port());
+  in.send("s.one 1 100\ns.two 1 100\ns.three 1 100\ns.one 2 200\n");
+  const auto got = sub.lines(3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].rfind("anomaly.s.one.score", 0), 0u);
+  EXPECT_EQ(r.server->stats().refused, 1u);
+  r.stop();
+  EXPECT_NE(r.log.str().find("refused new series 's.three'"), std::string::npos) << r.log.str();
+}
+
+TEST(DetectServer, SlowSubscriberPushesBackWithoutLosingLines) {
+  ssm::DetectServerConfig c;
+  c.max_pending = 4096;
+  c.read_chunk = 4096;
+  Running r(c);
+  Client sub(r.server->scores_port(), 4096);
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  const size_t n = 400000;  // ~14 MB of score lines: more than the socket buffers hold
+  std::thread sender([&] {
+    Client in(r.server->port());
+    std::string text;
+    for (size_t t = 0; t < n; ++t) text += point("bp.s" + std::to_string(t % 10), 1.0 + t % 7, kT0 + int64_t(t));
+    in.send(text);
+  });
+  // Not reading: ingest must come to a stop well short of everything (once
+  // the kernel's buffers, which it grows for a while, are full).
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.pauses >= 1; }));
+  uint64_t stalled = 0;
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t before = r.server->stats().points;
+    std::this_thread::sleep_for(300ms);
+    stalled = r.server->stats().points;
+    if (stalled == before) break;
+  }
+  EXPECT_EQ(r.server->stats().points, stalled);
+  EXPECT_LT(stalled, n / 2);
+  // Reading resumes the flow; every line arrives, in order per series.
+  const auto got = sub.lines(n, 120s);
+  sender.join();
+  ASSERT_EQ(got.size(), n);
+  std::map<std::string, int64_t> last;
+  for (const auto& l : got) {
+    const auto sp = l.rfind(' ');
+    const std::string name = l.substr(0, l.find(' '));
+    const int64_t t = std::stoll(l.substr(sp + 1));
+    ASSERT_GT(t, last[name]) << l;
+    last[name] = t;
+  }
+}
+
+TEST(DetectServer, EventsAreJsonLines) {
+  ssm::DetectServerConfig c;
+  c.event_threshold = 0.0;  // every scored value is an event
+  c.events_listen = "127.0.0.1:0";
+  Running r(c);
+  Client evs(r.server->events_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  Client in(r.server->port());
+  in.send("e.v 1.5 100\ne.v 2.5 160\ne.v 2.5 160\n");  // the repeat is no event
+  const auto got = evs.lines(2);
+  ASSERT_EQ(got.size(), 2u);
+  const auto j = nlohmann::json::parse(got[1]);
+  EXPECT_EQ(j.at("series"), "e.v");
+  EXPECT_EQ(j.at("time"), 160);
+  EXPECT_EQ(j.at("value"), 2.5);
+  EXPECT_NEAR(j.at("prediction").get<double>(), 1.5, 0.01);
+  EXPECT_TRUE(j.at("score").is_number() && j.at("likelihood").is_number());
+  EXPECT_EQ(j.at("kind"), "scored");
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.points == 3; }));
+  r.stop();
+  const std::string events = r.events.str();
+  EXPECT_EQ(std::count(events.begin(), events.end(), '\n'), 2);
+  EXPECT_EQ(r.server->stats().repeats, 1u);
+}
+
+TEST(DetectServer, DamagedStateFileStartsEmpty) {
+  TempDir dir;
+  ssm::DetectServerConfig c;
+  c.state_dir = dir.path.string();
+  {
+    Running r(c);
+    Client sub(r.server->scores_port());
+    ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+    Client in(r.server->port());
+    in.send("d.a 1 100\nd.b 2 100\n");
+    EXPECT_EQ(sub.lines(2).size(), 2u);
+  }
+  const fs::path file = dir.path / "series.state";
+  ASSERT_TRUE(fs::exists(file));
+  {
+    Running r(c);
+    EXPECT_EQ(r.server->stats().restored, 2u);
+  }
+  std::string bytes;
+  {
+    std::ifstream f(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  bytes[bytes.size() / 2] ^= 1;
+  std::ofstream(file, std::ios::binary) << bytes;
+  Running r(c);
+  EXPECT_EQ(r.server->stats().restored, 0u);
+  r.stop();
+  EXPECT_NE(r.log.str().find("checksum mismatch"), std::string::npos) << r.log.str();
+}
+
+TEST(DetectServer, ConfigErrorsNameTheField) {
+  auto error_of = [](ssm::DetectServerConfig c) {
+    try {
+      ssm::DetectServer s(c, detector(), nullptr, nullptr);
+    } catch (const ssm::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  ssm::DetectServerConfig c;
+  c.listen = "127.0.0.1";
+  EXPECT_NE(error_of(c).find("'listen'"), std::string::npos);
+  c.listen = "127.0.0.1:70000";
+  EXPECT_NE(error_of(c).find("bad port"), std::string::npos);
+  c = {};
+  c.listen = "127.0.0.1:0";
+  c.max_series = 0;
+  EXPECT_NE(error_of(c).find("max_series"), std::string::npos);
+  c = {};
+  c.listen = "127.0.0.1:0";
+  c.score_prefix = "a b";
+  EXPECT_NE(error_of(c).find("score_prefix"), std::string::npos);
+  EXPECT_EQ(ssm::parse_host_port("[::1]:2003", "x").host, "::1");
+}
+
+// ---------------------------------------------------------------- the real process
+
+// `ssm detect` as a child process; its stderr goes to a file.
+struct Process {
+  pid_t pid = -1;
+  fs::path err;
+  uint16_t port = 0, scores = 0;
+  Process(const std::vector<std::string>& args, const fs::path& err_file) : err(err_file) {
+    std::vector<std::string> all = {SSM_BINARY_DIR "/apps/ssm", "detect", "--listen", "127.0.0.1:0", "--scores",
+                                    "127.0.0.1:0", "--events", "none"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    // Ports come from the ready line.
+    for (int i = 0; i < 2000 && pid > 0 && port == 0; ++i) {
+      std::ifstream f(err);
+      std::string text((std::istreambuf_iterator<char>(f)), {});
+      const size_t a = text.find("listening on 127.0.0.1:"), b = text.find("scores on port ");
+      if (a != std::string::npos && b != std::string::npos) {
+        port = static_cast<uint16_t>(std::stoi(text.substr(a + 23)));
+        scores = static_cast<uint16_t>(std::stoi(text.substr(b + 15)));
+      } else {
+        std::this_thread::sleep_for(5ms);
+      }
+    }
+  }
+  // SIGTERM and the exit status.
+  int terminate() {
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return status;
+  }
+  ~Process() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+  std::string log() const {
+    std::ifstream f(err);
+    return std::string((std::istreambuf_iterator<char>(f)), {});
+  }
+};
+
+TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
+  TempDir dir;
+  const size_t n = 1500, cut = 800;
+  const std::vector<std::string> names = {"host1.cpu", "host2.cpu", "host3.mem"};
+  std::vector<std::vector<double>> xs;
+  for (size_t i = 0; i < names.size(); ++i) xs.push_back(series_values(n, 10 + i));
+  auto send_range = [&](Client& in, size_t from, size_t to) {
+    std::string text;
+    for (size_t t = from; t < to; ++t)
+      for (size_t i = 0; i < names.size(); ++i) text += point(names[i], xs[i][t], kT0 + 300 * int64_t(t));
+    in.send(text);
+  };
+  // Uninterrupted.
+  std::vector<std::string> whole;
+  {
+    Process p({}, dir.path / "whole.log");
+    ASSERT_GT(p.port, 0) << p.log();
+    Client sub(p.scores);
+    std::this_thread::sleep_for(100ms);  // the subscriber is joined before values flow
+    Client in(p.port);
+    send_range(in, 0, n);
+    whole = sub.lines(n * names.size());
+    ASSERT_EQ(whole.size(), n * names.size());
+    EXPECT_EQ(p.terminate(), 0);
+  }
+  // Stopped with SIGTERM after `cut` values, restarted on the same state dir.
+  const std::string state = (dir.path / "state").string();
+  std::vector<std::string> first, second;
+  {
+    Process p({"--state-dir", state}, dir.path / "first.log");
+    ASSERT_GT(p.port, 0) << p.log();
+    Client sub(p.scores);
+    std::this_thread::sleep_for(100ms);
+    Client in(p.port);
+    send_range(in, 0, cut);
+    first = sub.lines(cut * names.size());
+    EXPECT_EQ(p.terminate(), 0);
+    EXPECT_NE(p.log().find("stopped: " + std::to_string(cut * names.size()) + " points"), std::string::npos)
+        << p.log();
+  }
+  {
+    Process p({"--state-dir", state}, dir.path / "second.log");
+    ASSERT_GT(p.port, 0) << p.log();
+    EXPECT_NE(p.log().find("restored 3 series"), std::string::npos) << p.log();
+    Client sub(p.scores);
+    std::this_thread::sleep_for(100ms);
+    Client in(p.port);
+    send_range(in, cut, n);
+    second = sub.lines((n - cut) * names.size());
+    EXPECT_EQ(p.terminate(), 0);
+  }
+  std::vector<std::string> resumed = first;
+  resumed.insert(resumed.end(), second.begin(), second.end());
+  ASSERT_EQ(resumed.size(), whole.size());
+  EXPECT_EQ(resumed, whole);
+}
+
+}  // namespace
