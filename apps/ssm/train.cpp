@@ -288,6 +288,7 @@ class Plotter {
        << "set output '../metrics.png'\n"
        << "set multiplot layout " << panels << ",1\n"
        << "set grid\nset key outside right\nset xlabel 'step'\n"
+       << "set lmargin 12\nset rmargin 26\n"  // panels aligned whatever their tick labels
        << "set xrange [0:" << t.back().step << "]\n"
        << "set ylabel 'loss'\n"
        << (positive ? "set logscale y\n" : "")
