@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "denoise_testing.hpp"
 #include "ssm/c_api.h"
 #include "ssm/default_model.hpp"
 #include "ssm/model.hpp"
@@ -19,17 +20,8 @@ using ssm::testing::rel_error;
 namespace {
 
 std::string saved_model(int lookahead) {
-  ssm::ModelConfig c;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.head_dim = 16;
-  c.d_state = 8;
-  c.lookahead = lookahead;
-  ssm::Model m(c);
-  m.init(11);
-  const auto path = fs::temp_directory_path() / ("ssm_test_capi_" + std::to_string(getpid()) + ".safetensors");
-  m.save(path);
-  return path;
+  return ssm::testing::save_small_model(
+      fs::temp_directory_path() / ("ssm_test_capi_" + std::to_string(getpid()) + ".safetensors"), 11, lookahead);
 }
 
 std::vector<float> stream_reference(const ssm::Model& m, const std::vector<float>& x) {

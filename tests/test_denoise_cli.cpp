@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "denoise_testing.hpp"
 #include "process.hpp"
 #include "ssm/audio_file.hpp"
 #include "ssm/default_model.hpp"
@@ -29,17 +30,8 @@ fs::path temp_path(const std::string& name) {
 // A small seeded model with a lookahead, so the test is quick and exercises
 // the alignment (drop d outputs, flush d zeros).
 std::string small_model(int lookahead) {
-  ssm::ModelConfig c;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.head_dim = 16;
-  c.d_state = 8;
-  c.lookahead = lookahead;
-  ssm::Model m(c);
-  m.init(7);
-  const std::string path = temp_path("model_d" + std::to_string(lookahead) + ".safetensors");
-  m.save(path);
-  return path;
+  return ssm::testing::save_small_model(temp_path("model_d" + std::to_string(lookahead) + ".safetensors"), 7,
+                                        lookahead);
 }
 
 // What `ssm denoise` must produce: the mono mix resampled to the model rate as
@@ -155,15 +147,7 @@ TEST(DenoiseCli, DefaultModelIsUsedWithoutModelOption) {
 // A long file keeps memory flat: peak RSS of a 10-minute file is within a few
 // MB of a 5-second one (the whole file as floats would be 38 MB more).
 TEST(DenoiseCli, LongFileKeepsMemoryFlat) {
-  ssm::ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 1;
-  c.head_dim = 8;
-  c.d_state = 4;
-  ssm::Model tiny(c);
-  tiny.init(3);
-  const auto model = temp_path("tiny.safetensors");
-  tiny.save(model);
+  const std::string model = ssm::testing::save_small_model(temp_path("tiny.safetensors"), 3, 0, /*width=*/8);
   auto write_noise = [](const fs::path& path, size_t frames) {
     SF_INFO info{};
     info.samplerate = 16000;
@@ -189,7 +173,7 @@ TEST(DenoiseCli, LongFileKeepsMemoryFlat) {
   EXPECT_EQ(ssm::read_audio(out).frames(), 600u * 16000u);
   std::printf("peak RSS: 5 s file %ld kB, 600 s file %ld kB\n", a.peak_rss_kb, b.peak_rss_kb);
   EXPECT_LT(b.peak_rss_kb - a.peak_rss_kb, 8 * 1024);
-  for (const auto& p : {short_in, long_in, out, model}) fs::remove(p);
+  for (const auto& p : {short_in, long_in, out, fs::path(model)}) fs::remove(p);
 }
 
 TEST(DenoiseCli, MissingOrCorruptInputIsAClearError) {

@@ -11,12 +11,14 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "denoise_testing.hpp"
 #include "process.hpp"
 #include "ssm/audio_file.hpp"
 #include "ssm/model.hpp"
 #include "testing.hpp"
 
 namespace fs = std::filesystem;
+using ssm::testing::correlation;
 using ssm::testing::rel_error;
 
 namespace {
@@ -70,16 +72,6 @@ std::vector<float> run_plugin(const Plugin& p, unsigned long rate, const std::ve
   return y;
 }
 
-double correlation(const float* a, const float* b, size_t n) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < n; ++i) {
-    ab += double(a[i]) * b[i];
-    aa += double(a[i]) * a[i];
-    bb += double(b[i]) * b[i];
-  }
-  return ab / std::sqrt(aa * bb + 1e-30);
-}
-
 // `ssm denoise` of x (mono at `rate`, written as float WAV) with the same model.
 std::vector<float> cli_denoise(const std::vector<float>& x, int rate, const std::string& model) {
   const auto in = temp_path("in.wav"), out = temp_path("out.wav");
@@ -96,16 +88,7 @@ class Ladspa : public ::testing::Test {
  protected:
   void SetUp() override {
     // A small model with a lookahead, given to the plugin the way users do.
-    ssm::ModelConfig c;
-    c.d_model = 16;
-    c.n_layers = 2;
-    c.head_dim = 16;
-    c.d_state = 8;
-    c.lookahead = 4;
-    ssm::Model m(c);
-    m.init(5);
-    model_ = temp_path("model.safetensors");
-    m.save(model_);
+    model_ = ssm::testing::save_small_model(temp_path("model.safetensors"), 5, /*lookahead=*/4);
     setenv("SSM_DENOISER_MODEL", model_.c_str(), 1);
   }
   void TearDown() override {

@@ -23,6 +23,7 @@
 #include "ssm/audio_file.hpp"
 #include "ssm/streams/io.hpp"
 #include "ssm/streams/pipeline.hpp"
+#include "denoise_testing.hpp"
 #include "testing.hpp"
 
 namespace fs = std::filesystem;
@@ -58,16 +59,7 @@ void operator delete[](void* p, size_t, std::align_val_t) noexcept { std::free(p
 
 namespace {
 
-ssm::Model small_model() {
-  ssm::ModelConfig c;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.head_dim = 16;
-  c.d_state = 8;
-  ssm::Model m(c);
-  m.init(21);
-  return m;
-}
+ssm::Model small_model() { return ssm::testing::small_model(21); }
 
 // out = in, optionally stalling once: a processor that falls behind on demand.
 class Identity : public ssm::BlockProcessor {

@@ -26,6 +26,7 @@
 #include "ssm/common.hpp"
 #include "ssm/default_model.hpp"
 #include "ssm/model.hpp"
+#include "ssm/streams/io.hpp"
 #include "ssm/streams/resampler.hpp"
 #ifdef SSM_WITH_PORTAUDIO
 #include <unistd.h>
@@ -109,46 +110,6 @@ int output_format(const std::string& path, const SF_INFO& in, int channels) {
        " channels at " + std::to_string(in.samplerate) + " Hz");
 }
 
-// The output file, written under a temporary name and renamed when complete,
-// so an error or Ctrl-C never leaves a truncated file that looks finished.
-class OutputFile {
- public:
-  OutputFile(const std::string& path, int format, int rate, int channels)
-      : path_(path), part_(path + ".part"), channels_(channels) {
-    SF_INFO info{};
-    info.samplerate = rate;
-    info.channels = channels;
-    info.format = format;
-    file_.reset(sf_open(part_.c_str(), SFM_WRITE, &info));
-    if (!file_) fail("cannot write sound file '" + path + "': " + sf_strerror(nullptr));
-    sf_command(file_.get(), SFC_SET_CLIPPING, nullptr, SF_TRUE);  // integer formats clip, never wrap
-  }
-  ~OutputFile() {
-    if (file_) {
-      file_.reset();
-      std::error_code ec;
-      fs::remove(part_, ec);
-    }
-  }
-  // frames (n, channels) interleaved.
-  void write(const float* frames, size_t n) {
-    if (n && sf_writef_float(file_.get(), frames, static_cast<sf_count_t>(n)) != static_cast<sf_count_t>(n))
-      fail("writing sound file '" + path_ + "' failed: " + sf_strerror(file_.get()));
-  }
-  void commit() {
-    sf_write_sync(file_.get());
-    file_.reset();
-    std::error_code ec;
-    fs::rename(part_, path_, ec);
-    if (ec) fail("cannot move the finished output to '" + path_ + "': " + ec.message());
-  }
-
- private:
-  std::string path_, part_;
-  int channels_;
-  SndfilePtr file_;
-};
-
 }  // namespace
 
 void denoise_file(const DenoiseOptions& o) {
@@ -167,7 +128,9 @@ void denoise_file(const DenoiseOptions& o) {
   const int R = info.samplerate, r = cfg.sample_rate, ch = info.channels;
   const int out_ch = o.mono ? 1 : ch;
   const size_t d = static_cast<size_t>(cfg.lookahead);
-  OutputFile out(o.output, output_format(o.output, info, out_ch), R, out_ch);
+  // Written under a temporary name and renamed when complete, so an error or
+  // Ctrl-C never leaves a truncated file that looks finished.
+  const std::unique_ptr<Sink> out = open_sound_file_sink(o.output, R, out_ch, output_format(o.output, info, out_ch));
 
   const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
   Resampler down(R, r, q), up(r, R, q);
@@ -188,7 +151,7 @@ void denoise_file(const DenoiseOptions& o) {
     n = std::min(n, limit - std::min(limit, written));
     for (size_t t = 0; t < n; ++t)
       for (int c = 0; c < out_ch; ++c) o_inter[t * out_ch + c] = o_mono[t];
-    out.write(o_inter.data(), n);
+    out->write(o_inter.data(), n);
     written += n;
   };
   // m model-rate samples through the model, the lookahead dropped, back to the file rate.
@@ -236,7 +199,7 @@ void denoise_file(const DenoiseOptions& o) {
       std::fill(o_mono.begin(), o_mono.end(), 0.0f);
       while (written < read_total) emit(std::min(o_mono.size(), read_total - written), read_total);
     }
-    out.commit();
+    out->close();
   } catch (...) {
     std::signal(SIGINT, previous);
     throw;

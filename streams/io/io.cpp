@@ -83,21 +83,25 @@ class SoundFileSource : public Source {
 
 class SoundFileSink : public Sink {
  public:
-  SoundFileSink(const std::string& path, int rate, int channels) : path_(path), part_(path + ".part") {
+  SoundFileSink(const std::string& path, int rate, int channels, int sf_format)
+      : path_(path), part_(path + ".part") {
     SF_INFO info{};
     info.samplerate = rate;
     info.channels = channels;
-    std::string ext = fs::path(path).extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (ext == ".wav") info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
-    else if (ext == ".flac") info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
-    else if (ext == ".ogg") info.format = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
-    else if (ext == ".aif" || ext == ".aiff") info.format = SF_FORMAT_AIFF | SF_FORMAT_PCM_16;
-    else if (ext == ".w64") info.format = SF_FORMAT_W64 | SF_FORMAT_FLOAT;
-    else fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected .wav, .flac, .ogg, .aiff, .w64)");
+    info.format = sf_format ? sf_format : format_from_extension(path);
     file_.reset(sf_open(part_.c_str(), SFM_WRITE, &info));
     if (!file_) fail("cannot write sound file '" + path + "': " + sf_strerror(nullptr));
     sf_command(file_.get(), SFC_SET_CLIPPING, nullptr, SF_TRUE);
+  }
+  static int format_from_extension(const std::string& path) {
+    std::string ext = fs::path(path).extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (ext == ".wav") return SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+    if (ext == ".flac") return SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+    if (ext == ".ogg") return SF_FORMAT_OGG | SF_FORMAT_VORBIS;
+    if (ext == ".aif" || ext == ".aiff") return SF_FORMAT_AIFF | SF_FORMAT_PCM_16;
+    if (ext == ".w64") return SF_FORMAT_W64 | SF_FORMAT_FLOAT;
+    fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected .wav, .flac, .ogg, .aiff, .w64)");
   }
   ~SoundFileSink() override {
     if (file_) {
@@ -116,7 +120,7 @@ class SoundFileSink : public Sink {
     file_.reset();
     std::error_code ec;
     fs::rename(part_, path_, ec);
-    if (ec) fail("cannot move the finished recording to '" + path_ + "': " + ec.message());
+    if (ec) fail("cannot move the finished file to '" + path_ + "': " + ec.message());
   }
 
  private:
@@ -192,8 +196,8 @@ class RawPcmSink : public Sink {
 std::unique_ptr<Source> open_sound_file_source(const std::string& path) {
   return std::make_unique<SoundFileSource>(path);
 }
-std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels) {
-  return std::make_unique<SoundFileSink>(path, rate, channels);
+std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels, int sf_format) {
+  return std::make_unique<SoundFileSink>(path, rate, channels, sf_format);
 }
 std::unique_ptr<Source> open_raw_pcm_source(int fd, int rate, int channels, PcmFormat f, const std::string& name) {
   return std::make_unique<RawPcmSource>(fd, rate, channels, f, name);

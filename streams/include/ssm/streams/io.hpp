@@ -38,10 +38,11 @@ size_t pcm_bytes(PcmFormat f);
 
 // Reads a sound file in chunks.
 std::unique_ptr<Source> open_sound_file_source(const std::string& path);
-// Writes a sound file under a temporary name, renamed at close(); format from
-// the extension (wav float32, flac 16-bit, others libsndfile's default). A
-// sink destroyed without close() removes its partial file.
-std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels);
+// Writes a sound file under a temporary name, renamed at close(); the format
+// is libsndfile's `sf_format` or, for 0, from the extension (wav and w64
+// float32, flac/aiff 16-bit, ogg Vorbis). Integer formats clip. A sink
+// destroyed without close() removes its partial file.
+std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels, int sf_format = 0);
 
 // Raw PCM on a file descriptor (0 = stdin, 1 = stdout); the descriptor is not closed.
 std::unique_ptr<Source> open_raw_pcm_source(int fd, int rate, int channels, PcmFormat f, const std::string& name);
