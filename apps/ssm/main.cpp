@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "commands.hpp"
 #include "ssm/common.hpp"
@@ -26,6 +27,20 @@ int main(int argc, char** argv) {
   ssm::cli::add_eval_command(app);
   ssm::cli::add_bench_command(app);
   ssm::cli::add_modes_command(app);
+  // CLI11 reports an unknown first word only as "a subcommand is required";
+  // name it and the choices instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string choices;
+    for (const auto* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      choices += (choices.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "ssm: unknown command '%s' (commands: %s; see ssm --help)\n", argv[1], choices.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,75 @@
+// The ssm binary: every subcommand has --help with defaults, bad arguments
+// give a clear message and a non-zero exit, and `ssm info` describes a model.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "ssm/model.hpp"
+#include "testing.hpp"
+
+namespace {
+
+struct CliRun {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+CliRun run_ssm(const std::string& args) {
+  const std::string cmd = std::string(SSM_BINARY_DIR) + "/apps/ssm " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST(Cli, EverySubcommandHasHelp) {
+  const CliRun root = run_ssm("--help");
+  ASSERT_EQ(root.status, 0) << root.output;
+  for (const char* sub : {"info", "train", "denoise", "detect", "eval", "bench", "modes"}) {
+    EXPECT_TRUE(contains(root.output, sub)) << sub;
+    const CliRun r = run_ssm(std::string(sub) + " --help");
+    EXPECT_EQ(r.status, 0) << sub << ": " << r.output;
+    EXPECT_TRUE(contains(r.output, "Usage")) << sub << ": " << r.output;
+  }
+  // Defaults are shown.
+  EXPECT_TRUE(contains(run_ssm("bench core --help").output, "=16000")) << run_ssm("bench core --help").output;
+}
+
+TEST(Cli, BadArgumentsFailClearly) {
+  const CliRun unknown = run_ssm("frobnicate");
+  EXPECT_NE(unknown.status, 0);
+  EXPECT_TRUE(contains(unknown.output, "frobnicate")) << unknown.output;
+  const CliRun bad_value = run_ssm("bench core --repeats -3");
+  EXPECT_NE(bad_value.status, 0);
+  EXPECT_TRUE(contains(bad_value.output, "repeats")) << bad_value.output;
+  const CliRun missing = run_ssm("info /nonexistent/model.safetensors");
+  EXPECT_NE(missing.status, 0);
+  EXPECT_TRUE(contains(missing.output, "/nonexistent/model.safetensors")) << missing.output;
+}
+
+TEST(Cli, InfoDescribesAModel) {
+  ssm::ModelConfig cfg;
+  cfg.d_model = 32;
+  cfg.n_layers = 2;
+  ssm::Model m(cfg);
+  m.init(3);
+  const auto path = std::filesystem::temp_directory_path() / ("ssm_cli_info_" + std::to_string(::getpid()) + ".safetensors");
+  m.save(path);
+  const CliRun r = run_ssm("info " + path.string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, std::to_string(m.num_params()))) << r.output;
+  EXPECT_TRUE(contains(r.output, std::to_string(ssm::model_state_size(cfg)) + " floats")) << r.output;
+  EXPECT_TRUE(contains(r.output, "\"d_model\": 32")) << r.output;
+  std::filesystem::remove(path);
+}
