@@ -1,13 +1,25 @@
 // Helpers of the denoiser's entry-point tests: small seeded models (quick to
 // run, with a lookahead where alignment is tested) and signal correlation.
 #pragma once
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include "ssm/model.hpp"
 
 namespace ssm::testing {
+
+// The programs and material under test (paths given by the build).
+inline const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
+inline const std::string kNoisy = SSM_SOURCE_DIR "/samples/noisy_speech.flac";
+
+// A file name in the temp folder unique to this test process.
+inline std::filesystem::path temp_file(const std::string& test, const std::string& name) {
+  return std::filesystem::temp_directory_path() / ("ssm_test_" + test + "_" + std::to_string(getpid()) + "_" + name);
+}
 
 // D=16, L=2, P=16, N=8 (d = 0 unless given); `width` 8 gives a tinier one (L=1, N=4).
 inline Model small_model(uint64_t seed, int lookahead = 0, int width = 16) {

@@ -20,12 +20,10 @@ using ssm::testing::run;
 
 namespace {
 
-const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
-const std::string kNoisy = SSM_SOURCE_DIR "/samples/noisy_speech.flac";
+using ssm::testing::kNoisy;
+using ssm::testing::kSsm;
 
-fs::path temp_path(const std::string& name) {
-  return fs::temp_directory_path() / ("ssm_test_denoise_" + std::to_string(::getpid()) + "_" + name);
-}
+fs::path temp_path(const std::string& name) { return ssm::testing::temp_file("denoise", name); }
 
 // A small seeded model with a lookahead, so the test is quick and exercises
 // the alignment (drop d outputs, flush d zeros).

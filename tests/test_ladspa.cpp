@@ -23,12 +23,10 @@ using ssm::testing::rel_error;
 
 namespace {
 
-const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
-const std::string kNoisy = SSM_SOURCE_DIR "/samples/noisy_speech.flac";
+using ssm::testing::kNoisy;
+using ssm::testing::kSsm;
 
-fs::path temp_path(const std::string& name) {
-  return fs::temp_directory_path() / ("ssm_test_ladspa_" + std::to_string(getpid()) + "_" + name);
-}
+fs::path temp_path(const std::string& name) { return ssm::testing::temp_file("ladspa", name); }
 
 struct Plugin {
   void* so = nullptr;
