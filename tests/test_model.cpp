@@ -7,6 +7,7 @@
 
 #include "ssm/model.hpp"
 #include "ssm/safetensors.hpp"
+#include "model_fixtures.hpp"
 #include "testing.hpp"
 
 using ssm::BlockKind;
@@ -35,18 +36,7 @@ ModelConfig tiny_config(BlockKind kind) {
   return c;
 }
 
-ModelConfig small_config(BlockKind kind) {
-  ModelConfig c;
-  c.block = kind;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.expand = 2;
-  c.head_dim = 8;
-  c.d_state = 8;
-  c.d_conv = 4;
-  c.chunk = 16;
-  return c;
-}
+ModelConfig small_config(BlockKind kind) { return ssm::testing::small_model_config(kind, 16); }
 
 // Random parameters around the published initialisation so every path is exercised.
 Model make_model(const ModelConfig& cfg, uint64_t seed) {

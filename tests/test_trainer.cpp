@@ -6,6 +6,7 @@
 #include <random>
 
 #include "ssm/trainer.hpp"
+#include "model_fixtures.hpp"
 #include "testing.hpp"
 
 using ssm::BlockKind;
@@ -44,18 +45,7 @@ class HarmonicDenoising : public ssm::BatchSource {
   double noise_std_;
 };
 
-ModelConfig tiny_denoiser(BlockKind kind) {
-  ModelConfig c;
-  c.block = kind;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.expand = 2;
-  c.head_dim = 8;
-  c.d_state = 8;
-  c.d_conv = 4;
-  c.chunk = 32;
-  return c;
-}
+ModelConfig tiny_denoiser(BlockKind kind) { return ssm::testing::small_model_config(kind, 32); }
 
 TrainerConfig short_run(int64_t steps) {
   TrainerConfig t;
