@@ -25,8 +25,11 @@ struct RunResult {
   long peak_rss_kb = 0;  // the child's maximum resident set
 };
 
+// stdout and stderr go to `log_path`; stdout to `stdout_path` instead when
+// given; stdin comes from `stdin_path` (default /dev/null).
 inline pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path,
-                   const std::vector<std::pair<std::string, std::string>>& env = {}) {
+                   const std::vector<std::pair<std::string, std::string>>& env = {},
+                   const std::string& stdin_path = "/dev/null", const std::string& stdout_path = "") {
   const pid_t pid = fork();
   if (pid == 0) {
     // Dies with the test process, whatever happens to it.
@@ -38,8 +41,18 @@ inline pid_t spawn(const std::vector<std::string>& argv, const std::string& log_
       dup2(fd, 2);
       close(fd);
     }
-    const int null_in = open("/dev/null", O_RDONLY);
-    if (null_in >= 0) dup2(null_in, 0);
+    if (!stdout_path.empty()) {
+      const int out = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (out >= 0) {
+        dup2(out, 1);
+        close(out);
+      }
+    }
+    const int in = open(stdin_path.c_str(), O_RDONLY);
+    if (in >= 0) {
+      dup2(in, 0);
+      close(in);
+    }
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -64,10 +77,11 @@ inline int decode_status(int st) {
 }
 
 inline RunResult run(const std::vector<std::string>& argv,
-                     const std::vector<std::pair<std::string, std::string>>& env = {}) {
+                     const std::vector<std::pair<std::string, std::string>>& env = {},
+                     const std::string& stdin_path = "/dev/null", const std::string& stdout_path = "") {
   const std::string log = "/tmp/ssm_test_run_" + std::to_string(getpid()) + ".log";
   RunResult r;
-  const pid_t pid = spawn(argv, log, env);
+  const pid_t pid = spawn(argv, log, env, stdin_path, stdout_path);
   int st = 0;
   rusage ru{};
   if (wait4(pid, &st, 0, &ru) == pid) {

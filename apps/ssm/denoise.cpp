@@ -1,7 +1,8 @@
 // `ssm denoise IN OUT`: a sound file of any length, rate and channel count
-// through the model's recurrent mode, chunk by chunk, so memory stays flat
-// however long the file is. `ssm denoise --live`: microphone -> model ->
-// speaker (or file) through the real-time pipeline (live_denoise.cpp).
+// (or raw PCM from stdin or a TCP peer, to a file or stdout) through the
+// model's recurrent mode, chunk by chunk, so memory stays flat however long
+// the input is. `ssm denoise --live` (further down): microphone -> model ->
+// speaker and/or file through the real-time pipeline.
 //
 // Channel policy: the denoiser is mono, so the channels are mixed down; the
 // output keeps the input's rate and channel count (the denoised signal in every
@@ -52,6 +53,9 @@ struct DenoiseOptions {
   std::string host_api, input_device, output_device, output_file;
   double duration = 0;  // seconds; 0 = until Ctrl-C
   double buffer_ms = 0;  // extra output buffering; 0 = automatic
+  std::string raw = "f32";  // raw PCM encoding for "-" and tcp: inputs/outputs
+  int rate = 0, channels = 1;  // of raw PCM input
+  double idle_timeout = 10;  // seconds a tcp: peer may stay silent
   std::string resample;  // converter quality: best / medium / fastest; "" = best for files, medium live
 };
 
@@ -73,11 +77,6 @@ ResampleQuality quality(const std::string& name, ResampleQuality fallback) {
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted.store(true); }
 
-struct SndfileCloser {
-  void operator()(SNDFILE* f) const { sf_close(f); }
-};
-using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
-
 std::string lower_extension(const std::string& path) {
   std::string ext = fs::path(path).extension().string();
   if (!ext.empty()) ext.erase(0, 1);
@@ -87,7 +86,7 @@ std::string lower_extension(const std::string& path) {
 
 // The output's format from its extension; the input's sample format is kept
 // when the container allows it (24-bit stays 24-bit, float stays float).
-int output_format(const std::string& path, const SF_INFO& in, int channels) {
+int output_format(const std::string& path, int in_subtype, int rate, int channels) {
   const std::string ext = lower_extension(path);
   int major = 0;
   if (ext == "wav") major = SF_FORMAT_WAV;
@@ -100,14 +99,40 @@ int output_format(const std::string& path, const SF_INFO& in, int channels) {
   else
     fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected wav, flac, ogg, aiff, au, caf or w64)");
   SF_INFO probe{};
-  probe.samplerate = in.samplerate;
+  probe.samplerate = rate;
   probe.channels = channels;
-  for (int sub : {in.format & SF_FORMAT_SUBMASK, int(SF_FORMAT_PCM_16), int(SF_FORMAT_VORBIS)}) {
+  for (int sub : {in_subtype, int(SF_FORMAT_PCM_16), int(SF_FORMAT_VORBIS)}) {
     probe.format = major | sub;
     if (sf_format_check(&probe)) return probe.format;
   }
   fail("cannot write '" + path + "': no sample format of that container takes " + std::to_string(channels) +
-       " channels at " + std::to_string(in.samplerate) + " Hz");
+       " channels at " + std::to_string(rate) + " Hz");
+}
+
+// IN: a sound file, "-" (raw PCM on stdin) or tcp:[ADDRESS:]PORT (raw PCM
+// from one peer that connects there).
+std::unique_ptr<Source> open_input(const DenoiseOptions& o) {
+  const bool raw = o.input == "-" || o.input.rfind("tcp:", 0) == 0;
+  if (!raw) return open_sound_file_source(o.input);
+  require(o.rate > 0, "denoise: raw PCM input '" + o.input + "' needs --rate");
+  require(o.channels >= 1 && o.channels <= 64, "denoise: --channels must be in 1..64");
+  const PcmFormat f = parse_pcm_format(o.raw);
+  if (o.input == "-") return open_raw_pcm_source(0, o.rate, o.channels, f, "stdin");
+  TcpPcmOptions t;
+  const std::string spec = o.input.substr(4);
+  const size_t colon = spec.rfind(':');
+  if (colon != std::string::npos) t.address = spec.substr(0, colon);
+  const std::string port = colon == std::string::npos ? spec : spec.substr(colon + 1);
+  require(!port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) && std::stoi(port) < 65536,
+          "denoise: '" + o.input + "': expected tcp:[ADDRESS:]PORT");
+  t.port = static_cast<uint16_t>(std::stoi(port));
+  t.rate = o.rate;
+  t.channels = o.channels;
+  t.format = f;
+  t.idle_timeout_s = o.idle_timeout;
+  auto src = std::make_unique<TcpPcmSource>(t);
+  std::fprintf(stderr, "waiting for raw PCM on %s:%u\n", t.address.c_str(), static_cast<unsigned>(src->port()));
+  return src;
 }
 
 }  // namespace
@@ -115,22 +140,20 @@ int output_format(const std::string& path, const SF_INFO& in, int channels) {
 void denoise_file(const DenoiseOptions& o) {
   require(!o.input.empty() && !o.output.empty(), "denoise: give an input and an output file (or --live)");
   require(o.block >= 1 && o.block <= 1 << 16, "denoise: --block must be in 1..65536, got " + std::to_string(o.block));
-  SF_INFO info{};
-  SndfilePtr in(sf_open(o.input.c_str(), SFM_READ, &info));
-  if (!in) fail("cannot read sound file '" + o.input + "': " + sf_strerror(nullptr));
-  require(info.channels > 0 && info.samplerate > 0,
-          "sound file '" + o.input + "': invalid channel count or sample rate");
+  const std::unique_ptr<Source> in = open_input(o);
 
   std::string description;
   const Model model = load_denoiser(o.model, &description);
   const ModelConfig& cfg = model.config();
   std::fprintf(stderr, "model: %s\n", description.c_str());
-  const int R = info.samplerate, r = cfg.sample_rate, ch = info.channels;
+  const int R = in->rate(), r = cfg.sample_rate, ch = in->channels();
   const int out_ch = o.mono ? 1 : ch;
   const size_t d = static_cast<size_t>(cfg.lookahead);
-  // Written under a temporary name and renamed when complete, so an error or
-  // Ctrl-C never leaves a truncated file that looks finished.
-  const std::unique_ptr<Sink> out = open_sound_file_sink(o.output, R, out_ch, output_format(o.output, info, out_ch));
+  // A file is written under a temporary name and renamed when complete, so an
+  // error or Ctrl-C never leaves a truncated file that looks finished.
+  const std::unique_ptr<Sink> out =
+      o.output == "-" ? open_raw_pcm_sink(1, R, out_ch, parse_pcm_format(o.raw), "stdout")
+                      : open_sound_file_sink(o.output, R, out_ch, output_format(o.output, in->sample_format(), R, out_ch));
 
   const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
   Resampler down(R, r, q), up(r, R, q);
@@ -168,20 +191,18 @@ void denoise_file(const DenoiseOptions& o) {
   try {
     for (;;) {
       if (g_interrupted.load()) fail("interrupted: '" + o.output + "' was not written");
-      const sf_count_t got = sf_readf_float(in.get(), ibuf.data(), static_cast<sf_count_t>(C));
-      if (got < 0) fail("sound file '" + o.input + "': read error: " + sf_strerror(in.get()));
+      const size_t got = in->read(ibuf.data(), C);
       if (got == 0) break;
-      for (sf_count_t t = 0; t < got; ++t) {
+      for (size_t t = 0; t < got; ++t) {
         float s = 0;
         for (int c = 0; c < ch; ++c) s += ibuf[t * ch + c];
         if (!std::isfinite(s))
           fail("sound file '" + o.input + "': non-finite sample at frame " + std::to_string(read_total + t));
         mono[t] = s / static_cast<float>(ch);
       }
-      read_total += static_cast<size_t>(got);
-      through_model(down.process(mono.data(), static_cast<size_t>(got), m_in.data(), m_in.size()), false, read_total);
+      read_total += got;
+      through_model(down.process(mono.data(), got, m_in.data(), m_in.size()), false, read_total);
     }
-    if (sf_error(in.get())) fail("sound file '" + o.input + "': decoding failed: " + sf_strerror(in.get()));
     require(read_total > 0, "sound file '" + o.input + "' holds no samples");
     through_model(down.process(nullptr, 0, m_in.data(), m_in.size(), true), false, read_total);
     // The lookahead's last d outputs need d more inputs: zeros.
@@ -368,8 +389,14 @@ void add_live_options(CLI::App* cmd, DenoiseOptions& o) {
 void add_denoise_command(CLI::App& app) {
   static DenoiseOptions o;
   auto* cmd = app.add_subcommand("denoise", "Denoise a sound file, or a live microphone with --live");
-  cmd->add_option("input", o.input, "noisy sound file (any format libsndfile reads)");
-  cmd->add_option("output", o.output, "denoised sound file (wav, flac, ogg, aiff, au, caf, w64)");
+  cmd->add_option("input", o.input,
+                  "noisy sound file (any format libsndfile reads), - for raw PCM on stdin, or tcp:[ADDRESS:]PORT "
+                  "to take raw PCM from one peer connecting there");
+  cmd->add_option("output", o.output, "denoised sound file (wav, flac, ogg, aiff, au, caf, w64), or - for raw PCM on stdout");
+  cmd->add_option("--raw", o.raw, "raw PCM encoding of - and tcp: (f32 or s16, little-endian)");
+  cmd->add_option("--rate", o.rate, "raw PCM input: sample rate (Hz)");
+  cmd->add_option("--channels", o.channels, "raw PCM input: interleaved channels");
+  cmd->add_option("--idle-timeout", o.idle_timeout, "tcp: input: seconds without data before giving up");
   cmd->add_option("--model", o.model, "model (.safetensors); default: the shipped denoiser");
   cmd->add_option("--block", o.block, "samples per block through the model (file mode); frames per buffer (live)");
   cmd->add_flag("--mono", o.mono, "write one channel instead of the input's channel count");

@@ -68,6 +68,7 @@ class SoundFileSource : public Source {
   }
   int rate() const override { return info_.samplerate; }
   int channels() const override { return info_.channels; }
+  int sample_format() const override { return info_.format & SF_FORMAT_SUBMASK; }
   size_t read(float* out, size_t frames) override {
     const sf_count_t got = sf_readf_float(file_.get(), out, static_cast<sf_count_t>(frames));
     if (got < 0 || (got == 0 && sf_error(file_.get())))
@@ -136,6 +137,7 @@ class RawPcmSource : public Source {
   }
   int rate() const override { return rate_; }
   int channels() const override { return channels_; }
+  int sample_format() const override { return f_ == PcmFormat::F32 ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16; }
   size_t read(float* out, size_t frames) override {
     const size_t frame_bytes = pcm_bytes(f_) * channels_;
     bytes_.resize(std::max(bytes_.size(), frames * frame_bytes));
