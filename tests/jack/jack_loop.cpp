@@ -40,7 +40,9 @@ JackLoop::~JackLoop() {
 
 int JackLoop::rate() const { return static_cast<int>(jack_get_sample_rate(client_)); }
 
-bool JackLoop::connected() const { return jack_port_connected(mic_) > 0 && jack_port_connected(speaker_) > 0; }
+bool JackLoop::connected(bool speaker_too) const {
+  return jack_port_connected(mic_) > 0 && (!speaker_too || jack_port_connected(speaker_) > 0);
+}
 
 void JackLoop::play_and_record(const std::vector<float>& signal, size_t extra) {
   armed_.store(false);

@@ -22,8 +22,9 @@ class JackLoop {
   JackLoop& operator=(const JackLoop&) = delete;
 
   int rate() const;
-  // Both ports connected to something (the program under test)?
-  bool connected() const;
+  // Both ports (or only the mic, with !speaker_too) connected to something:
+  // the program under test?
+  bool connected(bool speaker_too = true) const;
   // Plays `signal` from the next cycle on and records as many frames plus
   // `extra`; done() turns true when the recording is complete.
   void play_and_record(const std::vector<float>& signal, size_t extra);
