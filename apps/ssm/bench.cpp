@@ -7,6 +7,7 @@ void add_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   add_bench_core(*bench);
   add_bench_kernels(*bench);
+  add_bench_detect(*bench);
   add_bench_stream(*bench);
 }
 

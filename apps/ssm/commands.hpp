@@ -16,6 +16,7 @@ void add_modes_command(CLI::App& app);
 // `ssm bench <what>`: each benchmark adds its own sub-subcommand.
 void add_bench_core(CLI::App& bench);
 void add_bench_kernels(CLI::App& bench);
+void add_bench_detect(CLI::App& bench);
 void add_bench_stream(CLI::App& bench);
 
 // For subcommands whose capability is not built yet: say so plainly, exit 2.

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "json_fields.hpp"
@@ -106,7 +108,9 @@ double Normaliser::peek(double x, const NormaliserConfig& c) const {
   return std::clamp((x - mean) / stddev(c), -c.z_clip, c.z_clip);
 }
 
-double Normaliser::push(double x, const NormaliserConfig& c) {
+double Normaliser::push(double x, const NormaliserConfig& c) { return push(x, c, half_life_alpha(c.half_life)); }
+
+double Normaliser::push(double x, const NormaliserConfig& c, double a) {
   const double z = peek(x, c);
   ++count;
   if (count == 1) {
@@ -120,7 +124,7 @@ double Normaliser::push(double x, const NormaliserConfig& c) {
   } else {
     // A spike moves the moments only as far as clip_sigma deviations would,
     // so one outlier does not blind the normaliser to the next.
-    const double a = half_life_alpha(c.half_life), lim = c.clip_sigma * stddev(c);
+    const double lim = c.clip_sigma * stddev(c);
     const double d = std::clamp(x - mean, -lim, lim);
     mean += a * d;
     var = (1 - a) * (var + a * d * d);
@@ -245,6 +249,14 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
   cfg_.validate();
   fast_ = cfg_.norm;
   fast_.half_life = cfg_.level_half_life;
+  a_norm_ = half_life_alpha(cfg_.norm.half_life);
+  a_fast_ = half_life_alpha(fast_.half_life);
+  a_forecast_ = half_life_alpha(cfg_.forecast.half_life);
+  a_level_ = half_life_alpha(cfg_.level.half_life);
+  a_daily_ = half_life_alpha(cfg_.daily.half_life);
+  a_weekly_ = half_life_alpha(cfg_.weekly.half_life);
+  a_fit_ = half_life_alpha(cfg_.season_fit_half_life);
+  a_season_ = half_life_alpha(cfg_.season_half_life);
   const std::string text = cfg_.to_json().dump();
   const uint64_t ff = forecaster_->fingerprint();
   fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), &ff, sizeof(ff));
@@ -264,7 +276,7 @@ namespace {
 // tail of the window average against the long-run moments, 0 while
 // `judge` is false or nothing is known yet); the moments then take the
 // average in.
-double channel_step(ChannelState& s, const ChannelConfig& c, double e, bool judge) {
+double channel_step(ChannelState& s, const ChannelConfig& c, double alpha, double e, bool judge) {
   if (c.weight <= 0) return 0;
   if (c.log) e = std::log(e + 0.1);
   if (s.filled == c.window) s.sum -= s.ring[s.pos];
@@ -284,7 +296,7 @@ double channel_step(ChannelState& s, const ChannelConfig& c, double e, bool judg
     evidence = c.weight * -std::log10(std::max(tail, 1e-300));
   }
   ++s.count;
-  const double a = std::max(half_life_alpha(c.half_life), 1.0 / s.count);
+  const double a = std::max(alpha, 1.0 / s.count);
   const double d = mean - s.mean;
   s.mean += a * d;
   s.var = (1 - a) * (s.var + a * d * d);
@@ -343,25 +355,29 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value) co
   const double gate_w = season_gate(s.fit_week, s.fit_var, c.season_min_fit);
 
   r.prediction = s.count > 0 ? m + s.prediction * sd : value;
-  const double z = s.norm.push(value, c.norm);
-  const double zf = s.fast.push(value, fast_);
+  const double z = s.norm.push(value, c.norm, a_norm_);
+  const double zf = s.fast.push(value, fast_, a_fast_);
   r.error = s.count > 0 ? std::abs(z - s.prediction) : 0.0;
 
-  double evidence = channel_step(s.forecast, c.forecast, r.error, judge);
-  evidence += channel_step(s.level, c.level, std::abs(zf), judge);
-  evidence += gate_d * channel_step(s.daily, c.daily, rd, judge);
-  evidence += gate_w * channel_step(s.weekly, c.weekly, rw, judge);
+  double evidence = channel_step(s.forecast, c.forecast, a_forecast_, r.error, judge);
+  evidence += channel_step(s.level, c.level, a_level_, std::abs(zf), judge);
+  evidence += gate_d * channel_step(s.daily, c.daily, a_daily_, rd, judge);
+  evidence += gate_w * channel_step(s.weekly, c.weekly, a_weekly_, rw, judge);
   r.likelihood = 1 - std::pow(10.0, -evidence);
   double raw = std::clamp(evidence / c.decades, 0.0, 1.0);
 
   // Profiles and their fit take the value in after it was judged.
-  const double fa = half_life_alpha(c.season_fit_half_life), ra = half_life_alpha(c.season_half_life);
+  const double fa = a_fit_, ra = a_season_;
   const double dev2 = (value - m) * (value - m);
   s.fit_day += fa * ((s.day_n[db] >= 2 ? (value - s.day[db]) * (value - s.day[db]) : dev2) - s.fit_day);
   s.fit_week += fa * ((s.week_n[wb] >= 2 ? (value - s.week[wb]) * (value - s.week[wb]) : dev2) - s.fit_week);
   s.fit_var += fa * (dev2 - s.fit_var);
-  s.day[db] += std::max(1.0 / (s.day_n[db] + 1), ra) * (value - s.day[db]);
-  s.week[wb] += std::max(1.0 / (s.week_n[wb] + 1), ra) * (value - s.week[wb]);
+  // Profiles are floats (they are many): kept inside the float range.
+  constexpr double fmax = std::numeric_limits<float>::max();
+  s.day[db] = static_cast<float>(
+      std::clamp(s.day[db] + std::max(1.0 / (s.day_n[db] + 1), ra) * (value - s.day[db]), -fmax, fmax));
+  s.week[wb] = static_cast<float>(
+      std::clamp(s.week[wb] + std::max(1.0 / (s.week_n[wb] + 1), ra) * (value - s.week[wb]), -fmax, fmax));
   if (s.day_n[db] < UINT16_MAX) ++s.day_n[db];
   if (s.week_n[wb] < UINT16_MAX) ++s.week_n[wb];
 
@@ -392,6 +408,30 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value) co
   s.last_likelihood = r.likelihood;
   s.last_prediction = r.prediction;
   return r;
+}
+
+void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
+  auto lines = [](const void* p, size_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 1, 3);
+    __builtin_prefetch(c + bytes - 1, 1, 3);
+  };
+  auto span_of = [](const void* a, const void* b) {
+    return static_cast<size_t>(static_cast<const char*>(b) - static_cast<const char*>(a));
+  };
+  lines(&s.count, span_of(&s.count, &s.forecast));  // counts, normalisers, range
+  const std::pair<const ChannelState*, int> channels[] = {
+      {&s.forecast, cfg_.forecast.window}, {&s.level, cfg_.level.window},
+      {&s.daily, cfg_.daily.window}, {&s.weekly, cfg_.weekly.window}};
+  for (const auto& [ch, window] : channels) lines(ch, offsetof(ChannelState, ring) + sizeof(float) * window);
+  const int db = static_cast<int>(fmod64(epoch, 86400) / 1800);
+  const int wb = static_cast<int>(fmod64(epoch / 86400 + 3, 7) * 24 + fmod64(epoch, 86400) / 3600);
+  __builtin_prefetch(&s.day[db], 1, 3);
+  __builtin_prefetch(&s.week[wb], 1, 3);
+  __builtin_prefetch(&s.day_n[db], 1, 3);
+  __builtin_prefetch(&s.week_n[wb], 1, 3);
+  lines(&s.fit_day, span_of(&s.fit_day, &s.last_prediction + 1));
+  lines(s.model_state.data(), s.model_state.size() * sizeof(float));
 }
 
 namespace {
@@ -452,8 +492,8 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   w.put(s.min_value);
   w.put(s.max_value);
   for (const ChannelState* c : {&s.forecast, &s.level, &s.daily, &s.weekly}) put_channel(w, *c);
-  for (double v : s.day) w.put(v);
-  for (double v : s.week) w.put(v);
+  for (float v : s.day) w.put(v);
+  for (float v : s.week) w.put(v);
   for (uint16_t v : s.day_n) w.put(v);
   for (uint16_t v : s.week_n) w.put(v);
   w.put(s.fit_day);
@@ -487,8 +527,11 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   get_channel(r, s.level, cfg_.level, "level");
   get_channel(r, s.daily, cfg_.daily, "daily");
   get_channel(r, s.weekly, cfg_.weekly, "weekly");
-  for (double& v : s.day) v = r.finite();
-  for (double& v : s.week) v = r.finite();
+  for (float* profile : {s.day, s.week})
+    for (float* v = profile; v < profile + (profile == s.day ? kDayBins : kWeekBins); ++v) {
+      *v = r.get<float>();
+      require(std::isfinite(*v), "series state: a non-finite seasonal profile value");
+    }
   for (uint16_t& v : s.day_n) v = r.get<uint16_t>();
   for (uint16_t& v : s.week_n) v = r.get<uint16_t>();
   s.fit_day = r.finite();

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../cpu/fast_math.hpp"
 #include "../model/layer_offsets.hpp"
 #include "ssm/detector.hpp"
 #include "ssm/safetensors.hpp"
@@ -11,44 +12,41 @@ namespace ssm {
 
 namespace {
 
-inline float sigmoidf(float x) {
-  // exp of a non-positive argument only: never overflows.
-  if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
-  const float e = std::exp(x);
-  return e / (1.0f + e);
-}
-
-inline float softplusf(float x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
-
 uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
 }
 
-// y (O) = W (O, I) @ x (I) [+ b].
-inline void matvec(float* y, const float* W, const float* x, const float* b, int O, int I) {
-  for (int o = 0; o < O; ++o) {
-    const float* w = W + static_cast<size_t>(o) * I;
-    float acc = 0;
-    for (int i = 0; i < I; ++i) acc += w[i] * x[i];
-    y[o] = b ? acc + b[o] : acc;
+// y (O) = x (I) @ Wt (I, O) [+ b]: the weights transposed, so that every
+// step is a vectorised axpy over the outputs (no horizontal sums).
+SSM_ALWAYS_INLINE void matvec_t(float* __restrict y, const float* __restrict Wt, const float* __restrict x,
+                                 const float* __restrict b, int O, int I) {
+  for (int o = 0; o < O; ++o) y[o] = b ? b[o] : 0.0f;
+  for (int i = 0; i < I; ++i) {
+    const float xi = x[i];
+    const float* w = Wt + static_cast<size_t>(i) * O;
+    for (int o = 0; o < O; ++o) y[o] += xi * w[o];
   }
 }
 
+// Appends W (O, I) transposed to `out` and returns where it starts.
+size_t append_transposed(std::vector<float>& out, const float* W, int O, int I) {
+  const size_t at = out.size();
+  for (int i = 0; i < I; ++i)
+    for (int o = 0; o < O; ++o) out.push_back(W[static_cast<size_t>(o) * I + i]);
+  return at;
+}
+
 // RMSNorm of (C) values in groups of m, optionally gated by silu(z).
-inline void rmsnorm(float* y, const float* x, const float* z, const float* w, int C, int m, double eps) {
+SSM_ALWAYS_INLINE void rmsnorm(float* y, const float* x, const float* z, const float* w, int C, int m, float eps) {
+  float g[Forecaster::kMaxInner];  // (C) the normalised input
+  for (int c = 0; c < C; ++c) g[c] = z ? x[c] * (z[c] * fast_sigmoid(z[c])) : x[c];
   for (int g0 = 0; g0 < C; g0 += m) {
-    double ss = 0;
-    for (int c = g0; c < g0 + m; ++c) {
-      const double v = z ? double(x[c]) * z[c] * sigmoidf(z[c]) : x[c];
-      ss += v * v;
-    }
-    const float rs = static_cast<float>(1.0 / std::sqrt(ss / m + eps));
-    for (int c = g0; c < g0 + m; ++c) {
-      const float v = z ? x[c] * z[c] * sigmoidf(z[c]) : x[c];
-      y[c] = v * rs * w[c];
-    }
+    float ss = 0;
+    for (int c = g0; c < g0 + m; ++c) ss += g[c] * g[c];
+    const float rs = 1.0f / std::sqrt(ss / m + eps);
+    for (int c = g0; c < g0 + m; ++c) y[c] = g[c] * rs * w[c];
   }
 }
 
@@ -94,6 +92,15 @@ Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
   layers_ = model_layer_offsets(c, t);
   for (const LayerOffsets& L : layers_)
     for (int h = 0; h < H; ++h) A_.push_back(-std::exp(p_[L.A_log + h]));
+  // Projections and conv weights transposed, in the order the step uses them.
+  const int Cc = c.conv_channels(), K = c.d_conv, D = c.d_model, E = c.inner();
+  const int F = 2 * E + 2 * c.n_groups * c.d_state + H;
+  for (const LayerOffsets& L : layers_) {
+    append_transposed(t_, p_.data() + L.in_proj, F, D);
+    append_transposed(t_, p_.data() + L.conv_w, Cc, K);
+    append_transposed(t_, p_.data() + L.out_proj, D, E);
+  }
+  head_t_ = append_transposed(t_, p_.data() + head_w_, 1, D);
   tail_size_ = static_cast<size_t>(c.d_conv - 1) * c.conv_channels();
   layer_state_ = tail_size_ + static_cast<size_t>(c.inner()) * c.d_state;
   state_size_ = layer_state_ * c.n_layers;
@@ -119,11 +126,13 @@ std::shared_ptr<const Forecaster> Forecaster::load(const std::string& path) {
   return std::make_shared<const Forecaster>(Model::load(path));
 }
 
-float Forecaster::step(float* state, float z) const {
-  const ModelConfig& c = cfg_;
-  const int D = c.d_model, E = c.inner(), H = c.heads(), Pd = c.head_dim, G = c.n_groups, N = c.d_state;
-  const int Cc = c.conv_channels(), K = c.d_conv, K1 = K - 1, F = 2 * E + 2 * G * N + H, hpg = H / G;
+template <class Dims>
+SSM_ALWAYS_INLINE float Forecaster::step_with(float* state, float z, const Dims& dm) const {
+  const int D = dm.D, E = dm.E, H = dm.H, Pd = dm.P, G = dm.G, N = dm.N, K = dm.K;
+  const int Cc = E + 2 * G * N, K1 = K - 1, F = 2 * E + 2 * G * N + H, hpg = H / G;
+  const float eps = static_cast<float>(cfg_.norm_eps);
   const float* P = p_.data();
+  const float* T = t_.data();  // per layer: in_proj (D, F), conv (K, Cc), out_proj (E, D)
   float h[kMaxWidth], un[kMaxWidth], o[kMaxWidth];
   float proj[2 * kMaxInner + 2 * kMaxGroupState + kMaxInner];  // (F) [z | xBC | dt_raw]
   float act[kMaxInner + 2 * kMaxGroupState];                   // (Cc) conv + SiLU: [x | B | C]
@@ -133,16 +142,23 @@ float Forecaster::step(float* state, float z) const {
     const LayerOffsets& L = layers_[l];
     float* tail = state + l * layer_state_;  // (K-1, Cc), oldest first
     float* S = tail + tail_size_;            // (H, P, N)
-    rmsnorm(un, h, nullptr, P + L.norm, D, D, c.norm_eps);
-    matvec(proj, P + L.in_proj, un, nullptr, F, D);
+    rmsnorm(un, h, nullptr, P + L.norm, D, D, eps);
+    matvec_t(proj, T, un, nullptr, F, D);
+    T += static_cast<size_t>(D) * F;
     const float* xin = proj + E;
-    const float* cw = P + L.conv_w;  // (Cc, K)
+    const float* wt = T;  // (K, Cc)
+    T += static_cast<size_t>(K) * Cc;
+    const float* bias = P + L.conv_b;
+    for (int ch = 0; ch < Cc; ++ch) act[ch] = bias[ch];
+    for (int k = 0; k < K1; ++k) {
+      const float* w = wt + static_cast<size_t>(k) * Cc;
+      const float* t = tail + static_cast<size_t>(k) * Cc;
+      for (int ch = 0; ch < Cc; ++ch) act[ch] += w[ch] * t[ch];
+    }
+    const float* wl = wt + static_cast<size_t>(K1) * Cc;
     for (int ch = 0; ch < Cc; ++ch) {
-      const float* w = cw + static_cast<size_t>(ch) * K;
-      float acc = P[L.conv_b + ch];
-      for (int k = 0; k < K1; ++k) acc += w[k] * tail[static_cast<size_t>(k) * Cc + ch];
-      const float v = acc + w[K1] * xin[ch];
-      act[ch] = v * sigmoidf(v);
+      const float v = act[ch] + wl[ch] * xin[ch];
+      act[ch] = v * fast_sigmoid(v);
     }
     if (K1 > 0) {
       std::memmove(tail, tail + Cc, sizeof(float) * static_cast<size_t>(K1 - 1) * Cc);
@@ -154,8 +170,8 @@ float Forecaster::step(float* state, float z) const {
     const float* dt_raw = proj + E + Cc;
     for (int hh = 0; hh < H; ++hh) {
       const int g = hh / hpg;
-      const float dt = softplusf(dt_raw[hh] + P[L.dt_bias + hh]);
-      const float a = std::exp(dt * A_[l * H + hh]);
+      const float dt = fast_softplus(dt_raw[hh] + P[L.dt_bias + hh]);
+      const float a = decay_exp(dt * A_[l * H + hh]);
       const float* Bt = Bm + g * N;
       const float* Ct = Cm + g * N;
       const float Dh = P[L.D + hh];
@@ -171,14 +187,36 @@ float Forecaster::step(float* state, float z) const {
         y[e] = acc + Dh * x[e];
       }
     }
-    rmsnorm(yn, y, proj, P + L.mixer_norm, E, E / G, c.norm_eps);  // gate z = proj[0:E]
-    matvec(o, P + L.out_proj, yn, nullptr, D, E);
+    rmsnorm(yn, y, proj, P + L.mixer_norm, E, E / G, eps);  // gate z = proj[0:E]
+    matvec_t(o, T, yn, nullptr, D, E);
+    T += static_cast<size_t>(E) * D;
     for (int d = 0; d < D; ++d) h[d] += o[d];
   }
-  rmsnorm(un, h, nullptr, P + norm_f_, D, D, c.norm_eps);
+  rmsnorm(un, h, nullptr, P + norm_f_, D, D, eps);
   float out;
-  matvec(&out, P + head_w_, un, P + head_b_, 1, D);
+  matvec_t(&out, t_.data() + head_t_, un, P + head_b_, 1, D);
   return out;
+}
+
+
+// The shipped forecaster's shape, known at compile time so that the short
+// loops unroll; any other shape takes the same code with runtime sizes.
+namespace {
+struct RuntimeDims {
+  int D, E, H, P, G, N, K;
+};
+struct ShippedDims {
+  static constexpr int D = 8, E = 16, H = 2, P = 8, G = 1, N = 8, K = 4;
+};
+}  // namespace
+
+SSM_SIMD_CLONES float Forecaster::step(float* state, float z) const {
+  const ModelConfig& c = cfg_;
+  if (c.d_model == ShippedDims::D && c.inner() == ShippedDims::E && c.head_dim == ShippedDims::P &&
+      c.n_groups == ShippedDims::G && c.d_state == ShippedDims::N && c.d_conv == ShippedDims::K)
+    return step_with(state, z, ShippedDims{});
+  return step_with(state, z,
+                   RuntimeDims{c.d_model, c.inner(), c.heads(), c.head_dim, c.n_groups, c.d_state, c.d_conv});
 }
 
 }  // namespace ssm

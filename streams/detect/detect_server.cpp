@@ -6,13 +6,13 @@
 #include <utility>  // before Asio: see DESIGN.md §6
 #include <boost/asio.hpp>
 
+#include <bit>
 #include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <ostream>
-#include <unordered_map>
 #include <vector>
 
 #include "ssm/safetensors.hpp"  // atomic_write_file
@@ -52,41 +52,68 @@ void put_double(std::string& out, double v, int precision) {
 // One series: its name, detector state and place in the recency list.
 struct Series {
   std::string name;
-  SeriesState state;
+  uint64_t hash = 0;  // of the name
   Series* newer = nullptr;
   Series* older = nullptr;
+  SeriesState state;
 };
 
-// Series by name, with a recency list (newest first) for LRU eviction.
+// Series by name (open addressing over (hash, pointer) slots, so a lookup
+// touches one slot and the series itself), with a recency list (newest
+// first) for LRU eviction. Owns the series.
 class SeriesTable {
  public:
-  size_t size() const { return map_.size(); }
+  SeriesTable() = default;
+  SeriesTable(const SeriesTable&) = delete;
+  SeriesTable& operator=(const SeriesTable&) = delete;
+  ~SeriesTable() {
+    for (Series* s = oldest_; s;) {
+      Series* next = s->newer;
+      delete s;
+      s = next;
+    }
+  }
+
+  size_t size() const { return live_; }
+  size_t slot_bytes() const { return slots_.size() * sizeof(Slot); }
 
   Series* find(std::string_view name) {
-    auto it = map_.find(name);
-    if (it == map_.end()) return nullptr;
-    Series* s = it->second.get();
-    unlink(s);
+    if (slots_.empty()) return nullptr;
+    const uint64_t h = hash_of(name);
+    for (size_t i = h & mask(); slots_[i].s; i = (i + 1) & mask()) {
+      Series* s = slots_[i].s;
+      if (s != tomb() && slots_[i].hash == h && s->name == name) {
+        unlink(s);
+        push_newest(s);
+        return s;
+      }
+    }
+    return nullptr;
+  }
+  // `name` must not be in the table.
+  Series* add(std::string name, SeriesState state) {
+    if ((used_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(16, std::bit_ceil((live_ + 1) * 4)));
+    auto* s = new Series;
+    s->name = std::move(name);
+    s->hash = hash_of(s->name);
+    s->state = std::move(state);
+    size_t i = s->hash & mask();
+    while (slots_[i].s && slots_[i].s != tomb()) i = (i + 1) & mask();
+    if (!slots_[i].s) ++used_;
+    slots_[i] = {s->hash, s};
+    ++live_;
     push_newest(s);
     return s;
-  }
-  Series* add(std::string name, SeriesState state) {
-    auto s = std::make_unique<Series>();
-    s->name = std::move(name);
-    s->state = std::move(state);
-    Series* p = s.get();
-    map_.emplace(std::string_view(p->name), std::move(s));  // the key views the node's own name
-    push_newest(p);
-    return p;
   }
   std::unique_ptr<Series> pop_oldest() {
     Series* s = oldest_;
     if (!s) return nullptr;
     unlink(s);
-    auto it = map_.find(std::string_view(s->name));
-    std::unique_ptr<Series> out = std::move(it->second);
-    map_.erase(it);
-    return out;
+    size_t i = s->hash & mask();
+    while (slots_[i].s != s) i = (i + 1) & mask();
+    slots_[i].s = tomb();  // keeps later probes going past this slot
+    --live_;
+    return std::unique_ptr<Series>(s);
   }
   template <typename F>
   void for_each_oldest_first(F&& f) const {
@@ -94,6 +121,25 @@ class SeriesTable {
   }
 
  private:
+  struct Slot {
+    uint64_t hash = 0;
+    Series* s = nullptr;  // null: never used; tomb(): emptied by an eviction
+  };
+  static uint64_t hash_of(std::string_view name) { return std::hash<std::string_view>{}(name); }
+  static Series* tomb() { return reinterpret_cast<Series*>(alignof(Series)); }
+  size_t mask() const { return slots_.size() - 1; }
+  void rehash(size_t n) {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(n, Slot{});
+    used_ = 0;
+    for (const Slot& o : old)
+      if (o.s && o.s != tomb()) {
+        size_t i = o.hash & mask();
+        while (slots_[i].s) i = (i + 1) & mask();
+        slots_[i] = o;
+        ++used_;
+      }
+  }
   void unlink(Series* s) {
     (s->newer ? s->newer->older : newest_) = s->older;
     (s->older ? s->older->newer : oldest_) = s->newer;
@@ -106,7 +152,8 @@ class SeriesTable {
     newest_ = s;
     if (!oldest_) oldest_ = s;
   }
-  std::unordered_map<std::string_view, std::unique_ptr<Series>> map_;
+  std::vector<Slot> slots_;  // a power of two, at most half used (live + tombstones)
+  size_t live_ = 0, used_ = 0;
   Series* newest_ = nullptr;
   Series* oldest_ = nullptr;
 };
@@ -326,6 +373,7 @@ struct DetectServer::Impl {
         std::span<const char>(c.buf.get(), n),
         [this](std::string_view path, double value, int64_t epoch) { score(path, value, epoch); },
         [this, &c](GraphiteError kind, std::string_view detail) { malformed(c, kind, detail); });
+    flush_pending();
   }
 
   void malformed(Conn& c, GraphiteError kind, std::string_view detail) {
@@ -398,10 +446,37 @@ struct DetectServer::Impl {
     return table.add(std::string(path), det->new_series());
   }
 
+  // Values are scored one behind the parser: the series of the newest is
+  // looked up and its state prefetched while the one before is scored, so
+  // that the cache misses of a state overlap work instead of stalling it.
+  struct Pending {
+    Series* s = nullptr;
+    double value = 0;
+    int64_t epoch = 0;
+  } pending;
+
   void score(std::string_view path, double value, int64_t epoch) {
-    Series* s = series_for(path);
-    if (!s) return;
-    const DetectorResult r = det->update(s->state, epoch, value);
+    Series* s = table.find(path);
+    if (!s) {
+      flush_pending();  // a new series may evict the pending one
+      s = series_for(path);
+      if (!s) return;
+    }
+    det->prefetch(s->state, epoch);
+    flush_pending();
+    pending = {s, value, epoch};
+  }
+
+  void flush_pending() {
+    if (!pending.s) return;
+    Series* s = pending.s;
+    pending.s = nullptr;
+    process(*s, pending.value, pending.epoch);
+  }
+
+  void process(Series& series, double value, int64_t epoch) {
+    const std::string_view path = series.name;
+    const DetectorResult r = det->update(series.state, epoch, value);
     ++st.points;
     if (r.kind == PointKind::repeat) ++st.repeats;
     if (r.kind == PointKind::out_of_order) ++st.out_of_order;
@@ -784,11 +859,10 @@ DetectServerStats DetectServer::stats() const {
 }
 
 size_t DetectServer::series_bytes(size_t name_bytes) const {
-  // Node of the map (key view + owner + hash links) and one bucket, the
-  // Series with its state, the model state buffer, and a long name's heap.
-  const size_t node = sizeof(void*) * 2 + sizeof(std::string_view) + sizeof(std::unique_ptr<int>) + sizeof(size_t);
+  // The Series with its detector state, the model state buffer, a long
+  // name's heap, and the hash slots (at most 4 per series, 16 bytes each).
   const size_t name_heap = name_bytes > 15 ? name_bytes + 1 : 0;
-  return node + sizeof(void*) + sizeof(Series) + impl_->det->forecaster().state_size() * sizeof(float) + name_heap;
+  return sizeof(Series) + impl_->det->forecaster().state_size() * sizeof(float) + name_heap + 4 * 16;
 }
 
 }  // namespace ssm

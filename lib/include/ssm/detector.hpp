@@ -79,11 +79,16 @@ class Forecaster {
   float step(float* state, float z) const;
 
  private:
+  template <class Dims>
+  float step_with(float* state, float z, const Dims& dims) const;
+
   ModelConfig cfg_;
   std::vector<float> p_;  // the model's parameter block
   size_t enc_w_, enc_b_, norm_f_, head_w_, head_b_;
   std::vector<LayerOffsets> layers_;  // where each layer's tensors sit in p_
-  std::vector<float> A_;  // (L, H) -exp(A_log), computed once
+  std::vector<float> A_;       // (L, H) -exp(A_log), computed once
+  std::vector<float> t_;       // per layer in_proj (D, F), conv (K, Cc), out_proj (E, D); head (D, 1)
+  size_t head_t_ = 0;          // where the head starts in t_
   size_t state_size_ = 0, tail_size_ = 0, layer_state_ = 0;
   uint64_t fingerprint_ = 0;
 };
@@ -115,6 +120,8 @@ struct Normaliser {
   // z of x against the moments so far (0 for the first value), then the
   // moments take x in. The returned z is clipped to ±z_clip.
   double push(double x, const NormaliserConfig& c);
+  // The same with the weight 1 - 2^(-1/half_life) computed by the caller.
+  double push(double x, const NormaliserConfig& c, double alpha);
   // z of x against the moments so far, without updating them.
   double peek(double x, const NormaliserConfig& c) const;
   double stddev(const NormaliserConfig& c) const;
@@ -171,30 +178,30 @@ struct DetectorConfig {
 
 // The running state of one channel.
 struct ChannelState {
-  float ring[kMaxShortWindow] = {};  // the last `window` errors
   int pos = 0;
   int filled = 0;
   double sum = 0;                    // of the ring
   double mean = 0, var = 0;          // long-run moments of the window average
   int64_t count = 0;
+  float ring[kMaxShortWindow] = {};  // the last `window` errors
 };
 
 // Everything one series carries between values (plain data but the model
 // state's buffer).
 struct SeriesState {
+  std::vector<float> model_state;  // (Forecaster::state_size()); first, so that a lookup finds its buffer early
   int64_t count = 0;        // values accepted (repeats and out-of-order ones excluded)
   int64_t last_epoch = 0;   // of the last accepted value
   Normaliser norm, fast;    // slow (forecaster, seasons) and fast (level channel) moments
   float prediction = 0;     // the forecaster's prediction of the next z
   double min_value = 0, max_value = 0;
   ChannelState forecast, level, daily, weekly;
-  double day[kDayBins] = {}, week[kWeekBins] = {};              // seasonal profiles
+  float day[kDayBins] = {}, week[kWeekBins] = {};               // seasonal profiles
   uint16_t day_n[kDayBins] = {}, week_n[kWeekBins] = {};        // visits (saturating)
   double fit_day = 0, fit_week = 0, fit_var = 0;                // EW squared residuals
   double peak = 0;          // decayed recent peak of the raw score
   // The result of the last accepted value, given again to a repeat.
   double last_score = 0, last_likelihood = 0, last_prediction = 0;
-  std::vector<float> model_state;  // (Forecaster::state_size())
 };
 
 enum class PointKind : uint8_t {
@@ -223,6 +230,10 @@ class Detector {
   // that does not belong to this detector's forecaster.
   DetectorResult update(SeriesState& s, int64_t epoch, double value) const;
 
+  // Asks the processor to bring in the parts of `s` that update(s, epoch, ·)
+  // will touch; a server calls it a value ahead so that the misses overlap.
+  void prefetch(const SeriesState& s, int64_t epoch) const;
+
   // Bytes of a series' state: a header (magic, fingerprint of the forecaster
   // and the config) and the fields, little-endian. load() checks all of it
   // and names what is wrong.
@@ -238,6 +249,9 @@ class Detector {
   std::shared_ptr<const Forecaster> forecaster_;
   DetectorConfig cfg_;
   NormaliserConfig fast_;
+  // Weights per value of every half-life, computed once.
+  double a_norm_ = 0, a_fast_ = 0, a_forecast_ = 0, a_level_ = 0, a_daily_ = 0, a_weekly_ = 0, a_fit_ = 0,
+         a_season_ = 0;
   uint64_t fingerprint_ = 0;
 };
 
