@@ -700,6 +700,14 @@ struct DetectServer::Impl {
     const fs::path path = fs::path(cfg.state_dir) / kSnapshotFile;
     std::error_code fec;
     if (!fs::exists(path, fec)) return;
+    // Never read more than max_series states could fill.
+    const uintmax_t limit = 32 + static_cast<uintmax_t>(cfg.max_series) * (8 + cfg.max_line + 2 * det->state_bytes());
+    const uintmax_t size = fs::file_size(path, fec);
+    if (fec || size > limit) {
+      say("state file " + path.string() + " not used: " + (fec ? fec.message() : "larger than max_series states") +
+          "; starting with no series");
+      return;
+    }
     const std::string text = read_text_file(path.string());
     const auto* p = reinterpret_cast<const uint8_t*>(text.data());
     const size_t n = text.size();
