@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "ssm/audio_file.hpp"
 #include "ssm/common.hpp"
@@ -99,6 +101,37 @@ TEST(AudioFile, NonFiniteSamplesAreRejected) {
     FAIL() << "expected ssm::Error";
   } catch (const ssm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("frame 42"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
+}
+
+// Found by fuzz_audio_file: the buffer was sized by the frame count the
+// header claims, so a small FLAC file whose STREAMINFO claims 2^36 - 1
+// samples asked for 256 GB (std::bad_alloc, or the OOM killer). Now the
+// frames that decode are what is kept.
+TEST(AudioFile, HeaderClaimingBillionsOfFramesReadsWhatIsThere) {
+  auto path = temp_path("claims.flac");
+  const auto s = sine(8000, 440, 0.05, 0.5);
+  ssm::write_audio(path, s.data(), s.size(), 8000);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  // "fLaC", the STREAMINFO block header, then 10 bytes of block and frame
+  // sizes: the next 8 bytes are rate (20 bits), channels - 1 (3), bits - 1
+  // (5) and the total sample count (36), big-endian.
+  ASSERT_GE(bytes.size(), 26u);
+  ASSERT_EQ(bytes.substr(0, 4), "fLaC");
+  for (int i = 0; i < 4; ++i) bytes[22 + i] = static_cast<char>(0xFF);
+  bytes[21] = static_cast<char>(bytes[21] | 0x0F);
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  try {
+    const auto a = ssm::read_audio(path);
+    EXPECT_LE(a.frames(), s.size());
+  } catch (const ssm::Error&) {
+    // Refusing the file is fine too; std::bad_alloc is not.
   }
   fs::remove(path);
 }

@@ -263,6 +263,35 @@ TEST(Model, ConfigErrorsNameTheKey) {
   EXPECT_THROW(ssm::ModelConfig::from_json_text(R"({"block": "mamba3"})", "c"), ssm::Error);
 }
 
+// Found by fuzz_model_config's invariants (UBSan): a config within every
+// single limit could still make E + 2 * G * N, the conv's channel count,
+// overflow int.
+TEST(Model, ConfigWhoseDerivedSizesOverflowIsAnError) {
+  const char* text = R"({"d_model": 65536, "expand": 4, "head_dim": 1, "n_groups": 262144, "d_state": 4096})";
+  try {
+    ssm::ModelConfig::from_json_text(text, "big.json");
+    FAIL() << "expected ssm::Error";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("n_groups * d_state"), std::string::npos) << e.what();
+  }
+}
+
+// Found while fuzzing the config readers: an error message quotes the wrong
+// value with nlohmann::json::dump(), which recurses once per nesting level,
+// so a deeply nested value (a crafted "ssm.config" in a model file) crashed
+// with a stack overflow. Nesting is now bounded while parsing.
+TEST(Model, DeeplyNestedConfigIsAnErrorNotAStackOverflow) {
+  const size_t n = 1000000;
+  const std::string text = R"({"d_model": )" + std::string(n, '[') + std::string(n, ']') + "}";
+  try {
+    ssm::ModelConfig::from_json_text(text, "deep.json");
+    FAIL() << "expected ssm::Error";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("deep.json: model config nests JSON deeper"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Model, LoadRejectsMismatchedTensors) {
   Model m(small_config(BlockKind::Mamba2));
   m.init(2);

@@ -325,3 +325,58 @@ TEST(Sources, TcpPcmSilentPeerTimesOut) {
   EXPECT_THROW(src.read(buf, 16), ssm::Error);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
 }
+
+// Found by fuzz_pcm_framing: a read of 0 frames while part of a frame was
+// carried over underflowed the room left in the buffer (size_t), so the
+// socket read could write past it and whole frames went into a caller
+// buffer of size 0. A read of 0 frames now reads nothing and returns 0.
+TEST(Sources, TcpPcmReadOfZeroFramesReadsNothing) {
+  ssm::TcpPcmOptions o;
+  o.idle_timeout_s = 5;
+  ssm::TcpPcmSource src(o);
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket peer(io);
+  peer.connect({boost::asio::ip::make_address("127.0.0.1"), src.port()});
+  std::vector<float> x(1024);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) - 0.5f;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(x.data());
+  // A frame and a half first: the source keeps the half.
+  boost::asio::write(peer, boost::asio::buffer(bytes, 6));
+  std::vector<float> got(x.size());
+  size_t n = src.read(got.data(), 4);
+  ASSERT_EQ(n, 1u);
+  boost::asio::write(peer, boost::asio::buffer(bytes + 6, x.size() * 4 - 6));
+  float none[1] = {-9.0f};
+  EXPECT_EQ(src.read(none, 0), 0u);
+  EXPECT_EQ(none[0], -9.0f);
+  peer.shutdown(boost::asio::ip::tcp::socket::shutdown_send);
+  size_t k;
+  while ((k = src.read(got.data() + n, x.size() - n)) > 0) n += k;
+  ASSERT_EQ(n, x.size());
+  EXPECT_EQ(got, x);
+}
+
+// Found by fuzz_pcm_framing: a pipe that ended inside a frame lost the whole
+// frames read with it (the error came before they were returned); the TCP
+// source returned them first. Now both do: the frames, then the error.
+TEST(Sources, RawPcmDeliversWholeFramesBeforeReportingStrayBytes) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const float x[3] = {0.25f, -0.5f, 0.75f};
+  ASSERT_EQ(write(fds[1], x, 10), 10);  // two frames and two bytes of a third
+  close(fds[1]);
+  auto src = ssm::open_raw_pcm_source(fds[0], 16000, 1, ssm::PcmFormat::F32, "pipe");
+  float got[4] = {};
+  float none[1] = {-9.0f};
+  EXPECT_EQ(src->read(none, 0), 0u);
+  ASSERT_EQ(src->read(got, 4), 2u);
+  EXPECT_EQ(got[0], x[0]);
+  EXPECT_EQ(got[1], x[1]);
+  try {
+    src->read(got, 4);
+    ADD_FAILURE() << "expected an error naming the stray bytes";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2 stray bytes"), std::string::npos) << e.what();
+  }
+  close(fds[0]);
+}

@@ -277,6 +277,26 @@ TEST(TrainConfig, EachErrorNamesTheKey) {
             std::string::npos);
 }
 
+// Found by fuzz_train_config: a number beyond a double's range made the JSON
+// library throw its own out_of_range instead of ssm::Error.
+TEST(TrainConfig, NumberBeyondADoubleIsAnError) {
+  for (const char* lr : {"1e400", "-1e400"}) {
+    const std::string text = R"({"model": {}, "training": {"lr": )" + std::string(lr) + "}}";
+    const std::string e = error_of([&] { TrainConfig::from_json_text(text, "big.json"); });
+    EXPECT_NE(e.find("big.json: not valid JSON"), std::string::npos) << lr << ": " << e;
+  }
+}
+
+// Found while fuzzing the config readers: an error message quotes the wrong
+// value with nlohmann::json::dump(), which recurses once per nesting level,
+// so a deeply nested value crashed with a stack overflow.
+TEST(TrainConfig, DeeplyNestedValueIsAnErrorNotAStackOverflow) {
+  const size_t n = 1000000;
+  const std::string text = R"({"model": )" + std::string(n, '[') + std::string(n, ']') + "}";
+  const std::string e = error_of([&] { TrainConfig::from_json_text(text, "deep.json"); });
+  EXPECT_NE(e.find("deep.json: nests JSON deeper"), std::string::npos) << e;
+}
+
 TEST(TrainConfig, MissingFoldersAreAllNamed) {
   TempDir dir;
   fs::create_directories(dir / "speech");

@@ -38,10 +38,23 @@ Audio read_audio(const std::string& path) {
   Audio audio;
   audio.rate = info.samplerate;
   audio.channels = info.channels;
-  audio.samples.resize(static_cast<size_t>(info.frames) * info.channels);
-  const sf_count_t got = sf_readf_float(file.get(), audio.samples.data(), info.frames);
-  if (got <= 0) fail("sound file '" + path + "': no frames could be decoded: " + sf_strerror(file.get()));
-  audio.samples.resize(static_cast<size_t>(got) * info.channels);
+  // info.frames is what the header claims, and a few damaged bytes can claim
+  // billions (a FLAC header holds 36 bits of it): the buffer grows with what
+  // actually decodes, one chunk at a time, never by the claim.
+  const size_t channels = static_cast<size_t>(info.channels);
+  constexpr sf_count_t kChunk = sf_count_t{1} << 16;  // frames per read
+  // Room up front for the claim, up to 16 MB; a longer file grows past it.
+  const sf_count_t up_front = std::min<sf_count_t>(info.frames, (sf_count_t{1} << 22) / info.channels);
+  audio.samples.reserve(static_cast<size_t>(up_front) * channels);
+  size_t frames = 0;
+  for (;;) {
+    audio.samples.resize((frames + kChunk) * channels);
+    const sf_count_t got = sf_readf_float(file.get(), audio.samples.data() + frames * channels, kChunk);
+    if (got <= 0) break;
+    frames += static_cast<size_t>(got);
+  }
+  audio.samples.resize(frames * channels);
+  if (frames == 0) fail("sound file '" + path + "': no frames could be decoded: " + sf_strerror(file.get()));
   for (size_t i = 0; i < audio.samples.size(); ++i)
     if (!std::isfinite(audio.samples[i]))
       fail("sound file '" + path + "': non-finite sample at frame " + std::to_string(i / info.channels));

@@ -34,6 +34,10 @@ void ModelConfig::validate() const {
   require(lookahead >= 0, "model config: 'lookahead' must be >= 0");
   require(d_model <= 65536 && n_layers <= 1024 && expand <= 64 && d_state <= 4096 && d_conv <= 64,
           "model config: sizes are beyond what this library supports");
+  // B and C add 2 * G * N channels to the conv and rows to in_proj, counted
+  // in int: bounded so that those counts cannot overflow.
+  require(int64_t{n_groups} * d_state <= (int64_t{1} << 24),
+          "model config: n_groups * d_state is beyond what this library supports");
   if (block == BlockKind::Mamba2) {
     require(inner() % head_dim == 0, "model config: expand * d_model (" + std::to_string(inner()) +
                                          ") must be a multiple of 'head_dim' (" + std::to_string(head_dim) + ")");
@@ -115,7 +119,17 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
 }
 
 ModelConfig ModelConfig::from_json_text(const std::string& text, const std::string& source) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // Messages quote a wrong value with dump(), which recurses once per level
+  // of nesting: a value nested deep enough would overflow the stack. A model
+  // config nests one level.
+  constexpr int kMaxDepth = 64;
+  auto bounded = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth > kMaxDepth)
+      fail(source + ": model config nests JSON deeper than " + std::to_string(kMaxDepth) + " levels");
+    return true;
+  };
+  nlohmann::json j = nlohmann::json::parse(text, bounded, /*allow_exceptions=*/false);
   if (j.is_discarded()) fail(source + ": model config is not valid JSON");
   return from_json(j, source);
 }

@@ -139,6 +139,9 @@ class RawPcmSource : public Source {
   int channels() const override { return channels_; }
   int sample_format() const override { return f_ == PcmFormat::F32 ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16; }
   size_t read(float* out, size_t frames) override {
+    // Nothing asked for: below, a carried partial frame would underflow the
+    // room left in the buffer.
+    if (frames == 0) return 0;
     const size_t frame_bytes = pcm_bytes(f_) * channels_;
     bytes_.resize(std::max(bytes_.size(), frames * frame_bytes));
     // Carry-over bytes of a partial frame from the last read come first.
@@ -148,8 +151,10 @@ class RawPcmSource : public Source {
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) fail("raw PCM source '" + name_ + "': read failed: " + std::strerror(errno));
       if (r == 0) {
-        if (have % frame_bytes)
-          fail("raw PCM source '" + name_ + "': stream ended inside a frame (" + std::to_string(have % frame_bytes) +
+        // Whole frames before a stray partial one are delivered first; the
+        // next read finds only the stray bytes and reports them.
+        if (have > 0 && have < frame_bytes)
+          fail("raw PCM source '" + name_ + "': stream ended inside a frame (" + std::to_string(have) +
                " stray bytes)");
         break;
       }
@@ -287,6 +292,9 @@ void TcpPcmSource::open() {
 }
 
 size_t TcpPcmSource::read(float* out, size_t frames) {
+  // Nothing asked for: below, a carried partial frame would underflow the
+  // room left in the buffer.
+  if (frames == 0) return 0;
   open();
   Impl& s = *impl_;
   require(!s.broken, "pcm source " + s.name() + ": read after a timeout");

@@ -18,7 +18,8 @@ class Source {
   virtual int rate() const = 0;
   virtual int channels() const = 0;
   // Up to `frames` frames into out (frames, channels) interleaved; waits until
-  // some are there; 0 means the end. Throws ssm::Error naming the source.
+  // some are there; 0 means the end (or that `frames` was 0: nothing is read).
+  // Throws ssm::Error naming the source.
   virtual size_t read(float* out, size_t frames) = 0;
   // libsndfile's subtype of the stored samples (SF_FORMAT_PCM_16, _FLOAT, ...), 0 when unknown.
   virtual int sample_format() const { return 0; }
