@@ -133,12 +133,14 @@ class Checkpoints {
     return out;
   }
 
-  void save(const Trainer& trainer) {
+  // Saves the trainer's state and keeps the newest `keep` (0 = all).
+  void save(const Trainer& trainer, int keep) {
     fs::create_directories(dir_);
     trainer.save_checkpoint(path(trainer.steps_done()).string());
+    prune(keep);
   }
 
-  // Keeps the newest `keep` (0 = all).
+ private:
   void prune(int keep) {
     auto all = steps();
     if (keep <= 0 || all.size() <= static_cast<size_t>(keep)) return;
@@ -149,7 +151,6 @@ class Checkpoints {
     }
   }
 
- private:
   fs::path dir_;
 };
 
@@ -332,6 +333,93 @@ record validation_record(int64_t step, const ValidationMetrics& m) {
   return j;
 }
 
+// What may differ between a run and its resumption without changing the result.
+json result_relevant(json j) {
+  j.erase("output");
+  j["training"].erase("threads");
+  j["data"].erase("loader_threads");
+  j["data"].erase("queue");
+  return j;
+}
+
+// Refuses a folder that holds a run unless resuming, warns when resuming
+// with a config that changes the result, and writes config.json.
+void open_output(const fs::path& out, const Checkpoints& checkpoints, bool resume, const json& config,
+                 const std::string& config_text) {
+  fs::create_directories(out);
+  if (!resume && !checkpoints.steps().empty())
+    fail("output folder '" + out.string() + "' already holds checkpoints of a run: pass --resume to continue it, "
+         "or choose another --out");
+  if (resume) {
+    std::ifstream prev(out / "config.json");
+    json before = json::parse(prev, nullptr, /*allow_exceptions=*/false);
+    if (prev && !before.is_discarded() && before.is_object() && before.contains("training") &&
+        result_relevant(before) != result_relevant(config))
+      warn("the config differs from the run's " + (out / "config.json").string() +
+           "; the continuation will not match an uninterrupted run");
+  }
+  write_file_atomic(out / "config.json", config_text + "\n");
+}
+
+// With --resume, loads the newest checkpoint (if any) into `trainer`.
+void resume_from_newest(Trainer& trainer, const Checkpoints& checkpoints, const fs::path& out, bool resume) {
+  if (!resume) return;
+  const auto done = checkpoints.steps();
+  if (done.empty()) {
+    std::printf("no checkpoint in %s: starting from step 0\n", (out / "checkpoints").string().c_str());
+    return;
+  }
+  const fs::path ckpt = checkpoints.path(done.back());
+  trainer.load_checkpoint(ckpt.string());
+  std::printf("resumed from %s (step %lld)\n", ckpt.string().c_str(), static_cast<long long>(done.back()));
+}
+
+// True when the run already took its last step (the final model is written
+// if it is missing).
+bool already_finished(const Trainer& trainer, int64_t total, const Model& model, const fs::path& model_path,
+                      const std::map<std::string, std::string>& metadata) {
+  if (trainer.steps_done() < total) return false;
+  std::printf("training already finished (step %lld of %lld)\n", static_cast<long long>(trainer.steps_done()),
+              static_cast<long long>(total));
+  if (!fs::exists(model_path)) model.save(model_path.string(), metadata);
+  return true;
+}
+
+// After the loop stopped before the last step (Ctrl-C, SIGTERM or
+// --stop-at): keeps the state to resume from and says how; the exit code.
+int stopped_early(const Options& o, const fs::path& out, Checkpoints& checkpoints, const Trainer& trainer, int keep,
+                  bool saved, Plotter& plotter, const MetricsLog& log, bool by_signal) {
+  const int64_t reached = trainer.steps_done();
+  if (!saved) checkpoints.save(trainer, keep);
+  plotter.plot(log);
+  std::printf("%s at step %lld; checkpoint %s\nresume with: ssm train --config %s --out %s --resume\n",
+              by_signal ? "interrupted" : "stopped (--stop-at)", static_cast<long long>(reached),
+              checkpoints.path(reached).string().c_str(), o.config.c_str(), out.string().c_str());
+  return by_signal ? 130 : 0;
+}
+
+// Says which steps this run takes; returns the last one (--stop-at or the end).
+int64_t announce_steps(const Options& o, const Trainer& trainer, const char* unit) {
+  const TrainerConfig& t = trainer.config();
+  const int64_t total = t.steps, first = trainer.steps_done();
+  const int64_t stop_at = o.stop_at > 0 ? std::min(o.stop_at, total) : total;
+  std::printf("training steps %lld..%lld of %lld (batch %d x %d %s)%s\n", static_cast<long long>(first + 1),
+              static_cast<long long>(stop_at), static_cast<long long>(total), t.batch, t.segment, unit,
+              stop_at < total ? ", then stopping (--stop-at)" : "");
+  std::fflush(stdout);
+  return stop_at;
+}
+
+// One training step, recorded in metrics.jsonl; `seconds` gets its time.
+StepStats logged_step(Trainer& trainer, BatchSource& source, MetricsLog& log, double& seconds) {
+  const auto t0 = Clock::now();
+  const StepStats st = trainer.step(source);
+  seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  log.add({{"kind", "train"}, {"step", st.step}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm},
+           {"seconds", seconds}});
+  return st;
+}
+
 TrainConfig load_config(const Options& o) {
   TrainConfig cfg = TrainConfig::from_file(o.config);
   if (o.steps > 0) {
@@ -354,34 +442,12 @@ TrainConfig load_config(const Options& o) {
   return cfg;
 }
 
-// What may differ between a run and its resumption without changing the result.
-json result_relevant(json j) {
-  j.erase("output");
-  j["training"].erase("threads");
-  j["data"].erase("loader_threads");
-  j["data"].erase("queue");
-  return j;
-}
-
 int run(const Options& o) {
   const auto t_start = Clock::now();
   TrainConfig cfg = load_config(o);
   const fs::path out = cfg.output.dir;
-  fs::create_directories(out);
   Checkpoints checkpoints(out);
-  const auto done = checkpoints.steps();
-  if (!o.resume && !done.empty())
-    fail("output folder '" + out.string() + "' already holds checkpoints of a run: pass --resume to continue it, "
-         "or choose another --out");
-  if (o.resume) {
-    std::ifstream prev(out / "config.json");
-    json before = json::parse(prev, nullptr, /*allow_exceptions=*/false);
-    if (prev && !before.is_discarded() && before.is_object() && before.contains("training") &&
-        result_relevant(before) != result_relevant(cfg.to_json()))
-      warn("the config differs from the run's " + (out / "config.json").string() +
-           "; the continuation will not match an uninterrupted run");
-  }
-  write_file_atomic(out / "config.json", cfg.to_json_text() + "\n");
+  open_output(out, checkpoints, o.resume, cfg.to_json(), cfg.to_json_text());
 
   StopSignals signals;
   const int rate = cfg.model.sample_rate;
@@ -405,15 +471,7 @@ int run(const Options& o) {
   model.init(cfg.training.seed);
   Trainer trainer(model, cfg.training);
   MetricsLog log(out);
-  if (o.resume) {
-    if (done.empty()) {
-      std::printf("no checkpoint in %s: starting from step 0\n", (out / "checkpoints").string().c_str());
-    } else {
-      const fs::path ckpt = checkpoints.path(done.back());
-      trainer.load_checkpoint(ckpt.string());
-      std::printf("resumed from %s (step %lld)\n", ckpt.string().c_str(), static_cast<long long>(done.back()));
-    }
-  }
+  resume_from_newest(trainer, checkpoints, out, o.resume);
   log.open(trainer.steps_done());
   const auto& mc = cfg.model;
   std::printf("model: %s, layers %d, d_model %d, d_state %d, %zu parameters, lookahead %d samples\n",
@@ -421,13 +479,9 @@ int run(const Options& o) {
 
   const auto& t = cfg.training;
   const int64_t total = t.steps;
-  if (trainer.steps_done() >= total) {
-    std::printf("training already finished (step %lld of %lld)\n", static_cast<long long>(trainer.steps_done()),
-                static_cast<long long>(total));
-    if (!fs::exists(out / "model.safetensors"))
-      model.save((out / "model.safetensors").string(), {{"ssm.step", std::to_string(trainer.steps_done())}});
+  if (already_finished(trainer, total, model, out / "model.safetensors",
+                       {{"ssm.step", std::to_string(trainer.steps_done())}}))
     return 0;
-  }
 
   auto examples = std::make_shared<const ExampleSource>(std::move(data.train.speech), std::move(data.train.noise),
                                                         std::move(data.train.pairs), cfg.data.mixer,
@@ -452,27 +506,17 @@ int run(const Options& o) {
       model.save((out / "best.safetensors").string(),
                  {{"ssm.step", std::to_string(step)}, {"ssm.validation", last_validation.dump()}});
   };
-  auto checkpoint = [&] {
-    checkpoints.save(trainer);
-    checkpoints.prune(cfg.output.keep_checkpoints);
-  };
+  auto checkpoint = [&] { checkpoints.save(trainer, cfg.output.keep_checkpoints); };
 
   const int64_t first = trainer.steps_done();
-  const int64_t stop_at = o.stop_at > 0 ? std::min(o.stop_at, total) : total;
-  std::printf("training steps %lld..%lld of %lld (batch %d x %d samples)%s\n", static_cast<long long>(first + 1),
-              static_cast<long long>(stop_at), static_cast<long long>(total), t.batch, t.segment,
-              stop_at < total ? ", then stopping (--stop-at)" : "");
-  std::fflush(stdout);
+  const int64_t stop_at = announce_steps(o, trainer, "samples");
   double train_seconds = 0, window_seconds = 0, wait_before = 0;
   int64_t window_steps = 0;
   bool saved = false;
   while (trainer.steps_done() < stop_at && !signals.stopped()) {
-    const auto t0 = Clock::now();
-    const StepStats st = trainer.step(source);
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    double dt = 0;
+    const StepStats st = logged_step(trainer, source, log, dt);
     train_seconds += dt, window_seconds += dt, ++window_steps;
-    log.add({{"kind", "train"}, {"step", st.step}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm},
-             {"seconds", dt}});
     saved = false;
     if (st.step % cfg.output.log_every == 0 || st.step == stop_at) {
       const double rate_sps = static_cast<double>(t.batch) * t.segment * window_steps / window_seconds;
@@ -501,15 +545,9 @@ int run(const Options& o) {
   }
 
   const int64_t reached = trainer.steps_done();
-  if (reached < total) {  // stopped early: keep the state to resume from
-    if (!saved) checkpoint();
-    plotter.plot(log);
-    const bool by_signal = signals.stopped();
-    std::printf("%s at step %lld; checkpoint %s\nresume with: ssm train --config %s --out %s --resume\n",
-                by_signal ? "interrupted" : "stopped (--stop-at)", static_cast<long long>(reached),
-                checkpoints.path(reached).string().c_str(), o.config.c_str(), out.string().c_str());
-    return by_signal ? 130 : 0;
-  }
+  if (reached < total)
+    return stopped_early(o, out, checkpoints, trainer, cfg.output.keep_checkpoints, saved, plotter, log,
+                         signals.stopped());
   validate();
   checkpoint();
   std::map<std::string, std::string> meta{{"ssm.step", std::to_string(reached)}};
