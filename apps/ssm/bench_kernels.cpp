@@ -2,7 +2,9 @@
 // at the two reference shapes of docs/KERNELS.md and prints a table: median ms
 // over timed repeats after warm-up (CUDA events), the bytes each pass must move
 // at least, the bandwidth that achieves, and the floor at the measured
-// device-to-device copy bandwidth. Without CUDA it says so and fails.
+// device-to-device copy bandwidth. `--shape step` times the batched recurrent
+// model step (ssm/cuda_stream.hpp) per sample against its state-traffic floor.
+// Without CUDA it says so and fails.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +17,9 @@
 #include "ssm/common.hpp"
 #include "ssm/cuda.hpp"
 #include "ssm/cuda_ssd.hpp"
+#include "ssm/cuda_stream.hpp"
+#include "ssm/default_model.hpp"
+#include "ssm/detector.hpp"
 
 #ifdef SSM_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -192,11 +197,52 @@ void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs)
   row("fwd+bwd", t_fb, fwd_bytes + bwd_bytes, sh.target_fb_ms);
 }
 
+// ---- step: the batched recurrent model step (ssm/cuda_stream.hpp) ----------
+// One row: S streams advanced by n samples per launch, timed per sample. The
+// floor counts every stream's fp32 state read and written once per launch
+// (n samples share that round trip) plus the inputs and outputs.
+void bench_step_row(const char* name, const Model& model, int S, int n, int streams_per_block,
+                    const BenchKernelsOptions& o, double copy_gbs, double target_us) {
+  BatchedStreamCuda::Options opt;
+  opt.streams_per_block = streams_per_block;
+  BatchedStreamCuda batch(model, S, nullptr, opt);
+  const ModelConfig& c = model.config();
+  DevBuf in(size_t(n) * S * c.in_channels), out(size_t(n) * S * c.out_channels);
+  fill(in, 11, -1, 1);
+  const double us = 1e3 * median_ms(o.warmup, o.repeats, [&](int) { batch.step_many(in.p, out.p, n); }) / n;
+  const double bytes = (2.0 * sizeof(float) * batch.state_size() * S) / n +
+                       sizeof(float) * double(c.in_channels + c.out_channels) * S;  // per sample
+  const double floor_us = bytes / (copy_gbs * 1e9) * 1e6;
+  const double tflops = model_flops_per_step(c) * S / (us * 1e-6) / 1e12;
+  const std::string cut = streams_per_block ? std::to_string(streams_per_block) : "auto";
+  char target[16] = "-";
+  if (target_us > 0) std::snprintf(target, sizeof(target), "%.0f", target_us);
+  std::printf("%-10s %7d %4d %5s %10.1f %9.1f %9.1f %7.0f %6.0f%% %7.2f %9s\n", name, S, n, cut.c_str(), us,
+              bytes / 1e6, floor_us, bytes / (us * 1e-6) / 1e9, 100.0 * floor_us / us, tflops, target);
+}
+
+void bench_step(const BenchKernelsOptions& o, double copy_gbs) {
+  std::string from;
+  const Model denoiser = default_denoiser(&from);
+  const auto fb = builtin_forecaster_bytes();
+  const Model forecaster =
+      model_from_safetensors_bytes(std::vector<uint8_t>(fb.begin(), fb.end()), "builtin forecaster");
+  std::printf("\nstep = batched recurrent model step, fp32 state, per sample (n samples per launch)\n");
+  std::printf("denoiser:   %s\n", from.c_str());
+  std::printf("            4096 streams: %s\n", BatchedStreamCuda(denoiser, 4096).launch_description().c_str());
+  std::printf("forecaster: 10000 streams: %s\n", BatchedStreamCuda(forecaster, 10000).launch_description().c_str());
+  std::printf("%-10s %7s %4s %5s %10s %9s %9s %7s %7s %7s %9s\n", "model", "streams", "n", "block", "us/sample",
+              "min MB", "floor us", "GB/s", "floor%", "TFLOP/s", "target us");
+  for (int n : {1, 8, 32}) bench_step_row("denoiser", denoiser, 4096, n, 0, o, copy_gbs, 100);
+  for (int spb : {2, 8, 16}) bench_step_row("denoiser", denoiser, 4096, 1, spb, o, copy_gbs, 100);
+  for (int n : {1, 32}) bench_step_row("forecaster", forecaster, 10000, n, 0, o, copy_gbs, 0);
+}
+
 void run_bench_kernels(const BenchKernelsOptions& o) {
   if (!cuda_available()) fail("bench kernels: no usable GPU (" + cuda_device_description() + ")");
   require(o.math == "tf32" || o.math == "fp32", "bench kernels: --math must be tf32 or fp32, got " + o.math);
-  require(o.shape == "all" || o.shape == "big" || o.shape == "audio",
-          "bench kernels: --shape must be all, big or audio, got " + o.shape);
+  require(o.shape == "all" || o.shape == "big" || o.shape == "audio" || o.shape == "step",
+          "bench kernels: --shape must be all, big, audio or step, got " + o.shape);
   require(o.repeats >= 1 && o.warmup >= 0, "bench kernels: --repeats must be >= 1 and --warmup >= 0");
   const double bw = copy_bandwidth();
   std::printf("device: %s\n", cuda_device_description().c_str());
@@ -210,6 +256,7 @@ void run_bench_kernels(const BenchKernelsOptions& o) {
                           {"audio", {32, 16000, 4, 32, 1, 32}, 0.40, 1.6}};
   for (const Shape& sh : shapes)
     if (o.shape == "all" || o.shape == sh.name) bench_shape(sh, o, bw);
+  if (o.shape == "all" || o.shape == "step") bench_step(o, bw);
 }
 
 #else
@@ -228,7 +275,7 @@ void add_bench_kernels(CLI::App& bench) {
   cmd->add_option("--repeats", opts->repeats, "timed repeats (median reported)");
   cmd->add_option("--warmup", opts->warmup, "untimed warm-up calls");
   cmd->add_option("--math", opts->math, "tf32 or fp32 (3xTF32)");
-  cmd->add_option("--shape", opts->shape, "all, big or audio");
+  cmd->add_option("--shape", opts->shape, "all, big, audio or step (batched recurrent model step)");
   cmd->add_option("-Q,--chunk", opts->Q, "chunk length (1..64)");
   cmd->callback([opts] { run_bench_kernels(*opts); });
 }

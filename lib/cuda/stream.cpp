@@ -1,0 +1,361 @@
+// BatchedStreamCuda (ssm/cuda_stream.hpp): packs the model's weights for the
+// batched step kernel (kernels/model_step.cu), owns every stream's state on
+// the device, and chooses how the streams are cut into thread blocks.
+#include "model_step.cuh"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../model/layer_offsets.hpp"
+#include "ssm/common.hpp"
+#include "ssm/cuda.hpp"
+#include "ssm/cuda_stream.hpp"
+
+namespace ssm {
+namespace {
+
+void check_cuda(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fail("BatchedStreamCuda: " + what + ": " + cudaGetErrorString(e));
+  }
+}
+
+int pow2_at_least(int v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// A device buffer of floats, freed with its owner.
+class DeviceFloats {
+ public:
+  DeviceFloats() = default;
+  ~DeviceFloats() {
+    if (p_) cudaFree(p_);
+  }
+  DeviceFloats(const DeviceFloats&) = delete;
+  DeviceFloats& operator=(const DeviceFloats&) = delete;
+  void allocate(size_t n, const char* what) {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+    check_cuda(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(n, 1) * sizeof(float)),
+               std::string("cudaMalloc of ") + what + " (" + std::to_string(n * sizeof(float)) + " bytes)");
+    n_ = n;
+  }
+  float* get() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// Budget of shared memory per block that still lets two blocks share an SM
+// with room left for the L1 that caches the weights.
+constexpr size_t kSmemBudget = 96 * 1024;
+
+}  // namespace
+
+struct BatchedStreamCuda::Impl {
+  ModelConfig cfg;
+  int S = 0;
+  cudaStream_t stream = nullptr;
+  kernels::StepArgs args{};  // weights, state and the cut; in, out and n are set per launch
+  int n_chunk = 1;           // samples per launch at most
+  int blocks = 0;
+  size_t tail_floats = 0;  // (K-1) * Cc per stream and layer
+  size_t ssm_floats = 0;   // E * N per stream and layer
+  DeviceFloats weights;    // packed, see kernels::StepArgs
+  DeviceFloats ssm;        // (L, S, E, N)
+  DeviceFloats tail;       // (L, S, K-1, Cc)
+  DeviceFloats in_stage;   // (n, S, in_channels)  for the host variants
+  DeviceFloats out_stage;  // (n, S, out_channels)
+
+  Impl(const Model& model, int streams, cudaStream_t st, const Options& opt);
+  void pack_weights(const Model& model);
+  void choose_cut(int streams_per_block);
+  size_t smem_bytes(int n) const {
+    kernels::StepArgs a = args;
+    a.n = n;
+    return kernels::model_step_smem_bytes(a);
+  }
+  void check_index(int i, const char* fn) const {
+    require(i >= 0 && i < S, std::string("BatchedStreamCuda::") + fn + ": stream " + std::to_string(i) +
+                                 " is out of range [0, " + std::to_string(S) + ")");
+  }
+};
+
+BatchedStreamCuda::Impl::Impl(const Model& model, int streams, cudaStream_t st, const Options& opt)
+    : cfg(model.config()), S(streams), stream(st) {
+  cfg.validate();
+  require(cfg.block == BlockKind::Mamba2,
+          "BatchedStreamCuda: Mamba-1 models are not supported on the GPU yet (use ssm::Stream on the CPU)");
+  require(streams >= 1, "BatchedStreamCuda: streams must be >= 1, got " + std::to_string(streams));
+  const int N = cfg.d_state;
+  const int vec = N % 4 == 0 ? 4 : 1;
+  require(N / vec <= 32, "BatchedStreamCuda: d_state N = " + std::to_string(N) +
+                             " is beyond the GPU step (N <= 128 when a multiple of 4, otherwise N <= 32)");
+  require(opt.streams_per_block >= 0 && opt.streams_per_block <= 1024,
+          "BatchedStreamCuda: Options::streams_per_block must be in [0, 1024], got " +
+              std::to_string(opt.streams_per_block));
+  require(cuda_available(), "BatchedStreamCuda: no usable GPU (" + cuda_device_description() + ")");
+
+  const int K1 = cfg.d_conv - 1, Cc = cfg.conv_channels(), E = cfg.inner();
+  tail_floats = static_cast<size_t>(K1) * Cc;
+  ssm_floats = static_cast<size_t>(E) * N;
+
+  args.S = S;
+  args.L = cfg.n_layers;
+  args.D = cfg.d_model;
+  args.E = E;
+  args.H = cfg.heads();
+  args.P = cfg.head_dim;
+  args.G = cfg.n_groups;
+  args.N = N;
+  args.K = cfg.d_conv;
+  args.ci = cfg.in_channels;
+  args.co = cfg.out_channels;
+  args.eps = static_cast<float>(cfg.norm_eps);
+  args.vec = vec;
+  args.lanes_per_row = pow2_at_least(N / vec);
+  choose_cut(opt.streams_per_block);
+
+  pack_weights(model);
+  const size_t L = cfg.n_layers, Sz = S;
+  ssm.allocate(L * Sz * ssm_floats, "the SSM states");
+  tail.allocate(L * Sz * tail_floats, "the conv tails");
+  args.ssm_state = ssm.get();
+  args.conv_tail = tail.get();
+  check_cuda(cudaMemsetAsync(ssm.get(), 0, ssm.size() * sizeof(float), stream), "zeroing the SSM states");
+  check_cuda(cudaMemsetAsync(tail.get(), 0, tail.size() * sizeof(float), stream), "zeroing the conv tails");
+}
+
+// Streams per block St: a block's state (St * E rows of N floats, LPR lanes
+// per row) is held in at most kStepMaxUnits units per thread when it fits,
+// which keeps it in registers across the samples of a launch. Few streams
+// per GPU get fewer per block, so that every SM has blocks to run.
+void BatchedStreamCuda::Impl::choose_cut(int streams_per_block) {
+  int dev = 0, sms = 1, smem_optin = 48 * 1024;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+             "cudaDeviceGetAttribute");
+  const int E = args.E;
+  const int row_groups = kernels::kStepThreads / args.lanes_per_row;  // rows one unit index covers
+  const int rows_in_registers = kernels::kStepMaxUnits * row_groups;
+  const bool automatic = streams_per_block == 0;
+  int St = streams_per_block;
+  if (automatic) {
+    St = std::clamp(rows_in_registers / E, 1, 32);
+    St = std::min(St, std::max(1, ceil_div(S, 2 * sms)));
+  }
+  St = std::min(St, S);
+  auto set_cut = [&](int st) {
+    args.streams_per_block = st;
+    // Counted in 64 bits: a cut too wide for shared memory is refused below.
+    const long long rows = static_cast<long long>(st) * E, unit_rows = row_groups;
+    const long long units = std::min<long long>(kernels::kStepMaxUnits, (rows + unit_rows - 1) / unit_rows);
+    args.units = pow2_at_least(static_cast<int>(units));
+    args.passes =
+        static_cast<int>(std::min<long long>((rows + args.units * unit_rows - 1) / (args.units * unit_rows), 1 << 30));
+  };
+  set_cut(St);
+  while (smem_bytes(1) > static_cast<size_t>(smem_optin) && automatic && St > 1) {
+    St /= 2;
+    set_cut(St);
+  }
+  require(smem_bytes(1) <= static_cast<size_t>(smem_optin),
+          "BatchedStreamCuda: " + std::to_string(St) + " streams per block need " + std::to_string(smem_bytes(1)) +
+              " bytes of shared memory, the device allows " + std::to_string(smem_optin) +
+              (automatic ? " (the model is too wide for the GPU step)" : " (use fewer streams per block)"));
+  const size_t limit = std::min<size_t>(smem_optin, std::max(kSmemBudget, smem_bytes(1)));
+  n_chunk = 1;
+  while (n_chunk < kernels::kStepMaxChunk && smem_bytes(n_chunk + 1) <= limit) ++n_chunk;
+  kernels::model_step_prepare(args.vec, args.units, smem_bytes(n_chunk));
+  blocks = ceil_div(S, St);
+}
+
+void BatchedStreamCuda::Impl::pack_weights(const Model& model) {
+  const ParamTable& t = model.table();
+  const float* P = model.params().data();
+  const int D = cfg.d_model, E = cfg.inner(), H = cfg.heads(), Cc = cfg.conv_channels(), K = cfg.d_conv;
+  const int F = 2 * E + 2 * cfg.n_groups * cfg.d_state + H;
+  std::vector<float> w;
+  auto put = [&](const float* src, size_t n) {
+    const size_t at = w.size();
+    w.insert(w.end(), src, src + n);
+    return at;
+  };
+  // W (O, I) as WT (I, O)
+  auto put_transposed = [&](const float* W, int O, int I) {
+    const size_t at = w.size();
+    w.resize(at + static_cast<size_t>(O) * I);
+    for (int o = 0; o < O; ++o)
+      for (int k = 0; k < I; ++k) w[at + static_cast<size_t>(k) * O + o] = W[static_cast<size_t>(o) * I + k];
+    return at;
+  };
+  args.enc_w = put(P + t.offset("encoder.weight"), static_cast<size_t>(D) * cfg.in_channels);
+  args.enc_b = put(P + t.offset("encoder.bias"), D);
+  args.norm_f = put(P + t.offset("norm_f.weight"), D);
+  args.head_w = put(P + t.offset("head.weight"), static_cast<size_t>(cfg.out_channels) * D);
+  args.head_b = put(P + t.offset("head.bias"), cfg.out_channels);
+  args.layer0 = w.size();
+  const std::vector<LayerOffsets> layers = model_layer_offsets(cfg, t);
+  std::vector<float> A(H);  // (H)
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    const LayerOffsets& o = layers[l];
+    const size_t base = w.size();
+    kernels::StepLayerOffsets lo{};
+    lo.norm = put(P + o.norm, D) - base;
+    lo.in_wT = put_transposed(P + o.in_proj, F, D) - base;
+    lo.conv_w = put(P + o.conv_w, static_cast<size_t>(Cc) * K) - base;
+    lo.conv_b = put(P + o.conv_b, Cc) - base;
+    lo.dt_bias = put(P + o.dt_bias, H) - base;
+    // As the CPU step computes it: -exp of the float A_log, in float.
+    for (int h = 0; h < H; ++h) A[h] = -std::exp(P[o.A_log + h]);
+    lo.A = put(A.data(), H) - base;
+    lo.D = put(P + o.D, H) - base;
+    lo.mixer_norm = put(P + o.mixer_norm, E) - base;
+    lo.out_wT = put_transposed(P + o.out_proj, D, E) - base;
+    if (l == 0) {
+      args.lo = lo;
+      args.layer_stride = w.size() - base;
+    }
+  }
+  weights.allocate(w.size(), "the weights");
+  check_cuda(cudaMemcpy(weights.get(), w.data(), w.size() * sizeof(float), cudaMemcpyHostToDevice),
+             "copying the weights");
+  args.weights = weights.get();
+}
+
+BatchedStreamCuda::BatchedStreamCuda(const Model& model, int streams, cudaStream_t stream, Options options)
+    : impl_(std::make_unique<Impl>(model, streams, stream, options)) {}
+BatchedStreamCuda::~BatchedStreamCuda() = default;
+BatchedStreamCuda::BatchedStreamCuda(BatchedStreamCuda&&) noexcept = default;
+BatchedStreamCuda& BatchedStreamCuda::operator=(BatchedStreamCuda&&) noexcept = default;
+
+const ModelConfig& BatchedStreamCuda::config() const { return impl_->cfg; }
+int BatchedStreamCuda::streams() const { return impl_->S; }
+size_t BatchedStreamCuda::state_size() const { return impl_->cfg.n_layers * (impl_->tail_floats + impl_->ssm_floats); }
+
+void BatchedStreamCuda::step(const float* in, float* out) { step_many(in, out, 1); }
+
+void BatchedStreamCuda::step_many(const float* in, float* out, int n) {
+  Impl& m = *impl_;
+  require(n >= 0, "BatchedStreamCuda::step_many: n must be >= 0, got " + std::to_string(n));
+  if (n == 0) return;
+  require(in != nullptr && out != nullptr, "BatchedStreamCuda::step: in and out must not be null");
+  const size_t S = m.S;
+  for (int t0 = 0; t0 < n; t0 += m.n_chunk) {
+    kernels::StepArgs a = m.args;
+    a.n = std::min(m.n_chunk, n - t0);
+    a.in = in + static_cast<size_t>(t0) * S * a.ci;
+    a.out = out + static_cast<size_t>(t0) * S * a.co;
+    kernels::model_step_launch(a, m.stream);
+  }
+}
+
+void BatchedStreamCuda::step_host(const float* in, float* out) { step_many_host(in, out, 1); }
+
+void BatchedStreamCuda::step_many_host(const float* in, float* out, int n) {
+  Impl& m = *impl_;
+  require(n >= 0, "BatchedStreamCuda::step_many_host: n must be >= 0, got " + std::to_string(n));
+  if (n == 0) return;
+  require(in != nullptr && out != nullptr, "BatchedStreamCuda::step_host: in and out must not be null");
+  const size_t n_in = static_cast<size_t>(n) * m.S * m.cfg.in_channels;
+  const size_t n_out = static_cast<size_t>(n) * m.S * m.cfg.out_channels;
+  // The stream may still read the staging buffers: wait before replacing them.
+  if (m.in_stage.size() < n_in || m.out_stage.size() < n_out) {
+    check_cuda(cudaStreamSynchronize(m.stream), "waiting for the stream");
+    if (m.in_stage.size() < n_in) m.in_stage.allocate(n_in, "the input staging buffer");
+    if (m.out_stage.size() < n_out) m.out_stage.allocate(n_out, "the output staging buffer");
+  }
+  check_cuda(cudaMemcpyAsync(m.in_stage.get(), in, n_in * sizeof(float), cudaMemcpyHostToDevice, m.stream),
+             "copying the input");
+  step_many(m.in_stage.get(), m.out_stage.get(), n);
+  check_cuda(cudaMemcpyAsync(out, m.out_stage.get(), n_out * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+             "copying the output");
+  check_cuda(cudaStreamSynchronize(m.stream), "the step");
+}
+
+void BatchedStreamCuda::reset(int stream) {
+  Impl& m = *impl_;
+  m.check_index(stream, "reset");
+  for (int l = 0; l < m.cfg.n_layers; ++l) {
+    const size_t slot = static_cast<size_t>(l) * m.S + stream;  // (layer, stream)
+    check_cuda(cudaMemsetAsync(m.ssm.get() + slot * m.ssm_floats, 0, m.ssm_floats * sizeof(float), m.stream),
+               "resetting an SSM state");
+    if (m.tail_floats)
+      check_cuda(cudaMemsetAsync(m.tail.get() + slot * m.tail_floats, 0, m.tail_floats * sizeof(float), m.stream),
+                 "resetting a conv tail");
+  }
+}
+
+void BatchedStreamCuda::reset_all() {
+  Impl& m = *impl_;
+  check_cuda(cudaMemsetAsync(m.ssm.get(), 0, m.ssm.size() * sizeof(float), m.stream), "resetting the SSM states");
+  check_cuda(cudaMemsetAsync(m.tail.get(), 0, m.tail.size() * sizeof(float), m.stream), "resetting the conv tails");
+}
+
+// Stream's layout per layer: conv tail (K-1, Cc), then SSM state (E, N).
+void BatchedStreamCuda::get_state(int stream, float* dst) const {
+  const Impl& m = *impl_;
+  m.check_index(stream, "get_state");
+  require(dst != nullptr, "BatchedStreamCuda::get_state: dst must not be null");
+  const size_t layer = m.tail_floats + m.ssm_floats;
+  for (int l = 0; l < m.cfg.n_layers; ++l) {
+    const size_t slot = static_cast<size_t>(l) * m.S + stream;
+    float* d = dst + l * layer;
+    if (m.tail_floats)
+      check_cuda(cudaMemcpyAsync(d, m.tail.get() + slot * m.tail_floats, m.tail_floats * sizeof(float),
+                                 cudaMemcpyDeviceToHost, m.stream),
+                 "reading a conv tail");
+    check_cuda(cudaMemcpyAsync(d + m.tail_floats, m.ssm.get() + slot * m.ssm_floats, m.ssm_floats * sizeof(float),
+                               cudaMemcpyDeviceToHost, m.stream),
+               "reading an SSM state");
+  }
+  check_cuda(cudaStreamSynchronize(m.stream), "reading a state");
+}
+
+void BatchedStreamCuda::set_state(int stream, const float* src) {
+  Impl& m = *impl_;
+  m.check_index(stream, "set_state");
+  require(src != nullptr, "BatchedStreamCuda::set_state: src must not be null");
+  const size_t layer = m.tail_floats + m.ssm_floats, n = m.cfg.n_layers * layer;
+  for (size_t i = 0; i < n; ++i)
+    require(std::isfinite(src[i]), "BatchedStreamCuda::set_state: value " + std::to_string(i) + " is not finite");
+  for (int l = 0; l < m.cfg.n_layers; ++l) {
+    const size_t slot = static_cast<size_t>(l) * m.S + stream;
+    const float* s = src + l * layer;
+    if (m.tail_floats)
+      check_cuda(cudaMemcpyAsync(m.tail.get() + slot * m.tail_floats, s, m.tail_floats * sizeof(float),
+                                 cudaMemcpyHostToDevice, m.stream),
+                 "writing a conv tail");
+    check_cuda(cudaMemcpyAsync(m.ssm.get() + slot * m.ssm_floats, s + m.tail_floats, m.ssm_floats * sizeof(float),
+                               cudaMemcpyHostToDevice, m.stream),
+               "writing an SSM state");
+  }
+  check_cuda(cudaStreamSynchronize(m.stream), "writing a state");
+}
+
+std::string BatchedStreamCuda::launch_description() const {
+  const Impl& m = *impl_;
+  const kernels::StepArgs& a = m.args;
+  std::string s = std::to_string(a.streams_per_block) + " streams per block (" + std::to_string(m.blocks) +
+                  " blocks of " + std::to_string(kernels::kStepThreads) + " threads), ";
+  s += a.passes == 1 ? "state in registers across the samples of a launch"
+                     : "state streamed in " + std::to_string(a.passes) + " passes per sample";
+  s += ", up to " + std::to_string(m.n_chunk) + " samples per launch, " + std::to_string(m.smem_bytes(1) / 1024) + "-" +
+       std::to_string(m.smem_bytes(m.n_chunk) / 1024) + " KiB shared memory per block";
+  return s;
+}
+
+}  // namespace ssm
