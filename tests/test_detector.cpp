@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -362,29 +363,62 @@ TEST(SeriesSource, ConfigErrorsNameTheKey) {
   EXPECT_NO_THROW(ssm::make_series_source(json{{"kind", "series"}, {"synthetic_fraction", 1.0}}, "c.json"));
 }
 
-TEST(TrainForecaster, TrainsAndWritesALoadableModel) {
-  TempDir dir;
-  const fs::path model = dir.path / "f.safetensors";
-  json cfg = {
+// The training itself is `ssm train`'s (tests/test_train_cli.cpp).
+TEST(SeriesTrainConfig, ReadsTheSectionsStrictly) {
+  const json cfg = {
       {"model", {{"d_model", 8}, {"n_layers", 1}, {"head_dim", 8}, {"d_state", 8}, {"sample_rate", 1}}},
-      {"training",
-       {{"steps", 6}, {"batch", 2}, {"segment", 64}, {"warmup", 1}, {"l1_weight", 0.0}, {"l2_weight", 1.0},
-        {"threads", 1}}},
-      {"data", {{"kind", "series"}, {"synthetic_fraction", 1.0}}},
-      {"output", {{"model", model.string()}, {"log_every", 3}}}};
-  const fs::path cfg_path = dir.path / "train.json";
-  std::ofstream(cfg_path) << cfg.dump();
-  std::ostringstream log;
-  const auto sum = ssm::train_forecaster(cfg_path.string(), &log);
-  EXPECT_EQ(sum.steps, 6);
-  EXPECT_TRUE(std::isfinite(sum.last_loss));
-  EXPECT_NE(log.str().find("step 6/6"), std::string::npos);
-  const auto f = ssm::Forecaster::load(model.string());
-  EXPECT_EQ(f->config().d_model, 8);
-  cfg["training"]["stepz"] = 1;
-  std::ofstream(cfg_path) << cfg.dump();
-  EXPECT_NE(error_of([&] { ssm::train_forecaster(cfg_path.string(), nullptr); }).find("training.stepz"),
-            std::string::npos);
+      {"training", {{"steps", 6}, {"batch", 2}, {"segment", 64}, {"warmup", 1}, {"l1_weight", 0.0}, {"l2_weight", 1.0}}},
+      {"data", {{"kind", "series"}, {"synthetic_fraction", 1.0}, {"normaliser", {{"half_life", 500}}}}},
+      {"output", {{"dir", "run"}, {"model", "f.safetensors"}, {"log_every", 3}, {"plot", false}}}};
+  EXPECT_TRUE(ssm::is_series_train_config(cfg));
+  const auto c = ssm::SeriesTrainConfig::from_json(cfg, "t.json");
+  EXPECT_EQ(c.model.d_model, 8);
+  EXPECT_EQ(c.training.steps, 6);
+  EXPECT_EQ(c.training.stft_weight, 0);  // a forecast is judged value by value
+  EXPECT_EQ(c.training.l2_weight, 1.0);
+  EXPECT_EQ(c.training.lr, ssm::TrainerConfig{}.lr);  // unset: the default
+  EXPECT_EQ(c.data.synthetic_fraction, 1.0);
+  EXPECT_EQ(c.output.dir, "run");
+  EXPECT_EQ(c.output.model, "f.safetensors");
+  EXPECT_EQ(c.output.log_every, 3);
+  EXPECT_FALSE(c.output.plot);
+  EXPECT_EQ(c.output.checkpoint_every, ssm::SeriesTrainConfig::Output{}.checkpoint_every);
+  const auto meta = c.model_metadata();
+  EXPECT_EQ(json::parse(meta.at("ssm.training")), cfg["training"]);  // as written
+  EXPECT_EQ(json::parse(meta.at("ssm.normaliser"))["half_life"], 500);
+
+  // The shipped forecaster's config.
+  const json shipped = json::parse(ssm::read_text_file(SSM_SOURCE_DIR "/models/forecaster/train.json"));
+  EXPECT_TRUE(ssm::is_series_train_config(shipped));
+  EXPECT_EQ(ssm::SeriesTrainConfig::from_json(shipped, "train.json").output.model,
+            "models/forecaster/forecaster.safetensors");
+
+  struct Case {
+    std::function<void(json&)> edit;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {[](json& j) { j["training"]["stepz"] = 1; }, "unknown key 'training.stepz'"},
+      {[](json& j) { j["training"]["stft_weight"] = 1; }, "unknown key 'training.stft_weight'"},
+      {[](json& j) { j["training"]["warmup"] = 7; }, "t.json: training config: need 0 <= 'warmup' <= 'steps'"},
+      {[](json& j) { j["training"]["l2_weight"] = 0; }, "every loss weight is 0"},
+      {[](json& j) { j["output"]["folder"] = "x"; }, "unknown key 'output.folder'"},
+      {[](json& j) { j["output"]["dir"] = 3; }, "'output.dir' must be a string"},
+      {[](json& j) { j["output"]["log_every"] = 0; }, "'output.log_every' must be >= 1"},
+      {[](json& j) { j["output"]["keep_checkpoints"] = -1; }, "'output.keep_checkpoints' must be >= 0"},
+      {[](json& j) { j.erase("output"); }, "the section 'output' is missing"},
+      {[](json& j) { j["data"]["synthetic_fraction"] = 2; }, "'data.synthetic_fraction' must be in [0, 1]"},
+      {[](json& j) { j["model"]["width"] = 1; }, "width"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    json j = cfg;
+    cases[i].edit(j);
+    const std::string e = error_of([&] { ssm::SeriesTrainConfig::from_json(j, "t.json"); });
+    EXPECT_NE(e.find(cases[i].expect), std::string::npos) << "case " << i << ": " << e;
+  }
+  for (const json& other : {json{{"data", {{"speech", "x"}}}}, json{{"data", {{"kind", "audio"}}}}, json{{"data", 3}},
+                            json::array(), json{{"data", {{"kind", 1}}}}})
+    EXPECT_FALSE(ssm::is_series_train_config(other)) << other.dump();
 }
 
 // ---------------------------------------------------------------- ssm eval nab

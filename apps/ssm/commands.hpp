@@ -13,6 +13,9 @@ void add_eval_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_modes_command(CLI::App& app);
 
+// `ssm train --config CONFIG` with no other option; its exit code.
+int train_from_config(const std::string& config);
+
 // `ssm bench <what>`: each benchmark adds its own sub-subcommand.
 void add_bench_core(CLI::App& bench);
 void add_bench_kernels(CLI::App& bench);

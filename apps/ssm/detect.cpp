@@ -1,6 +1,8 @@
 // `ssm detect`: the streaming anomaly detection server (Graphite lines in,
-// scores and events out); with --train-config it trains a forecaster instead.
+// scores and events out); with --train-config it trains a forecaster instead,
+// as `ssm train --config` does.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "commands.hpp"
@@ -20,10 +22,10 @@ struct DetectArgs {
 };
 
 void run_detect(DetectArgs& a) {
-  if (!a.train_config.empty()) {
-    const SeriesTrainSummary s = train_forecaster(a.train_config, &std::cout);
-    std::cout << "trained " << s.steps << " steps in " << s.seconds << " s; loss " << s.first_loss << " -> "
-              << s.last_loss << std::endl;
+  if (!a.train_config.empty()) {  // the same run as `ssm train --config`
+    const int rc = train_from_config(a.train_config);
+    std::fflush(stdout);
+    if (rc != 0) std::exit(rc);
     return;
   }
   require(a.events == "stdout" || a.events == "none", "--events must be 'stdout' or 'none', got '" + a.events + "'");
@@ -67,7 +69,7 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--model", args->model, "forecaster (.safetensors); default: the built-in one");
   cmd->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   cmd->add_option("--train-config", args->train_config,
-                  "train a forecaster from this JSON config instead of serving (see docs/DETECT.md)");
+                  "train a forecaster from this JSON config instead of serving, as ssm train --config does");
   cmd->callback([args] { run_detect(*args); });
 }
 

@@ -1,11 +1,15 @@
 // `ssm train --config CFG.json`: trains a denoiser on folders of sound files
-// (ssm/train_config.hpp, ssm/dataset.hpp). The output folder gets
+// (ssm/train_config.hpp, ssm/dataset.hpp), or the anomaly detector's
+// forecaster when the config's data section is {"kind": "series", ...}
+// (ssm::SeriesTrainConfig, docs/DETECT.md). The output folder gets
 //   config.json        the config as run (after command-line overrides)
 //   checkpoints/       step-NNNNNNNN.safetensors + .optim, the newest kept
 //   metrics.jsonl      one JSON object per line: every step, every validation
 //   metrics.png        loss and validation metrics (when gnuplot is installed)
 //   best.safetensors   the weights with the best validation SI-SDR so far
 //   model.safetensors  the final weights
+// A forecaster's run has no validation (no best.safetensors); its final
+// weights go to output.model when the config sets it and --out is not given.
 // Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and
 // exits; `--resume` continues from the newest checkpoint exactly as if the
 // run had not stopped.
@@ -26,6 +30,7 @@
 
 #include "commands.hpp"
 #include "ssm/dataset.hpp"
+#include "ssm/detector.hpp"
 #include "ssm/train_config.hpp"
 #include "ssm/trainer.hpp"
 
@@ -392,9 +397,10 @@ int stopped_early(const Options& o, const fs::path& out, Checkpoints& checkpoint
   const int64_t reached = trainer.steps_done();
   if (!saved) checkpoints.save(trainer, keep);
   plotter.plot(log);
-  std::printf("%s at step %lld; checkpoint %s\nresume with: ssm train --config %s --out %s --resume\n",
+  const std::string with_out = o.out.empty() ? "" : " --out " + o.out;
+  std::printf("%s at step %lld; checkpoint %s\nresume with: ssm train --config %s%s --resume\n",
               by_signal ? "interrupted" : "stopped (--stop-at)", static_cast<long long>(reached),
-              checkpoints.path(reached).string().c_str(), o.config.c_str(), out.string().c_str());
+              checkpoints.path(reached).string().c_str(), o.config.c_str(), with_out.c_str());
   return by_signal ? 130 : 0;
 }
 
@@ -442,7 +448,7 @@ TrainConfig load_config(const Options& o) {
   return cfg;
 }
 
-int run(const Options& o) {
+int run_sound(const Options& o) {
   const auto t_start = Clock::now();
   TrainConfig cfg = load_config(o);
   const fs::path out = cfg.output.dir;
@@ -560,13 +566,159 @@ int run(const Options& o) {
   return 0;
 }
 
+// ---------------------------------------------------------------- forecaster
+
+// The config as JSON when it is a forecaster's (data.kind "series"); null
+// otherwise, also when it is no valid JSON or nests deeper than a config
+// does: the sound-file config reader then says what is wrong with it.
+json series_config(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return nullptr;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  constexpr int kMaxDepth = 64;  // as TrainConfig's reader: error messages dump() values recursively
+  bool deep = false;
+  json j = json::parse(
+      ss.str(),
+      [&](int depth, json::parse_event_t event, json&) {
+        if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+            depth > kMaxDepth)
+          deep = true;
+        return !deep;
+      },
+      /*allow_exceptions=*/false);
+  if (deep || j.is_discarded() || !is_series_train_config(j)) return nullptr;
+  return j;
+}
+
+// The forecaster's config with the command-line overrides, which are
+// written into `j` too: config.json and the model's metadata record the run
+// as it was made. --out sends the final model to OUT/model.safetensors.
+SeriesTrainConfig load_series_config(const Options& o, json& j) {
+  SeriesTrainConfig cfg = SeriesTrainConfig::from_json(j, o.config);
+  const bool changed = o.steps > 0 || o.threads >= 0 || !o.out.empty();
+  if (o.steps > 0) {
+    if (cfg.training.warmup > o.steps) {
+      std::printf("note: training.warmup lowered from %lld to %lld (--steps)\n",
+                  static_cast<long long>(cfg.training.warmup), static_cast<long long>(o.steps));
+      j["training"]["warmup"] = o.steps;
+    }
+    j["training"]["steps"] = o.steps;
+  }
+  if (o.threads >= 0) j["training"]["threads"] = o.threads;
+  if (!o.out.empty()) {
+    j["output"]["dir"] = o.out;
+    j["output"].erase("model");
+  }
+  if (changed) cfg = SeriesTrainConfig::from_json(j, o.config + " (with the command-line overrides)");
+  if (cfg.output.dir.empty()) fail(o.config + ": 'output.dir' is not set (set it, or pass --out DIR)");
+  return cfg;
+}
+
+int run_series(const Options& o, json j) {
+  const auto t_start = Clock::now();
+  const SeriesTrainConfig cfg = load_series_config(o, j);
+  const fs::path out = cfg.output.dir;
+  const fs::path model_path = cfg.output.model.empty() ? out / "model.safetensors" : fs::path(cfg.output.model);
+  Model model(cfg.model);
+  const Forecaster fits(model);  // the detector's limits on the model's shape, before any training
+  const auto& d = cfg.data;
+  auto source = make_series_source(d);  // reads the CSV files: errors before anything is written
+  Checkpoints checkpoints(out);
+  open_output(out, checkpoints, o.resume, j, j.dump(2));
+
+  StopSignals signals;
+  model.init(cfg.training.seed);
+  std::string folders;
+  for (const auto& f : d.folders) folders += (folders.empty() ? "" : ", ") + f;
+  if (d.synthetic_fraction >= 1 || folders.empty())
+    std::printf("training data: synthetic series only\n");
+  else
+    std::printf("training data: %.0f%% synthetic series, %.0f%% windows of the CSV files in %s\n",
+                100 * d.synthetic_fraction, 100 * (1 - d.synthetic_fraction), folders.c_str());
+  std::fflush(stdout);
+  Trainer trainer(model, cfg.training);
+  MetricsLog log(out);
+  resume_from_newest(trainer, checkpoints, out, o.resume);
+  log.open(trainer.steps_done());
+  const auto& mc = cfg.model;
+  std::printf("model: %s, layers %d, d_model %d, d_state %d, %zu parameters; forecaster of the next value\n",
+              block_kind_name(mc.block), mc.n_layers, mc.d_model, mc.d_state, model.num_params());
+
+  const auto& t = cfg.training;
+  const auto& oc = cfg.output;
+  const int64_t total = t.steps;
+  if (already_finished(trainer, total, model, model_path, cfg.model_metadata())) return 0;
+
+  Plotter plotter(out, oc.plot);
+  const int64_t first = trainer.steps_done();
+  const int64_t stop_at = announce_steps(o, trainer, "values");
+  double train_seconds = 0, window_seconds = 0, window_loss = 0;
+  int64_t window_steps = 0;
+  bool saved = false;
+  while (trainer.steps_done() < stop_at && !signals.stopped()) {
+    double dt = 0;
+    const StepStats st = logged_step(trainer, *source, log, dt);
+    train_seconds += dt, window_seconds += dt, window_loss += st.loss, ++window_steps;
+    saved = false;
+    if (st.step % oc.log_every == 0 || st.step == stop_at) {
+      // One window's loss varies much with its series: the line shows the mean since the last line.
+      const double rate_vps = static_cast<double>(t.batch) * t.segment * window_steps / window_seconds;
+      const double eta = train_seconds / (st.step - first) * (total - st.step);
+      std::printf("step %lld/%lld  loss %.4g (mean of %lld)  lr %.2e  grad %.3g  %.0f values/s  ETA %s\n",
+                  static_cast<long long>(st.step), static_cast<long long>(total), window_loss / window_steps,
+                  static_cast<long long>(window_steps), st.lr, st.grad_norm, rate_vps, duration(eta).c_str());
+      std::fflush(stdout);
+      window_seconds = 0, window_loss = 0, window_steps = 0;
+    }
+    if (oc.checkpoint_every > 0 && st.step % oc.checkpoint_every == 0 && st.step < total) {
+      checkpoints.save(trainer, oc.keep_checkpoints);
+      saved = true;
+      plotter.plot(log);
+    }
+  }
+
+  const int64_t reached = trainer.steps_done();
+  if (reached < total)
+    return stopped_early(o, out, checkpoints, trainer, oc.keep_checkpoints, saved, plotter, log, signals.stopped());
+  checkpoints.save(trainer, oc.keep_checkpoints);
+  model.save(model_path.string(), cfg.model_metadata());
+  plotter.plot(log);
+  // Loss means over the first and the last log_every steps of the whole run.
+  const auto& losses = log.train();
+  auto mean = [&](size_t from, size_t to) {
+    double sum = 0;
+    for (size_t i = from; i < to; ++i) sum += losses[i].loss;
+    return sum / std::max<size_t>(1, to - from);
+  };
+  const size_t n = losses.size(), w = std::min<size_t>(n, oc.log_every);
+  std::printf("done: %lld steps in %s; loss %.4g -> %.4g (means of the first and last %zu steps); model %s\n",
+              static_cast<long long>(reached),
+              duration(std::chrono::duration<double>(Clock::now() - t_start).count()).c_str(), mean(0, w),
+              mean(n - w, n), w, model_path.string().c_str());
+  return 0;
+}
+
+int run(const Options& o) {
+  if (json j = series_config(o.config); !j.is_null()) return run_series(o, std::move(j));
+  return run_sound(o);
+}
+
 }  // namespace
 
+int train_from_config(const std::string& config) {
+  Options o;
+  o.config = config;
+  return run(o);
+}
+
 void add_train_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "Train a denoiser on folders of sound files (docs/TRAINING.md)");
+  auto* cmd = app.add_subcommand("train",
+                                 "Train a denoiser on folders of sound files (docs/TRAINING.md), or the anomaly "
+                                 "detector's forecaster on series (data.kind \"series\", docs/DETECT.md)");
   static Options o;
   cmd->add_option("--config", o.config, "training config JSON")->required();
-  cmd->add_option("--out", o.out, "output folder (overrides output.dir)");
+  cmd->add_option("--out", o.out, "output folder (overrides output.dir; a forecaster's model then goes there too)");
   cmd->add_option("--steps", o.steps, "total steps (overrides training.steps)")->check(CLI::PositiveNumber);
   cmd->add_option("--threads", o.threads, "compute threads (overrides training.threads; 0 = all cores)")
       ->check(CLI::NonNegativeNumber);

@@ -1,12 +1,10 @@
 // Training data for the forecaster: synthetic series and NAB-format CSVs,
-// normalised online as the detector does; and the training loop that writes
-// the shipped model.
+// normalised online as the detector does; and the config `ssm train` reads
+// for a forecaster.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <ostream>
 #include <random>
 
 #include "json_fields.hpp"
@@ -195,76 +193,66 @@ std::unique_ptr<BatchSource> make_series_source(const json& data_section, const 
   return make_series_source(series_data_config_from_json(data_section, source));
 }
 
-SeriesTrainSummary train_forecaster(const std::string& config_path, std::ostream* log) {
-  json j;
-  try {
-    j = json::parse(read_text_file(config_path));
-  } catch (const json::exception& e) {
-    fail(config_path + ": not valid JSON: " + e.what());
-  }
-  const Fields top(j, config_path, "", {"model", "training", "data", "output"});
+SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string& source) {
+  const Fields top(j, source, "", {"model", "training", "data", "output"});
   for (const char* k : {"model", "training", "data", "output"})
-    require(top.find(k), config_path + ": the section '" + std::string(k) + "' is missing");
-  const ModelConfig mc = ModelConfig::from_json(j.at("model"), config_path);
-  const Fields tf(j.at("training"), config_path, "training",
+    require(top.find(k), source + ": the section '" + std::string(k) + "' is missing");
+  SeriesTrainConfig c;
+  c.model = ModelConfig::from_json(j.at("model"), source);
+  const Fields tf(j.at("training"), source, "training",
                   {"steps", "batch", "segment", "lr", "min_lr", "warmup", "weight_decay", "clip", "l1_weight",
                    "l2_weight", "seed", "threads"});
-  TrainerConfig tc;
-  tc.stft_weight = 0;  // a forecast is judged sample by sample
-  tf.get("steps", tc.steps);
-  tf.get("batch", tc.batch);
-  tf.get("segment", tc.segment);
-  tf.get("lr", tc.lr);
-  tf.get("min_lr", tc.min_lr);
-  tf.get("warmup", tc.warmup);
-  tf.get("weight_decay", tc.weight_decay);
-  tf.get("clip", tc.clip);
-  tf.get("l1_weight", tc.l1_weight);
-  tf.get("l2_weight", tc.l2_weight);
-  tf.get("seed", tc.seed);
-  tf.get("threads", tc.threads);
-  tc.validate();
-  const SeriesDataConfig dc = series_data_config_from_json(j.at("data"), config_path);
-  const json& oj = j.at("output");
-  const Fields of(oj, config_path, "output", {"model", "log_every"});
-  require(oj.contains("model") && oj["model"].is_string() && !oj["model"].get<std::string>().empty(),
-          config_path + ": 'output.model' must name the model file to write");
-  int64_t log_every = 50;
-  of.get("log_every", log_every);
-  require(log_every >= 1, config_path + ": 'output.log_every' must be >= 1");
-
-  Model model(mc);
-  Forecaster check(model);  // the shape limits of the detector, before hours of training
-  model.init(tc.seed);
-  auto source = make_series_source(dc);
-  Trainer trainer(model, tc);
-  SeriesTrainSummary sum;
-  const auto t0 = std::chrono::steady_clock::now();
-  double acc = 0;
-  int64_t in_acc = 0;
-  for (int64_t s = 0; s < tc.steps; ++s) {
-    const StepStats st = trainer.step(*source);
-    acc += st.loss;
-    ++in_acc;
-    if (in_acc == log_every || s + 1 == tc.steps) {
-      const double mean = acc / in_acc;
-      if (sum.first_loss == 0) sum.first_loss = mean;
-      sum.last_loss = mean;
-      if (log) {
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        *log << "step " << st.step << "/" << tc.steps << "  loss " << mean << "  grad_norm " << st.grad_norm
-             << "  lr " << st.lr << "  " << sec << " s" << std::endl;
-      }
-      acc = 0;
-      in_acc = 0;
-    }
+  TrainerConfig& t = c.training;
+  t.stft_weight = 0;
+  tf.get("steps", t.steps);
+  tf.get("batch", t.batch);
+  tf.get("segment", t.segment);
+  tf.get("lr", t.lr);
+  tf.get("min_lr", t.min_lr);
+  tf.get("warmup", t.warmup);
+  tf.get("weight_decay", t.weight_decay);
+  tf.get("clip", t.clip);
+  tf.get("l1_weight", t.l1_weight);
+  tf.get("l2_weight", t.l2_weight);
+  tf.get("seed", t.seed);
+  tf.get("threads", t.threads);
+  try {
+    t.validate();
+  } catch (const Error& e) {
+    fail(source + ": " + e.what());
   }
-  sum.steps = tc.steps;
-  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  model.save(oj["model"].get<std::string>(),
-             {{"ssm.normaliser", DetectorConfig{.norm = dc.norm}.to_json()["normaliser"].dump()},
-              {"ssm.training", j.at("training").dump()}});
-  return sum;
+  c.training_json = j.at("training").dump();
+  c.data = series_data_config_from_json(j.at("data"), source);
+
+  const json& oj = j.at("output");
+  const Fields of(oj, source, "output", {"dir", "model", "log_every", "checkpoint_every", "keep_checkpoints", "plot"});
+  Output& o = c.output;
+  for (auto [key, out] : {std::pair{"dir", &o.dir}, std::pair{"model", &o.model}})
+    if (const json* v = of.find(key)) {
+      require(v->is_string(), source + ": 'output." + key + "' must be a string, got " + v->dump());
+      *out = v->get<std::string>();
+    }
+  of.get("log_every", o.log_every);
+  of.get("checkpoint_every", o.checkpoint_every);
+  of.get("keep_checkpoints", o.keep_checkpoints);
+  of.get("plot", o.plot);
+  require(o.log_every >= 1, source + ": 'output.log_every' must be >= 1");
+  require(o.checkpoint_every >= 0, source + ": 'output.checkpoint_every' must be >= 0");
+  require(o.keep_checkpoints >= 0, source + ": 'output.keep_checkpoints' must be >= 0");
+  return c;
+}
+
+std::map<std::string, std::string> SeriesTrainConfig::model_metadata() const {
+  return {{"ssm.normaliser", DetectorConfig{.norm = data.norm}.to_json()["normaliser"].dump()},
+          {"ssm.training", training_json}};
+}
+
+bool is_series_train_config(const json& j) {
+  if (!j.is_object()) return false;
+  const auto d = j.find("data");
+  if (d == j.end() || !d->is_object()) return false;
+  const auto k = d->find("kind");
+  return k != d->end() && k->is_string() && k->get<std::string>() == "series";
 }
 
 }  // namespace ssm

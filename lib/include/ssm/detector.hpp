@@ -30,6 +30,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -281,15 +282,38 @@ std::unique_ptr<BatchSource> make_series_source(const SeriesDataConfig& data);
 // The same from the "data" section of a training config.
 std::unique_ptr<BatchSource> make_series_source(const nlohmann::json& data_section, const std::string& source);
 
-// Trains a forecaster from a config file with the sections
+// A forecaster's training config, run by `ssm train`: its sections with a
+// series data section (docs/DETECT.md, "Training the forecaster"),
 //   {"model": {...}, "training": {...}, "data": {"kind": "series", ...},
-//    "output": {"model": "path.safetensors", "log_every": 50}}
-// and writes the model (atomically). Progress lines go to `log` when given.
-struct SeriesTrainSummary {
-  int64_t steps = 0;
-  double first_loss = 0, last_loss = 0;  // means over the first / last log_every steps
-  double seconds = 0;
+//    "output": {"dir": "runs/forecaster", "model": "f.safetensors", ...}}
+struct SeriesTrainConfig {
+  struct Output {
+    std::string dir;                 // config.json, checkpoints/, metrics.jsonl; "" = not set
+    std::string model;               // the final weights; "" = dir/model.safetensors
+    int64_t log_every = 50;          // steps between progress lines
+    int64_t checkpoint_every = 500;  // 0 = only when stopped early and at the end
+    int keep_checkpoints = 3;        // the newest ones kept (0 = all)
+    bool plot = true;                // metrics.png through gnuplot
+  };
+
+  ModelConfig model;
+  TrainerConfig training;     // stft_weight 0: a forecast is judged value by value
+  SeriesDataConfig data;
+  Output output;
+  std::string training_json;  // the training section as written (the model's metadata keeps it)
+
+  // Strict: an unknown key, a value of the wrong type or out of range is an
+  // error naming `source` and the key. An empty output.dir passes: the
+  // command line may still set it.
+  static SeriesTrainConfig from_json(const nlohmann::json& j, const std::string& source);
+
+  // Metadata of the trained model: the normaliser it was trained with
+  // ("ssm.normaliser") and training_json ("ssm.training").
+  std::map<std::string, std::string> model_metadata() const;
 };
-SeriesTrainSummary train_forecaster(const std::string& config_path, std::ostream* log);
+
+// Whether a training config is a forecaster's: its "data" section is an
+// object with "kind": "series".
+bool is_series_train_config(const nlohmann::json& j);
 
 }  // namespace ssm
