@@ -1,11 +1,13 @@
-// CPU-only builds: every function of the CUDA headers (ssm/cuda.hpp,
-// ssm/cuda_ssd.hpp) exists and says plainly that CUDA is not built.
+// CPU-only builds: the CUDA entry points the rest of the library reaches
+// (ssm/cuda.hpp, ssm/cuda_ssd.hpp, ssm/cuda_train.hpp) exist and say plainly
+// that CUDA is not built.
 #ifndef SSM_WITH_CUDA
 #include <string>
 
 #include "ssm/common.hpp"
 #include "ssm/cuda.hpp"
 #include "ssm/cuda_ssd.hpp"
+#include "ssm/cuda_train.hpp"
 
 namespace ssm {
 namespace {
@@ -32,6 +34,17 @@ void ssd_chunked_backward_cuda(float*, float*, float*, float*, float*, float*, f
                                const float*, const float*, const float*, const SsdDims&, int, cudaStream_t,
                                const SsdCudaConfig&) {
   no_cuda("ssd_chunked_backward_cuda");
+}
+
+struct TrainStepCuda::Impl {};
+TrainStepCuda::TrainStepCuda(const ModelConfig&, const ParamTable&, const TrainerConfig&) {
+  no_cuda("training with device \"cuda\"");
+}
+TrainStepCuda::~TrainStepCuda() = default;
+void TrainStepCuda::upload(const float*, const float*, const float*) { no_cuda("TrainStepCuda::upload"); }
+void TrainStepCuda::download(float*, float*, float*) { no_cuda("TrainStepCuda::download"); }
+CudaStepResult TrainStepCuda::step(const float*, const float*, int, int, bool, int64_t, double) {
+  no_cuda("TrainStepCuda::step");
 }
 
 }  // namespace ssm

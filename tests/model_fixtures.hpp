@@ -1,6 +1,11 @@
-// Model configs shared by the model, trainer and CLI tests.
+// Model configs and a synthetic denoising task shared by the model, trainer
+// and CLI tests.
 #pragma once
+#include <cmath>
+#include <random>
+
 #include "ssm/model_config.hpp"
+#include "ssm/trainer.hpp"
 
 namespace ssm::testing {
 
@@ -16,6 +21,50 @@ inline ModelConfig small_model_config(BlockKind kind, int chunk) {
   c.d_conv = 4;
   c.chunk = chunk;
   return c;
+}
+
+// Clean: a few harmonics of a random fundamental with a slow amplitude
+// envelope. Noisy: clean plus white noise. Deterministic in (seed, step, item).
+class HarmonicDenoising : public ssm::BatchSource {
+ public:
+  explicit HarmonicDenoising(double noise_std) : noise_std_(noise_std) {}
+  void batch(float* in, float* target, int B, int T, uint64_t seed, int64_t step) override {
+    for (int b = 0; b < B; ++b) {
+      std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(step) * 131u + b);
+      std::uniform_real_distribution<double> u(0, 1);
+      std::normal_distribution<double> g(0, noise_std_);
+      const double f0 = 0.01 + 0.03 * u(rng);  // cycles per sample
+      double amp[3], phase[3];
+      for (int k = 0; k < 3; ++k) amp[k] = (0.2 + 0.3 * u(rng)) / (k + 1), phase[k] = 2 * M_PI * u(rng);
+      const double env_f = 0.001 + 0.002 * u(rng);
+      for (int t = 0; t < T; ++t) {
+        double s = 0;
+        for (int k = 0; k < 3; ++k) s += amp[k] * std::sin(2 * M_PI * f0 * (k + 1) * t + phase[k]);
+        s *= 0.75 + 0.25 * std::sin(2 * M_PI * env_f * t);
+        target[static_cast<size_t>(b) * T + t] = static_cast<float>(s);
+        in[static_cast<size_t>(b) * T + t] = static_cast<float>(s + g(rng));
+      }
+    }
+  }
+
+ private:
+  double noise_std_;
+};
+
+// A few hundred steps on HarmonicDenoising batches (4 x 512), L2 loss.
+inline TrainerConfig short_training_run(int64_t steps) {
+  TrainerConfig t;
+  t.steps = steps;
+  t.batch = 4;
+  t.segment = 512;
+  t.lr = 2e-2;
+  t.min_lr = 1e-4;
+  t.warmup = 10;
+  t.l1_weight = 0;
+  t.l2_weight = 1;
+  t.stft_weight = 0;
+  t.seed = 42;
+  return t;
 }
 
 }  // namespace ssm::testing

@@ -188,6 +188,9 @@ TEST(TrainConfig, RoundTripsThroughJson) {
   EXPECT_EQ(c.data.mixer.weight_fan, ssm::MixerConfig{}.weight_fan);  // unset: the default
   EXPECT_EQ(c.validation.every, 10);
   EXPECT_FALSE(c.validation.stoi);
+  EXPECT_EQ(c.validation.snr_min_db, 0);  // unset: the training range
+  EXPECT_EQ(c.validation.snr_max_db, 10);
+  EXPECT_EQ(c.training.device, "cpu");
   EXPECT_EQ(c.output.dir, "/data/run");
   const json back = c.to_json();
   const TrainConfig c2 = TrainConfig::from_json(back, "back");
@@ -204,6 +207,23 @@ TEST(TrainConfig, RoundTripsThroughJson) {
   EXPECT_EQ(m.training.steps, ssm::TrainerConfig{}.steps);
   EXPECT_EQ(m.output.dir, "");
   EXPECT_EQ(TrainConfig::from_json(m.to_json(), "again").to_json(), m.to_json());
+}
+
+TEST(TrainConfig, ValidationSnrAndDeviceAreRead) {
+  json j = tiny_config("/data");
+  j["validation"]["snr_db"] = {-5, 15};
+  j["training"]["device"] = "cuda";
+  const TrainConfig c = TrainConfig::from_json(j, "cfg.json");
+  EXPECT_EQ(c.validation.snr_min_db, -5);
+  EXPECT_EQ(c.validation.snr_max_db, 15);
+  EXPECT_EQ(c.data.mixer.snr_max_db, 10);  // training's own range untouched
+  EXPECT_EQ(c.training.device, "cuda");
+  EXPECT_EQ(TrainConfig::from_json(c.to_json(), "back").to_json(), c.to_json());
+  j["validation"]["snr_db"] = {15, -5};
+  EXPECT_NE(error_of([&] { TrainConfig::from_json(j, "cfg"); }).find("snr_db"), std::string::npos);
+  j["validation"]["snr_db"] = {-5, 15};
+  j["training"]["device"] = "gpu";
+  EXPECT_NE(error_of([&] { TrainConfig::from_json(j, "cfg").validate(); }).find("device"), std::string::npos);
 }
 
 TEST(TrainConfig, ModelMayBeAFileName) {

@@ -19,6 +19,7 @@ int train_from_config(const std::string& config);
 // `ssm bench <what>`: each benchmark adds its own sub-subcommand.
 void add_bench_core(CLI::App& bench);
 void add_bench_kernels(CLI::App& bench);
+void add_bench_train(CLI::App& bench);
 void add_bench_detect(CLI::App& bench);
 void add_bench_stream(CLI::App& bench);
 

@@ -49,6 +49,7 @@ struct Options {
   int64_t steps = 0;     // 0 = training.steps
   int64_t stop_at = 0;   // 0 = run to the end
   int threads = -1;      // -1 = training.threads
+  std::string device;    // empty = training.device
   bool resume = false;
 };
 
@@ -342,6 +343,7 @@ record validation_record(int64_t step, const ValidationMetrics& m) {
 json result_relevant(json j) {
   j.erase("output");
   j["training"].erase("threads");
+  j["training"].erase("device");  // checkpoints move between CPU and GPU
   j["data"].erase("loader_threads");
   j["data"].erase("queue");
   return j;
@@ -437,6 +439,7 @@ TrainConfig load_config(const Options& o) {
     }
   }
   if (o.threads >= 0) cfg.training.threads = o.threads;
+  if (!o.device.empty()) cfg.training.device = o.device;
   if (!o.out.empty()) cfg.output.dir = o.out;
   try {
     cfg.validate();
@@ -722,6 +725,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--steps", o.steps, "total steps (overrides training.steps)")->check(CLI::PositiveNumber);
   cmd->add_option("--threads", o.threads, "compute threads (overrides training.threads; 0 = all cores)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", o.device, "cpu or cuda (overrides training.device)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_flag("--resume", o.resume, "continue from the newest checkpoint in the output folder");
   cmd->add_option("--stop-at", o.stop_at, "stop after this step with a checkpoint, as if interrupted")
       ->check(CLI::PositiveNumber);

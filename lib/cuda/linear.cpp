@@ -1,5 +1,6 @@
 // Linear layers on the GPU (ssm/cuda_ops.hpp) through cuBLAS, TF32 tensor
-// cores with fp32 accumulation.
+// cores with fp32 accumulation; plain fp32 products when the handle's math
+// mode is CUBLAS_PEDANTIC_MATH (the precision the tests hold the model to).
 //
 // cuBLAS is column-major: to it, a row-major (rows, cols) buffer is the
 // (cols, rows) matrix with leading dimension cols, the transpose. Writing M'
@@ -34,6 +35,10 @@ class BlasCall {
   BlasCall(cublasHandle_t h, cudaStream_t stream, const char* fn) : h_(h), fn_(fn) {
     check_blas(cublasGetStream(h_, &old_stream_), fn_, "cublasGetStream");
     check_blas(cublasGetPointerMode(h_, &old_mode_), fn_, "cublasGetPointerMode");
+    cublasMath_t math = CUBLAS_DEFAULT_MATH;
+    check_blas(cublasGetMathMode(h_, &math), fn_, "cublasGetMathMode");
+    compute_ = (static_cast<int>(math) & 0xf) == CUBLAS_PEDANTIC_MATH ? CUBLAS_COMPUTE_32F_PEDANTIC
+                                                                      : CUBLAS_COMPUTE_32F_FAST_TF32;
     if (old_stream_ != stream) {
       check_blas(cublasSetStream(h_, stream), fn_, "cublasSetStream");
       restore_stream_ = true;
@@ -55,13 +60,14 @@ class BlasCall {
             const float* B, int ldb, float beta, float* C, int ldc, const char* what) const {
     const float alpha = 1.0f;
     check_blas(cublasGemmEx(h_, op_a, op_b, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C,
-                            CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+                            CUDA_R_32F, ldc, compute_, CUBLAS_GEMM_DEFAULT),
                fn_, what);
   }
 
  private:
   cublasHandle_t h_;
   const char* fn_;
+  cublasComputeType_t compute_ = CUBLAS_COMPUTE_32F_FAST_TF32;
   cudaStream_t old_stream_ = nullptr;
   cublasPointerMode_t old_mode_ = CUBLAS_POINTER_MODE_HOST;
   bool restore_stream_ = false, restore_mode_ = false;

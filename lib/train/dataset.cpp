@@ -453,6 +453,8 @@ std::vector<ValidationItem> make_validation_set(const AudioSet& held_out, const 
   if (v.mixtures > 0 && !held_out.speech.empty()) {
     // The training mix, less what the held-out set cannot feed.
     MixerConfig m = cfg.data.mixer;
+    m.snr_min_db = v.snr_min_db;
+    m.snr_max_db = v.snr_max_db;
     if (held_out.noise.empty()) m.weight_clip = 0;
     if (held_out.speech.size() < 2) m.weight_babble = 0;
     if (m.weight_clip + m.weight_white + m.weight_pink + m.weight_brown + m.weight_hum + m.weight_fan +
@@ -487,31 +489,50 @@ std::vector<ValidationItem> make_validation_set(const AudioSet& held_out, const 
 ValidationMetrics validate_denoiser(const Model& model, const std::vector<ValidationItem>& items, bool with_stoi) {
   const ModelConfig& mc = model.config();
   const int d = mc.lookahead;
-  ModelGraph<float> graph(mc, model.table());
-  ValidationMetrics m;
-  std::vector<float> out;  // (n)
-  for (const auto& it : items) {
-    const int n = static_cast<int>(it.noisy.size());
-    if (n - d < 1) continue;
-    out.resize(n);
-    graph.forward(out.data(), it.noisy.data(), model.params().data(), 1, n);
-    const LossDims dims{1, n - d};
-    double noisy_db = 0, denoised_db = 0;
-    si_sdr(&noisy_db, it.noisy.data(), it.clean.data(), dims);
-    si_sdr(&denoised_db, out.data() + d, it.clean.data(), dims);
-    m.si_sdr_noisy += noisy_db;
-    m.si_sdr_denoised += denoised_db;
-    ++m.items;
-    if (with_stoi) {
-      try {
-        const double a = stoi(it.clean.data(), it.noisy.data(), n - d, mc.sample_rate);
-        const double b = stoi(it.clean.data(), out.data() + d, n - d, mc.sample_rate);
-        m.stoi_noisy += a;
-        m.stoi_denoised += b;
-        ++m.stoi_items;
-      } catch (const Error&) {
-        // Too short or too quiet for STOI's 30 frames: scored by SI-SDR only.
+  // Items in parallel, one graph per thread; the sums run in item order so
+  // the metrics do not depend on the thread count.
+  struct Scores {
+    bool scored = false, with_stoi = false;
+    double si_sdr_noisy = 0, si_sdr_denoised = 0, stoi_noisy = 0, stoi_denoised = 0;
+  };
+  std::vector<Scores> scores(items.size());
+#pragma omp parallel
+  {
+    ModelGraph<float> graph(mc, model.table());
+    std::vector<float> out;  // (n)
+#pragma omp for schedule(dynamic, 1)
+    for (size_t i = 0; i < items.size(); ++i) {
+      const ValidationItem& it = items[i];
+      const int n = static_cast<int>(it.noisy.size());
+      if (n - d < 1) continue;
+      out.resize(n);
+      graph.forward(out.data(), it.noisy.data(), model.params().data(), 1, n);
+      const LossDims dims{1, n - d};
+      Scores& s = scores[i];
+      si_sdr(&s.si_sdr_noisy, it.noisy.data(), it.clean.data(), dims);
+      si_sdr(&s.si_sdr_denoised, out.data() + d, it.clean.data(), dims);
+      s.scored = true;
+      if (with_stoi) {
+        try {
+          s.stoi_noisy = stoi(it.clean.data(), it.noisy.data(), n - d, mc.sample_rate);
+          s.stoi_denoised = stoi(it.clean.data(), out.data() + d, n - d, mc.sample_rate);
+          s.with_stoi = true;
+        } catch (const Error&) {
+          // Too short or too quiet for STOI's 30 frames: scored by SI-SDR only.
+        }
       }
+    }
+  }
+  ValidationMetrics m;
+  for (const Scores& s : scores) {
+    if (!s.scored) continue;
+    m.si_sdr_noisy += s.si_sdr_noisy;
+    m.si_sdr_denoised += s.si_sdr_denoised;
+    ++m.items;
+    if (s.with_stoi) {
+      m.stoi_noisy += s.stoi_noisy;
+      m.stoi_denoised += s.stoi_denoised;
+      ++m.stoi_items;
     }
   }
   if (m.items > 0) {

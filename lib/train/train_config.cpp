@@ -236,7 +236,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
   if (top.find("training")) {
     const Section s = top.sub("training", {"steps", "batch", "segment", "lr", "min_lr", "warmup", "weight_decay",
                                            "clip", "l1_weight", "l2_weight", "stft_weight", "sisdr_weight", "seed",
-                                           "threads"});
+                                           "threads", "device"});
     auto& t = c.training;
     s.get("steps", t.steps);
     s.get("batch", t.batch);
@@ -252,6 +252,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("sisdr_weight", t.sisdr_weight);
     s.get("seed", t.seed);
     s.get("threads", t.threads);
+    s.get("device", t.device);
   }
 
   if (!top.find("data")) fail(source + ": 'data' is missing (folders of speech and noise)");
@@ -289,10 +290,13 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("queue", d.queue);
   }
 
+  c.validation.snr_min_db = c.data.mixer.snr_min_db;  // unless the section says otherwise
+  c.validation.snr_max_db = c.data.mixer.snr_max_db;
   if (top.find("validation")) {
     const Section s = top.sub("validation", {"fraction", "every", "mixtures", "seconds", "seed", "stoi", "speech",
-                                             "noise", "pairs"});
+                                             "noise", "pairs", "snr_db"});
     auto& v = c.validation;
+    s.get_range("snr_db", v.snr_min_db, v.snr_max_db);
     s.get("fraction", v.fraction);
     s.get("every", v.every);
     s.get("mixtures", v.mixtures);
@@ -373,7 +377,8 @@ json TrainConfig::to_json() const {
         {"stft_weight", t.stft_weight},
         {"sisdr_weight", t.sisdr_weight},
         {"seed", t.seed},
-        {"threads", t.threads}}},
+        {"threads", t.threads},
+        {"device", t.device}}},
       {"data",
        {{"speech", d.speech},
         {"noise", d.noise},
@@ -405,6 +410,7 @@ json TrainConfig::to_json() const {
         {"seconds", v.seconds},
         {"seed", v.seed},
         {"stoi", v.stoi},
+        {"snr_db", {v.snr_min_db, v.snr_max_db}},
         {"speech", v.speech},
         {"noise", v.noise},
         {"pairs", folders_json(v.pairs)}}},

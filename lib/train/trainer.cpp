@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ssm/cuda_train.hpp"
 #include "ssm/safetensors.hpp"
 
 namespace ssm {
@@ -22,6 +23,7 @@ void TrainerConfig::validate() const {
           "training config: loss weights must be >= 0");
   require(l1_weight + l2_weight + stft_weight + sisdr_weight > 0, "training config: every loss weight is 0");
   require(threads >= 0, "training config: 'threads' must be >= 0");
+  require(device == "cpu" || device == "cuda", "training config: 'device' must be \"cpu\" or \"cuda\", got \"" + device + "\"");
 }
 
 void shift_target_for_lookahead(float* target, int B, int T, int C, int d) {
@@ -43,6 +45,11 @@ struct Trainer::Impl {
   LrSchedule schedule;
   MultiResStftLoss<float> stft;
   std::vector<float> in, target, out, dout, dtmp;  // (B, T, C)
+  // device == "cuda": the step runs there; the Model's parameters are copied
+  // back after every step and the optimizer state when a checkpoint is saved.
+  std::unique_ptr<TrainStepCuda> gpu;
+  int64_t gpu_steps = 0;
+  bool gpu_synced = false;
 
   Impl(Model& m, const TrainerConfig& c)
       : model(m),
@@ -55,6 +62,26 @@ struct Trainer::Impl {
     schedule.check();
     if (cfg.stft_weight > 0)
       require(m.config().out_channels == 1, "training config: the STFT loss needs a model with one output channel");
+    if (cfg.device == "cuda") gpu = std::make_unique<TrainStepCuda>(m.config(), m.table(), cfg);
+  }
+
+  // Uploads the Model's parameters and the optimizer state before the first
+  // GPU step after construction or a checkpoint load (the caller may
+  // initialise the model after constructing the trainer).
+  void gpu_sync() {
+    if (gpu_synced) return;
+    const auto& st = opt.state();
+    gpu->upload(model.params().data(), st.m.data(), st.v.data());
+    gpu_steps = st.step;
+    gpu_synced = true;
+  }
+
+  // The optimizer state as of now (fetched from the GPU when it runs there).
+  AdamWState<float> optimizer_state() const {
+    if (!gpu || !gpu_synced) return opt.state();
+    AdamWState<float> st{gpu_steps, ParamBlock<float>(model.table()), ParamBlock<float>(model.table())};
+    gpu->download(nullptr, st.m.data(), st.v.data());
+    return st;
   }
 
   // Loss of out vs target; when `backward`, fills dout.
@@ -98,7 +125,9 @@ struct Trainer::Impl {
 Trainer::Trainer(Model& model, const TrainerConfig& cfg) : impl_(std::make_unique<Impl>(model, cfg)) {}
 Trainer::~Trainer() = default;
 
-int64_t Trainer::steps_done() const { return impl_->opt.state().step; }
+int64_t Trainer::steps_done() const {
+  return impl_->gpu && impl_->gpu_synced ? impl_->gpu_steps : impl_->opt.state().step;
+}
 const TrainerConfig& Trainer::config() const { return impl_->cfg; }
 
 StepStats Trainer::step(BatchSource& source) {
@@ -110,8 +139,21 @@ StepStats Trainer::step(BatchSource& source) {
   const int64_t step = steps_done();
   source.batch(s.in.data(), s.target.data(), B, T, s.cfg.seed, step);
   shift_target_for_lookahead(s.target.data(), B, T, mc.out_channels, mc.lookahead);
-  s.graph.forward(s.out.data(), s.in.data(), s.model.params().data(), B, T);
   StepStats st;
+  if (s.gpu) {
+    st.lr = s.schedule.at(step);
+    s.gpu_sync();
+    const CudaStepResult r = s.gpu->step(s.in.data(), s.target.data(), B, T, /*update=*/true, step + 1, st.lr);
+    st.loss = r.loss;
+    st.grad_norm = r.grad_norm;
+    if (!std::isfinite(st.loss)) fail("training step " + std::to_string(step + 1) + ": the loss is not finite");
+    if (!std::isfinite(st.grad_norm))
+      fail("training step " + std::to_string(step + 1) + ": the gradient norm is not finite; update skipped");
+    s.gpu->download(s.model.params().data(), nullptr, nullptr);
+    st.step = ++s.gpu_steps;
+    return st;
+  }
+  s.graph.forward(s.out.data(), s.in.data(), s.model.params().data(), B, T);
   st.loss = s.loss(B, T, /*backward=*/true);
   if (!std::isfinite(st.loss)) fail("training step " + std::to_string(step + 1) + ": the loss is not finite");
   s.grads.zero();
@@ -131,13 +173,15 @@ double Trainer::evaluate(const float* in, const float* target, int B, int T) {
   s.resize(B, T);
   std::memcpy(s.target.data(), target, sizeof(float) * s.target.size());
   shift_target_for_lookahead(s.target.data(), B, T, mc.out_channels, mc.lookahead);
+  if (s.gpu) s.gpu_sync();
+  if (s.gpu) return s.gpu->step(in, s.target.data(), B, T, /*update=*/false, 0, 0.0).loss;
   s.graph.forward(s.out.data(), in, s.model.params().data(), B, T);
   return s.loss(B, T, /*backward=*/false);
 }
 
 void Trainer::save_checkpoint(const std::string& path) const {
   const Impl& s = *impl_;
-  const auto& st = s.opt.state();
+  const AdamWState<float> st = s.optimizer_state();
   SafeTensorsWriter w;
   const int64_t total = static_cast<int64_t>(st.m.size());
   w.add("adamw.m", st.m.data(), {total});
@@ -183,6 +227,7 @@ void Trainer::load_checkpoint(const std::string& path) {
   opt.read_float("adamw.v", st.v.data(), shape);
   std::memcpy(s.model.params().data(), loaded.params().data(), sizeof(float) * loaded.params().size());
   s.opt.load_state(st);
+  s.gpu_synced = false;
 }
 
 }  // namespace ssm

@@ -52,6 +52,8 @@ struct ValidationConfig {
   double seconds = 4;        // length of each mixture; longer pairs are cut to it
   uint64_t seed = 1;         // of the held-out mixtures
   bool stoi = true;          // also score STOI (costs a little time)
+  // SNR range of the held-out mixtures; not given: the training range (data.snr_db).
+  double snr_min_db = -5, snr_max_db = 20;
   std::vector<std::string> speech;  // extra validation-only folders
   std::vector<std::string> noise;   // validation noise; empty: the training noise
   std::vector<PairFolders> pairs;

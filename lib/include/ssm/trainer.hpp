@@ -1,4 +1,4 @@
-// Training a model on the CPU: batches from a BatchSource, the combined loss
+// Training a model on the CPU or the GPU: batches from a BatchSource, the combined loss
 // (sample L1 / L2, multi-resolution STFT, SI-SDR), AdamW with clipping and a
 // warm-up + cosine schedule, and checkpoints that resume bit-identically.
 #pragma once
@@ -27,6 +27,7 @@ struct TrainerConfig {
   double sisdr_weight = 0.0;
   uint64_t seed = 0;        // model init and data order
   int threads = 0;          // OpenMP threads (0 = all cores)
+  std::string device = "cpu";  // "cpu" or "cuda" (the step on the GPU, ssm/cuda_train.hpp)
 
   // Throws ssm::Error naming the field.
   void validate() const;
