@@ -4,6 +4,8 @@
 // at least, the bandwidth that achieves, and the floor at the measured
 // device-to-device copy bandwidth. `--shape step` times the batched recurrent
 // model step (ssm/cuda_stream.hpp) per sample against its state-traffic floor.
+// `--shape scan` (or one of its shapes) times the Mamba-1 selective scan
+// (ssm/cuda_selective_scan.hpp) the same way as the SSD kernels.
 // Without CUDA it says so and fails.
 #include <algorithm>
 #include <cmath>
@@ -16,6 +18,7 @@
 #include "commands.hpp"
 #include "ssm/common.hpp"
 #include "ssm/cuda.hpp"
+#include "ssm/cuda_selective_scan.hpp"
 #include "ssm/cuda_ssd.hpp"
 #include "ssm/cuda_stream.hpp"
 #include "ssm/default_model.hpp"
@@ -238,8 +241,116 @@ void bench_step(const BenchKernelsOptions& o, double copy_gbs) {
   for (int n : {1, 32}) bench_step_row("forecaster", forecaster, 10000, n, 0, o, copy_gbs, 0);
 }
 
+// ---- scan: the Mamba-1 selective scan (ssm/cuda_selective_scan.hpp) --------
+// fp32, with the gate z and dt_bias + softplus, no initial state (mamba_ssm's
+// usual call). The floor counts every input read and every output written once.
+struct ScanShape {
+  const char* name;
+  ScanDims d;
+};
+
+// Median ms of the forward, the backward, and the two in a row.
+struct FwdBwdTimes {
+  double fwd, bwd, fwd_bwd;
+};
+
+template <typename Fwd, typename Bwd>
+FwdBwdTimes time_fwd_bwd(const BenchKernelsOptions& o, Fwd&& fwd, Bwd&& bwd) {
+  FwdBwdTimes t;
+  t.fwd = median_ms(o.warmup, o.repeats, fwd);
+  t.bwd = median_ms(o.warmup, o.repeats, bwd);
+  t.fwd_bwd = median_ms(o.warmup, o.repeats, [&](int i) {
+    fwd(i);
+    bwd(i);
+  });
+  cuda_check(cudaDeviceSynchronize(), "benchmark");
+  return t;
+}
+
+// Two input sets of n floats, alternated between calls: uniform in [lo, hi),
+// and the same rotated by `shift` elements.
+struct InputPair {
+  DevBuf set[2];
+  InputPair(size_t n, uint64_t seed, float lo, float hi, size_t shift) : set{DevBuf(n), DevBuf(n)} {
+    fill(set[0], seed, lo, hi);
+    rotated_copy(set[1], set[0], shift);
+  }
+  float* operator[](int k) { return set[k].p; }
+};
+
+void bench_scan_shape(const ScanShape& sh, const BenchKernelsOptions& o, double copy_gbs) {
+  const ScanDims& d = sh.d;
+  const size_t act = size_t(d.B) * d.T * d.E, bcn = size_t(d.B) * d.T * d.G * d.N, en = size_t(d.E) * d.N;
+
+  InputPair x(act, 21, -1, 1, 12345), dtr(act, 22, -1, 1, 777), z(act, 23, -2, 2, 31), Bm(bcn, 24, -1, 1, 4321),
+      Cm(bcn, 25, -1, 1, 999), dy(act, 26, -1, 1, 54321);
+  DevBuf A_log(en), D(d.E), dt_bias(d.E);
+  {
+    std::vector<float> al(en), dd(d.E, 1.f), db(d.E);
+    for (int e = 0; e < d.E; ++e) {
+      for (int n = 0; n < d.N; ++n) al[size_t(e) * d.N + n] = std::log(float(n + 1));  // A = -(n + 1) (S4D-real)
+      db[e] = std::log(std::expm1(0.001f * std::pow(100.f, (e + 0.5f) / d.E)));        // dt in [1e-3, 1e-1]
+    }
+    cuda_check(cudaMemcpy(A_log.p, al.data(), en * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    cuda_check(cudaMemcpy(D.p, dd.data(), d.E * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    cuda_check(cudaMemcpy(dt_bias.p, db.data(), d.E * sizeof(float), cudaMemcpyHostToDevice), "upload");
+  }
+  DevBuf y(act), dx(act), ddt(act), dz(act), dA(en), dB(bcn), dC(bcn), dDD(d.E), dbias(d.E);
+  cuda_check(cudaMemset(dA.p, 0, en * sizeof(float)), "memset");
+  cuda_check(cudaMemset(dDD.p, 0, d.E * sizeof(float)), "memset");
+  cuda_check(cudaMemset(dbias.p, 0, d.E * sizeof(float)), "memset");
+  const size_t ws_bytes = selective_scan_backward_cuda_workspace(d);
+  void* ws = nullptr;
+  cuda_check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+
+  auto fwd = [&](int i) {
+    const int k = i & 1;
+    selective_scan_forward_cuda(y.p, nullptr, x[k], dtr[k], A_log.p, Bm[k], Cm[k], D.p, dt_bias.p, z[k], nullptr, d);
+  };
+  auto bwd = [&](int i) {
+    const int k = i & 1;
+    selective_scan_backward_cuda(dx.p, ddt.p, dA.p, dB.p, dC.p, dDD.p, dbias.p, dz.p, nullptr, dy[k], nullptr, x[k],
+                                 dtr[k], A_log.p, Bm[k], Cm[k], D.p, dt_bias.p, z[k], nullptr, d, ws, ws_bytes);
+  };
+  const FwdBwdTimes t = time_fwd_bwd(o, fwd, bwd);
+  cudaFree(ws);
+
+  // fewest bytes (fp32): fwd reads x, dt_raw, z, B, C and writes y; bwd reads
+  // x, dt_raw, z, dy, B, C and writes dx, ddt_raw, dz, dB, dC
+  const double fwd_bytes = 4.0 * (4.0 * act + 2.0 * bcn);
+  const double bwd_bytes = 4.0 * (7.0 * act + 4.0 * bcn);
+  auto row = [&](const char* pass, double ms, double bytes) {
+    const double floor_ms = bytes / (copy_gbs * 1e9) * 1e3;
+    std::printf("%-13s %-8s %9.3f %10.3f %9.3f %8.0f %6.0f%% %9.0f\n", sh.name, pass, ms, bytes / 1e9, floor_ms,
+                bytes / (ms * 1e-3) / 1e9, 100.0 * floor_ms / ms, ws_bytes / 1048576.0);
+  };
+  row("fwd", t.fwd, fwd_bytes);
+  row("bwd", t.bwd, bwd_bytes);
+  row("fwd+bwd", t.fwd_bwd, fwd_bytes + bwd_bytes);
+}
+
+void run_bench_scan(const BenchKernelsOptions& o) {
+  require(o.repeats >= 1 && o.warmup >= 0, "bench kernels: --repeats must be >= 1 and --warmup >= 0");
+  const double bw = copy_bandwidth();
+  std::printf("device: %s\n", cuda_device_description().c_str());
+  std::printf("copy bandwidth (read + write): %.0f GB/s; fp32; median of %d after %d warm-up\n", bw, o.repeats,
+              o.warmup);
+  std::printf("Mamba-1 selective scan, with z, dt_bias + softplus, D; G=1\n");
+  std::printf("scan-audio   = B=32 T=16000 E=128 N=16\n");
+  std::printf("scan-audio32 = B=32 T=16000 E=128 N=32\n");
+  std::printf("scan-mamba   = B=8 T=4096 E=1536 N=16\n");
+  std::printf("%-13s %-8s %9s %10s %9s %8s %7s %9s\n", "shape", "pass", "ms", "min GB", "floor ms", "GB/s", "floor%",
+              "ws MiB");
+  const ScanShape shapes[] = {{"scan-audio", {32, 16000, 128, 1, 16}},
+                              {"scan-audio32", {32, 16000, 128, 1, 32}},
+                              {"scan-mamba", {8, 4096, 1536, 1, 16}}};
+  for (const ScanShape& sh : shapes)
+    if (o.shape == "scan" || o.shape == sh.name) bench_scan_shape(sh, o, bw);
+}
+
 void run_bench_kernels(const BenchKernelsOptions& o) {
   if (!cuda_available()) fail("bench kernels: no usable GPU (" + cuda_device_description() + ")");
+  if (o.shape.rfind("scan", 0) == 0) return run_bench_scan(o);
   require(o.math == "tf32" || o.math == "fp32", "bench kernels: --math must be tf32 or fp32, got " + o.math);
   require(o.shape == "all" || o.shape == "big" || o.shape == "audio" || o.shape == "step",
           "bench kernels: --shape must be all, big, audio or step, got " + o.shape);
@@ -275,7 +386,9 @@ void add_bench_kernels(CLI::App& bench) {
   cmd->add_option("--repeats", opts->repeats, "timed repeats (median reported)");
   cmd->add_option("--warmup", opts->warmup, "untimed warm-up calls");
   cmd->add_option("--math", opts->math, "tf32 or fp32 (3xTF32)");
-  cmd->add_option("--shape", opts->shape, "all, big, audio or step (batched recurrent model step)");
+  cmd->add_option("--shape", opts->shape,
+                  "all, big, audio or step (batched recurrent model step); scan, scan-audio, scan-audio32 or "
+                  "scan-mamba (Mamba-1 selective scan)");
   cmd->add_option("-Q,--chunk", opts->Q, "chunk length (1..64)");
   cmd->callback([opts] { run_bench_kernels(*opts); });
 }
