@@ -8,7 +8,11 @@
 
 namespace ssm {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+// Not under ThreadSanitizer: GCC instruments the clones' resolver, which the
+// dynamic loader runs while it is still relocating the program, before calls
+// into the TSan runtime can work, so every program crashed at startup.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
 #define SSM_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
 #else
 #define SSM_SIMD_CLONES
