@@ -1,6 +1,6 @@
 // The SPSC ring: semantics on one thread, then a producer and a consumer on
-// two threads moving a counting sequence in random pieces (also built with
-// ThreadSanitizer as test_ring_tsan where the toolchain allows).
+// two threads moving a counting sequence in random pieces (scripts/sanitize
+// tsan runs these under ThreadSanitizer).
 #include <gtest/gtest.h>
 
 #include <numeric>
