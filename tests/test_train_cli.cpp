@@ -356,6 +356,32 @@ class TrainCli : public ::testing::Test {
   TempDir dir;
 };
 
+// Starts `ssm train` on `cfg` in a child process, waits for its first
+// training step, sends `signals` (20 ms apart) and
+// returns the child's wait status; its stdout goes to `log`.
+int train_and_signal(const std::string& cfg, const std::string& log, const std::string& metrics,
+                     std::initializer_list<int> signals) {
+  const pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    // The child only redirects its streams and execs.
+    if (!std::freopen(log.c_str(), "w", stdout) || !std::freopen((log + ".err").c_str(), "w", stderr)) _exit(126);
+    execl(kSsm.c_str(), kSsm.c_str(), "train", "--config", cfg.c_str(), "--threads", "1", nullptr);
+    _exit(127);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  while (read_text(metrics).empty() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  for (int sig : signals) {
+    kill(pid, sig);
+    // Apart enough that each is delivered on its own (pending ones merge).
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
 TEST_F(TrainCli, WritesCheckpointsMetricsAndModelAndSkipsBadFiles) {
   const Result r = run_ssm(train_args(config("run")), dir / "");
   ASSERT_EQ(r.code, 0) << r.out << r.err;
@@ -454,22 +480,8 @@ TEST_F(TrainCli, CtrlCSavesACheckpointAndResumeContinuesExactly) {
   };
   const auto cfg = config("interrupted", bigger);
   const std::string log = dir / "interrupted.out";
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    // The child only redirects its streams and execs.
-    if (!std::freopen(log.c_str(), "w", stdout) || !std::freopen((log + ".err").c_str(), "w", stderr)) _exit(126);
-    execl(kSsm.c_str(), kSsm.c_str(), "train", "--config", cfg.c_str(), "--threads", "1", nullptr);
-    _exit(127);
-  }
-  // Wait for the first training step, then press Ctrl-C.
-  const std::string metrics = dir / "interrupted/metrics.jsonl";
-  const auto t0 = std::chrono::steady_clock::now();
-  while (read_text(metrics).empty() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  kill(pid, SIGINT);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  // After the first training step, press Ctrl-C.
+  const int status = train_and_signal(cfg, log, dir / "interrupted/metrics.jsonl", {SIGINT});
   ASSERT_TRUE(WIFEXITED(status));
   const std::string out = read_text(log);
   if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run ended before the signal arrived";
@@ -484,6 +496,24 @@ TEST_F(TrainCli, CtrlCSavesACheckpointAndResumeContinuesExactly) {
   ASSERT_EQ(whole.code, 0) << whole.out << whole.err;
   EXPECT_EQ(read_text(dir / "interrupted/model.safetensors"), read_text(dir / "whole/model.safetensors"));
   EXPECT_EQ(train_losses(dir / "interrupted/metrics.jsonl"), train_losses(dir / "whole/metrics.jsonl"));
+}
+
+TEST_F(TrainCli, RepeatedSigtermStillSavesACheckpoint) {
+  // As timeout(1) or a supervisor does: SIGTERM to the process, then again
+  // to its group. The second must not kill the run before it saves.
+  const auto cfg = config("terminated", [](json& j) {
+    j["training"]["segment"] = 4096;
+    j["training"]["steps"] = 30;
+    j["validation"]["every"] = 0;
+    j["output"]["checkpoint_every"] = 0;
+  });
+  const std::string log = dir / "terminated.out";
+  const int status = train_and_signal(cfg, log, dir / "terminated/metrics.jsonl", {SIGTERM, SIGTERM, SIGTERM});
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  const std::string out = read_text(log);
+  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run ended before the signal arrived";
+  EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
+  ASSERT_FALSE(fs::is_empty(dir / "terminated/checkpoints"));
 }
 
 TEST_F(TrainCli, EmptyOrMissingDataFoldersAreClearErrors) {

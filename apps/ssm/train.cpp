@@ -56,17 +56,21 @@ struct Options {
 volatile std::sig_atomic_t g_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_signal = sig; }
 
-// Ctrl-C and SIGTERM set a flag the loop checks after each step; the handler
-// resets itself, so a second Ctrl-C stops the program at once.
+// Ctrl-C and SIGTERM set a flag the loop checks after each step. Ctrl-C's
+// handler resets itself, so a second Ctrl-C stops the program at once;
+// SIGTERM's stays, because supervisors send it more than once for one stop
+// (timeout(1) signals the child and then its whole process group, and a
+// second default-action SIGTERM would kill the run before it saves).
 class StopSignals {
  public:
   StopSignals() {
     g_signal = 0;
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, &old_int_);
+    sa.sa_flags = 0;
     sigaction(SIGTERM, &sa, &old_term_);
   }
   ~StopSignals() {
