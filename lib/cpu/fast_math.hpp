@@ -62,6 +62,17 @@ SSM_ALWAYS_INLINE float decay_exp(float x) {
 
 SSM_ALWAYS_INLINE double decay_exp(double x) { return std::exp(x); }
 
+// e^x for |x| <= 87 (either sign): e^-|x|, inverted for x > 0. The sign
+// picks between the two by an integer mask, so loops of it vectorise.
+SSM_ALWAYS_INLINE float exp_bounded(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  const float e = decay_exp(std::bit_cast<float>(u | 0x80000000u));  // e^-|x|
+  const uint32_t negative = 0u - (u >> 31);                           // all ones when x < 0
+  return std::bit_cast<float>((std::bit_cast<uint32_t>(e) & negative) |
+                              (std::bit_cast<uint32_t>(1.0f / e) & ~negative));
+}
+SSM_ALWAYS_INLINE double exp_bounded(double x) { return std::exp(x); }
+
 // log(1 + u) for u in [0, 1] as 2 atanh(u / (2 + u)): no cancellation for
 // small u, and the series in s^2 <= 1/9 converges fast.
 SSM_ALWAYS_INLINE float log1p_unit(float u) {
