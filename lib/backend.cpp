@@ -38,7 +38,7 @@ void ssd_chunked_backward_cuda(float*, float*, float*, float*, float*, float*, f
 
 struct TrainStepCuda::Impl {};
 TrainStepCuda::TrainStepCuda(const ModelConfig&, const ParamTable&, const TrainerConfig&) {
-  no_cuda("training with device \"cuda\"");
+  no_cuda("training with device \"cuda\" (to train on the CPU: --device cpu, or training.device \"cpu\")");
 }
 TrainStepCuda::~TrainStepCuda() = default;
 void TrainStepCuda::upload(const float*, const float*, const float*) { no_cuda("TrainStepCuda::upload"); }

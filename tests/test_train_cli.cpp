@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "ssm/audio_file.hpp"
+#include "ssm/cuda.hpp"
 #include "ssm/detector.hpp"
 #include "ssm/model.hpp"
 #include "ssm/noise.hpp"
@@ -514,6 +515,20 @@ TEST_F(TrainCli, RepeatedSigtermStillSavesACheckpoint) {
   if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run ended before the signal arrived";
   EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
   ASSERT_FALSE(fs::is_empty(dir / "terminated/checkpoints"));
+}
+
+TEST_F(TrainCli, CudaWithoutAGpuIsAnErrorBeforeAnythingIsWritten) {
+  if (ssm::cuda_available()) GTEST_SKIP() << "a GPU is present: " << ssm::cuda_device_description();
+  const auto cfg = config("gpu", [](json& j) { j["training"]["device"] = "cuda"; });
+  const Result r = run_ssm(train_args(cfg), dir / "");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("training.device is \"cuda\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--device cpu"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "gpu"));
+  // The same config with --device cpu trains.
+  const Result cpu = run_ssm(train_args(cfg, "--device cpu --steps 2"), dir / "");
+  EXPECT_EQ(cpu.code, 0) << cpu.out << cpu.err;
+  EXPECT_TRUE(fs::exists(dir / "gpu/model.safetensors"));
 }
 
 TEST_F(TrainCli, EmptyOrMissingDataFoldersAreClearErrors) {

@@ -29,6 +29,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "ssm/cuda.hpp"
 #include "ssm/dataset.hpp"
 #include "ssm/detector.hpp"
 #include "ssm/train_config.hpp"
@@ -458,6 +459,10 @@ TrainConfig load_config(const Options& o) {
 int run_sound(const Options& o) {
   const auto t_start = Clock::now();
   TrainConfig cfg = load_config(o);
+  // Before any file is read or written: a GPU run without a GPU is a setup error.
+  if (cfg.training.device == "cuda" && !cuda_available())
+    fail(o.config + ": training.device is \"cuda\" but " + cuda_device_description() +
+         " (to train on the CPU: --device cpu, or training.device \"cpu\")");
   const fs::path out = cfg.output.dir;
   Checkpoints checkpoints(out);
   open_output(out, checkpoints, o.resume, cfg.to_json(), cfg.to_json_text());

@@ -29,7 +29,8 @@ struct TrainStepCuda::Impl {
 
   Impl(const ModelConfig& model, const ParamTable& table, const TrainerConfig& c)
       : mc(model), cfg(c), adam{0.9, 0.999, 1e-8, c.weight_decay}, total(table.total()) {
-    require(cuda_available(), "training on cuda: " + cuda_device_description());
+    require(cuda_available(), "training on cuda: " + cuda_device_description() +
+                                  " (to train on the CPU: --device cpu, or training.device \"cpu\")");
     cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "training on cuda: cudaStreamCreate");
     graph = std::make_unique<ModelGraphCuda>(mc, table, stream);
     if (cfg.stft_weight > 0) stft = std::make_unique<MultiResStftLossCuda>(StftLossConfig{});
