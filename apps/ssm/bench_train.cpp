@@ -20,7 +20,7 @@ namespace {
 // The same (noisy, clean) batch every step: a sum of sines plus white noise.
 class FixedBatch : public BatchSource {
  public:
-  FixedBatch(int B, int T, int in_channels, int out_channels) : in_c_(in_channels), out_c_(out_channels) {
+  FixedBatch(int B, int T, int in_channels, int out_channels) {
     std::mt19937 rng(1);
     std::normal_distribution<float> g(0.0f, 0.05f);
     in_.resize(static_cast<size_t>(B) * T * in_channels);
@@ -34,7 +34,6 @@ class FixedBatch : public BatchSource {
   }
 
  private:
-  int in_c_, out_c_;
   std::vector<float> in_, target_;
 };
 

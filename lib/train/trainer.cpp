@@ -173,8 +173,10 @@ double Trainer::evaluate(const float* in, const float* target, int B, int T) {
   s.resize(B, T);
   std::memcpy(s.target.data(), target, sizeof(float) * s.target.size());
   shift_target_for_lookahead(s.target.data(), B, T, mc.out_channels, mc.lookahead);
-  if (s.gpu) s.gpu_sync();
-  if (s.gpu) return s.gpu->step(in, s.target.data(), B, T, /*update=*/false, 0, 0.0).loss;
+  if (s.gpu) {
+    s.gpu_sync();
+    return s.gpu->step(in, s.target.data(), B, T, /*update=*/false, 0, 0.0).loss;
+  }
   s.graph.forward(s.out.data(), in, s.model.params().data(), B, T);
   return s.loss(B, T, /*backward=*/false);
 }
