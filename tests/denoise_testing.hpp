@@ -21,22 +21,25 @@ inline std::filesystem::path temp_file(const std::string& test, const std::strin
   return std::filesystem::temp_directory_path() / ("ssm_test_" + test + "_" + std::to_string(getpid()) + "_" + name);
 }
 
-// D=16, L=2, P=16, N=8 (d = 0 unless given); `width` 8 gives a tinier one (L=1, N=4).
-inline Model small_model(uint64_t seed, int lookahead = 0, int width = 16) {
+// D=16, L=2, P=16, N=8 (d = 0 unless given); `width` 8 gives a tinier one
+// (L=1, N=4); `frame` > 1 reads that many samples per step.
+inline Model small_model(uint64_t seed, int lookahead = 0, int width = 16, int frame = 1) {
   ModelConfig c;
   c.d_model = width;
   c.n_layers = width >= 16 ? 2 : 1;
   c.head_dim = width;
   c.d_state = width >= 16 ? 8 : 4;
   c.lookahead = lookahead;
+  c.frame = frame;
   Model m(c);
   m.init(seed);
   return m;
 }
 
 // The same, saved to `path` (which is returned) for the programs under test.
-inline std::string save_small_model(const std::string& path, uint64_t seed, int lookahead = 0, int width = 16) {
-  small_model(seed, lookahead, width).save(path);
+inline std::string save_small_model(const std::string& path, uint64_t seed, int lookahead = 0, int width = 16,
+                                    int frame = 1) {
+  small_model(seed, lookahead, width, frame).save(path);
   return path;
 }
 

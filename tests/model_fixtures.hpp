@@ -4,8 +4,10 @@
 #include <cmath>
 #include <random>
 
+#include "ssm/model.hpp"
 #include "ssm/model_config.hpp"
 #include "ssm/trainer.hpp"
+#include "testing.hpp"
 
 namespace ssm::testing {
 
@@ -65,6 +67,32 @@ inline TrainerConfig short_training_run(int64_t steps) {
   t.stft_weight = 0;
   t.seed = 42;
   return t;
+}
+
+// The fp64 graph's parameter and input gradients of a random weighted sum
+// of its outputs against central finite differences: all parameters within
+// 1e-6, each tensor within `per_tensor` (tiny tensors sit nearer the finite
+// differences' own rounding), the input within 1e-6.
+inline void expect_gradients_match_finite_differences(const Model& m, int B, int T, uint64_t seed,
+                                                      double per_tensor) {
+  const ModelConfig& cfg = m.config();
+  std::vector<double> P(m.params().data(), m.params().data() + m.params().size());
+  auto in = random_vector<double>(static_cast<size_t>(B) * T * cfg.in_channels, seed);
+  auto w = random_vector<double>(static_cast<size_t>(B) * T * cfg.out_channels, seed + 1);
+  ModelGraph<double> g(cfg, m.table());
+  std::vector<double> out(w.size());
+  auto loss = [&] {
+    g.forward(out.data(), in.data(), P.data(), B, T);
+    return weighted_sum(out, w);
+  };
+  loss();
+  std::vector<double> dP(P.size(), 0.0), din(in.size());
+  g.backward(dP.data(), din.data(), w.data(), P.data());
+  const auto num = numeric_gradient(loss, P);
+  EXPECT_LT(rel_error(dP, num), 1e-6);
+  for (const auto& e : m.table().entries())
+    EXPECT_LT(rel_error(dP.data() + e.offset, num.data() + e.offset, e.numel), per_tensor) << e.spec.name;
+  EXPECT_LT(rel_error(din, numeric_gradient(loss, in)), 1e-6);
 }
 
 }  // namespace ssm::testing

@@ -88,6 +88,35 @@ TEST(DenoiseCli, SameRateFileMatchesWholeSignalStream) {
   for (const auto& p : {out.string(), model, in_path}) fs::remove(p);
 }
 
+// A model that reads 8-sample frames, with a lookahead of 3: the file's
+// output sample i is the whole-sequence model's estimate for input sample i,
+// so both the frame wait and the lookahead are taken out.
+TEST(DenoiseCli, FramedModelOutputIsAlignedWithItsInput) {
+  const int F = 8, d = 3;
+  const std::string model =
+      ssm::testing::save_small_model(temp_path("model_frames.safetensors"), 9, d, 16, F);
+  const std::string in_path = float_copy_of_sample();
+  const auto out = temp_path("out_frames.wav");
+  auto r = run({kSsm, "denoise", in_path, out, "--model", model, "--block", "53"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("latency 10 samples"), std::string::npos) << r.output;
+  const ssm::Audio in = ssm::read_audio(in_path);
+  const ssm::Audio got = ssm::read_audio(out);
+  ASSERT_EQ(got.frames(), in.frames());
+  // Reference: the chunked graph in fp64 over the input plus d zeros, padded
+  // to whole frames; output i is graph output i + d.
+  const ssm::Model m = ssm::Model::load(model);
+  const size_t T = in.frames(), padded = (T + d + F - 1) / F * F;
+  std::vector<double> x(padded, 0.0), y(padded);
+  for (size_t t = 0; t < T; ++t) x[t] = in.samples[t];
+  std::vector<double> P(m.params().data(), m.params().data() + m.params().size());
+  ssm::ModelGraph<double>(m.config(), m.table()).forward(y.data(), x.data(), P.data(), 1, static_cast<int>(padded));
+  std::vector<double> ref(y.begin() + d, y.begin() + d + T);
+  std::vector<double> got_d(got.samples.begin(), got.samples.end());
+  EXPECT_LT(rel_error(got_d, ref), 1e-5);
+  for (const auto& p : {out.string(), model, in_path}) fs::remove(p);
+}
+
 TEST(DenoiseCli, ResampledStereoFloatFileMatchesWholeSignalStream) {
   const std::string model = small_model(3);
   // 44.1 kHz stereo, float, with different channels: mixed down, resampled to

@@ -73,10 +73,11 @@ void add_bench_stream(CLI::App& bench) {
     std::mt19937 rng(1);
     std::normal_distribution<float> g(0.0f, 0.1f);
     for (auto& v : signal) v = g(rng);
-    const double flops = model_flops_per_step(c);
+    const double flops = model_flops_per_step(c) / c.frame;  // per sample
     const double peak = measured_core_peak();
     std::printf("model: %s block, D=%d L=%d E=%d N=%d, %zu parameters, %.0f FLOPs per sample\n",
                 block_kind_name(c.block), c.d_model, c.n_layers, c.inner(), c.d_state, model.num_params(), flops);
+    if (c.frame > 1) std::printf("frames of %d samples: one model step per frame\n", c.frame);
     std::printf("one core: measured peak %.1f GFLOP/s (BLAS sgemm 256^3) -> floor %.2f us per sample\n",
                 peak / 1e9, flops / peak * 1e6);
     std::printf("real time at %d Hz: %.1f us per sample\n", c.sample_rate, 1e6 / c.sample_rate);

@@ -7,8 +7,10 @@
 // Channel policy: the denoiser is mono, so the channels are mixed down; the
 // output keeps the input's rate and channel count (the denoised signal in every
 // channel) unless --mono asks for one channel.
-// Alignment: with lookahead d the model's output at t estimates the clean
-// sample t - d; the first d outputs are dropped and d zeros flushed at the end,
+// Alignment: with latency d (the lookahead plus, for a model that reads
+// frames of F samples, the F - 1 samples waiting for the rest of a frame) the
+// streamed output at t estimates the clean sample t - d; the first d outputs
+// are dropped and d zeros flushed at the end,
 // so output sample i belongs to input sample i and both have the same length.
 #include <sndfile.h>
 
@@ -148,7 +150,7 @@ void denoise_file(const DenoiseOptions& o) {
   std::fprintf(stderr, "model: %s\n", description.c_str());
   const int R = in->rate(), r = cfg.sample_rate, ch = in->channels();
   const int out_ch = o.mono ? 1 : ch;
-  const size_t d = static_cast<size_t>(cfg.lookahead);
+  const size_t d = static_cast<size_t>(cfg.latency());
   // A file is written under a temporary name and renamed when complete, so an
   // error or Ctrl-C never leaves a truncated file that looks finished.
   const std::unique_ptr<Sink> out =
@@ -177,7 +179,7 @@ void denoise_file(const DenoiseOptions& o) {
     out->write(o_inter.data(), n);
     written += n;
   };
-  // m model-rate samples through the model, the lookahead dropped, back to the file rate.
+  // m model-rate samples through the model, the latency dropped, back to the file rate.
   auto through_model = [&](size_t m, bool end, size_t limit) {
     stream.process(m_in.data(), m_out.data(), m);
     const size_t skip = std::min(m, d - dropped);
@@ -205,7 +207,7 @@ void denoise_file(const DenoiseOptions& o) {
     }
     require(read_total > 0, "sound file '" + o.input + "' holds no samples");
     through_model(down.process(nullptr, 0, m_in.data(), m_in.size(), true), false, read_total);
-    // The lookahead's last d outputs need d more inputs: zeros.
+    // The last d outputs need d more inputs: zeros.
     for (size_t left = d; left > 0;) {
       const size_t m = std::min(left, m_in.size());
       std::fill_n(m_in.data(), m, 0.0f);
@@ -229,7 +231,7 @@ void denoise_file(const DenoiseOptions& o) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double audio = static_cast<double>(read_total) / R;
   std::fprintf(stderr,
-               "denoised '%s' -> '%s': %.2f s of audio (%d Hz, %d ch -> %d ch, model at %d Hz, lookahead %zu) in "
+               "denoised '%s' -> '%s': %.2f s of audio (%d Hz, %d ch -> %d ch, model at %d Hz, latency %zu samples) in "
                "%.2f s: real-time factor %.3f\n",
                o.input.c_str(), o.output.c_str(), audio, R, ch, out_ch, r, d, secs, secs / audio);
 }
@@ -286,7 +288,7 @@ void denoise_live(const DenoiseOptions& o) {
   PortAudioStream stream(pipe, &in, out ? &*out : nullptr, rate, static_cast<unsigned long>(frames));
 
   const double ms = 1000.0 / rate;
-  const double lookahead_ms = proc.lookahead_frames() * ms, buffer_ms = po.prefill * ms;
+  const double model_ms = proc.model_latency_frames() * ms, buffer_ms = po.prefill * ms;
   // Some host APIs (PortAudio's JACK one) report nonsense here: count only plausible values.
   auto plausible = [](double s) { return s >= 0 && s < 2.0 ? s : 0.0; };
   const double device_ms = (plausible(stream.input_latency()) + plausible(stream.output_latency())) * 1000;
@@ -296,10 +298,10 @@ void denoise_live(const DenoiseOptions& o) {
   std::fprintf(stderr, "rate %d Hz (model %d Hz%s), %zu frames per buffer\n", rate, r,
                rate == r ? "" : ", converted", frames);
   std::fprintf(stderr,
-               "latency: model lookahead %.1f ms + buffering %.1f ms (%zu frames: one buffer, %zu held by the "
+               "latency: model %.1f ms + buffering %.1f ms (%zu frames: one buffer, %zu held by the "
                "converters, %zu slack) + device %.1f ms = %.1f ms\n",
-               lookahead_ms, buffer_ms, po.prefill, proc.holdback(), slack, device_ms,
-               lookahead_ms + buffer_ms + device_ms);
+               model_ms, buffer_ms, po.prefill, proc.holdback(), slack, device_ms,
+               model_ms + buffer_ms + device_ms);
 
   g_interrupted.store(false);
   auto previous = std::signal(SIGINT, on_sigint);
@@ -309,9 +311,9 @@ void denoise_live(const DenoiseOptions& o) {
   auto status = [&](bool final) {
     const PipelineStats st = pipe.stats();
     // Measured: the device's capture-to-playback time of a callback (its
-    // timestamps) plus the frames the pipeline holds and the lookahead.
+    // timestamps) plus the frames the pipeline holds and the model latency.
     const double measured = st.device_latency_s >= 0 && st.device_latency_s < 2.0
-                                ? st.device_latency_s * 1000 + buffer_ms + lookahead_ms
+                                ? st.device_latency_s * 1000 + buffer_ms + model_ms
                                 : -1;
     char line[256];
     std::snprintf(line, sizeof line,
@@ -320,7 +322,7 @@ void denoise_live(const DenoiseOptions& o) {
                   final ? "" : "live ", st.captured / double(rate), to_db(st.input_rms), st.rtf,
                   (unsigned long long)st.xruns(), (unsigned long long)st.dropped_blocks,
                   (unsigned long long)st.underruns, (unsigned long long)st.device_xruns,
-                  measured >= 0 ? measured : lookahead_ms + buffer_ms + device_ms,
+                  measured >= 0 ? measured : model_ms + buffer_ms + device_ms,
                   measured >= 0 ? " (measured)" : " (reported)");
     if (tty && !final)
       std::fprintf(stderr, "\r%s\x1b[K", line);

@@ -19,10 +19,12 @@ void add_info_command(CLI::App& app) {
     std::printf("parameters:        %zu (%.1f KB as float32)\n", model.num_params(), model.num_params() * 4 / 1024.0);
     const size_t state = model_state_size(c);
     std::printf("state per stream:  %zu floats (%.1f KB)\n", state, state * 4 / 1024.0);
-    const double flops = model_flops_per_step(c);
+    const double flops = model_flops_per_step(c) / c.frame;
     std::printf("cost per sample:   %.0f FLOPs (%.1f MFLOP/s at %d Hz)\n", flops, flops * c.sample_rate / 1e6,
                 c.sample_rate);
-    std::printf("lookahead:         %d samples (%.2f ms)\n", c.lookahead, 1e3 * c.lookahead / c.sample_rate);
+    std::printf("samples per step:  %d\n", c.frame);
+    std::printf("latency:           %d samples (%.2f ms): lookahead %d + frame wait %d\n", c.latency(),
+                1e3 * c.latency() / c.sample_rate, c.lookahead, c.frame - 1);
   });
 }
 

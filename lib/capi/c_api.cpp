@@ -63,7 +63,7 @@ int ssm_denoiser_frame_size(const ssm_denoiser* st) { return st ? kFrameSize : -
 
 int ssm_denoiser_sample_rate(const ssm_denoiser* st) { return st ? st->model.config().sample_rate : -1; }
 
-int ssm_denoiser_latency(const ssm_denoiser* st) { return st ? st->model.config().lookahead : -1; }
+int ssm_denoiser_latency(const ssm_denoiser* st) { return st ? st->model.config().latency() : -1; }
 
 int ssm_denoiser_process(ssm_denoiser* st, float* out, const float* in, int n) {
   if (!st || n < 0 || (n > 0 && (!out || !in))) {

@@ -48,7 +48,7 @@ struct ModelGraphCuda::Impl {
   std::vector<LayerOffsets> off;
   std::vector<LayerActsCuda> acts;
   Buf h_last, rstd_f, hn;  // (R, D), (R), (R, D)
-  Buf in_saved;            // (R, in_channels)
+  Buf in_saved;            // (R, frame * in_channels)
   Buf wide;                // (R, F) in_proj output / its gradient
   Buf act;                 // (R, Cc) SiLU(conv) / its gradient
   // Backward scratch, reused by every layer.
@@ -92,8 +92,11 @@ struct ModelGraphCuda::Impl {
     require(B_ >= 1 && T_ >= 1, "model forward (cuda): batch and time must be >= 1");
     require(static_cast<size_t>(B_) * T_ <= static_cast<size_t>(INT32_MAX) / 4,
             "model forward (cuda): batch * time too large");
+    require(T_ % cfg.frame == 0, "model forward (cuda): " + std::to_string(T_) +
+                                     " samples are not a whole number of " + std::to_string(cfg.frame) +
+                                     "-sample frames");
     B = B_;
-    T = T_;
+    T = T_ / cfg.frame;  // time steps; (B, T_, C) samples are (B, T, frame * C) in memory
     Q = chunk > 0 ? chunk : cfg.chunk;
     const size_t R = rows();
     const int D = cfg.d_model;
@@ -102,10 +105,10 @@ struct ModelGraphCuda::Impl {
       ssd_cuda_check_dims(d, Q);
       ssd_ws.grow(std::max(ssd_chunked_forward_cuda_workspace(d, Q), ssd_chunked_backward_cuda_workspace(d, Q)));
     }
-    cuda_check(cudaMemcpyAsync(in_saved.grow(R * cfg.in_channels), in, sizeof(float) * R * cfg.in_channels,
+    cuda_check(cudaMemcpyAsync(in_saved.grow(R * cfg.step_in()), in, sizeof(float) * R * cfg.step_in(),
                                cudaMemcpyDeviceToDevice, stream),
                "model forward (cuda): copy of the input");
-    linear_forward_cuda(blas, acts[0].u.grow(R * D), in, P + enc_w, P + enc_b, Ri(), cfg.in_channels, D, stream);
+    linear_forward_cuda(blas, acts[0].u.grow(R * D), in, P + enc_w, P + enc_b, Ri(), cfg.step_in(), D, stream);
     for (int l = 0; l < cfg.n_layers; ++l) {
       float* u_next = l + 1 < cfg.n_layers ? acts[l + 1].u.grow(R * D) : h_last.grow(R * D);
       if (cfg.block == BlockKind::Mamba2)
@@ -115,7 +118,7 @@ struct ModelGraphCuda::Impl {
     }
     rmsnorm_forward_cuda(hn.grow(R * D), rstd_f.grow(R), h_last.data(), P + norm_f, Ri(), D,
                          static_cast<float>(cfg.norm_eps), stream);
-    linear_forward_cuda(blas, out, hn.data(), P + head_w, P + head_b, Ri(), D, cfg.out_channels, stream);
+    linear_forward_cuda(blas, out, hn.data(), P + head_w, P + head_b, Ri(), D, cfg.step_out(), stream);
   }
 
   void mamba2_forward(LayerActsCuda& a, const LayerOffsets& o, const float* P, float* u_next) {
@@ -174,7 +177,7 @@ struct ModelGraphCuda::Impl {
     dh.grow(R * D);
     dh_prev.grow(R * D);
     linear_backward_cuda(blas, dhn.grow(R * D), dP + head_w, dP + head_b, dout, hn.data(), P + head_w, Ri(), D,
-                         cfg.out_channels, stream);
+                         cfg.step_out(), stream);
     rmsnorm_backward_cuda(dh.data(), dP + norm_f, dhn.data(), rstd_f.data(), h_last.data(), P + norm_f, Ri(), D,
                           stream);
     for (int l = cfg.n_layers - 1; l >= 0; --l) {
@@ -185,7 +188,7 @@ struct ModelGraphCuda::Impl {
       std::swap(dh, dh_prev);
     }
     linear_backward_cuda(blas, din, dP + enc_w, dP + enc_b, dh.data(), in_saved.data(), P + enc_w, Ri(),
-                         cfg.in_channels, D, stream);
+                         cfg.step_in(), D, stream);
   }
 
   void mamba2_backward(float* du, LayerActsCuda& a, const LayerOffsets& o, const float* P, float* dP,

@@ -76,6 +76,7 @@ Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
   require(c.in_channels == 1 && c.out_channels == 1,
           "forecaster: the model must have in_channels = out_channels = 1 (got " + std::to_string(c.in_channels) +
               " and " + std::to_string(c.out_channels) + ")");
+  require(c.frame == 1, "forecaster: the model must take one value per step (got frame " + std::to_string(c.frame) + ")");
   require(c.d_model <= kMaxWidth, "forecaster: d_model must be <= " + std::to_string(kMaxWidth));
   require(c.inner() <= kMaxInner, "forecaster: expand * d_model must be <= " + std::to_string(kMaxInner));
   require(c.n_groups * c.d_state <= kMaxGroupState,

@@ -1,5 +1,6 @@
 #include "ssm/model_config.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -32,6 +33,10 @@ void ModelConfig::validate() const {
   positive(sample_rate, "sample_rate");
   require(dt_rank >= 0, "model config: 'dt_rank' must be >= 0 (0 = ceil(d_model / 16))");
   require(lookahead >= 0, "model config: 'lookahead' must be >= 0");
+  positive(frame, "frame");
+  require(frame <= 4096, "model config: 'frame' must be <= 4096 samples");
+  require(int64_t{frame} * std::max(in_channels, out_channels) <= (int64_t{1} << 24),
+          "model config: frame * channels is beyond what this library supports");
   require(d_model <= 65536 && n_layers <= 1024 && expand <= 64 && d_state <= 4096 && d_conv <= 64,
           "model config: sizes are beyond what this library supports");
   // B and C add 2 * G * N channels to the conv and rows to in_proj, counted
@@ -75,7 +80,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   if (!j.is_object()) fail(source + ": model config must be a JSON object");
   static const char* known[] = {"block",     "d_model",     "n_layers",     "expand",      "head_dim",
                                 "d_state",   "d_conv",      "n_groups",     "dt_rank",     "chunk",
-                                "in_channels", "out_channels", "sample_rate", "lookahead", "dt_min",
+                                "in_channels", "out_channels", "sample_rate", "lookahead", "frame", "dt_min",
                                 "dt_max",    "dt_init_floor", "norm_eps"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
@@ -106,6 +111,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   read_field(j, "out_channels", c.out_channels, source);
   read_field(j, "sample_rate", c.sample_rate, source);
   read_field(j, "lookahead", c.lookahead, source);
+  read_field(j, "frame", c.frame, source);
   read_field(j, "dt_min", c.dt_min, source);
   read_field(j, "dt_max", c.dt_max, source);
   read_field(j, "dt_init_floor", c.dt_init_floor, source);
@@ -143,7 +149,7 @@ ModelConfig ModelConfig::from_file(const std::string& path) {
 }
 
 nlohmann::json ModelConfig::to_json() const {
-  return nlohmann::json{{"block", block_kind_name(block)},
+  nlohmann::json j{{"block", block_kind_name(block)},
                         {"d_model", d_model},
                         {"n_layers", n_layers},
                         {"expand", expand},
@@ -161,6 +167,10 @@ nlohmann::json ModelConfig::to_json() const {
                         {"dt_max", dt_max},
                         {"dt_init_floor", dt_init_floor},
                         {"norm_eps", norm_eps}};
+  // Written only when it is not the default, so that configs and checkpoints
+  // of sample-by-sample models stay as they were before frames existed.
+  if (frame != 1) j["frame"] = frame;
+  return j;
 }
 
 std::string ModelConfig::to_json_text() const { return to_json().dump(2); }

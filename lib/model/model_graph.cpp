@@ -58,7 +58,7 @@ struct ModelGraph<Real>::Impl {
   std::vector<LayerOffsets> off;
   std::vector<LayerActs<Real>> acts;
   std::vector<Real> h_last, rstd_f, hn;  // (R, D), (R), (R, D)
-  std::vector<Real> in_saved;             // (R, in_channels)
+  std::vector<Real> in_saved;             // (R, frame * in_channels)
   std::vector<Real> scratch_a, scratch_b, scratch_c, scratch_d;
   int B = 0, T = 0, Q = 0;
   bool had_state = false;
@@ -119,17 +119,19 @@ template <typename Real>
 void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, int B_, int T_, const Real* state,
                                      Real* next_state, int chunk) {
   require(B_ >= 1 && T_ >= 1, "model forward: batch and time must be >= 1");
+  require(T_ % cfg.frame == 0, "model forward: " + std::to_string(T_) + " samples are not a whole number of " +
+                                   std::to_string(cfg.frame) + "-sample frames");
   B = B_;
-  T = T_;
+  T = T_ / cfg.frame;  // time steps; (B, T_, C) samples are (B, T, frame * C) in memory
   Q = chunk > 0 ? chunk : cfg.chunk;
   had_state = state != nullptr;
   const size_t R = static_cast<size_t>(B) * T;
   const int D = cfg.d_model;
-  in_saved.assign(in, in + R * cfg.in_channels);
+  in_saved.assign(in, in + R * cfg.step_in());
   // Encoder into the first layer's input.
   LayerActs<Real>& a0 = acts[0];
   grow(a0.u, R * D);
-  linear_forward(a0.u.data(), in, P + enc_w, P + enc_b, static_cast<int>(R), cfg.in_channels, D);
+  linear_forward(a0.u.data(), in, P + enc_w, P + enc_b, static_cast<int>(R), cfg.step_in(), D);
   // State layout: per layer, a (B, K-1, Cc) conv tail then a (B, E, N) SSM state.
   const size_t tail_n = static_cast<size_t>(B) * (cfg.d_conv - 1) * cfg.conv_channels();
   const size_t layer_n = tail_n + static_cast<size_t>(B) * cfg.inner() * cfg.d_state;
@@ -153,7 +155,7 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   grow(hn, R * D);
   rmsnorm_forward(hn.data(), rstd_f.data(), h_last.data(), P + norm_f, static_cast<int>(R), D,
                   cfg.norm_eps);
-  linear_forward(out, hn.data(), P + head_w, P + head_b, static_cast<int>(R), D, cfg.out_channels);
+  linear_forward(out, hn.data(), P + head_w, P + head_b, static_cast<int>(R), D, cfg.step_out());
 }
 
 template <typename Real>
@@ -252,7 +254,7 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   const int D = cfg.d_model;
   std::vector<Real> dh(R * D), dh_prev(R * D), dhn(R * D);  // (R, D)
   linear_backward(dhn.data(), dP + head_w, dP + head_b, dout, hn.data(), P + head_w, static_cast<int>(R), D,
-                  cfg.out_channels);
+                  cfg.step_out());
   rmsnorm_backward(dh.data(), dP + norm_f, dhn.data(), rstd_f.data(), h_last.data(), P + norm_f,
                    static_cast<int>(R), D);
   for (int l = cfg.n_layers - 1; l >= 0; --l) {
@@ -265,11 +267,11 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   std::vector<Real> din_local;
   Real* din_ptr = din;
   if (!din_ptr) {
-    din_local.resize(R * cfg.in_channels);
+    din_local.resize(R * cfg.step_in());
     din_ptr = din_local.data();
   }
   linear_backward(din_ptr, dP + enc_w, dP + enc_b, dh.data(), in_saved.data(), P + enc_w, static_cast<int>(R),
-                  cfg.in_channels, D);
+                  cfg.step_in(), D);
 }
 
 template <typename Real>

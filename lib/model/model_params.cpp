@@ -18,7 +18,7 @@ ParamTable model_param_table(const ModelConfig& cfg) {
   const int64_t D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv;
   const int64_t Cc = cfg.conv_channels();
   ParamTable t;
-  t.add({"encoder.weight", {D, cfg.in_channels}, 1.0f});
+  t.add({"encoder.weight", {D, cfg.step_in()}, 1.0f});
   t.add({"encoder.bias", {D}, 0.0f});
   for (int i = 0; i < cfg.n_layers; ++i) {
     const std::string p = layer_prefix(i);
@@ -46,8 +46,8 @@ ParamTable model_param_table(const ModelConfig& cfg) {
     t.add({p + "mixer.out_proj.weight", {D, E}, 1.0f});
   }
   t.add({"norm_f.weight", {D}, 0.0f});
-  t.add({"head.weight", {cfg.out_channels, D}, 1.0f});
-  t.add({"head.bias", {cfg.out_channels}, 0.0f});
+  t.add({"head.weight", {cfg.step_out(), D}, 1.0f});
+  t.add({"head.bias", {cfg.step_out()}, 0.0f});
   return t;
 }
 
@@ -127,7 +127,7 @@ double model_flops_per_step(const ModelConfig& cfg) {
     per_layer += E * N * 6 + 6 * E;                // exp per (e, n), update, readout, gate
   }
   per_layer += 2 * E * D + D;  // out_proj + residual
-  return cfg.n_layers * per_layer + 2 * cfg.in_channels * D + 4 * D + 2 * D * cfg.out_channels;
+  return cfg.n_layers * per_layer + 2.0 * cfg.step_in() * D + 4 * D + 2.0 * D * cfg.step_out();
 }
 
 Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)), params_(model_param_table(cfg_)) {}

@@ -26,6 +26,12 @@ struct Stream::Impl {
   int max_block;
   size_t layer_state, tail_size;
   std::vector<float> state;  // per layer: conv tail (K-1, Cc), then SSM state (E, N) = (H, P, N)
+  // Frames (F = cfg.frame > 1): input samples gather until a frame is whole;
+  // the frame's outputs are handed out one per input sample after it.
+  int fill = 0;                   // samples of the current frame received
+  std::vector<float> frame_in;    // (F, in_channels)  the frame being gathered
+  std::vector<float> frame_out;   // (F, out_channels) the last frame's output
+  std::vector<float> block_out;   // (max_block, F * out_channels) whole frames at once
   // Scratch for one block of up to max_block rows.
   std::vector<float> h;      // (n, D) residual stream
   std::vector<float> un;     // (n, D)
@@ -50,6 +56,11 @@ struct Stream::Impl {
     tail_size = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
     layer_state = tail_size + static_cast<size_t>(cfg.inner()) * cfg.d_state;
     state.assign(model_state_size(cfg), 0.0f);
+    if (cfg.frame > 1) {
+      frame_in.assign(static_cast<size_t>(cfg.step_in()), 0.0f);
+      frame_out.assign(static_cast<size_t>(cfg.step_out()), 0.0f);
+      block_out.assign(static_cast<size_t>(max_block) * cfg.step_out(), 0.0f);
+    }
     const size_t n = max_block, D = cfg.d_model, E = cfg.inner(), N = cfg.d_state;
     const size_t F = cfg.block == BlockKind::Mamba2 ? 2 * E + 2 * cfg.n_groups * N + cfg.heads() : 2 * E;
     h.resize(n * D);
@@ -66,6 +77,8 @@ struct Stream::Impl {
   }
 
   void block(const float* in, float* out, int n);
+  void process_frames(const float* in, float* out, size_t n);
+  size_t snapshot_floats() const { return state.size() + (cfg.frame > 1 ? frame_in.size() + frame_out.size() + 1 : 0); }
   void mamba2_layer(const LayerOffsets& L, float* st, int n);
   void mamba1_layer(const LayerOffsets& L, float* st, int n);
 };
@@ -125,7 +138,7 @@ void Stream::Impl::mamba1_layer(const LayerOffsets& L, float* st, int n) {
 
 void Stream::Impl::block(const float* in, float* out, int n) {
   const int D = cfg.d_model;
-  linear_forward(h.data(), in, P + enc_w, P + enc_b, n, cfg.in_channels, D);
+  linear_forward(h.data(), in, P + enc_w, P + enc_b, n, cfg.step_in(), D);
   for (int l = 0; l < cfg.n_layers; ++l) {
     float* st = state.data() + l * layer_state;
     if (cfg.block == BlockKind::Mamba2)
@@ -134,7 +147,37 @@ void Stream::Impl::block(const float* in, float* out, int n) {
       mamba1_layer(off[l], st, n);
   }
   rmsnorm_forward(un.data(), rstd.data(), h.data(), P + norm_f, n, D, cfg.norm_eps);
-  linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.out_channels);
+  linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.step_out());
+}
+
+// out[t] is frame output sample t - (F - 1): the samples of a frame come out
+// during the F - 1 inputs after it, plus the first as the frame completes.
+void Stream::Impl::process_frames(const float* in, float* out, size_t n) {
+  const size_t F = cfg.frame, ci = cfg.in_channels, co = cfg.out_channels;
+  const size_t lag = (F - 1) * co;  // output values held back from the last frame
+  size_t t = 0;
+  while (t < n) {
+    if (fill == 0 && n - t >= F) {
+      // Whole frames straight from the input, as one block of rows.
+      const size_t m = std::min((n - t) / F, static_cast<size_t>(max_block));
+      block(in + t * ci, block_out.data(), static_cast<int>(m));
+      std::copy(frame_out.begin() + co, frame_out.end(), out + t * co);
+      std::copy(block_out.begin(), block_out.begin() + (m * F * co - lag), out + t * co + lag);
+      std::copy(block_out.begin() + (m - 1) * F * co, block_out.begin() + m * F * co, frame_out.begin());
+      t += m * F;
+      continue;
+    }
+    std::copy(in + t * ci, in + (t + 1) * ci, frame_in.begin() + fill * ci);
+    if (fill + 1 == static_cast<int>(F)) {
+      block(frame_in.data(), frame_out.data(), 1);
+      std::copy(frame_out.begin(), frame_out.begin() + co, out + t * co);
+      fill = 0;
+    } else {
+      ++fill;
+      std::copy(frame_out.begin() + fill * co, frame_out.begin() + (fill + 1) * co, out + t * co);
+    }
+    ++t;
+  }
 }
 
 Stream::Stream(const Model& model, int max_block) : impl_(std::make_unique<Impl>(model, std::max(1, max_block))) {}
@@ -147,6 +190,7 @@ void Stream::process(const float* in, float* out, size_t n) {
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);
   const int ci = s.cfg.in_channels, co = s.cfg.out_channels;
+  if (s.cfg.frame > 1) s.process_frames(in, out, n), n = 0;
   while (n > 0) {
     const int m = static_cast<int>(std::min<size_t>(n, s.max_block));
     s.block(in, out, m);
@@ -157,7 +201,15 @@ void Stream::process(const float* in, float* out, size_t n) {
   omp_set_num_threads(threads);
 }
 
-void Stream::reset() { std::fill(impl_->state.begin(), impl_->state.end(), 0.0f); }
+void Stream::reset() {
+  Impl& s = *impl_;
+  std::fill(s.state.begin(), s.state.end(), 0.0f);
+  std::fill(s.frame_in.begin(), s.frame_in.end(), 0.0f);
+  std::fill(s.frame_out.begin(), s.frame_out.end(), 0.0f);
+  s.fill = 0;
+}
+
+int Stream::latency() const { return impl_->cfg.latency(); }
 
 size_t Stream::state_size() const { return impl_->state.size(); }
 
@@ -174,14 +226,23 @@ uint64_t config_fingerprint(const ModelConfig& cfg) {
 
 }  // namespace
 
-// Layout: magic (8) | config fingerprint (8) | count n (8) | n floats.
+// Layout: magic (8) | config fingerprint (8) | count n (8) | n floats: the
+// state, then with frames the partial input frame, the last frame's output
+// and the fill count.
 std::vector<uint8_t> Stream::snapshot() const {
-  const uint64_t n = impl_->state.size(), fp = config_fingerprint(impl_->cfg);
+  const Impl& s = *impl_;
+  const uint64_t n = s.snapshot_floats(), fp = config_fingerprint(s.cfg);
+  std::vector<float> values(s.state);  // (n)
+  if (s.cfg.frame > 1) {
+    values.insert(values.end(), s.frame_in.begin(), s.frame_in.end());
+    values.insert(values.end(), s.frame_out.begin(), s.frame_out.end());
+    values.push_back(static_cast<float>(s.fill));
+  }
   std::vector<uint8_t> bytes(sizeof(kSnapshotMagic) + 16 + n * sizeof(float));
   std::memcpy(bytes.data(), kSnapshotMagic, sizeof(kSnapshotMagic));
   std::memcpy(bytes.data() + 8, &fp, 8);
   std::memcpy(bytes.data() + 16, &n, 8);
-  std::memcpy(bytes.data() + 24, impl_->state.data(), n * sizeof(float));
+  std::memcpy(bytes.data() + 24, values.data(), n * sizeof(float));
   return bytes;
 }
 
@@ -193,13 +254,27 @@ void Stream::restore(const std::vector<uint8_t>& bytes) {
   std::memcpy(&fp, bytes.data() + 8, 8);
   std::memcpy(&n, bytes.data() + 16, 8);
   require(fp == config_fingerprint(impl_->cfg), "stream snapshot: taken from a model with a different config");
-  require(n == impl_->state.size(), "stream snapshot: holds " + std::to_string(n) +
-                                        " state values, this model needs " + std::to_string(impl_->state.size()));
+  Impl& s = *impl_;
+  require(n == s.snapshot_floats(), "stream snapshot: holds " + std::to_string(n) +
+                                        " state values, this model needs " + std::to_string(s.snapshot_floats()));
   require(bytes.size() == head + n * sizeof(float), "stream snapshot: size does not match its header");
   std::vector<float> values(n);  // (state_size)
   std::memcpy(values.data(), bytes.data() + head, n * sizeof(float));
   for (size_t i = 0; i < n; ++i) require(std::isfinite(values[i]), "stream snapshot: non-finite state value");
-  impl_->state = std::move(values);
+  int fill = 0;
+  if (s.cfg.frame > 1) {
+    const float f = values.back();
+    require(f >= 0 && f < static_cast<float>(s.cfg.frame) && f == std::floor(f),
+            "stream snapshot: the frame fill count is not a whole number below the frame size");
+    fill = static_cast<int>(f);
+  }
+  auto it = values.begin();
+  std::copy(it, it + s.state.size(), s.state.begin());
+  it += s.state.size();
+  std::copy(it, it + s.frame_in.size(), s.frame_in.begin());
+  it += s.frame_in.size();
+  std::copy(it, it + s.frame_out.size(), s.frame_out.begin());
+  s.fill = fill;
 }
 
 }  // namespace ssm

@@ -503,7 +503,8 @@ ValidationMetrics validate_denoiser(const Model& model, const std::vector<Valida
 #pragma omp for schedule(dynamic, 1)
     for (size_t i = 0; i < items.size(); ++i) {
       const ValidationItem& it = items[i];
-      const int n = static_cast<int>(it.noisy.size());
+      // Whole frames only: the model reads a frame at a time.
+      const int n = static_cast<int>(it.noisy.size() - it.noisy.size() % mc.frame);
       if (n - d < 1) continue;
       out.resize(n);
       graph.forward(out.data(), it.noisy.data(), model.params().data(), 1, n);

@@ -37,8 +37,8 @@ size_t DenoiseProcessor::flush(float* out, size_t cap) {
   return up_.process(m_out_.data(), m, out, cap, true);
 }
 
-double DenoiseProcessor::lookahead_frames() const {
-  return model_.config().lookahead * static_cast<double>(device_rate_) / model_.config().sample_rate;
+double DenoiseProcessor::model_latency_frames() const {
+  return model_.config().latency() * static_cast<double>(device_rate_) / model_.config().sample_rate;
 }
 
 Pipeline::Pipeline(BlockProcessor& proc, const PipelineOptions& o, Sink* tap)

@@ -31,7 +31,8 @@ int ssm_denoiser_frame_size(const ssm_denoiser* st);
 /* The rate (Hz) the samples must have. */
 int ssm_denoiser_sample_rate(const ssm_denoiser* st);
 
-/* The model's lookahead in samples: out[t] estimates the clean in[t - latency]. */
+/* The model's latency in samples (lookahead + frame wait): out[t] estimates
+   the clean in[t - latency]. */
 int ssm_denoiser_latency(const ssm_denoiser* st);
 
 /* Denoises n mono samples: out[0..n) from in[0..n), continuing from the state

@@ -70,7 +70,8 @@ class ModelGraph {
   ModelGraph(ModelGraph&&) noexcept;
   ModelGraph& operator=(ModelGraph&&) noexcept;
 
-  // out (B, T, out_channels) from in (B, T, in_channels). With `state`
+  // out (B, T, out_channels) from in (B, T, in_channels); T counts samples
+  // and must be a multiple of the config's frame (T / frame steps). With `state`
   // (per layer: conv tails (B, K-1, Cc), then SSM states (B, E, N); in all
   // B * model_state_size floats) the sequence continues
   // from it and `next_state` receives the state after the last step; either
@@ -99,13 +100,18 @@ class Stream {
   ~Stream();
   Stream(Stream&&) noexcept;
 
-  // in (n, in_channels) -> out (n, out_channels), any n >= 0.
+  // in (n, in_channels) -> out (n, out_channels), any n >= 0. With frame F > 1
+  // the input gathers into frames and out[t] is the model's output for
+  // sample t - (F - 1) (zeros before the first frame completes).
   void process(const float* in, float* out, size_t n);
   void reset();
+  // Samples from an input to its output, frame wait and lookahead included.
+  int latency() const;
 
   size_t state_size() const;  // floats
-  // The state as bytes (a small header + the floats); restore() checks the
-  // header against this model and names what differs.
+  // The state as bytes (a small header + the floats, and with frames the
+  // partial input frame and pending outputs); restore() checks the header
+  // against this model and names what differs.
   std::vector<uint8_t> snapshot() const;
   void restore(const std::vector<uint8_t>& bytes);
 

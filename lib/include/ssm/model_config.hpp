@@ -25,6 +25,12 @@ struct ModelConfig {
   int out_channels = 1;   // values per time step out
   int sample_rate = 16000;
   int lookahead = 0;      // samples: output at t estimates the target at t - lookahead
+  // Samples per time step (F): the model reads F consecutive samples of each
+  // input channel at once and writes F samples of each output channel, so a
+  // sequence of T samples is T / F steps. F > 1 gives an audio model a learned
+  // filterbank at 1/F of the per-sample cost; streaming it delays the output
+  // by F - 1 samples (latency()).
+  int frame = 1;
   double dt_min = 0.001;  // dt initialisation range
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
@@ -34,6 +40,11 @@ struct ModelConfig {
   int heads() const { return inner() / head_dim; }             // H
   int conv_channels() const;                                   // channels of the depthwise conv
   int rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
+  int step_in() const { return frame * in_channels; }    // values read per time step
+  int step_out() const { return frame * out_channels; }  // values written per time step
+  // Samples from an input sample to the streamed output that estimates it:
+  // the lookahead plus the wait for the rest of its frame.
+  int latency() const { return lookahead + frame - 1; }
 
   // Throws ssm::Error naming the field when a value is out of range or
   // inconsistent (e.g. E not a multiple of P, H not a multiple of G).

@@ -48,8 +48,8 @@ class BlockProcessor {
 };
 
 // The denoiser as a processor: device rate -> model rate -> Stream -> device
-// rate. The model's lookahead is not removed here (a live stream cannot look
-// ahead): it adds lookahead_frames() of latency.
+// rate. The model's latency (its lookahead and frame wait) is not removed
+// here (a live stream cannot look ahead): it adds model_latency_frames().
 class DenoiseProcessor : public BlockProcessor {
  public:
   DenoiseProcessor(const Model& model, int device_rate, size_t max_block,
@@ -58,7 +58,7 @@ class DenoiseProcessor : public BlockProcessor {
   size_t process(const float* in, size_t n, float* out) override;
   size_t flush(float* out, size_t cap) override;
   size_t holdback() const override { return holdback_; }
-  double lookahead_frames() const;  // the model's lookahead at the device rate
+  double model_latency_frames() const;  // the model's latency at the device rate
 
  private:
   const Model& model_;

@@ -1,0 +1,161 @@
+// Models that read frames of F samples per step: gradients by finite
+// differences, equality with the same network fed (T / F, F) rows by hand,
+// the streamed output as the whole-sequence output delayed by F - 1 samples
+// (per sample, random blocks, snapshots taken mid-frame), and config checks.
+#include <random>
+
+#include "ssm/common.hpp"
+#include "ssm/model.hpp"
+#include "model_fixtures.hpp"
+#include "testing.hpp"
+
+using ssm::BlockKind;
+using ssm::Model;
+using ssm::ModelConfig;
+using ssm::ModelGraph;
+using ssm::testing::random_vector;
+using ssm::testing::rel_error;
+
+namespace {
+
+ModelConfig framed_config(BlockKind kind, int frame) {
+  ModelConfig c = ssm::testing::small_model_config(kind, 8);
+  c.frame = frame;
+  return c;
+}
+
+class FramesByKind : public ::testing::TestWithParam<BlockKind> {};
+
+}  // namespace
+
+TEST_P(FramesByKind, GradientsMatchFiniteDifferences) {
+  ModelConfig cfg = framed_config(GetParam(), 3);
+  cfg.d_model = 6;
+  cfg.head_dim = 4;
+  cfg.d_state = 3;
+  cfg.in_channels = 2;
+  cfg.out_channels = 2;
+  Model m(cfg);
+  m.init(21);
+  // 5 steps of 3 samples, 2 channels each. Per tensor looser: A_log of a
+  // 3-state Mamba-1 model is tiny.
+  ssm::testing::expect_gradients_match_finite_differences(m, 2, 15, 22, 1e-4);
+}
+
+// A frame of F mono samples is the row of an F-channel model: same weights,
+// same numbers.
+TEST_P(FramesByKind, FrameIsARowOfChannels) {
+  const int F = 4, B = 2, T = 64;
+  const ModelConfig framed = framed_config(GetParam(), F);
+  ModelConfig wide = framed_config(GetParam(), 1);
+  wide.in_channels = wide.out_channels = F;
+  Model a(framed), b(wide);
+  a.init(5);
+  ASSERT_EQ(a.params().size(), b.params().size());
+  std::copy(a.params().data(), a.params().data() + a.params().size(), b.params().data());
+  auto in = random_vector<float>(static_cast<size_t>(B) * T, 6);
+  std::vector<float> ya(in.size()), yb(in.size());
+  ModelGraph<float>(framed, a.table()).forward(ya.data(), in.data(), a.params().data(), B, T);
+  ModelGraph<float>(wide, b.table()).forward(yb.data(), in.data(), b.params().data(), B, T / F);
+  EXPECT_EQ(ya, yb);
+}
+
+TEST_P(FramesByKind, StreamIsTheSequenceDelayedByTheFrameWait) {
+  const int F = 5, T = 600;  // 120 frames
+  ModelConfig cfg = framed_config(GetParam(), F);
+  cfg.lookahead = 2;
+  Model m(cfg);
+  m.init(7);
+  auto in = random_vector<float>(T, 8);
+  // fp64 whole-sequence reference, aligned to the frames.
+  std::vector<double> P(m.params().data(), m.params().data() + m.params().size());
+  auto ind = ssm::testing::cast_vector<double>(in);
+  std::vector<double> ref(T);
+  ModelGraph<double>(cfg, m.table()).forward(ref.data(), ind.data(), P.data(), 1, T);
+  // Streamed: out[t] = ref[t - (F - 1)], zeros before.
+  std::vector<double> delayed(T, 0.0);
+  std::copy(ref.begin(), ref.end() - (F - 1), delayed.begin() + (F - 1));
+  ssm::Stream one(m, 1);
+  EXPECT_EQ(one.latency(), cfg.lookahead + F - 1);
+  std::vector<float> o1(T);
+  for (int t = 0; t < T; ++t) one.process(&in[t], &o1[t], 1);
+  for (int t = 0; t < F - 1; ++t) ASSERT_EQ(o1[t], 0.0f) << t;
+  EXPECT_LT(rel_error(o1, delayed), 1e-5);
+  // Random blocks, straddling frames, some longer than the stream's max block.
+  ssm::Stream blocks(m, 16);
+  std::vector<float> o2(T);
+  std::mt19937 rng(9);
+  for (int t = 0; t < T;) {
+    const int n = std::min(T - t, static_cast<int>(rng() % 130) + 1);
+    blocks.process(&in[t], &o2[t], n);
+    t += n;
+  }
+  EXPECT_LT(rel_error(o2, delayed), 1e-5);
+}
+
+TEST_P(FramesByKind, SnapshotMidFrameContinuesExactly) {
+  const int F = 8, T = 400;
+  Model m(framed_config(GetParam(), F));
+  m.init(10);
+  auto in = random_vector<float>(T, 11);
+  const int cut = 203;  // 25 frames and 3 samples into the next
+  ssm::Stream a(m, 32), b(m, 32);
+  std::vector<float> oa(T), ob(T);
+  a.process(in.data(), oa.data(), cut);
+  a.process(in.data() + cut, oa.data() + cut, T - cut);
+  b.process(in.data(), ob.data(), cut);
+  const auto snap = b.snapshot();
+  ssm::Stream c(m, 32);
+  c.restore(snap);
+  c.process(in.data() + cut, ob.data() + cut, T - cut);
+  for (int t = 0; t < T; ++t) ASSERT_EQ(oa[t], ob[t]) << t;
+  // A reset forgets the partial frame too.
+  c.reset();
+  std::vector<float> oc(T);
+  c.process(in.data(), oc.data(), cut);
+  c.process(in.data() + cut, oc.data() + cut, T - cut);
+  for (int t = 0; t < T; ++t) ASSERT_EQ(oa[t], oc[t]) << t;
+  // A snapshot of a sample-by-sample model does not restore into a framed one.
+  Model plain(framed_config(GetParam(), 1));
+  plain.init(10);
+  ssm::Stream p(plain);
+  EXPECT_THROW(c.restore(p.snapshot()), ssm::Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Blocks, FramesByKind, ::testing::Values(BlockKind::Mamba2, BlockKind::Mamba1),
+                         [](const auto& info) { return std::string(ssm::block_kind_name(info.param)); });
+
+TEST(ModelFrames, PartialFrameIsAnErrorNamingTheSizes) {
+  const ModelConfig cfg = framed_config(BlockKind::Mamba2, 16);
+  Model m(cfg);
+  m.init(1);
+  std::vector<float> in(100), out(100);
+  ModelGraph<float> g(cfg, m.table());
+  try {
+    g.forward(out.data(), in.data(), m.params().data(), 1, 100);
+    FAIL() << "no error for 100 samples in 16-sample frames";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("100 samples are not a whole number of 16-sample frames"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ModelFrames, ConfigRoundTripAndChecks) {
+  ModelConfig c = framed_config(BlockKind::Mamba2, 16);
+  EXPECT_EQ(c.step_in(), 16);
+  EXPECT_EQ(c.latency(), 15);
+  const std::string text = c.to_json_text();
+  EXPECT_NE(text.find("\"frame\": 16"), std::string::npos) << text;
+  EXPECT_EQ(ModelConfig::from_json_text(text, "t").frame, 16);
+  // The default is not written, so older configs and checkpoints read the same.
+  c.frame = 1;
+  EXPECT_EQ(c.to_json_text().find("frame"), std::string::npos);
+  EXPECT_THROW(ModelConfig::from_json_text(R"({"frame": 0})", "t"), ssm::Error);
+  EXPECT_THROW(ModelConfig::from_json_text(R"({"frame": 5000})", "t"), ssm::Error);
+  EXPECT_THROW(ModelConfig::from_json_text(R"({"frame": 1.5})", "t"), ssm::Error);
+  // The encoder and head read and write whole frames.
+  Model m(framed_config(BlockKind::Mamba2, 16));
+  EXPECT_EQ(m.table().shape("encoder.weight"), (std::vector<int64_t>{16, 16}));
+  EXPECT_EQ(m.table().shape("head.weight"), (std::vector<int64_t>{16, 16}));
+}
