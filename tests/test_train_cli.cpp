@@ -287,6 +287,11 @@ TEST(TrainConfig, EachErrorNamesTheKey) {
       {[](json& j) { j["output"]["log_every"] = 0; }, {"'output.log_every' must be >= 1"}},
       {[](json& j) { j["model"]["in_channels"] = 2; }, {"in_channels = out_channels = 1"}},
       {[](json& j) { j["model"]["head_dim"] = 5; }, {"head_dim"}},
+      {[](json& j) {
+         j["model"]["frame"] = 48;
+         j["training"]["segment"] = 1000;
+       },
+       {"'training.segment' must be a multiple of the model's frame (48 samples), got 1000"}},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     json j = tiny_config("/data");
@@ -469,6 +474,38 @@ TEST_F(TrainCli, ResumeAfterStopAtGivesTheSameWeights) {
   const Result done = run_ssm(train_args(cfg2, "--resume"), dir / "");
   EXPECT_EQ(done.code, 0);
   EXPECT_NE(done.out.find("already finished"), std::string::npos) << done.out;
+}
+
+// Largest absolute difference between two models' parameters.
+float max_param_diff(const std::string& a, const std::string& b) {
+  const ssm::Model ma = ssm::Model::load(a), mb = ssm::Model::load(b);
+  float d = 0;
+  for (size_t i = 0; i < ma.params().size(); ++i) d = std::max(d, std::abs(ma.params().data()[i] - mb.params().data()[i]));
+  return d;
+}
+
+TEST_F(TrainCli, InitStartsFromGivenWeights) {
+  const Result a = run_ssm(train_args(config("first"), "--threads 1"), dir / "");
+  ASSERT_EQ(a.code, 0) << a.out << a.err;
+  const std::string trained = dir / "first/model.safetensors";
+  // One more step from the trained weights moves each parameter by at most
+  // the learning rate (0.01: --steps 1 shortens the warm-up to that step) and
+  // a little decay; one step from the seeded initialisation lands far from them.
+  const Result b = run_ssm(train_args(config("second"), "--threads 1 --steps 1 --init '" + trained + "'"), dir / "");
+  ASSERT_EQ(b.code, 0) << b.out << b.err;
+  EXPECT_NE(b.out.find("starting from the weights in " + trained), std::string::npos) << b.out;
+  EXPECT_LT(max_param_diff(dir / "second/model.safetensors", trained), 0.0105f);
+  const Result c = run_ssm(train_args(config("fresh"), "--threads 1 --steps 1"), dir / "");
+  ASSERT_EQ(c.code, 0) << c.out << c.err;
+  EXPECT_GT(max_param_diff(dir / "fresh/model.safetensors", trained), 0.03f);
+  // training.init in the config does the same; weights of another shape are refused.
+  const Result d = run_ssm(train_args(config("other", [&](json& j) {
+                             j["model"]["d_model"] = 16;
+                             j["training"]["init"] = trained;
+                           })),
+                           dir / "");
+  EXPECT_EQ(d.code, 1);
+  EXPECT_NE(d.err.find("training.init '" + trained + "': its model config differs"), std::string::npos) << d.err;
 }
 
 TEST_F(TrainCli, CtrlCSavesACheckpointAndResumeContinuesExactly) {

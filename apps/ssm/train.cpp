@@ -51,6 +51,7 @@ struct Options {
   int64_t stop_at = 0;   // 0 = run to the end
   int threads = -1;      // -1 = training.threads
   std::string device;    // empty = training.device
+  std::string init;      // empty = training.init
   bool resume = false;
 };
 
@@ -373,6 +374,17 @@ void open_output(const fs::path& out, const Checkpoints& checkpoints, bool resum
   write_file_atomic(out / "config.json", config_text + "\n");
 }
 
+// training.init: the run starts from these weights (a checkpoint, when
+// resuming, replaces them as it replaces the seeded initialisation).
+void start_from_weights(Model& model, const std::string& path) {
+  if (path.empty()) return;
+  const Model from = Model::load(path);
+  require(from.config().to_json_text() == model.config().to_json_text(),
+          "training.init '" + path + "': its model config differs from the one being trained");
+  std::copy(from.params().data(), from.params().data() + from.params().size(), model.params().data());
+  std::printf("starting from the weights in %s\n", path.c_str());
+}
+
 // With --resume, loads the newest checkpoint (if any) into `trainer`.
 void resume_from_newest(Trainer& trainer, const Checkpoints& checkpoints, const fs::path& out, bool resume) {
   if (!resume) return;
@@ -445,6 +457,7 @@ TrainConfig load_config(const Options& o) {
   }
   if (o.threads >= 0) cfg.training.threads = o.threads;
   if (!o.device.empty()) cfg.training.device = o.device;
+  if (!o.init.empty()) cfg.training.init = o.init;
   if (!o.out.empty()) cfg.output.dir = o.out;
   try {
     cfg.validate();
@@ -487,6 +500,7 @@ int run_sound(const Options& o) {
 
   Model model(cfg.model);
   model.init(cfg.training.seed);
+  start_from_weights(model, cfg.training.init);
   Trainer trainer(model, cfg.training);
   MetricsLog log(out);
   resume_from_newest(trainer, checkpoints, out, o.resume);
@@ -641,6 +655,7 @@ int run_series(const Options& o, json j) {
 
   StopSignals signals;
   model.init(cfg.training.seed);
+  start_from_weights(model, o.init.empty() ? cfg.training.init : o.init);
   std::string folders;
   for (const auto& f : d.folders) folders += (folders.empty() ? "" : ", ") + f;
   if (d.synthetic_fraction >= 1 || folders.empty())
@@ -736,6 +751,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", o.device, "cpu or cuda (overrides training.device)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--init", o.init, "start from these weights (.safetensors; overrides training.init)");
   cmd->add_flag("--resume", o.resume, "continue from the newest checkpoint in the output folder");
   cmd->add_option("--stop-at", o.stop_at, "stop after this step with a checkpoint, as if interrupted")
       ->check(CLI::PositiveNumber);

@@ -148,6 +148,9 @@ void TrainConfig::validate() const {
         "must have in_channels = out_channels = 1 to train on sound (got " + std::to_string(model.in_channels) +
             " and " + std::to_string(model.out_channels) + ")");
   training.validate();
+  check(training.segment % model.frame == 0, "training.segment",
+        "must be a multiple of the model's frame (" + std::to_string(model.frame) + " samples), got " +
+            std::to_string(training.segment));
   const auto& d = data;
   const auto& m = d.mixer;
   check(!d.speech.empty() || !d.pairs.empty(), "data", "needs 'speech' folders or 'pairs' (got neither)");
@@ -236,7 +239,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
   if (top.find("training")) {
     const Section s = top.sub("training", {"steps", "batch", "segment", "lr", "min_lr", "warmup", "weight_decay",
                                            "clip", "l1_weight", "l2_weight", "stft_weight", "sisdr_weight", "seed",
-                                           "threads", "device"});
+                                           "threads", "device", "init"});
     auto& t = c.training;
     s.get("steps", t.steps);
     s.get("batch", t.batch);
@@ -253,6 +256,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("seed", t.seed);
     s.get("threads", t.threads);
     s.get("device", t.device);
+    s.get("init", t.init);
   }
 
   if (!top.find("data")) fail(source + ": 'data' is missing (folders of speech and noise)");
@@ -361,7 +365,7 @@ json TrainConfig::to_json() const {
   const auto& m = d.mixer;
   const auto& v = validation;
   const auto& o = output;
-  return json{
+  json j{
       {"model", model.to_json()},
       {"training",
        {{"steps", t.steps},
@@ -421,6 +425,8 @@ json TrainConfig::to_json() const {
         {"keep_checkpoints", o.keep_checkpoints},
         {"plot", o.plot}}},
   };
+  if (!t.init.empty()) j["training"]["init"] = t.init;  // written only when used
+  return j;
 }
 
 std::string TrainConfig::to_json_text() const { return to_json().dump(2); }

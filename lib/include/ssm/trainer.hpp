@@ -28,6 +28,9 @@ struct TrainerConfig {
   uint64_t seed = 0;        // model init and data order
   int threads = 0;          // OpenMP threads (0 = all cores)
   std::string device = "cpu";  // "cpu" or "cuda" (the step on the GPU, ssm/cuda_train.hpp)
+  // Weights (.safetensors) to start from instead of the seeded initialisation,
+  // e.g. to continue a finished run with a new schedule; "" = none.
+  std::string init;
 
   // Throws ssm::Error naming the field.
   void validate() const;
