@@ -68,6 +68,32 @@ TEST(CApi, WrapperInPlaceResetAndQueries) {
   fs::remove(path);
 }
 
+// A model that reads 8-sample frames: the latency counts the frame wait, and
+// any piece size gives the whole-sequence graph's output 7 samples late.
+TEST(CApi, FramedModelReportsItsFrameWaitAndMatchesTheGraph) {
+  const int F = 8, d = 2;
+  const std::string path = ssm::testing::save_small_model(
+      fs::temp_directory_path() / ("ssm_test_capi_frames_" + std::to_string(getpid()) + ".safetensors"), 12, d, 16,
+      F);
+  const ssm::Model m = ssm::Model::load(path);
+  ssm::Denoiser den(path);
+  EXPECT_EQ(den.latency(), d + F - 1);
+  const int T = 2400;  // 300 frames
+  const auto x = ssm::testing::random_vector<float>(T, 13, -0.5, 0.5);
+  std::vector<double> xd(x.begin(), x.end()), ref(T);
+  std::vector<double> P(m.params().data(), m.params().data() + m.params().size());
+  ssm::ModelGraph<double>(m.config(), m.table()).forward(ref.data(), xd.data(), P.data(), 1, T);
+  std::vector<double> delayed(T, 0.0);
+  std::copy(ref.begin(), ref.end() - (F - 1), delayed.begin() + (F - 1));
+  for (int piece : {1, 5, 64, T}) {
+    std::vector<float> y(T);
+    ASSERT_EQ(c_denoise_in_pieces(path.c_str(), x.data(), y.data(), T, piece), 0) << ssm_last_error();
+    std::vector<double> yd(y.begin(), y.end());
+    EXPECT_LT(rel_error(yd, delayed), 1e-5) << "piece " << piece;
+  }
+  fs::remove(path);
+}
+
 TEST(CApi, NullModelIsTheDefaultDenoiser) {
   ssm_denoiser* st = ssm_denoiser_create(nullptr);
   ASSERT_NE(st, nullptr) << ssm_last_error();
