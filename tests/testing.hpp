@@ -1,15 +1,39 @@
 // Helpers shared by the tests: seeded random buffers, the norm-wise relative
-// error of DESIGN.md §2, and central finite differences in fp64.
+// error of DESIGN.md §2, central finite differences in fp64, and a scratch
+// folder per test.
 #pragma once
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace ssm::testing {
+
+// A fresh folder for the running test (named after it and the process),
+// removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::temp_directory_path() / ("ssm_" + std::string(info->test_suite_name()) + "_" +
+                                                      info->name() + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& rel) const { return (path_ / rel).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 template <typename Real = double>
 std::vector<Real> random_vector(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
