@@ -190,7 +190,10 @@ void Stream::process(const float* in, float* out, size_t n) {
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);
   const int ci = s.cfg.in_channels, co = s.cfg.out_channels;
-  if (s.cfg.frame > 1) s.process_frames(in, out, n), n = 0;
+  if (s.cfg.frame > 1) {
+    s.process_frames(in, out, n);
+    n = 0;
+  }
   while (n > 0) {
     const int m = static_cast<int>(std::min<size_t>(n, s.max_block));
     s.block(in, out, m);
