@@ -76,6 +76,9 @@ class StopSignals {
     sigaction(SIGTERM, &sa, &old_term_);
   }
   ~StopSignals() {
+    // After a stop the process is on its way out: a repeat of the signal that
+    // lands after the save must not turn a clean exit into death by signal.
+    if (stopped()) return;
     sigaction(SIGINT, &old_int_, nullptr);
     sigaction(SIGTERM, &old_term_, nullptr);
   }
