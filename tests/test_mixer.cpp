@@ -201,7 +201,79 @@ TEST(Mixer, ErrorsNameTheProblem) {
   c = {};
   c.weight_clip = c.weight_white = c.weight_pink = c.weight_brown = c.weight_hum = c.weight_fan = c.weight_babble = 0;
   expect_error([&] { ssm::Mixer(speech_clips(), noise_clips(), c, kRate); }, "weights are all 0");
+  c = {};
+  c.speed_max = 3;
+  expect_error([&] { ssm::Mixer(speech_clips(), noise_clips(), c, kRate); }, "speed_min .. speed_max must lie in");
   const auto m = default_mixer();
   std::vector<float> a(10), b(10);
   expect_error([&] { m.example(a.data(), b.data(), 0, 1, 1); }, "T must be >= 1");
+}
+
+// Share of x's energy at frequency f (least squares on sin and cos over x).
+double energy_share_at(const std::vector<float>& x, double f) {
+  double ss = 0, cc = 0, sc = 0, xs = 0, xc = 0, xx = 0;
+  for (size_t t = 0; t < x.size(); ++t) {
+    const double s = std::sin(2 * kPi * f * t / kRate), c = std::cos(2 * kPi * f * t / kRate);
+    ss += s * s;
+    cc += c * c;
+    sc += s * c;
+    xs += x[t] * s;
+    xc += x[t] * c;
+    xx += double(x[t]) * x[t];
+  }
+  // The projection onto span{sin, cos}: solve the 2x2 normal equations.
+  const double det = ss * cc - sc * sc, a = (xs * cc - xc * sc) / det, b = (xc * ss - xs * sc) / det;
+  return (a * xs + b * xc) / xx;
+}
+
+std::vector<float> tone(double f, size_t n) {
+  std::vector<float> x(n);  // (n)
+  for (size_t t = 0; t < n; ++t) x[t] = float(0.3 * std::sin(2 * kPi * f * t / kRate + 0.4));
+  return x;
+}
+
+TEST(Mixer, SpeedMovesEveryFrequencyByTheFactor) {
+  ssm::MixerConfig c;
+  c.channel_lowpass_prob = c.channel_highpass_prob = 0;
+  c.speed_min = 0.8;
+  c.speed_max = 1.25;
+  const ssm::Mixer m({tone(440, 3 * kRate), tone(1000, 3 * kRate)}, noise_clips(), c, kRate);
+  double lo = 2, hi = 0;
+  for (uint64_t i = 0; i < 24; ++i) {
+    const auto e = make(m, 9, i);
+    const double r = e.info.speed, f0 = e.info.speech_clip == 0 ? 440 : 1000;
+    lo = std::min(lo, r);
+    hi = std::max(hi, r);
+    ASSERT_GE(r, 0.8);
+    ASSERT_LE(r, 1.25);
+    // A tone at f0 read r times as fast is a tone at f0 * r, and nothing else.
+    EXPECT_GT(energy_share_at(e.clean, f0 * r), 0.9999) << "example " << i << " r " << r;
+    if (std::abs(r - 1) > 0.02) EXPECT_LT(energy_share_at(e.clean, f0), 0.01) << "example " << i << " r " << r;
+  }
+  EXPECT_LT(lo, 0.9);  // the draws cover the range
+  EXPECT_GT(hi, 1.1);
+}
+
+TEST(Mixer, SpeedingUpDoesNotAlias) {
+  // At r = 1.25 a tone at 7 kHz would land at 8.75 kHz, above Nyquist: the
+  // reader's low-pass (cutoff 0.8 of Nyquist, 6.4 kHz before the speed-up)
+  // removes it; one at 3 kHz passes whole, as 3.75 kHz.
+  ssm::MixerConfig c;
+  c.channel_lowpass_prob = c.channel_highpass_prob = 0;
+  c.speed_min = c.speed_max = 1.25;
+  const ssm::Mixer high({tone(7000, 3 * kRate), tone(7000, 3 * kRate)}, noise_clips(), c, kRate);
+  const ssm::Mixer mid({tone(3000, 3 * kRate), tone(3000, 3 * kRate)}, noise_clips(), c, kRate);
+  for (uint64_t i = 0; i < 4; ++i) {
+    const auto h = make(high, 5, i), d = make(mid, 5, i);
+    EXPECT_EQ(h.info.speed, 1.25);
+    double eh = 0, ed = 0;
+    for (int t = 0; t < kT; ++t) {
+      eh += double(h.clean[t]) * h.clean[t] / (h.info.gain * h.info.gain);
+      ed += double(d.clean[t]) * d.clean[t] / (d.info.gain * d.info.gain);
+    }
+    const double tone_energy = 0.3 * 0.3 / 2 * kT;
+    EXPECT_LT(eh / tone_energy, 1e-3) << "example " << i;       // below -30 dB
+    EXPECT_NEAR(ed / tone_energy, 1.0, 0.01) << "example " << i;  // passband
+    EXPECT_GT(energy_share_at(d.clean, 3750), 0.9999);
+  }
 }

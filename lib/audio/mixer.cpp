@@ -52,6 +52,33 @@ double maybe_filter(NoiseRng& rng, double prob, bool lowpass, double lo_hz, doub
   return hz;
 }
 
+// out[t] = the clip read at position start + t * r (zero outside it) through
+// a Hann-windowed sinc of kSincTaps zero crossings a side, its cutoff at
+// min(1, 1/r) of Nyquist so that a faster reading does not alias.
+constexpr int kSincTaps = 16;
+
+void read_at_speed(const std::vector<float>& clip, double start, double r,
+                   float* out,  // (n)
+                   size_t n) {
+  const double fc = std::min(1.0, 1.0 / r);  // cutoff, fraction of Nyquist
+  const double half = kSincTaps / fc;        // half-width of the kernel in clip samples
+  const int64_t len = static_cast<int64_t>(clip.size());
+  for (size_t t = 0; t < n; ++t) {
+    const double x = start + static_cast<double>(t) * r;
+    const int64_t k0 = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(x - half)));
+    const int64_t k1 = std::min<int64_t>(len - 1, static_cast<int64_t>(std::floor(x + half)));
+    double acc = 0;
+    for (int64_t k = k0; k <= k1; ++k) {
+      const double d = x - static_cast<double>(k);
+      const double arg = M_PI * fc * d;
+      const double sinc = std::abs(arg) < 1e-12 ? 1.0 : std::sin(arg) / arg;
+      const double window = 0.5 + 0.5 * std::cos(M_PI * d / half);
+      acc += clip[static_cast<size_t>(k)] * fc * sinc * window;
+    }
+    out[t] = static_cast<float>(acc);
+  }
+}
+
 }  // namespace
 
 const char* noise_source_name(NoiseSource s) {
@@ -97,6 +124,10 @@ Mixer::Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<flo
   check_in(c.channel_lowpass_prob, 0, 1, "channel_lowpass_prob");
   check_in(c.channel_highpass_prob, 0, 1, "channel_highpass_prob");
   check_range(c.snr_min_db, c.snr_max_db, "snr_min_db", "snr_max_db");
+  check_range(c.speed_min, c.speed_max, "speed_min", "speed_max");
+  require(c.speed_min >= 0.5 && c.speed_max <= 2, "MixerConfig.speed_min .. speed_max must lie in [0.5, 2], got " +
+                                                      std::to_string(c.speed_min) + " .. " +
+                                                      std::to_string(c.speed_max));
   check_range(c.level_min_dbfs, c.level_max_dbfs, "level_min_dbfs", "level_max_dbfs");
   require(c.level_max_dbfs <= 0, "MixerConfig.level_max_dbfs must be <= 0, got " + std::to_string(c.level_max_dbfs));
   require(c.max_peak > 0 && c.max_peak <= 1, "MixerConfig.max_peak must be in (0, 1], got " +
@@ -122,7 +153,21 @@ MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_
   info.speech_clip = rng.below(speech_.size());
   const auto& clip = speech_[info.speech_clip];
   std::vector<float> s(n, 0.0f);  // (T)
-  if (clip.size() >= n) {
+  const double r = c.speed_min < c.speed_max ? rng.log_uniform(c.speed_min, c.speed_max) : c.speed_min;
+  info.speed = r;
+  if (r != 1) {
+    // The clip span that plays for the T samples; its first output sample.
+    const double span = static_cast<double>(n - 1) * r + 1;
+    double start;
+    if (static_cast<double>(clip.size()) >= span) {
+      start = static_cast<double>(rng.below(static_cast<uint64_t>(static_cast<double>(clip.size()) - span) + 1));
+    } else {
+      const size_t plays = static_cast<size_t>(static_cast<double>(clip.size() - 1) / r) + 1;  // output samples
+      start = -static_cast<double>(rng.below(n - std::min(plays, n) + 1)) * r;
+    }
+    info.speech_start = static_cast<int64_t>(std::floor(start));
+    read_at_speed(clip, start, r, s.data(), n);
+  } else if (clip.size() >= n) {
     info.speech_start = static_cast<int64_t>(rng.below(clip.size() - n + 1));
     std::copy_n(clip.begin() + info.speech_start, n, s.begin());
   } else {

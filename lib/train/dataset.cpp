@@ -455,6 +455,7 @@ std::vector<ValidationItem> make_validation_set(const AudioSet& held_out, const 
     MixerConfig m = cfg.data.mixer;
     m.snr_min_db = v.snr_min_db;
     m.snr_max_db = v.snr_max_db;
+    m.speed_min = m.speed_max = 1;  // held-out speakers as they spoke: scores stay comparable across configs
     if (held_out.noise.empty()) m.weight_clip = 0;
     if (held_out.speech.size() < 2) m.weight_babble = 0;
     if (m.weight_clip + m.weight_white + m.weight_pink + m.weight_brown + m.weight_hum + m.weight_fan +

@@ -160,6 +160,8 @@ void TrainConfig::validate() const {
   check(std::isfinite(m.level_min_dbfs) && m.level_min_dbfs <= m.level_max_dbfs && m.level_max_dbfs <= 0,
         "data.level_dbfs", "must be [low, high] with low <= high <= 0");
   check(m.max_peak > 0 && m.max_peak <= 1, "data.max_peak", "must be in (0, 1]");
+  check(m.speed_min >= 0.5 && m.speed_min <= m.speed_max && m.speed_max <= 2, "data.speed",
+        "must be [low, high] with 0.5 <= low <= high <= 2");
   const double weights[] = {m.weight_clip, m.weight_white, m.weight_pink,  m.weight_brown,
                             m.weight_hum,  m.weight_fan,   m.weight_babble};
   double total = 0;
@@ -264,7 +266,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     const Section s = top.sub(
         "data", {"speech", "noise", "pairs", "pair_fraction", "snr_db", "level_dbfs", "max_peak", "noise_kinds",
                  "noise_lowpass_prob", "noise_highpass_prob", "channel_lowpass_prob", "channel_highpass_prob",
-                 "lowpass_hz", "highpass_hz", "loader_threads", "queue"});
+                 "lowpass_hz", "highpass_hz", "speed", "loader_threads", "queue"});
     auto& d = c.data;
     auto& m = d.mixer;
     s.get("speech", d.speech);
@@ -273,6 +275,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("pair_fraction", d.pair_fraction);
     s.get_range("snr_db", m.snr_min_db, m.snr_max_db);
     s.get_range("level_dbfs", m.level_min_dbfs, m.level_max_dbfs);
+    s.get_range("speed", m.speed_min, m.speed_max);
     s.get("max_peak", m.max_peak);
     if (s.find("noise_kinds")) {
       const Section k = s.sub("noise_kinds", {"clip", "white", "pink", "brown", "hum", "fan", "babble"});
@@ -405,6 +408,7 @@ json TrainConfig::to_json() const {
         {"channel_highpass_prob", m.channel_highpass_prob},
         {"lowpass_hz", {m.lowpass_min_hz, m.lowpass_max_hz}},
         {"highpass_hz", {m.highpass_min_hz, m.highpass_max_hz}},
+        {"speed", {m.speed_min, m.speed_max}},
         {"loader_threads", d.loader_threads},
         {"queue", d.queue}}},
       {"validation",

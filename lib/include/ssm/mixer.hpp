@@ -4,9 +4,14 @@
 //
 // One example of T samples, in the order the random draws are made:
 //   1. speech: a uniformly chosen clip (each equally likely, whatever its
-//      length); a uniform T-sample segment of it, or,
-//      when the clip is shorter than T, the whole clip at a uniform offset
-//      with zeros around it;
+//      length); when speed_min < speed_max, a speed factor r drawn
+//      log-uniformly from that range (r > 1 faster and higher, as a tape
+//      played fast: a crude change of speaker, since pitch and formants move
+//      together); a uniform segment of it that plays for T samples at r, or,
+//      when the clip is shorter, the whole clip at a uniform offset with
+//      zeros around it. At r != 1 the clip is read between its samples by a
+//      windowed-sinc interpolator whose cutoff is min(1, 1/r) times Nyquist
+//      (no aliasing when sped up);
 //   2. noise: a source drawn with the configured weights — a uniform
 //      T-sample segment of a recorded noise clip (looped when shorter), or
 //      one of the synthesized kinds of ssm/noise.hpp with parameters drawn
@@ -37,6 +42,7 @@ namespace ssm {
 
 struct MixerConfig {
   double snr_min_db = -5, snr_max_db = 20;
+  double speed_min = 1, speed_max = 1;  // speech speed factor range; 1, 1: as recorded (and no draw made)
   double level_min_dbfs = -25, level_max_dbfs = -5;  // RMS of the mixture
   double max_peak = 0.99;                             // no |sample| above this
 
@@ -59,7 +65,8 @@ const char* noise_source_name(NoiseSource s);
 
 struct MixInfo {
   size_t speech_clip = 0;  // index into the speech clips
-  int64_t speech_start = 0;  // clip sample at output sample 0 (negative: zeros first)
+  int64_t speech_start = 0;  // clip sample at output sample 0, rounded down (negative: zeros first)
+  double speed = 1;          // clip samples per output sample
   NoiseSource noise = NoiseSource::Clip;
   size_t noise_clip = 0;   // index into the noise clips when noise == Clip
   double noise_lowpass_hz = 0, noise_highpass_hz = 0;      // 0: not applied
@@ -76,6 +83,7 @@ class Mixer {
   // noise is non-empty when weight_clip > 0, babble (weight_babble > 0) has
   // at least two speech clips, weights >= 0 with a positive sum,
   // probabilities in [0, 1], ranges ordered, cutoffs in (0, rate / 2),
+  // speed factors in [0.5, 2],
   // level_max_dbfs <= 0 and 0 < max_peak <= 1.
   Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<float>> noise, MixerConfig config,
         int rate);
