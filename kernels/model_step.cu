@@ -396,6 +396,31 @@ __global__ void __launch_bounds__(kStepThreads, UNITS <= 8 && UNITS * VEC <= 16 
   }
 }
 
+// One thread per float4 of the rows (every row of the state tables is a
+// multiple of 4 floats when row % 4 == 0; otherwise floats one by one).
+template <bool GATHER, int VEC>
+__global__ void state_rows_kernel(float* __restrict__ full, float* __restrict__ compact,
+                                  const int* __restrict__ slots, int count, int S, size_t row) {
+  const size_t per_row = row / VEC, per_layer = per_row * count;
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const size_t l = blockIdx.y;
+  if (i >= per_layer) return;
+  const size_t s = i / per_row, j = i % per_row;
+  float* f = full + ((l * S + __ldg(slots + s)) * row) + j * VEC;
+  float* c = compact + ((l * count + s) * row) + j * VEC;
+  if constexpr (VEC == 4) {
+    if constexpr (GATHER)
+      *reinterpret_cast<float4*>(c) = *reinterpret_cast<const float4*>(f);
+    else
+      *reinterpret_cast<float4*>(f) = *reinterpret_cast<const float4*>(c);
+  } else {
+    if constexpr (GATHER)
+      *c = *f;
+    else
+      *f = *c;
+  }
+}
+
 using StepKernel = void (*)(StepArgs);
 
 StepKernel step_kernel(int vec, int units) {
@@ -451,6 +476,27 @@ void model_step_launch(const StepArgs& a, cudaStream_t stream) {
   step_kernel(a.vec, a.units)<<<blocks, kStepThreads, model_step_smem_bytes(a), stream>>>(a);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail(std::string("model step cuda: launch failed: ") + cudaGetErrorString(e));
+}
+
+void state_rows_copy(bool gather, float* full, float* compact, const int* slots, int count, int S, int L,
+                     size_t row, cudaStream_t stream) {
+  if (count < 1 || L < 1 || row == 0) return;
+  const int vec = row % 4 == 0 ? 4 : 1;
+  const size_t per_layer = row / vec * count;
+  const dim3 grid(static_cast<unsigned>((per_layer + 255) / 256), static_cast<unsigned>(L));
+  if (vec == 4) {
+    if (gather)
+      state_rows_kernel<true, 4><<<grid, 256, 0, stream>>>(full, compact, slots, count, S, row);
+    else
+      state_rows_kernel<false, 4><<<grid, 256, 0, stream>>>(full, compact, slots, count, S, row);
+  } else {
+    if (gather)
+      state_rows_kernel<true, 1><<<grid, 256, 0, stream>>>(full, compact, slots, count, S, row);
+    else
+      state_rows_kernel<false, 1><<<grid, 256, 0, stream>>>(full, compact, slots, count, S, row);
+  }
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail(std::string("model step cuda: state copy launch failed: ") + cudaGetErrorString(e));
 }
 
 }  // namespace ssm::kernels

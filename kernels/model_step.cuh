@@ -55,4 +55,12 @@ void model_step_prepare(int vec, int units, size_t bytes);
 // Enqueues one launch on `stream`; throws ssm::Error on a launch error.
 void model_step_launch(const StepArgs& a, cudaStream_t stream);
 
+// Copies the rows of `count` chosen streams between the full state and a
+// compact one, per layer: full (L, S, row), compact (L, count, row), the
+// compact stream i being full stream slots[i] (device array, distinct
+// entries). GATHER: full -> compact; otherwise compact -> full. The batched
+// step of a subset of the streams runs on the compact copy in between.
+void state_rows_copy(bool gather, float* full, float* compact, const int* slots, int count, int S, int L,
+                     size_t row, cudaStream_t stream);
+
 }  // namespace ssm::kernels

@@ -29,6 +29,8 @@ void BatchedStreamCuda::step(const float*, float*) { no_cuda("step"); }
 void BatchedStreamCuda::step_many(const float*, float*, int) { no_cuda("step_many"); }
 void BatchedStreamCuda::step_host(const float*, float*) { no_cuda("step_host"); }
 void BatchedStreamCuda::step_many_host(const float*, float*, int) { no_cuda("step_many_host"); }
+void BatchedStreamCuda::step_subset_host(const int*, const float*, float*, int) { no_cuda("step_subset_host"); }
+void BatchedStreamCuda::get_states(const int*, int, float*) const { no_cuda("get_states"); }
 void BatchedStreamCuda::reset(int) { no_cuda("reset"); }
 void BatchedStreamCuda::reset_all() { no_cuda("reset_all"); }
 void BatchedStreamCuda::get_state(int, float*) const { no_cuda("get_state"); }

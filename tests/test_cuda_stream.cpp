@@ -303,4 +303,89 @@ TEST_F(CudaStreamGpu, StatesMoveResetAndAreChecked) {
   EXPECT_THROW(BatchedStreamCuda(model, 0), ssm::Error);
 }
 
+// A step of some streams only (in a shuffled order): they advance as their
+// CPU streams do, the others keep their state to the bit; get_states reads
+// many at once, as get_state does one by one.
+void run_subset_case(const char* name, const ModelConfig& cfg, int S, uint64_t seed) {
+  SCOPED_TRACE(std::string(name) + " S=" + std::to_string(S));
+  const ssm::Model model = make_model(cfg, seed);
+  BatchedStreamCuda gpu(model, S);
+  std::vector<ssm::Stream> cpu;
+  cpu.reserve(S);
+  for (int s = 0; s < S; ++s) cpu.emplace_back(model, 16);
+  const size_t n = gpu.state_size();
+  for (int s = 0; s < S; ++s) {
+    const F st = random_vector<float>(n, seed + 100 + s, -0.5, 0.5);
+    set_cpu_state(cpu[s], st);
+    gpu.set_state(s, st.data());
+  }
+  const int ci = cfg.in_channels, co = cfg.out_channels;
+  std::vector<int> order(S);
+  for (int s = 0; s < S; ++s) order[s] = s;
+  double worst = 0;
+  for (int round = 0; round < 4; ++round) {
+    // every third stream from a rotating start, in reverse: a scattered, unordered subset
+    std::vector<int> slots;
+    for (int s = S - 1 - round; s >= 0; s -= 3) slots.push_back(s);
+    const int count = static_cast<int>(slots.size());
+    std::vector<F> before(S, F(n));
+    for (int s = 0; s < S; ++s) gpu.get_state(s, before[s].data());
+    const F in = random_vector<float>(static_cast<size_t>(count) * ci, seed + 900 + round);
+    F out(static_cast<size_t>(count) * co, NAN);
+    gpu.step_subset_host(slots.data(), in.data(), out.data(), count);
+    std::vector<uint8_t> stepped(S, 0);
+    F ref(static_cast<size_t>(count) * co);  // (count, co): norm-wise over the listed streams, as run_case does
+    for (int i = 0; i < count; ++i) {
+      cpu[slots[i]].process(in.data() + static_cast<size_t>(i) * ci, ref.data() + static_cast<size_t>(i) * co, 1);
+      stepped[slots[i]] = 1;
+    }
+    const double e = rel_error(out, ref);
+    EXPECT_LE(e, 1e-4) << "round " << round;
+    worst = std::max(worst, e);
+    F got(n);
+    for (int s = 0; s < S; ++s) {
+      gpu.get_state(s, got.data());
+      if (stepped[s]) {
+        EXPECT_LE(rel_error(got, cpu_state(cpu[s])), 1e-4) << "round " << round << " stream " << s;
+      } else {
+        EXPECT_EQ(got, before[s]) << "round " << round << " stream " << s << " was not listed";
+      }
+    }
+    // get_states of the subset equals get_state of each
+    F many(static_cast<size_t>(count) * n, NAN);
+    gpu.get_states(slots.data(), count, many.data());
+    for (int i = 0; i < count; ++i) {
+      gpu.get_state(slots[i], got.data());
+      EXPECT_EQ(F(many.begin() + i * n, many.begin() + (i + 1) * n), got) << "get_states row " << i;
+    }
+  }
+  std::printf("  subset %-10s S=%-4d outputs %.1e\n", name, S, worst);
+}
+
+TEST_F(CudaStreamGpu, SubsetStepAdvancesOnlyTheListedStreams) {
+  run_subset_case("denoiser", denoiser_config(), 40, 3);
+  run_subset_case("groups", groups_config(), 23, 5);
+  run_subset_case("odd_N_K1", odd_config(), 17, 7);
+  run_subset_case("forecaster", forecaster_config(), 300, 9);
+
+  const ssm::Model model = make_model(forecaster_config(), 1);
+  BatchedStreamCuda gpu(model, 8);
+  const int dup[] = {1, 5, 1}, out_of_range[] = {0, 8};
+  const float in[3] = {0, 0, 0};
+  float out[3];
+  try {
+    gpu.step_subset_host(dup, in, out, 3);
+    ADD_FAILURE() << "a stream listed twice was accepted";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stream 1 is listed twice"), std::string::npos) << e.what();
+  }
+  try {
+    gpu.step_subset_host(out_of_range, in, out, 2);
+    ADD_FAILURE() << "a stream out of range was accepted";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("slots[1] = 8 is out of range"), std::string::npos) << e.what();
+  }
+  gpu.step_subset_host(dup, in, out, 0);  // nothing to do
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 // disconnect are counted, eviction / refusal at max_series, back-pressure
 // from a subscriber that does not read, events, and the state file checks.
 #include "ssm/streams/detect_server.hpp"
+#include "ssm/cuda.hpp"
 
 #include <utility>  // before Asio: see DESIGN.md §6
 #include <boost/asio.hpp>
@@ -387,6 +388,103 @@ TEST(DetectServer, ConfigErrorsNameTheField) {
   c.score_prefix = "a b";
   EXPECT_NE(error_of(c).find("score_prefix"), std::string::npos);
   EXPECT_EQ(ssm::parse_host_port("[::1]:2003", "x").host, "::1");
+  c = {};
+  c.listen = "127.0.0.1:0";
+  c.device = "gpu";
+  EXPECT_NE(error_of(c).find("'device' must be \"cpu\" or \"cuda\""), std::string::npos) << error_of(c);
+  if (!ssm::cuda_available()) {
+    c.device = "cuda";
+    const std::string e = error_of(c);
+    EXPECT_TRUE(e.find("GPU") != std::string::npos || e.find("CUDA") != std::string::npos) << e;
+  }
+}
+
+// The score of each line, by series, parsed.
+std::map<std::string, std::vector<double>> scores_by_series(const std::vector<std::string>& lines) {
+  std::map<std::string, std::vector<double>> out;
+  for (const auto& l : lines) {
+    const size_t a = l.find(' '), b = l.rfind(' ');
+    out[l.substr(0, a)].push_back(std::stod(l.substr(a + 1, b - a - 1)));
+  }
+  return out;
+}
+
+// The forecaster on the GPU: the scores are the CPU detector's (to fp32
+// summation order), one series leaves and comes back through eviction, and
+// the state written at shutdown (model states read back from the GPU) lets a
+// CPU server continue as if nothing had happened.
+TEST(DetectServerGpu, ScoresMatchTheCpuDetectorAndTheStateCarriesOver) {
+  if (!ssm::cuda_available()) GTEST_SKIP() << "no usable GPU: " << ssm::cuda_device_description();
+  TempDir dir;
+  ssm::DetectServerConfig c;
+  c.device = "cuda";
+  c.state_dir = dir.path.string();
+  c.max_series = 3;
+  const size_t n = 800, first = 600;
+  const auto a = series_values(n, 1), b = series_values(n, 2), e = series_values(n, 3);
+  // The CPU detector's scores, with what eviction does to series e: it
+  // starts again from a fresh state at value 300.
+  auto cpu_scores = [](const std::vector<double>& x, size_t from, size_t to, size_t restart) {
+    ssm::SeriesState s = detector()->new_series();
+    std::vector<double> out;
+    for (size_t t = 0; t < to; ++t) {
+      if (t == restart) s = detector()->new_series();
+      const double v = detector()->update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]).score;
+      if (t >= from) out.push_back(v);
+    }
+    return out;
+  };
+  auto expect_close = [](const std::vector<double>& got, const std::vector<double>& want, const char* what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+    EXPECT_LE(worst, 1e-4) << what;  // the lines carry 6 significant digits
+    std::printf("  %s: %zu scores, largest difference %.1e\n", what, got.size(), worst);
+  };
+  {
+    Running r(c);
+    Client sub(r.server->scores_port());
+    ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+    Client in(r.server->port());
+    std::string text;
+    size_t lines = 0;
+    for (size_t t = 0; t < first; ++t) {
+      text += point("g.a", a[t], kT0 + 300 * int64_t(t));
+      text += point("g.b", b[t], kT0 + 300 * int64_t(t));
+      lines += 2;
+      if (t < 300 || t >= 310) {
+        text += point("g.e", e[t], kT0 + 300 * int64_t(t));
+        ++lines;
+      } else {  // g.e is away; g.x takes its place and is evicted when g.e returns
+        text += point("g.x", 1.0 * t, kT0 + 300 * int64_t(t));
+        ++lines;
+      }
+      if (t % 50 == 0) {  // several reads, several launches
+        in.send(text);
+        text.clear();
+      }
+    }
+    in.send(text);
+    const auto got = scores_by_series(sub.lines(lines));
+    expect_close(got.at("anomaly.g.a.score"), cpu_scores(a, 0, first, SIZE_MAX), "g.a on the GPU");
+    expect_close(got.at("anomaly.g.b.score"), cpu_scores(b, 0, first, SIZE_MAX), "g.b on the GPU");
+    std::vector<double> e_want = cpu_scores(e, 0, 300, SIZE_MAX), e_after = cpu_scores(e, 310, first, 310);
+    e_want.insert(e_want.end(), e_after.begin(), e_after.end());
+    expect_close(got.at("anomaly.g.e.score"), e_want, "g.e on the GPU, evicted and back");
+    EXPECT_GE(r.server->stats().evicted, 2u);
+  }
+  // A CPU server continues from the state the GPU server wrote.
+  c.device = "cpu";
+  Running r(c);
+  EXPECT_EQ(r.server->stats().restored, 3u);
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  Client in(r.server->port());
+  std::string text;
+  for (size_t t = first; t < n; ++t) text += point("g.a", a[t], kT0 + 300 * int64_t(t));
+  in.send(text);
+  const auto got = scores_by_series(sub.lines(n - first));
+  expect_close(got.at("anomaly.g.a.score"), cpu_scores(a, first, n, SIZE_MAX), "g.a on the CPU after the restart");
 }
 
 // ---------------------------------------------------------------- the real process

@@ -20,21 +20,14 @@
 #include <vector>
 
 #include "ssm/timeseries_csv.hpp"
+#include "testing.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ssm::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ssm::testing::error_of;
 
 // A fresh folder under the system temp dir, removed at the end of the test.
 struct TempDir {

@@ -7,6 +7,7 @@
 // σ(-1) = tanh(2.5) = 0.9866142982 and a true positive at y is worth
 // tp · tanh(-2.5 y) / tanh(2.5).
 #include "ssm/nab.hpp"
+#include "testing.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -31,15 +32,7 @@ using ssm::nab_standard;
 constexpr int64_t kT0 = 1396310400;  // 2014-04-01 00:00:00, row 0 of the made-up files
 constexpr double kTol = 1e-9;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ssm::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ssm::testing::error_of;
 
 // n rows one minute apart; windows given by their first and last row;
 // `hits` maps rows to scores (every other row scores 0).

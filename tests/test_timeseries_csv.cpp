@@ -3,6 +3,7 @@
 // rows kept and counted, one test per rejection (strict and lenient), the
 // sample corpus files, and random input that may only ever raise ssm::Error.
 #include "ssm/timeseries_csv.hpp"
+#include "testing.hpp"
 
 #include <gtest/gtest.h>
 
@@ -19,16 +20,7 @@ using ssm::parse_timestamp;
 
 const std::string kSamples = SSM_SOURCE_DIR "/samples/nab";
 
-// Runs f and returns the ssm::Error message it throws ("" if none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ssm::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ssm::testing::error_of;
 
 // 2014-04-01: 44 years after 1970 with 11 leap days (72, 76, ..., 2012)
 // -> 44*365 + 11 = 16071 days, plus Jan 31 + Feb 28 + Mar 31 = 90 days:

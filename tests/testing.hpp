@@ -1,6 +1,6 @@
 // Helpers shared by the tests: seeded random buffers, the norm-wise relative
-// error of DESIGN.md §2, central finite differences in fp64, and a scratch
-// folder per test.
+// error of DESIGN.md §2, central finite differences in fp64, a scratch
+// folder per test, and the message of an expected error.
 #pragma once
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -13,7 +13,20 @@
 #include <string>
 #include <vector>
 
+#include "ssm/common.hpp"
+
 namespace ssm::testing {
+
+// Runs f and returns the ssm::Error message it throws ("" if none).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const ssm::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // A fresh folder for the running test (named after it and the process),
 // removed afterwards.

@@ -45,6 +45,7 @@ struct BenchDetectArgs {
   int rounds = 50;        // rounds of the throughput phase (values = rounds * series)
   int chunk_ms = 1;       // pacing interval
   std::string server, scores;  // an external server; empty = one in this process
+  std::string device = "cpu";  // the in-process server's forecaster
 };
 
 size_t resident_bytes() {
@@ -146,6 +147,7 @@ void run_bench_detect(const BenchDetectArgs& a) {
     c.scores_listen = "127.0.0.1:0";
     c.max_series = static_cast<size_t>(S) + 16;
     c.event_threshold = 2;  // no events: the bench measures the score path
+    c.device = a.device;
     server = std::make_unique<DetectServer>(c, det, nullptr, nullptr);
     in_addr = "127.0.0.1:" + std::to_string(server->port());
     out_addr = "127.0.0.1:" + std::to_string(server->scores_port());
@@ -219,8 +221,8 @@ void run_bench_detect(const BenchDetectArgs& a) {
   std::sort(lat.begin(), lat.end());
   auto pct = [&](double p) { return lat.empty() ? NAN : lat[std::min(lat.size() - 1, size_t(p * lat.size()))]; };
 
-  std::printf("ssm bench detect: %d series, one input connection, loopback, %s server\n", S,
-              server ? "in-process" : "external");
+  std::printf("ssm bench detect: %d series, one input connection, loopback, %s server%s\n", S,
+              server ? "in-process" : "external", server && a.device == "cuda" ? ", forecaster on the GPU" : "");
   std::printf("  throughput   %lld values in %.3f s = %.0f values/s (sent as fast as accepted, every score read back)\n",
               static_cast<long long>(burst), burst_s, burst / burst_s);
   std::printf("  latency      %.0f values/s offered for %.1f s in %d ms chunks: %zu of %lld scores back%s\n",
@@ -250,6 +252,7 @@ void add_bench_detect(CLI::App& bench) {
   cmd->add_option("--chunk-ms", args->chunk_ms, "latency phase: one write every this many milliseconds");
   cmd->add_option("--server", args->server, "host:port of a running ssm detect (default: start one here)");
   cmd->add_option("--scores", args->scores, "its scores host:port (with --server)");
+  cmd->add_option("--device", args->device, "the in-process server's forecaster: cpu or cuda");
   cmd->callback([args] { run_bench_detect(*args); });
 }
 

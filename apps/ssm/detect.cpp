@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "ssm/cuda.hpp"
 #include "ssm/detector.hpp"
 #include "ssm/streams/detect_server.hpp"
 
@@ -40,6 +41,7 @@ void run_detect(DetectArgs& a) {
   if (server.scores_port()) where += ", scores on port " + std::to_string(server.scores_port());
   if (server.events_port()) where += ", events on port " + std::to_string(server.events_port());
   if (!a.server.downstream.empty()) where += ", scores to " + a.server.downstream;
+  if (a.server.device == "cuda") where += ", forecaster on the GPU (" + cuda_device_description() + ")";
   std::cerr << "ssm detect: " << where << "; " << det->state_bytes() << " bytes of detector state per series"
             << std::endl;
   server.run(/*handle_signals=*/true);
@@ -66,6 +68,7 @@ void add_detect_command(CLI::App& app) {
   cmd->add_flag("--drop-slow", s.drop_slow, "disconnect a subscriber that falls max-pending behind instead");
   cmd->add_option("--state-dir", s.state_dir, "keep series state here (restored at start, written atomically)");
   cmd->add_option("--snapshot-every", s.snapshot_seconds, "seconds between state snapshots (0: at shutdown only)");
+  cmd->add_option("--device", s.device, "where the forecaster steps: cpu, or cuda (all series' steps of a read in one GPU launch)");
   cmd->add_option("--model", args->model, "forecaster (.safetensors); default: the built-in one");
   cmd->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   cmd->add_option("--train-config", args->train_config,

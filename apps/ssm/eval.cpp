@@ -12,6 +12,7 @@
 
 #include "commands.hpp"
 #include "ssm/detector.hpp"
+#include "ssm/forecast_batch.hpp"
 #include "ssm/nab.hpp"
 #include "ssm/safetensors.hpp"
 #include "ssm/timeseries_csv.hpp"
@@ -28,6 +29,7 @@ struct EvalNabArgs {
   std::vector<std::string> set;
   int threads = 0;
   bool per_file = false;
+  std::string device = "cpu";
 };
 
 // "a.b=value": the value is JSON (a number, true, a string in quotes).
@@ -80,23 +82,45 @@ void run_eval_nab(const EvalNabArgs& a) {
   require(!corpus.empty(), a.labels + ": no files");
   const Detector det(Forecaster::load(a.model), detector_config(a.config, a.set));
 
-  // Files are independent: score them on several threads, each online.
+  // Files are independent: score them on several threads, each online; or,
+  // on the GPU, all files in step (row r of every file, then row r + 1), the
+  // forecaster steps of a row in one launch.
   std::vector<std::vector<double>> scores(corpus.size());
-  std::atomic<size_t> next{0};
   const auto t0 = std::chrono::steady_clock::now();
-  auto work = [&] {
-    for (size_t i; (i = next++) < corpus.size();) {
-      SeriesState st = det.new_series();
-      const auto& rows = corpus[i].series.rows;
-      scores[i].resize(rows.size());
-      for (size_t r = 0; r < rows.size(); ++r) scores[i][r] = det.update(st, rows[r].epoch, rows[r].value).score;
+  if (a.device == "cuda") {
+    ForecastBatch batch(det, static_cast<int>(corpus.size()), "cuda");
+    std::vector<SeriesState> states(corpus.size(), det.new_series());
+    std::vector<int> slots(corpus.size());
+    size_t longest = 0;
+    for (size_t i = 0; i < corpus.size(); ++i) {
+      slots[i] = batch.attach(states[i]);
+      scores[i].resize(corpus[i].series.rows.size());
+      longest = std::max(longest, scores[i].size());
     }
-  };
-  const int threads = a.threads > 0 ? a.threads : std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+    for (size_t r = 0; r < longest; ++r) {
+      for (size_t i = 0; i < corpus.size(); ++i) {
+        const auto& rows = corpus[i].series.rows;
+        if (r < rows.size()) scores[i][r] = batch.update(slots[i], states[i], rows[r].epoch, rows[r].value).score;
+      }
+      batch.run();
+    }
+  } else {
+    require(a.device == "cpu", "--device must be 'cpu' or 'cuda', got '" + a.device + "'");
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t i; (i = next++) < corpus.size();) {
+        SeriesState st = det.new_series();
+        const auto& rows = corpus[i].series.rows;
+        scores[i].resize(rows.size());
+        for (size_t r = 0; r < rows.size(); ++r) scores[i][r] = det.update(st, rows[r].epoch, rows[r].value).score;
+      }
+    };
+    const int threads = a.threads > 0 ? a.threads : std::max(1u, std::thread::hardware_concurrency());
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+  }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   size_t rows = 0;
   for (const auto& f : corpus) rows += f.series.rows.size();
@@ -153,6 +177,7 @@ void add_eval_command(CLI::App& app) {
   nab->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   nab->add_option("--set", args->set, "override one detector setting, key=value (repeatable)");
   nab->add_option("--threads", args->threads, "files scored in parallel (0 = one per core)");
+  nab->add_option("--device", args->device, "where the forecaster steps: cpu, or cuda (all files in step, one launch per row)");
   nab->add_flag("--per-file", args->per_file, "print each file's counts at the standard threshold");
   nab->callback([args] { run_eval_nab(*args); });
 }

@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "../model/layer_offsets.hpp"
+#include "device_array.hpp"
 #include "ssm/common.hpp"
 #include "ssm/cuda.hpp"
 #include "ssm/cuda_stream.hpp"
@@ -33,31 +35,6 @@ int pow2_at_least(int v) {
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-// A device buffer of floats, freed with its owner.
-class DeviceFloats {
- public:
-  DeviceFloats() = default;
-  ~DeviceFloats() {
-    if (p_) cudaFree(p_);
-  }
-  DeviceFloats(const DeviceFloats&) = delete;
-  DeviceFloats& operator=(const DeviceFloats&) = delete;
-  void allocate(size_t n, const char* what) {
-    if (p_) cudaFree(p_);
-    p_ = nullptr;
-    n_ = 0;
-    check_cuda(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(n, 1) * sizeof(float)),
-               std::string("cudaMalloc of ") + what + " (" + std::to_string(n * sizeof(float)) + " bytes)");
-    n_ = n;
-  }
-  float* get() const { return p_; }
-  size_t size() const { return n_; }
-
- private:
-  float* p_ = nullptr;
-  size_t n_ = 0;
-};
-
 // Budget of shared memory per block that still lets two blocks share an SM
 // with room left for the L1 that caches the weights.
 constexpr size_t kSmemBudget = 96 * 1024;
@@ -73,11 +50,16 @@ struct BatchedStreamCuda::Impl {
   int blocks = 0;
   size_t tail_floats = 0;  // (K-1) * Cc per stream and layer
   size_t ssm_floats = 0;   // E * N per stream and layer
-  DeviceFloats weights;    // packed, see kernels::StepArgs
-  DeviceFloats ssm;        // (L, S, E, N)
-  DeviceFloats tail;       // (L, S, K-1, Cc)
-  DeviceFloats in_stage;   // (n, S, in_channels)  for the host variants
-  DeviceFloats out_stage;  // (n, S, out_channels)
+  DeviceArray<float> weights;    // packed, see kernels::StepArgs
+  DeviceArray<float> ssm;        // (L, S, E, N)
+  DeviceArray<float> tail;       // (L, S, K-1, Cc)
+  DeviceArray<float> in_stage;   // (n, S, in_channels)  for the host variants
+  DeviceArray<float> out_stage;  // (n, S, out_channels)
+  // step_subset_host / get_states: the chosen streams' slots and a compact
+  // copy of their state, (L, count, E, N) and (L, count, K-1, Cc).
+  DeviceArray<int> slots;
+  DeviceArray<float> compact_ssm, compact_tail;
+  std::vector<uint8_t> seen;  // (S) distinctness check of a slot list
 
   Impl(const Model& model, int streams, cudaStream_t st, const Options& opt);
   void pack_weights(const Model& model);
@@ -86,6 +68,27 @@ struct BatchedStreamCuda::Impl {
     kernels::StepArgs a = args;
     a.n = n;
     return kernels::model_step_smem_bytes(a);
+  }
+  // Enqueues the copy of the listed streams' states into the compact
+  // buffers (grown first, with the staging buffers, to hold count streams
+  // and n_in / n_out floats of input and output).
+  void gather(const int* host_slots, int count, size_t n_in, size_t n_out) {
+    const size_t n = static_cast<size_t>(count), L = cfg.n_layers;
+    if (slots.capacity() < n || in_stage.capacity() < n_in || out_stage.capacity() < n_out ||
+        compact_ssm.capacity() < L * n * ssm_floats || compact_tail.capacity() < L * n * tail_floats) {
+      check_cuda(cudaStreamSynchronize(stream), "waiting for the stream");  // it may still use them
+      slots.grow(n);
+      in_stage.grow(n_in);
+      out_stage.grow(n_out);
+      compact_ssm.grow(L * n * ssm_floats);
+      compact_tail.grow(L * n * tail_floats);
+    }
+    check_cuda(cudaMemcpyAsync(slots.data(), host_slots, n * sizeof(int), cudaMemcpyHostToDevice, stream),
+               "copying the slots");
+    kernels::state_rows_copy(true, ssm.data(), compact_ssm.data(), slots.data(), count, S, cfg.n_layers, ssm_floats,
+                             stream);
+    kernels::state_rows_copy(true, tail.data(), compact_tail.data(), slots.data(), count, S, cfg.n_layers,
+                             tail_floats, stream);
   }
   void check_index(int i, const char* fn) const {
     require(i >= 0 && i < S, std::string("BatchedStreamCuda::") + fn + ": stream " + std::to_string(i) +
@@ -132,12 +135,12 @@ BatchedStreamCuda::Impl::Impl(const Model& model, int streams, cudaStream_t st, 
 
   pack_weights(model);
   const size_t L = cfg.n_layers, Sz = S;
-  ssm.allocate(L * Sz * ssm_floats, "the SSM states");
-  tail.allocate(L * Sz * tail_floats, "the conv tails");
-  args.ssm_state = ssm.get();
-  args.conv_tail = tail.get();
-  check_cuda(cudaMemsetAsync(ssm.get(), 0, ssm.size() * sizeof(float), stream), "zeroing the SSM states");
-  check_cuda(cudaMemsetAsync(tail.get(), 0, tail.size() * sizeof(float), stream), "zeroing the conv tails");
+  ssm.grow(L * Sz * ssm_floats);
+  tail.grow(L * Sz * tail_floats);
+  args.ssm_state = ssm.data();
+  args.conv_tail = tail.data();
+  check_cuda(cudaMemsetAsync(ssm.data(), 0, ssm.capacity() * sizeof(float), stream), "zeroing the SSM states");
+  check_cuda(cudaMemsetAsync(tail.data(), 0, tail.capacity() * sizeof(float), stream), "zeroing the conv tails");
 }
 
 // Streams per block St: a block's state (St * E rows of N floats, LPR lanes
@@ -232,10 +235,10 @@ void BatchedStreamCuda::Impl::pack_weights(const Model& model) {
       args.layer_stride = w.size() - base;
     }
   }
-  weights.allocate(w.size(), "the weights");
-  check_cuda(cudaMemcpy(weights.get(), w.data(), w.size() * sizeof(float), cudaMemcpyHostToDevice),
+  weights.grow(w.size());
+  check_cuda(cudaMemcpy(weights.data(), w.data(), w.size() * sizeof(float), cudaMemcpyHostToDevice),
              "copying the weights");
-  args.weights = weights.get();
+  args.weights = weights.data();
 }
 
 BatchedStreamCuda::BatchedStreamCuda(const Model& model, int streams, cudaStream_t stream, Options options)
@@ -275,17 +278,93 @@ void BatchedStreamCuda::step_many_host(const float* in, float* out, int n) {
   const size_t n_in = static_cast<size_t>(n) * m.S * m.cfg.in_channels;
   const size_t n_out = static_cast<size_t>(n) * m.S * m.cfg.out_channels;
   // The stream may still read the staging buffers: wait before replacing them.
-  if (m.in_stage.size() < n_in || m.out_stage.size() < n_out) {
+  if (m.in_stage.capacity() < n_in || m.out_stage.capacity() < n_out) {
     check_cuda(cudaStreamSynchronize(m.stream), "waiting for the stream");
-    if (m.in_stage.size() < n_in) m.in_stage.allocate(n_in, "the input staging buffer");
-    if (m.out_stage.size() < n_out) m.out_stage.allocate(n_out, "the output staging buffer");
+    if (m.in_stage.capacity() < n_in) m.in_stage.grow(n_in);
+    if (m.out_stage.capacity() < n_out) m.out_stage.grow(n_out);
   }
-  check_cuda(cudaMemcpyAsync(m.in_stage.get(), in, n_in * sizeof(float), cudaMemcpyHostToDevice, m.stream),
+  check_cuda(cudaMemcpyAsync(m.in_stage.data(), in, n_in * sizeof(float), cudaMemcpyHostToDevice, m.stream),
              "copying the input");
-  step_many(m.in_stage.get(), m.out_stage.get(), n);
-  check_cuda(cudaMemcpyAsync(out, m.out_stage.get(), n_out * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+  step_many(m.in_stage.data(), m.out_stage.data(), n);
+  check_cuda(cudaMemcpyAsync(out, m.out_stage.data(), n_out * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
              "copying the output");
   check_cuda(cudaStreamSynchronize(m.stream), "the step");
+}
+
+namespace {
+
+// Range and distinctness of a slot list, named after `fn`.
+void check_slots(const int* slots, int count, int S, std::vector<uint8_t>& seen, const char* fn) {
+  require(count >= 0, std::string("BatchedStreamCuda::") + fn + ": count must be >= 0, got " + std::to_string(count));
+  require(count == 0 || slots != nullptr, std::string("BatchedStreamCuda::") + fn + ": slots must not be null");
+  seen.assign(static_cast<size_t>(S), 0);
+  for (int i = 0; i < count; ++i) {
+    const int s = slots[i];
+    require(s >= 0 && s < S, std::string("BatchedStreamCuda::") + fn + ": slots[" + std::to_string(i) + "] = " +
+                                 std::to_string(s) + " is out of range [0, " + std::to_string(S) + ")");
+    require(!seen[s], std::string("BatchedStreamCuda::") + fn + ": stream " + std::to_string(s) +
+                          " is listed twice (each stream advances at most once per call)");
+    seen[s] = 1;
+  }
+}
+
+}  // namespace
+
+// The chosen streams' states are gathered into a compact batch, stepped as
+// a batch of `count` streams, and scattered back: two extra passes over
+// their state, none over the others'.
+void BatchedStreamCuda::step_subset_host(const int* slots, const float* in, float* out, int count) {
+  Impl& m = *impl_;
+  check_slots(slots, count, m.S, m.seen, "step_subset_host");
+  if (count == 0) return;
+  require(in != nullptr && out != nullptr, "BatchedStreamCuda::step_subset_host: in and out must not be null");
+  const size_t n = static_cast<size_t>(count);
+  const size_t n_in = n * m.cfg.in_channels, n_out = n * m.cfg.out_channels;
+  m.gather(slots, count, n_in, n_out);
+  check_cuda(cudaMemcpyAsync(m.in_stage.data(), in, n_in * sizeof(float), cudaMemcpyHostToDevice, m.stream),
+             "copying the input");
+  const int Lc = m.cfg.n_layers;
+  kernels::StepArgs a = m.args;
+  a.S = count;
+  a.n = 1;
+  a.ssm_state = m.compact_ssm.data();
+  a.conv_tail = m.compact_tail.data();
+  a.in = m.in_stage.data();
+  a.out = m.out_stage.data();
+  kernels::model_step_launch(a, m.stream);
+  kernels::state_rows_copy(false, m.ssm.data(), m.compact_ssm.data(), m.slots.data(), count, m.S, Lc, m.ssm_floats,
+                           m.stream);
+  kernels::state_rows_copy(false, m.tail.data(), m.compact_tail.data(), m.slots.data(), count, m.S, Lc,
+                           m.tail_floats, m.stream);
+  check_cuda(cudaMemcpyAsync(out, m.out_stage.data(), n_out * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+             "copying the output");
+  check_cuda(cudaStreamSynchronize(m.stream), "the step of a subset");
+}
+
+void BatchedStreamCuda::get_states(const int* slots, int count, float* dst) const {
+  Impl& m = *impl_;
+  check_slots(slots, count, m.S, m.seen, "get_states");
+  if (count == 0) return;
+  require(dst != nullptr, "BatchedStreamCuda::get_states: dst must not be null");
+  const size_t n = static_cast<size_t>(count), L = m.cfg.n_layers;
+  m.gather(slots, count, 0, 0);
+  std::vector<float> ssm(L * n * m.ssm_floats), tail(L * n * m.tail_floats);  // (L, count, ·)
+  check_cuda(cudaMemcpyAsync(ssm.data(), m.compact_ssm.data(), ssm.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                             m.stream),
+             "reading the SSM states");
+  if (!tail.empty())
+    check_cuda(cudaMemcpyAsync(tail.data(), m.compact_tail.data(), tail.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost, m.stream),
+               "reading the conv tails");
+  check_cuda(cudaStreamSynchronize(m.stream), "reading states");
+  // Stream's layout per stream and layer: conv tail, then SSM state.
+  const size_t layer = m.tail_floats + m.ssm_floats, per_stream = L * layer;
+  for (size_t i = 0; i < n; ++i)
+    for (size_t l = 0; l < L; ++l) {
+      float* d = dst + i * per_stream + l * layer;
+      std::copy_n(tail.data() + (l * n + i) * m.tail_floats, m.tail_floats, d);
+      std::copy_n(ssm.data() + (l * n + i) * m.ssm_floats, m.ssm_floats, d + m.tail_floats);
+    }
 }
 
 void BatchedStreamCuda::reset(int stream) {
@@ -293,18 +372,18 @@ void BatchedStreamCuda::reset(int stream) {
   m.check_index(stream, "reset");
   for (int l = 0; l < m.cfg.n_layers; ++l) {
     const size_t slot = static_cast<size_t>(l) * m.S + stream;  // (layer, stream)
-    check_cuda(cudaMemsetAsync(m.ssm.get() + slot * m.ssm_floats, 0, m.ssm_floats * sizeof(float), m.stream),
+    check_cuda(cudaMemsetAsync(m.ssm.data() + slot * m.ssm_floats, 0, m.ssm_floats * sizeof(float), m.stream),
                "resetting an SSM state");
     if (m.tail_floats)
-      check_cuda(cudaMemsetAsync(m.tail.get() + slot * m.tail_floats, 0, m.tail_floats * sizeof(float), m.stream),
+      check_cuda(cudaMemsetAsync(m.tail.data() + slot * m.tail_floats, 0, m.tail_floats * sizeof(float), m.stream),
                  "resetting a conv tail");
   }
 }
 
 void BatchedStreamCuda::reset_all() {
   Impl& m = *impl_;
-  check_cuda(cudaMemsetAsync(m.ssm.get(), 0, m.ssm.size() * sizeof(float), m.stream), "resetting the SSM states");
-  check_cuda(cudaMemsetAsync(m.tail.get(), 0, m.tail.size() * sizeof(float), m.stream), "resetting the conv tails");
+  check_cuda(cudaMemsetAsync(m.ssm.data(), 0, m.ssm.capacity() * sizeof(float), m.stream), "resetting the SSM states");
+  check_cuda(cudaMemsetAsync(m.tail.data(), 0, m.tail.capacity() * sizeof(float), m.stream), "resetting the conv tails");
 }
 
 // Stream's layout per layer: conv tail (K-1, Cc), then SSM state (E, N).
@@ -317,10 +396,10 @@ void BatchedStreamCuda::get_state(int stream, float* dst) const {
     const size_t slot = static_cast<size_t>(l) * m.S + stream;
     float* d = dst + l * layer;
     if (m.tail_floats)
-      check_cuda(cudaMemcpyAsync(d, m.tail.get() + slot * m.tail_floats, m.tail_floats * sizeof(float),
+      check_cuda(cudaMemcpyAsync(d, m.tail.data() + slot * m.tail_floats, m.tail_floats * sizeof(float),
                                  cudaMemcpyDeviceToHost, m.stream),
                  "reading a conv tail");
-    check_cuda(cudaMemcpyAsync(d + m.tail_floats, m.ssm.get() + slot * m.ssm_floats, m.ssm_floats * sizeof(float),
+    check_cuda(cudaMemcpyAsync(d + m.tail_floats, m.ssm.data() + slot * m.ssm_floats, m.ssm_floats * sizeof(float),
                                cudaMemcpyDeviceToHost, m.stream),
                "reading an SSM state");
   }
@@ -338,10 +417,10 @@ void BatchedStreamCuda::set_state(int stream, const float* src) {
     const size_t slot = static_cast<size_t>(l) * m.S + stream;
     const float* s = src + l * layer;
     if (m.tail_floats)
-      check_cuda(cudaMemcpyAsync(m.tail.get() + slot * m.tail_floats, s, m.tail_floats * sizeof(float),
+      check_cuda(cudaMemcpyAsync(m.tail.data() + slot * m.tail_floats, s, m.tail_floats * sizeof(float),
                                  cudaMemcpyHostToDevice, m.stream),
                  "writing a conv tail");
-    check_cuda(cudaMemcpyAsync(m.ssm.get() + slot * m.ssm_floats, s + m.tail_floats, m.ssm_floats * sizeof(float),
+    check_cuda(cudaMemcpyAsync(m.ssm.data() + slot * m.ssm_floats, s + m.tail_floats, m.ssm_floats * sizeof(float),
                                cudaMemcpyHostToDevice, m.stream),
                "writing an SSM state");
   }

@@ -318,27 +318,37 @@ double season_gate(double fit_resid, double fit_var, double min_fit) {
 }  // namespace
 
 DetectorResult Detector::update(SeriesState& s, int64_t epoch, double value) const {
+  DetectorResult r;
+  update_deferred(s, epoch, value, r, nullptr);
+  return r;
+}
+
+bool Detector::update_deferred(SeriesState& s, int64_t epoch, double value, DetectorResult& r,
+                               float* step_input) const {
   require(std::isfinite(value), "detector: value is not finite");
   require(s.model_state.size() == forecaster_->state_size(), "detector: series state belongs to another forecaster");
   if (s.count > 0 && epoch == s.last_epoch) {
-    DetectorResult r;
+    r = DetectorResult{};
     r.kind = PointKind::repeat;
     r.score = s.last_score;
     r.likelihood = s.last_likelihood;
     r.prediction = s.last_prediction;
-    return r;
+    return false;
   }
   if (s.count > 0 && epoch < s.last_epoch) {
-    // Scored as if it came next, on a copy: late values are rare.
+    // Scored as if it came next, on a copy whose step is never taken: late
+    // values are rare.
     SeriesState copy = s;
-    DetectorResult r = advance(copy, s.last_epoch, value);
+    float unused = 0;
+    r = advance(copy, s.last_epoch, value, &unused);
     r.kind = PointKind::out_of_order;
-    return r;
+    return false;
   }
-  return advance(s, epoch, value);
+  r = advance(s, epoch, value, step_input);
+  return step_input != nullptr;
 }
 
-DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value) const {
+DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, float* step_input) const {
   const DetectorConfig& c = cfg_;
   DetectorResult r;
   // Squares and differences of larger magnitudes would overflow a double.
@@ -401,7 +411,10 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value) co
     r.score = raw * c.refractory;
     s.peak *= c.peak_decay;
   }
-  s.prediction = forecaster_->step(s.model_state.data(), static_cast<float>(z));
+  if (step_input)
+    *step_input = static_cast<float>(z);
+  else
+    s.prediction = forecaster_->step(s.model_state.data(), static_cast<float>(z));
   s.last_epoch = epoch;
   ++s.count;
   s.last_score = r.score;

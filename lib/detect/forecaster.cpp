@@ -1,5 +1,6 @@
 // The forecaster's fused recurrent step (one value of one series) and model
 // loading, the built-in model included.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -66,6 +67,13 @@ Model model_from_safetensors_bytes(std::vector<uint8_t> bytes, const std::string
   }
   for (const auto& name : st.names())
     require(m.table().contains(name), "model '" + source + "': unexpected tensor '" + name + "' for this config");
+  return m;
+}
+
+Model Forecaster::model() const {
+  Model m(cfg_);
+  require(m.params().size() == p_.size(), "forecaster: parameter block size differs from the model's");
+  std::copy(p_.begin(), p_.end(), m.params().data());
   return m;
 }
 

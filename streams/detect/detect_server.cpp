@@ -15,6 +15,7 @@
 #include <ostream>
 #include <vector>
 
+#include "ssm/forecast_batch.hpp"
 #include "ssm/safetensors.hpp"  // atomic_write_file
 #include "ssm/streams/graphite.hpp"
 #include "ssm/timeseries_csv.hpp"  // read_text_file
@@ -56,6 +57,7 @@ struct Series {
   Series* newer = nullptr;
   Series* older = nullptr;
   SeriesState state;
+  int slot = -1;  // its model state's slot in the ForecastBatch (GPU), -1 without one
 };
 
 // Series by name (open addressing over (hash, pointer) slots, so a lookup
@@ -118,6 +120,10 @@ class SeriesTable {
   template <typename F>
   void for_each_oldest_first(F&& f) const {
     for (const Series* s = oldest_; s; s = s->newer) f(*s);
+  }
+  template <typename F>
+  void for_each_oldest_first(F&& f) {
+    for (Series* s = oldest_; s; s = s->newer) f(*s);
   }
 
  private:
@@ -200,6 +206,7 @@ void DetectServerConfig::validate() const {
   check(std::isfinite(snapshot_seconds) && snapshot_seconds >= 0, "snapshot_seconds", "must be >= 0");
   check(std::isfinite(drain_seconds) && drain_seconds >= 0, "drain_seconds", "must be >= 0");
   check(log_errors_per_connection >= 0, "log_errors_per_connection", "must be >= 0");
+  check(device == "cpu" || device == "cuda", "device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
   for (char c : score_prefix)
     check(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':',
           "score_prefix", "may hold only [A-Za-z0-9._:-]");
@@ -240,6 +247,7 @@ struct DetectServer::Impl {
   asio::steady_timer snap_timer{io}, redial_timer{io}, drain_timer{io}, accept_retry{io};
   asio::signal_set signals{io};
   SeriesTable table;
+  std::unique_ptr<ForecastBatch> batch;  // device "cuda": the series' model states and their queued steps
   std::vector<ConnPtr> conns;
   std::vector<ConnPtr> parked;
   std::vector<SinkPtr> sinks;  // subscribers of scores and events
@@ -257,6 +265,7 @@ struct DetectServer::Impl {
       : cfg(std::move(c)), det(std::move(d)), events_out(ev), log(lg) {
     require(det != nullptr, "detect server: no detector");
     cfg.validate();
+    if (cfg.device == "cuda") batch = std::make_unique<ForecastBatch>(*det, static_cast<int>(cfg.max_series), "cuda");
     listen(in_acc, cfg.listen, "listen");
     if (!cfg.scores_listen.empty()) listen(scores_acc, cfg.scores_listen, "scores_listen");
     if (!cfg.events_listen.empty()) listen(events_acc, cfg.events_listen, "events_listen");
@@ -438,12 +447,19 @@ struct DetectServer::Impl {
         return nullptr;
       }
       const auto old = table.pop_oldest();
+      if (batch) batch->detach(old->slot);
       ++st.evicted;
       if (st.evicted <= 10 || st.evicted % 10000 == 0)
         say("evicted series '" + old->name + "' (least recently seen; max_series " +
             std::to_string(cfg.max_series) + ", " + std::to_string(st.evicted) + " evicted so far)");
     }
-    return table.add(std::string(path), det->new_series());
+    return add_series(std::string(path), det->new_series());
+  }
+
+  Series* add_series(std::string name, SeriesState state) {
+    Series* s = table.add(std::move(name), std::move(state));
+    if (batch) s->slot = batch->attach(s->state);
+    return s;
   }
 
   // Values are scored one behind the parser: the series of the newest is
@@ -476,7 +492,8 @@ struct DetectServer::Impl {
 
   void process(Series& series, double value, int64_t epoch) {
     const std::string_view path = series.name;
-    const DetectorResult r = det->update(series.state, epoch, value);
+    const DetectorResult r =
+        batch ? batch->update(series.slot, series.state, epoch, value) : det->update(series.state, epoch, value);
     ++st.points;
     if (r.kind == PointKind::repeat) ++st.repeats;
     if (r.kind == PointKind::out_of_order) ++st.out_of_order;
@@ -515,6 +532,8 @@ struct DetectServer::Impl {
   // ------------------------------------------------------------ outputs
 
   void flush_outputs() {
+    // The read's values are scored; their forecaster steps run now, in one launch.
+    if (batch) batch->run();
     if (events_out && !events_text.empty()) {
       events_out->write(events_text.data(), static_cast<std::streamsize>(events_text.size()));
       events_out->flush();
@@ -676,6 +695,15 @@ struct DetectServer::Impl {
       const auto* b = static_cast<const uint8_t*>(p);
       out.insert(out.end(), b, b + n);
     };
+    if (batch) {  // the model states come back from the GPU first
+      std::vector<int> slots;
+      std::vector<SeriesState*> states;
+      table.for_each_oldest_first([&](Series& s) {
+        slots.push_back(s.slot);
+        states.push_back(&s.state);
+      });
+      batch->fetch(slots, states);
+    }
     const uint64_t count = table.size();
     put(&count, 8);
     table.for_each_oldest_first([&](const Series& s) {
@@ -750,7 +778,7 @@ struct DetectServer::Impl {
       return reject(e.what());
     }
     for (auto& [name, state] : loaded)
-      if (!table.find(name)) table.add(std::move(name), std::move(state));
+      if (!table.find(name)) add_series(std::move(name), std::move(state));
     st.restored = table.size();
     say("restored " + std::to_string(table.size()) + " series from " + path.string());
   }

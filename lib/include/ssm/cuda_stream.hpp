@@ -79,6 +79,14 @@ class BatchedStreamCuda {
   void step_host(const float* in, float* out);
   void step_many_host(const float* in, float* out, int n);
 
+  // Advances only the listed streams by one sample (host pointers): slots
+  // (count) distinct stream indices, in (count, in_channels) -> out (count,
+  // out_channels), out[i] being stream slots[i]'s. The others keep their
+  // state. For callers whose streams do not all have a sample at once (a
+  // server scoring the series that sent a value); returns when done. Throws
+  // ssm::Error for an index out of range or listed twice.
+  void step_subset_host(const int* slots, const float* in, float* out, int count);
+
   void reset(int stream);  // that stream's state to zeros
   void reset_all();
 
@@ -87,6 +95,9 @@ class BatchedStreamCuda {
   // is finite and throws ssm::Error otherwise.
   void get_state(int stream, float* dst) const;
   void set_state(int stream, const float* src);
+  // The states of `count` distinct streams in one transfer: dst (count,
+  // state_size()), row i that of stream slots[i].
+  void get_states(const int* slots, int count, float* dst) const;
 
   // How the launches are cut: streams per block, whether the state stays in
   // registers across the samples of a launch, samples per launch.

@@ -74,6 +74,7 @@ class Forecaster {
   const ModelConfig& config() const { return cfg_; }
   size_t state_size() const { return state_size_; }  // floats per series
   uint64_t fingerprint() const { return fingerprint_; }  // of the config and weights
+  Model model() const;  // the model it was made from (for the GPU's batched step)
 
   // Reads z, advances `state` (state_size floats, zeros at the start) and
   // returns the prediction of the next z.
@@ -231,6 +232,16 @@ class Detector {
   // that does not belong to this detector's forecaster.
   DetectorResult update(SeriesState& s, int64_t epoch, double value) const;
 
+  // update() with the forecaster's step left to the caller, so that the
+  // steps of many series can run as one batch (ForecastBatch). `result` is
+  // final at return. When the value was accepted (not a repeat, not out of
+  // order) and step_input is not null, it returns true and leaves in
+  // *step_input the z the forecaster must read: the caller steps the series'
+  // model state with it and stores the prediction in s.prediction before the
+  // series' next value. With step_input null it steps here, as update() does.
+  bool update_deferred(SeriesState& s, int64_t epoch, double value, DetectorResult& result,
+                       float* step_input) const;
+
   // Asks the processor to bring in the parts of `s` that update(s, epoch, ·)
   // will touch; a server calls it a value ahead so that the misses overlap.
   void prefetch(const SeriesState& s, int64_t epoch) const;
@@ -245,7 +256,8 @@ class Detector {
   size_t state_bytes() const;
 
  private:
-  DetectorResult advance(SeriesState& s, int64_t epoch, double value) const;
+  // step_input null: the forecaster steps here; otherwise z is left there.
+  DetectorResult advance(SeriesState& s, int64_t epoch, double value, float* step_input) const;
 
   std::shared_ptr<const Forecaster> forecaster_;
   DetectorConfig cfg_;

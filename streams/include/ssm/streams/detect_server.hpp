@@ -78,6 +78,10 @@ struct DetectServerConfig {
   double snapshot_seconds = 60;           // 0 = only at shutdown
   double drain_seconds = 5;               // at shutdown, for outputs to take their bytes
   int log_errors_per_connection = 5;      // malformed lines logged in full per connection
+  // Where the forecaster steps: "cpu" (each value's step as it is scored) or
+  // "cuda" (the model states of all series on the GPU, the steps of the
+  // values of one read batched into one launch: ssm/forecast_batch.hpp).
+  std::string device = "cpu";
 
   void validate() const;  // throws ssm::Error naming the field
 };

@@ -1,0 +1,88 @@
+// ForecastBatch (ssm/forecast_batch.hpp): the queue of owed forecaster steps
+// and the slots that hold the series' model states on the GPU.
+#include "ssm/forecast_batch.hpp"
+
+#include <algorithm>
+
+#include "ssm/common.hpp"
+#include "ssm/cuda_stream.hpp"
+
+namespace ssm {
+
+ForecastBatch::ForecastBatch(const Detector& detector, int capacity, const std::string& device)
+    : det_(detector), capacity_(capacity) {
+  require(capacity >= 1, "forecast batch: capacity must be >= 1, got " + std::to_string(capacity));
+  require(device == "cpu" || device == "cuda",
+          "forecast batch: device must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+  if (device == "cuda") gpu_ = std::make_unique<BatchedStreamCuda>(detector.forecaster().model(), capacity);
+  free_.resize(static_cast<size_t>(capacity));
+  for (int i = 0; i < capacity; ++i) free_[static_cast<size_t>(i)] = capacity - 1 - i;  // slot 0 first
+  owes_.assign(static_cast<size_t>(capacity), 0);
+  queue_.reserve(static_cast<size_t>(capacity));
+}
+
+ForecastBatch::~ForecastBatch() = default;
+
+int ForecastBatch::attach(const SeriesState& s) {
+  require(!free_.empty(), "forecast batch: all " + std::to_string(capacity_) + " slots are taken");
+  require(s.model_state.size() == det_.forecaster().state_size(),
+          "forecast batch: series state belongs to another forecaster");
+  const int slot = free_.back();
+  if (gpu_) gpu_->set_state(slot, s.model_state.data());
+  free_.pop_back();
+  return slot;
+}
+
+void ForecastBatch::detach(int slot) {
+  require(slot >= 0 && slot < capacity_, "forecast batch: slot " + std::to_string(slot) + " is out of range");
+  if (owes_[static_cast<size_t>(slot)]) run();
+  free_.push_back(slot);
+}
+
+DetectorResult ForecastBatch::update(int slot, SeriesState& s, int64_t epoch, double value) {
+  require(slot >= 0 && slot < capacity_, "forecast batch: slot " + std::to_string(slot) + " is out of range");
+  // The score needs the prediction from this series' previous step.
+  if (owes_[static_cast<size_t>(slot)]) run();
+  DetectorResult r;
+  float z = 0;
+  if (det_.update_deferred(s, epoch, value, r, &z)) {
+    queue_.push_back({slot, &s, z});
+    owes_[static_cast<size_t>(slot)] = 1;
+    if (queue_.size() >= static_cast<size_t>(capacity_)) run();
+  }
+  return r;
+}
+
+void ForecastBatch::run() {
+  if (queue_.empty()) return;
+  if (gpu_) {
+    const size_t n = queue_.size();
+    slots_.resize(n);
+    z_.resize(n);
+    pred_.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      slots_[i] = queue_[i].slot;
+      z_[i] = queue_[i].z;
+    }
+    gpu_->step_subset_host(slots_.data(), z_.data(), pred_.data(), static_cast<int>(n));
+    for (size_t i = 0; i < n; ++i) queue_[i].state->prediction = pred_[i];
+  } else {
+    const Forecaster& f = det_.forecaster();
+    for (const Owed& o : queue_) o.state->prediction = f.step(o.state->model_state.data(), o.z);
+  }
+  for (const Owed& o : queue_) owes_[static_cast<size_t>(o.slot)] = 0;
+  queue_.clear();
+}
+
+void ForecastBatch::fetch(std::span<const int> slots, std::span<SeriesState* const> states) {
+  require(slots.size() == states.size(), "forecast batch: fetch needs one state per slot");
+  run();
+  if (!gpu_ || slots.empty()) return;
+  const size_t per = det_.forecaster().state_size();
+  std::vector<float> all(slots.size() * per);  // (slots, state_size)
+  gpu_->get_states(slots.data(), static_cast<int>(slots.size()), all.data());
+  for (size_t i = 0; i < slots.size(); ++i)
+    std::copy_n(all.data() + i * per, per, states[i]->model_state.data());
+}
+
+}  // namespace ssm
