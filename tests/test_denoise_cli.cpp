@@ -41,7 +41,7 @@ std::string small_model(int lookahead) {
 std::vector<float> reference(const ssm::Model& m, const ssm::Audio& in) {
   std::vector<float> mono = ssm::mix_to_mono(in);
   const int r = m.config().sample_rate;
-  const size_t d = m.config().lookahead;
+  const size_t d = static_cast<size_t>(m.config().latency());  // lookahead and the frame wait
   std::vector<float> x = ssm::resample(mono.data(), mono.size(), in.rate, r);  // (T) at the model rate
   const size_t T = x.size();
   x.resize(T + d, 0.0f);
