@@ -19,6 +19,7 @@ struct DetectArgs {
   std::string model, config;
   std::string events = "stdout";
   std::string overflow = "evict";
+  std::string device = "auto";  // auto: the GPU when one is usable, else the CPU
   DetectServerConfig server;
 };
 
@@ -33,6 +34,9 @@ void run_detect(DetectArgs& a) {
   require(a.overflow == "evict" || a.overflow == "refuse",
           "--overflow must be 'evict' or 'refuse', got '" + a.overflow + "'");
   a.server.overflow = a.overflow == "evict" ? SeriesOverflow::evict : SeriesOverflow::refuse;
+  require(a.device == "auto" || a.device == "cpu" || a.device == "cuda",
+          "--device must be 'auto', 'cpu' or 'cuda', got '" + a.device + "'");
+  a.server.device = a.device == "auto" ? (cuda_available() ? "cuda" : "cpu") : a.device;
   const DetectorConfig dc = a.config.empty() ? DetectorConfig{} : DetectorConfig::from_file(a.config);
   auto det = std::make_shared<const Detector>(Forecaster::load(a.model), dc);
   DetectServer server(a.server, det, a.events == "stdout" ? &std::cout : nullptr, &std::cerr);
@@ -41,7 +45,8 @@ void run_detect(DetectArgs& a) {
   if (server.scores_port()) where += ", scores on port " + std::to_string(server.scores_port());
   if (server.events_port()) where += ", events on port " + std::to_string(server.events_port());
   if (!a.server.downstream.empty()) where += ", scores to " + a.server.downstream;
-  if (a.server.device == "cuda") where += ", forecaster on the GPU (" + cuda_device_description() + ")";
+  where += a.server.device == "cuda" ? ", forecaster on the GPU (" + cuda_device_description() + ")"
+                                     : std::string(", forecaster on the CPU");
   std::cerr << "ssm detect: " << where << "; " << det->state_bytes() << " bytes of detector state per series"
             << std::endl;
   server.run(/*handle_signals=*/true);
@@ -68,7 +73,9 @@ void add_detect_command(CLI::App& app) {
   cmd->add_flag("--drop-slow", s.drop_slow, "disconnect a subscriber that falls max-pending behind instead");
   cmd->add_option("--state-dir", s.state_dir, "keep series state here (restored at start, written atomically)");
   cmd->add_option("--snapshot-every", s.snapshot_seconds, "seconds between state snapshots (0: at shutdown only)");
-  cmd->add_option("--device", s.device, "where the forecaster steps: cpu, or cuda (all series' steps of a read in one GPU launch)");
+  cmd->add_option("--device", args->device,
+                  "where the forecaster steps: auto (the GPU when one is usable), cpu, or cuda (all series' steps of a "
+                  "read in one GPU launch)");
   cmd->add_option("--model", args->model, "forecaster (.safetensors); default: the built-in one");
   cmd->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   cmd->add_option("--train-config", args->train_config,
