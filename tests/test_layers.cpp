@@ -1,6 +1,7 @@
 // RMSNorm, gated RMSNorm, SiLU, softplus and linear against fp64 plain-loop
 // references, their backwards against central finite differences, and the
 // float versions against double.
+#include <ssm/blas.hpp>
 #include <ssm/layers.hpp>
 
 #include <cmath>
@@ -289,6 +290,41 @@ TEST(Layers, BadArgumentsThrow) {
   EXPECT_THROW(ssm::softplus_forward(a.data(), b.data(), -1), ssm::Error);
   EXPECT_THROW(ssm::linear_forward(a.data(), b.data(), c.data(), nullptr, 3, 0, 4), ssm::Error);
   EXPECT_THROW(ssm::linear_backward<double>(a.data(), nullptr, nullptr, b.data(), c.data(), d.data(), 3, 2, 2), ssm::Error);
+}
+
+}  // namespace
+
+namespace {
+
+// gemm against an fp64 loop for every row count around the switch from
+// matrix-vector products to a matrix product, both layouts of B, strided
+// rows, alpha and beta: C = alpha op(A) op(B) + beta C.
+TEST(Blas, GemmMatchesLoopsForFewAndManyRows) {
+  const int N = 37, K = 29, lda = K + 3, ldc = N + 5;
+  for (int M = 1; M <= 9; ++M)
+    for (bool transB : {false, true}) {
+      const int ldb = transB ? K + 2 : N + 2;
+      const auto A = random_vector<float>(static_cast<size_t>(M) * lda, 100 + M);
+      const auto B = random_vector<float>(static_cast<size_t>(transB ? N : K) * ldb, 200 + M);
+      auto C = random_vector<float>(static_cast<size_t>(M) * ldc, 300 + M);
+      std::vector<double> want(C.begin(), C.end());
+      const float alpha = 0.7f, beta = -0.4f;
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+          double s = 0;
+          for (int k = 0; k < K; ++k)
+            s += double(A[i * lda + k]) * (transB ? B[j * ldb + k] : B[k * ldb + j]);
+          want[i * ldc + j] = alpha * s + beta * want[i * ldc + j];
+        }
+      ssm::gemm<float>(false, transB, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+      double worst = 0;
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) worst = std::max(worst, std::abs(C[i * ldc + j] - want[i * ldc + j]));
+      EXPECT_LE(worst, 1e-5) << "M " << M << " transB " << transB;
+      // The padding between rows is not written.
+      for (int i = 0; i < M; ++i)
+        for (int j = N; j < ldc; ++j) EXPECT_EQ(double(C[i * ldc + j]), want[i * ldc + j]) << "pad M " << M;
+    }
 }
 
 }  // namespace
