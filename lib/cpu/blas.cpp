@@ -11,6 +11,33 @@ namespace ssm {
 // through sgemv; at 8 rows sgemm is ahead again (0.86 against 0.93).
 constexpr int kRowsByMatrixVector = 4;
 
+namespace {
+
+// y = alpha op(B) x + beta y for one row x of A and the row y of C.
+void gemv(CBLAS_TRANSPOSE t, int m, int n, float alpha, const float* a, int lda, const float* x, float beta,
+          float* y) {
+  cblas_sgemv(CblasRowMajor, t, m, n, alpha, a, lda, x, 1, beta, y, 1);
+}
+void gemv(CBLAS_TRANSPOSE t, int m, int n, double alpha, const double* a, int lda, const double* x, double beta,
+          double* y) {
+  cblas_dgemv(CblasRowMajor, t, m, n, alpha, a, lda, x, 1, beta, y, 1);
+}
+
+template <typename Real>
+void rows_by_gemv(bool transB, int M, int N, int K, Real alpha, const Real* A, int lda, const Real* B, int ldb,
+                  Real beta, Real* C, int ldc) {
+  for (int i = 0; i < M; ++i) {
+    const Real* a = A + static_cast<long>(i) * lda;
+    Real* c = C + static_cast<long>(i) * ldc;
+    if (transB)
+      gemv(CblasNoTrans, N, K, alpha, B, ldb, a, beta, c);
+    else
+      gemv(CblasTrans, K, N, alpha, B, ldb, a, beta, c);
+  }
+}
+
+}  // namespace
+
 template <>
 void gemm<float>(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
@@ -18,14 +45,7 @@ void gemm<float>(bool transA, bool transB, int M, int N, int K, float alpha, con
   if (M <= kRowsByMatrixVector && !transA) {
     // A few rows (the streaming paths): matrix-vector products skip the
     // packing a matrix product pays for, which costs more than they save.
-    for (int i = 0; i < M; ++i) {
-      const float* a = A + static_cast<long>(i) * lda;
-      float* c = C + static_cast<long>(i) * ldc;
-      if (transB)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, a, 1, beta, c, 1);
-      else
-        cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, a, 1, beta, c, 1);
-    }
+    rows_by_gemv(transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
@@ -39,14 +59,7 @@ void gemm<double>(bool transA, bool transB, int M, int N, int K, double alpha, c
   if (M <= kRowsByMatrixVector && !transA) {
     // A few rows (the streaming paths): matrix-vector products skip the
     // packing a matrix product pays for, which costs more than they save.
-    for (int i = 0; i < M; ++i) {
-      const double* a = A + static_cast<long>(i) * lda;
-      double* c = C + static_cast<long>(i) * ldc;
-      if (transB)
-        cblas_dgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, a, 1, beta, c, 1);
-      else
-        cblas_dgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, a, 1, beta, c, 1);
-    }
+    rows_by_gemv(transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
