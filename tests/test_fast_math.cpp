@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "../lib/cpu/fast_math.hpp"
 
@@ -18,6 +19,12 @@ TEST(FastMath, DecayExpMatchesExpForNonPositiveArguments) {
   EXPECT_EQ(ssm::decay_exp(0.0f), 1.0f);
   // Below -87: clamped to e^-87, never a denormal or NaN.
   EXPECT_NEAR(ssm::decay_exp(-1000.0f), std::exp(-87.0), 1e-40);
+}
+
+TEST(FastMath, DecayExpOfNanIsNan) {
+  // A NaN reached the float-to-integer conversion of 2^k (undefined; UBSan
+  // stops there) when a restored detector state fed the forecaster a NaN.
+  EXPECT_TRUE(std::isnan(ssm::decay_exp(std::numeric_limits<float>::quiet_NaN())));
 }
 
 TEST(FastMath, ExpBoundedMatchesExpForEitherSign) {

@@ -46,7 +46,8 @@ SSM_ALWAYS_INLINE float decay_exp(float x) {
   const uint32_t u = std::bit_cast<uint32_t>(x);
   x = std::bit_cast<float>(u > 0xC2AE0000u ? 0xC2AE0000u : u);  // 0xC2AE0000 = -87.0f
   constexpr float shift = 12582912.0f;                          // 1.5 * 2^23: adding it rounds to an integer
-  const float k = (x * 1.44269504088896341f + shift) - shift;
+  const float shifted = x * 1.44269504088896341f + shift;      // k in the low bits of the mantissa
+  const float k = shifted - shift;
   float r = x - k * 0.693145751953125f;  // ln 2, high bits (exact product)
   r = r - k * 1.428606820309417e-06f;    // ln 2, low bits
   float p = 1.0f / 5040;
@@ -57,7 +58,10 @@ SSM_ALWAYS_INLINE float decay_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return p * std::bit_cast<float>((int32_t(k) + 127) << 23);
+  // 2^k built from k's bits, not by converting k to an integer: a NaN
+  // argument then gives NaN (p is NaN) instead of an undefined conversion.
+  const uint32_t k_bits = std::bit_cast<uint32_t>(shifted) - std::bit_cast<uint32_t>(shift);  // k mod 2^32
+  return p * std::bit_cast<float>((k_bits + 127u) << 23);
 }
 
 SSM_ALWAYS_INLINE double decay_exp(double x) { return std::exp(x); }
