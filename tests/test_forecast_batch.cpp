@@ -160,6 +160,12 @@ TEST(ForecastBatch, ErrorsNameWhatIsWrong) {
   const ssm::SeriesState s = det.new_series();
   b.attach(s);
   EXPECT_NE(error_of([&] { b.attach(s); }).find("all 1 slots are taken"), std::string::npos);
+  // A slot used after it was freed, or freed twice, would let two series share a state.
+  b.detach(0);
+  ssm::SeriesState gone = det.new_series();
+  EXPECT_NE(error_of([&] { b.update(0, gone, kT0, 1.0); }).find("update: slot 0 is not attached"), std::string::npos);
+  EXPECT_NE(error_of([&] { b.detach(0); }).find("detach: slot 0 is not attached"), std::string::npos);
+  EXPECT_NE(error_of([&] { b.detach(5); }).find("slot 5 is not attached"), std::string::npos);
   ssm::SeriesState foreign = s;
   foreign.model_state.pop_back();
   ssm::ForecastBatch b2(det, 1, "cpu");

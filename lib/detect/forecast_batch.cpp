@@ -18,6 +18,7 @@ ForecastBatch::ForecastBatch(const Detector& detector, int capacity, const std::
   free_.resize(static_cast<size_t>(capacity));
   for (int i = 0; i < capacity; ++i) free_[static_cast<size_t>(i)] = capacity - 1 - i;  // slot 0 first
   owes_.assign(static_cast<size_t>(capacity), 0);
+  attached_.assign(static_cast<size_t>(capacity), 0);
   queue_.reserve(static_cast<size_t>(capacity));
 }
 
@@ -30,17 +31,24 @@ int ForecastBatch::attach(const SeriesState& s) {
   const int slot = free_.back();
   if (gpu_) gpu_->set_state(slot, s.model_state.data());
   free_.pop_back();
+  attached_[static_cast<size_t>(slot)] = 1;
   return slot;
 }
 
+void ForecastBatch::check_attached(int slot, const char* fn) const {
+  require(slot >= 0 && slot < capacity_ && attached_[static_cast<size_t>(slot)],
+          std::string("forecast batch: ") + fn + ": slot " + std::to_string(slot) + " is not attached");
+}
+
 void ForecastBatch::detach(int slot) {
-  require(slot >= 0 && slot < capacity_, "forecast batch: slot " + std::to_string(slot) + " is out of range");
+  check_attached(slot, "detach");
   if (owes_[static_cast<size_t>(slot)]) run();
+  attached_[static_cast<size_t>(slot)] = 0;
   free_.push_back(slot);
 }
 
 DetectorResult ForecastBatch::update(int slot, SeriesState& s, int64_t epoch, double value) {
-  require(slot >= 0 && slot < capacity_, "forecast batch: slot " + std::to_string(slot) + " is out of range");
+  check_attached(slot, "update");
   // The score needs the prediction from this series' previous step.
   if (owes_[static_cast<size_t>(slot)]) run();
   DetectorResult r;

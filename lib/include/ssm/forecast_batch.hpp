@@ -46,7 +46,8 @@ class ForecastBatch {
   // A slot for the series, its model state copied there (on the GPU).
   // Throws ssm::Error when all `capacity` slots are taken.
   int attach(const SeriesState& s);
-  // Frees the slot; a step still queued for it is run first.
+  // Frees the slot; a step still queued for it is run first. Throws
+  // ssm::Error for a slot that is not attached (as update() does).
   void detach(int slot);
 
   // Scores a value of the series in `slot` (state s, which must stay where
@@ -65,11 +66,14 @@ class ForecastBatch {
     SeriesState* state;
     float z;
   };
+  void check_attached(int slot, const char* fn) const;
+
   const Detector& det_;
   int capacity_;
   std::unique_ptr<BatchedStreamCuda> gpu_;
   std::vector<int> free_;         // free slots, the next one last
   std::vector<uint8_t> owes_;     // (capacity) 1 while the slot's step is queued
+  std::vector<uint8_t> attached_; // (capacity) 1 while a series holds the slot
   std::vector<Owed> queue_;       // at most capacity entries, distinct slots
   std::vector<int> slots_;        // (queue) scratch of run()
   std::vector<float> z_, pred_;   // (queue)
