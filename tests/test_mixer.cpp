@@ -4,6 +4,7 @@
 // bad inputs give errors that name what is wrong.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <set>
@@ -276,4 +277,152 @@ TEST(Mixer, SpeedingUpDoesNotAlias) {
     EXPECT_NEAR(ed / tone_energy, 1.0, 0.01) << "example " << i;  // passband
     EXPECT_GT(energy_share_at(d.clean, 3750), 0.9999);
   }
+}
+
+namespace {
+
+ssm::MixerConfig plain() {
+  ssm::MixerConfig c;
+  c.channel_lowpass_prob = c.channel_highpass_prob = 0;  // clean is the speech segment times the gain
+  return c;
+}
+
+// The clip segment an example drew, before its gain (as in CleanIsTheSpeechSegmentTimesTheGain).
+std::vector<double> dry_segment(const ssm::MixInfo& info) {
+  const auto clips = speech_clips();
+  const auto& clip = clips[info.speech_clip];
+  std::vector<double> s(kT, 0.0);  // (T)
+  for (int t = 0; t < kT; ++t) {
+    const int64_t j = info.speech_start + t;
+    if (j >= 0 && j < int64_t(clip.size())) s[t] = clip[j];
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST(MixerAugment, TheBaseDrawsDoNotDependOnTheAugmentations) {
+  ssm::MixerConfig on;
+  on.reverb_prob = on.eq_prob = on.clipping_prob = on.codec_prob = 0.5;
+  const auto a = default_mixer(), b = default_mixer(on);
+  int changed = 0;
+  for (uint64_t i = 0; i < 40; ++i) {
+    const auto x = make(a, 9, i), y = make(b, 9, i);
+    EXPECT_EQ(x.info.speech_clip, y.info.speech_clip);
+    EXPECT_EQ(x.info.speech_start, y.info.speech_start);
+    EXPECT_EQ(x.info.noise, y.info.noise);
+    EXPECT_EQ(x.info.snr_db, y.info.snr_db);
+    const bool augmented = y.info.rt60_s > 0 || y.info.eq_bands > 0 || y.info.clipped_db > 0 || y.info.codec;
+    changed += augmented;
+    if (!augmented) EXPECT_EQ(x.noisy, y.noisy) << i;
+  }
+  EXPECT_GT(changed, 20);
+}
+
+TEST(MixerAugment, SilenceGivesZerosAndNoSpeechGivesAZeroTarget) {
+  ssm::MixerConfig c;
+  c.silence_prob = 1;
+  const auto e = make(default_mixer(c), 1, 0);
+  EXPECT_TRUE(e.info.silence);
+  for (int t = 0; t < kT; ++t) ASSERT_TRUE(e.noisy[t] == 0 && e.clean[t] == 0);
+  c.silence_prob = 0;
+  c.noise_only_prob = 1;
+  const auto f = make(default_mixer(c), 1, 0);
+  EXPECT_TRUE(f.info.noise_only);
+  EXPECT_GT(ssm::mean_square(f.noisy.data(), kT), 1e-6);
+  for (int t = 0; t < kT; ++t) ASSERT_EQ(f.clean[t], 0.0f);
+}
+
+TEST(MixerAugment, ARoomKeepsTheDirectPathInTheTargetAndReverberatesTheInput) {
+  ssm::MixerConfig c = plain();
+  c.reverb_prob = 1;
+  c.early_ms = 0;  // the target is the direct path alone: the dry segment
+  const auto m = default_mixer(c);
+  for (uint64_t i = 0; i < 10; ++i) {
+    const auto e = make(m, 3, i);
+    ASSERT_GT(e.info.rt60_s, 0);
+    EXPECT_GE(e.info.rt60_s, 0.1);
+    EXPECT_LE(e.info.rt60_s, 1.0);
+    const auto dry = dry_segment(e.info);
+    for (int t = 0; t < kT; ++t) ASSERT_NEAR(e.clean[t], e.info.gain * dry[t], 2e-6) << i << " " << t;
+  }
+  // A target with the whole room: noisy - clean is then the noise alone, and
+  // the drawn SNR holds on the reverberant speech; the room adds a tail.
+  c.early_ms = 1000;
+  const auto mr = default_mixer(c);
+  for (uint64_t i = 0; i < 10; ++i) {
+    const auto e = make(mr, 3, i);
+    std::vector<float> noise(kT);  // (T)
+    for (int t = 0; t < kT; ++t) noise[t] = e.noisy[t] - e.clean[t];
+    const double speech = ssm::active_mean_square(e.clean.data(), kT, kRate);
+    EXPECT_NEAR(db(speech / ssm::mean_square(noise.data(), kT)), e.info.snr_db, 0.1) << i;
+    const auto dry = dry_segment(e.info);
+    double diff = 0, ref = 0;
+    for (int t = 0; t < kT; ++t) {
+      diff += std::pow(e.clean[t] - e.info.gain * dry[t], 2);
+      ref += std::pow(e.info.gain * dry[t], 2);
+    }
+    EXPECT_GT(diff / ref, 1e-3) << i;  // the reverberant tail is there
+  }
+}
+
+TEST(MixerAugment, ClippingAndCodecChangeTheInputOnly) {
+  ssm::MixerConfig base = plain(), c = plain();
+  c.clipping_prob = 1;
+  const auto a = default_mixer(base), b = default_mixer(c);
+  for (uint64_t i = 0; i < 10; ++i) {
+    const auto x = make(a, 5, i), y = make(b, 5, i);
+    ASSERT_GE(y.info.clipped_db, 1);
+    ASSERT_LE(y.info.clipped_db, 12);
+    EXPECT_EQ(x.clean, y.clean);
+    float top = 0;
+    for (float v : x.noisy) top = std::max(top, std::abs(v));
+    const float limit = float(top * std::pow(10.0, -y.info.clipped_db / 20));
+    int at_limit = 0;
+    for (int t = 0; t < kT; ++t) {
+      ASSERT_FLOAT_EQ(y.noisy[t], std::clamp(x.noisy[t], -limit, limit));
+      at_limit += std::abs(y.noisy[t]) == limit;
+    }
+    EXPECT_GT(at_limit, 0);
+  }
+  ssm::MixerConfig k = plain();
+  k.codec_prob = 1;
+  const auto mk = default_mixer(k);
+  for (uint64_t i = 0; i < 5; ++i) {
+    const auto x = make(a, 6, i), y = make(mk, 6, i);
+    EXPECT_TRUE(y.info.codec);
+    EXPECT_EQ(x.clean, y.clean);
+    std::set<float> levels(y.noisy.begin(), y.noisy.end());
+    EXPECT_LE(levels.size(), 256u);
+    // mu-law keeps the relative error of loud samples small (a 4-bit mantissa).
+    for (int t = 0; t < kT; ++t)
+      ASSERT_NEAR(y.noisy[t], x.noisy[t], 0.07 * std::abs(x.noisy[t]) + 2e-4) << i << " " << t;
+  }
+}
+
+TEST(MixerAugment, DeviceColouringIsAppliedToInputAndTargetAlike) {
+  ssm::MixerConfig c = plain();
+  c.eq_prob = 1;
+  c.weight_clip = 0;
+  c.weight_babble = c.weight_hum = c.weight_fan = c.weight_brown = c.weight_pink = 0;  // white noise only
+  const auto m = default_mixer(c);
+  for (uint64_t i = 0; i < 5; ++i) {
+    const auto e = make(m, 7, i);
+    ASSERT_GE(e.info.eq_bands, 1);
+    ASSERT_LE(e.info.eq_bands, 3);
+    // The target is no longer a scaled copy of the dry segment.
+    const auto dry = dry_segment(e.info);
+    double diff = 0, ref = 0;
+    for (int t = 0; t < kT; ++t) {
+      diff += std::pow(e.clean[t] - e.info.gain * dry[t], 2);
+      ref += std::pow(e.info.gain * dry[t], 2);
+    }
+    EXPECT_GT(diff / ref, 1e-4);
+  }
+  ssm::MixerConfig bad;
+  bad.reverb_prob = 1.5;
+  EXPECT_THROW(default_mixer(bad), ssm::Error);
+  bad = {};
+  bad.rt60_min_s = 0;
+  EXPECT_THROW(default_mixer(bad), ssm::Error);
 }

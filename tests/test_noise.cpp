@@ -366,3 +366,50 @@ TEST(Noise, BabbleErrors) {
   }
   EXPECT_THROW(ssm::random_noise(x.data(), x.size(), kRate, NoiseKind::Babble, 1), ssm::Error);
 }
+
+TEST(Biquad, PeakingHasItsGainAtTheCentreAndNoneFarAway) {
+  for (double g : {-8.0, 6.0}) {
+    const auto f = ssm::Biquad::peaking(1000, g, kRate, 1.0);
+    EXPECT_NEAR(20 * std::log10(std::abs(f.response(1000, kRate))), g, 1e-9);
+    EXPECT_NEAR(std::abs(f.response(0, kRate)), 1.0, 1e-12);
+    EXPECT_NEAR(std::abs(f.response(kRate / 2.0, kRate)), 1.0, 1e-12);
+    // A filtered sine at the centre settles at the gain.
+    std::vector<float> x(kRate);
+    for (int i = 0; i < kRate; ++i) x[i] = float(std::sin(2 * kPi * 1000 * i / kRate));
+    f.apply(x.data(), x.size());
+    const double amp = std::sqrt(2 * ssm::mean_square(x.data() + kRate / 2, kRate / 2));
+    EXPECT_NEAR(20 * std::log10(amp), g, 0.02);
+  }
+  EXPECT_THROW(ssm::Biquad::peaking(1000, NAN, kRate, 1), ssm::Error);
+  EXPECT_THROW(ssm::Biquad::peaking(1000, 3, kRate, 0), ssm::Error);
+}
+
+TEST(Room, ImpulseResponseHasTheDrawnRt60AndDirectToReverberantRatio) {
+  for (double rt60 : {0.2, 0.8}) {
+    for (double drr : {-3.0, 9.0}) {
+      const size_t n = size_t(1.5 * rt60 * kRate), gap = 40;
+      std::vector<float> h(n);
+      ssm::room_impulse_response(h.data(), n, kRate, rt60, drr, gap, 5);
+      EXPECT_EQ(h[0], 1.0f);
+      for (size_t k = 1; k < gap; ++k) ASSERT_EQ(h[k], 0.0f);
+      double tail = 0;
+      for (size_t k = gap; k < n; ++k) tail += double(h[k]) * h[k];
+      EXPECT_NEAR(10 * std::log10(1 / tail), drr, 1e-4);
+      // Schroeder's backward integral of the tail falls 60 dB per RT60: fit
+      // its slope between -5 and -25 dB (T20), as room acoustics does.
+      std::vector<double> edc(n + 1, 0.0);  // (n + 1)
+      for (size_t k = n; k-- > gap;) edc[k] = edc[k + 1] + double(h[k]) * h[k];
+      double t5 = 0, t25 = 0;
+      for (size_t k = gap; k < n; ++k) {
+        const double level = 10 * std::log10(edc[k] / edc[gap]);
+        if (t5 == 0 && level <= -5) t5 = double(k) / kRate;
+        if (t25 == 0 && level <= -25) t25 = double(k) / kRate;
+      }
+      ASSERT_GT(t25, t5);
+      EXPECT_NEAR(3 * (t25 - t5), rt60, 0.1 * rt60) << "rt60 " << rt60 << " drr " << drr;
+    }
+  }
+  std::vector<float> h(8);
+  EXPECT_THROW(ssm::room_impulse_response(h.data(), 8, kRate, 0, 0, 1, 1), ssm::Error);
+  EXPECT_THROW(ssm::room_impulse_response(h.data(), 8, kRate, 0.3, 0, 0, 1), ssm::Error);
+}

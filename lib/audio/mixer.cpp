@@ -1,5 +1,7 @@
 #include "ssm/mixer.hpp"
 
+#include "ssm/fft.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -38,18 +40,27 @@ std::array<double, 7> source_weights(const MixerConfig& c) {
 constexpr NoiseKind kSynthesized[] = {NoiseKind::White, NoiseKind::Pink, NoiseKind::Brown,
                                       NoiseKind::Hum,   NoiseKind::Fan,  NoiseKind::Babble};
 
-// Applies a filter with probability `prob`; returns its cutoff, 0 if not applied.
+// Applies a filter with probability `prob` to every signal given; returns its
+// cutoff, 0 if not applied.
 double maybe_filter(NoiseRng& rng, double prob, bool lowpass, double lo_hz, double hi_hz, int rate,
-                    std::vector<float>& a,  // (T)
-                    std::vector<float>* b   // (T) or null: filtered alike
+                    const std::vector<std::vector<float>*>& signals  // each (T), filtered alike
 ) {
   if (!(rng.uniform() < prob)) return 0;
   double hz = rng.log_uniform(lo_hz, hi_hz);
   if (lowpass) hz = std::min(hz, 0.45 * rate);
   const Biquad f = lowpass ? Biquad::lowpass(hz, rate) : Biquad::highpass(hz, rate);
-  f.apply(a.data(), a.size());
-  if (b) f.apply(b->data(), b->size());
+  for (auto* x : signals) f.apply(x->data(), x->size());
   return hz;
+}
+
+// G.711 mu-law, 8 bits: compress, round to 256 levels, expand.
+float mu_law_8bit(float x) {
+  constexpr double mu = 255;
+  const double c = std::clamp(static_cast<double>(x), -1.0, 1.0);
+  const double y = std::copysign(std::log1p(mu * std::abs(c)) / std::log1p(mu), c);
+  const double q = std::round(y * 127.5 - 0.5) + 0.5;  // mid-rise: 256 levels, none at 0
+  const double yq = q / 127.5;
+  return static_cast<float>(std::copysign(std::expm1(std::abs(yq) * std::log1p(mu)) / mu, yq));
 }
 
 // out[t] = the clip read at position start + t * r (zero outside it) through
@@ -146,6 +157,19 @@ Mixer::Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<flo
   check_range(c.lowpass_min_hz, c.lowpass_max_hz, "lowpass_min_hz", "lowpass_max_hz");
   require(c.lowpass_min_hz > 0, "MixerConfig.lowpass_min_hz must be > 0, got " + std::to_string(c.lowpass_min_hz));
   check_range(c.highpass_min_hz, c.highpass_max_hz, "highpass_min_hz", "highpass_max_hz");
+  check_in(c.silence_prob, 0, 1, "silence_prob");
+  check_in(c.noise_only_prob, 0, 1, "noise_only_prob");
+  check_in(c.reverb_prob, 0, 1, "reverb_prob");
+  check_in(c.eq_prob, 0, 1, "eq_prob");
+  check_in(c.clipping_prob, 0, 1, "clipping_prob");
+  check_in(c.codec_prob, 0, 1, "codec_prob");
+  check_range(c.rt60_min_s, c.rt60_max_s, "rt60_min_s", "rt60_max_s");
+  require(c.rt60_min_s > 0 && c.rt60_max_s <= 5, "MixerConfig.rt60_min_s .. rt60_max_s must lie in (0, 5] s, got " +
+                                                     std::to_string(c.rt60_min_s) + " .. " +
+                                                     std::to_string(c.rt60_max_s));
+  check_range(c.drr_min_db, c.drr_max_db, "drr_min_db", "drr_max_db");
+  check_in(c.early_ms, 0, 1000, "early_ms");
+  check_in(c.eq_max_db, 0, 24, "eq_max_db");
   require(c.highpass_min_hz > 0 && c.highpass_max_hz < rate_ / 2.0,
           "MixerConfig.highpass_min_hz .. highpass_max_hz must lie in (0, " + std::to_string(rate_ / 2.0) +
               ") Hz at rate " + std::to_string(rate_) + ", got " + std::to_string(c.highpass_min_hz) + " .. " +
@@ -158,7 +182,17 @@ MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_
   const auto& c = config_;
   const size_t n = static_cast<size_t>(T);
   NoiseRng rng(seed, index);
+  NoiseRng aug(seed ^ 0xa5a5'5a5a'c3c3'3c3cULL, index);  // the augmentations' own stream
   MixInfo info;
+  if (aug.uniform() < c.silence_prob) {  // a.
+    std::fill(noisy, noisy + T, 0.0f);
+    std::fill(clean, clean + T, 0.0f);
+    info.silence = true;
+    info.snr_db = -INFINITY;
+    info.gain = 0;
+    info.level_dbfs = -INFINITY;
+    return info;
+  }
 
   // 1. Speech segment.
   info.speech_clip = rng.below(speech_.size());
@@ -185,6 +219,25 @@ MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_
     const size_t pad = rng.below(n - clip.size() + 1);
     info.speech_start = -static_cast<int64_t>(pad);
     std::copy(clip.begin(), clip.end(), s.begin() + pad);
+  }
+
+  // b. No speech; c. a room.
+  if (aug.uniform() < c.noise_only_prob) {
+    std::fill(s.begin(), s.end(), 0.0f);
+    info.noise_only = true;
+  }
+  std::vector<float> target;  // (T) the clean output before the gain; s itself unless a room applies
+  if (aug.uniform() < c.reverb_prob) {
+    info.rt60_s = aug.log_uniform(c.rt60_min_s, c.rt60_max_s);
+    const double drr = aug.uniform(c.drr_min_db, c.drr_max_db);
+    const size_t gap = 1 + aug.below(static_cast<uint64_t>(std::max(1.0, 0.005 * rate_)));  // first reflection
+    std::vector<float> h(n), dry = s;  // (T) the response, zero past its end; the dry speech
+    room_impulse_response(h.data(), std::min(n, static_cast<size_t>(std::ceil(1.2 * info.rt60_s * rate_))), rate_,
+                          info.rt60_s, drr, gap, aug.next());
+    causal_fft_conv_forward<float>(s.data(), dry.data(), h.data(), T);
+    std::fill(h.begin() + std::min(n, static_cast<size_t>(std::lround(c.early_ms * 1e-3 * rate_)) + 1), h.end(), 0.0f);
+    target.resize(n);
+    causal_fft_conv_forward<float>(target.data(), dry.data(), h.data(), T);
   }
 
   // 2. Noise.
@@ -217,12 +270,26 @@ MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_
   // 3. Noise colouring; 4. channel colouring (speech too).
   const double nyq_safe = 0.45 * rate_;
   const double lp_lo = std::min(c.lowpass_min_hz, nyq_safe), lp_hi = std::min(c.lowpass_max_hz, nyq_safe);
-  info.noise_lowpass_hz = maybe_filter(rng, c.noise_lowpass_prob, true, lp_lo, lp_hi, rate_, v, nullptr);
+  const bool room = !target.empty();
+  std::vector<std::vector<float>*> channel{&s, &v};  // what a microphone colours
+  if (room) channel.push_back(&target);
+  info.noise_lowpass_hz = maybe_filter(rng, c.noise_lowpass_prob, true, lp_lo, lp_hi, rate_, {&v});
   info.noise_highpass_hz =
-      maybe_filter(rng, c.noise_highpass_prob, false, c.highpass_min_hz, c.highpass_max_hz, rate_, v, nullptr);
-  info.channel_lowpass_hz = maybe_filter(rng, c.channel_lowpass_prob, true, lp_lo, lp_hi, rate_, s, &v);
+      maybe_filter(rng, c.noise_highpass_prob, false, c.highpass_min_hz, c.highpass_max_hz, rate_, {&v});
+  info.channel_lowpass_hz = maybe_filter(rng, c.channel_lowpass_prob, true, lp_lo, lp_hi, rate_, channel);
   info.channel_highpass_hz =
-      maybe_filter(rng, c.channel_highpass_prob, false, c.highpass_min_hz, c.highpass_max_hz, rate_, s, &v);
+      maybe_filter(rng, c.channel_highpass_prob, false, c.highpass_min_hz, c.highpass_max_hz, rate_, channel);
+  // d. Device colouring.
+  if (aug.uniform() < c.eq_prob) {
+    info.eq_bands = 1 + static_cast<int>(aug.below(3));
+    for (int b = 0; b < info.eq_bands; ++b) {
+      const double hz = aug.log_uniform(100, 0.4 * rate_), gain_db = aug.uniform(-c.eq_max_db, c.eq_max_db),
+                   q = aug.log_uniform(0.5, 2);
+      const Biquad f = Biquad::peaking(hz, gain_db, rate_, q);
+      for (auto* x : channel) f.apply(x->data(), n);
+    }
+  }
+  const std::vector<float>& tgt = room ? target : s;  // (T)
 
   // 5. SNR on the active speech.
   const double snr = rng.uniform(c.snr_min_db, c.snr_max_db);
@@ -242,17 +309,30 @@ MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_
   for (size_t t = 0; t < n; ++t) {
     m[t] = s[t] + g_noise * v[t];
     sum2 += m[t] * m[t];
-    peak = std::max({peak, std::abs(m[t]), std::abs(double(s[t]))});
+    peak = std::max({peak, std::abs(m[t]), std::abs(double(tgt[t]))});
   }
   const double rms = std::sqrt(sum2 / n);
   double gain = rms > 0 ? std::pow(10.0, level / 20) / rms : 1.0;
   if (gain * peak > c.max_peak) gain = c.max_peak / peak;
   for (size_t t = 0; t < n; ++t) {
     noisy[t] = static_cast<float>(gain * m[t]);
-    clean[t] = static_cast<float>(gain * s[t]);
+    clean[t] = static_cast<float>(gain * tgt[t]);
   }
   info.gain = gain;
   info.level_dbfs = rms > 0 ? 20 * std::log10(gain * rms) : -INFINITY;
+
+  // e. Clipping; f. a codec (the input only: the model is to undo both).
+  if (aug.uniform() < c.clipping_prob) {
+    info.clipped_db = aug.uniform(1, 12);
+    float top = 0;
+    for (size_t t = 0; t < n; ++t) top = std::max(top, std::abs(noisy[t]));
+    const float limit = static_cast<float>(top * std::pow(10.0, -info.clipped_db / 20));
+    for (size_t t = 0; t < n; ++t) noisy[t] = std::clamp(noisy[t], -limit, limit);
+  }
+  if (aug.uniform() < c.codec_prob) {
+    info.codec = true;
+    for (size_t t = 0; t < n; ++t) noisy[t] = mu_law_8bit(noisy[t]);
+  }
   return info;
 }
 

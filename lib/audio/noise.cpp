@@ -217,12 +217,47 @@ Biquad Biquad::highpass(double hz, int rate, double q) {
   return normalised((1 + c) / 2, -(1 + c), (1 + c) / 2, 1 + alpha, -2 * c, 1 - alpha);
 }
 
+Biquad Biquad::peaking(double hz, double gain_db, int rate, double q) {
+  check_rate(rate, "Biquad::peaking");
+  check_below_nyquist(hz, rate, "Biquad::peaking centre");
+  require(q > 0, "Biquad::peaking: q must be > 0, got " + std::to_string(q));
+  require(std::isfinite(gain_db), "Biquad::peaking: gain_db must be finite");
+  const double a = std::pow(10.0, gain_db / 40), w = kTwoPi * hz / rate, c = std::cos(w),
+               alpha = std::sin(w) / (2 * q);
+  return normalised(1 + alpha * a, -2 * c, 1 - alpha * a, 1 + alpha / a, -2 * c, 1 - alpha / a);
+}
+
 std::complex<double> Biquad::response(double hz, int rate) const {
   const std::complex<double> z1 = std::polar(1.0, -kTwoPi * hz / rate);  // z^-1
   return (b0 + b1 * z1 + b2 * z1 * z1) / (1.0 + a1 * z1 + a2 * z1 * z1);
 }
 
 void Biquad::apply(float* x, size_t n) const { filter_in_place(*this, x, n); }
+
+// ---------------------------------------------------------------- rooms
+
+void room_impulse_response(float* h, size_t n, int rate, double rt60_s, double drr_db, size_t gap, uint64_t seed) {
+  require(n >= 1, "room_impulse_response: n must be >= 1");
+  check_rate(rate, "room_impulse_response");
+  require(rt60_s > 0 && std::isfinite(rt60_s), "room_impulse_response: rt60_s must be > 0");
+  require(gap >= 1, "room_impulse_response: gap must be >= 1");
+  require(std::isfinite(drr_db), "room_impulse_response: drr_db must be finite");
+  std::fill(h, h + n, 0.0f);
+  h[0] = 1;
+  if (n <= gap) return;
+  NoiseRng rng(seed);
+  const auto w = gaussian(n - gap, rng);  // (n - gap)
+  const double decay = std::log(1000.0) / (rt60_s * rate);  // amplitude: -60 dB at rt60
+  double tail = 0;
+  std::vector<double> t(n - gap);  // (n - gap)
+  for (size_t k = 0; k < t.size(); ++k) {
+    t[k] = w[k] * std::exp(-decay * static_cast<double>(k));
+    tail += t[k] * t[k];
+  }
+  if (!(tail > 0)) return;
+  const double scale = std::sqrt(std::pow(10.0, -drr_db / 10) / tail);  // direct energy is 1
+  for (size_t k = 0; k < t.size(); ++k) h[gap + k] = static_cast<float>(scale * t[k]);
+}
 
 // ---------------------------------------------------------------- generators
 

@@ -90,6 +90,7 @@ bool is_sound_file_name(const std::string& path) {
 
 std::vector<std::string> scan_sound_files(const std::string& folder) {
   std::error_code ec;
+  if (fs::is_regular_file(folder, ec) && is_sound_file_name(folder)) return {folder};
   if (!fs::is_directory(folder, ec))
     fail("sound folder '" + folder + "' " + (fs::exists(folder, ec) ? "is not a folder" : "does not exist"));
   std::vector<std::string> files;
@@ -106,6 +107,17 @@ std::vector<std::string> scan_sound_files(const std::string& folder) {
   }
   std::sort(files.begin(), files.end());
   return files;
+}
+
+bool lies_within(const std::string& path, const std::string& root) {
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(path, ec), r = fs::weakly_canonical(root, ec);
+  auto pi = p.begin();
+  for (auto ri = r.begin(); ri != r.end(); ++ri, ++pi) {
+    if (ri->empty() && std::next(ri) == r.end()) break;  // a trailing separator
+    if (pi == p.end() || *pi != *ri) return false;
+  }
+  return true;
 }
 
 bool is_held_out(const std::string& path, double fraction) { return unit_hash(path) < fraction; }
@@ -245,10 +257,20 @@ AudioData load_audio_data(const TrainConfig& cfg, int threads, const WarnFn& war
     return s;
   };
 
+  // Files under a validation path are never trained on, so a training folder
+  // may hold the validation speakers or noises (split by speaker, by noise).
+  auto less_validation = [&](std::vector<std::string> files, const std::vector<std::string>& held) {
+    std::erase_if(files, [&](const std::string& f) {
+      return std::any_of(held.begin(), held.end(), [&](const std::string& h) { return lies_within(f, h); });
+    });
+    return files;
+  };
+
   AudioData d;
   // Speech: split by utterance, then the validation-only folders.
   std::vector<std::string> speech_train, speech_held;
-  split_by_utterance(scan(cfg.data.speech, "data.speech"), fraction, speech_train, speech_held);
+  split_by_utterance(less_validation(scan(cfg.data.speech, "data.speech"), cfg.validation.speech), fraction,
+                     speech_train, speech_held);
   load(speech_train, d.train.speech, d.train.skipped);
   load(speech_held, d.validation.speech, d.validation.skipped);
   load(scan(cfg.validation.speech, "validation.speech"), d.validation.speech, d.validation.skipped);
@@ -277,7 +299,7 @@ AudioData load_audio_data(const TrainConfig& cfg, int threads, const WarnFn& war
 
   // Noise: not split (a few long recordings); validation draws other segments.
   size_t noise_skipped = 0;
-  load(scan(cfg.data.noise, "data.noise"), d.train.noise, noise_skipped);
+  load(less_validation(scan(cfg.data.noise, "data.noise"), cfg.validation.noise), d.train.noise, noise_skipped);
   d.train.skipped += noise_skipped;
   if (!d.train.speech.empty() && cfg.data.mixer.weight_clip > 0 && d.train.noise.empty())
     fail("no usable noise clips in data.noise (" + folder_list(cfg.data.noise) + "): " +
@@ -455,7 +477,10 @@ std::vector<ValidationItem> make_validation_set(const AudioSet& held_out, const 
     MixerConfig m = cfg.data.mixer;
     m.snr_min_db = v.snr_min_db;
     m.snr_max_db = v.snr_max_db;
-    m.speed_min = m.speed_max = 1;  // held-out speakers as they spoke: scores stay comparable across configs
+    // Held-out speakers as they spoke, in plain additive mixtures: scores stay
+    // comparable across configs.
+    m.speed_min = m.speed_max = 1;
+    m.silence_prob = m.noise_only_prob = m.reverb_prob = m.eq_prob = m.clipping_prob = m.codec_prob = 0;
     if (held_out.noise.empty()) m.weight_clip = 0;
     if (held_out.speech.size() < 2) m.weight_babble = 0;
     if (m.weight_clip + m.weight_white + m.weight_pink + m.weight_brown + m.weight_hum + m.weight_fan +

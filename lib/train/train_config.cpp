@@ -176,13 +176,25 @@ void TrainConfig::validate() const {
   const std::pair<double, const char*> probs[] = {{m.noise_lowpass_prob, "data.noise_lowpass_prob"},
                                                   {m.noise_highpass_prob, "data.noise_highpass_prob"},
                                                   {m.channel_lowpass_prob, "data.channel_lowpass_prob"},
-                                                  {m.channel_highpass_prob, "data.channel_highpass_prob"}};
+                                                  {m.channel_highpass_prob, "data.channel_highpass_prob"},
+                                                  {m.silence_prob, "data.silence_prob"},
+                                                  {m.noise_only_prob, "data.noise_only_prob"},
+                                                  {m.reverb_prob, "data.reverb_prob"},
+                                                  {m.eq_prob, "data.eq_prob"},
+                                                  {m.clipping_prob, "data.clipping_prob"},
+                                                  {m.codec_prob, "data.codec_prob"}};
   for (const auto& [p, key] : probs) check(p >= 0 && p <= 1, key, "must be in [0, 1]");
   check(m.lowpass_min_hz > 0 && m.lowpass_min_hz <= m.lowpass_max_hz, "data.lowpass_hz",
         "must be [low, high] with 0 < low <= high");
   check(m.highpass_min_hz > 0 && m.highpass_min_hz <= m.highpass_max_hz &&
             m.highpass_max_hz < model.sample_rate / 2.0,
         "data.highpass_hz", "must be [low, high] with 0 < low <= high < sample_rate / 2");
+  check(m.rt60_min_s > 0 && m.rt60_min_s <= m.rt60_max_s && m.rt60_max_s <= 5, "data.rt60_s",
+        "must be [low, high] seconds with 0 < low <= high <= 5");
+  check(std::isfinite(m.drr_min_db) && std::isfinite(m.drr_max_db) && m.drr_min_db <= m.drr_max_db, "data.drr_db",
+        "must be finite [low, high]");
+  check(m.early_ms >= 0 && m.early_ms <= 1000, "data.early_ms", "must be in [0, 1000]");
+  check(m.eq_max_db >= 0 && m.eq_max_db <= 24, "data.eq_max_db", "must be in [0, 24]");
   check(d.loader_threads >= 0 && d.loader_threads <= 256, "data.loader_threads", "must be in [0, 256]");
   check(d.queue >= 1 && d.queue <= 1024, "data.queue", "must be in [1, 1024]");
   const auto& v = validation;
@@ -266,7 +278,9 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     const Section s = top.sub(
         "data", {"speech", "noise", "pairs", "pair_fraction", "snr_db", "level_dbfs", "max_peak", "noise_kinds",
                  "noise_lowpass_prob", "noise_highpass_prob", "channel_lowpass_prob", "channel_highpass_prob",
-                 "lowpass_hz", "highpass_hz", "speed", "loader_threads", "queue"});
+                 "lowpass_hz", "highpass_hz", "speed", "silence_prob", "noise_only_prob", "reverb_prob", "rt60_s",
+                 "drr_db", "early_ms", "eq_prob", "eq_max_db", "clipping_prob", "codec_prob", "loader_threads",
+                 "queue"});
     auto& d = c.data;
     auto& m = d.mixer;
     s.get("speech", d.speech);
@@ -293,6 +307,16 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("channel_highpass_prob", m.channel_highpass_prob);
     s.get_range("lowpass_hz", m.lowpass_min_hz, m.lowpass_max_hz);
     s.get_range("highpass_hz", m.highpass_min_hz, m.highpass_max_hz);
+    s.get("silence_prob", m.silence_prob);
+    s.get("noise_only_prob", m.noise_only_prob);
+    s.get("reverb_prob", m.reverb_prob);
+    s.get_range("rt60_s", m.rt60_min_s, m.rt60_max_s);
+    s.get_range("drr_db", m.drr_min_db, m.drr_max_db);
+    s.get("early_ms", m.early_ms);
+    s.get("eq_prob", m.eq_prob);
+    s.get("eq_max_db", m.eq_max_db);
+    s.get("clipping_prob", m.clipping_prob);
+    s.get("codec_prob", m.codec_prob);
     s.get("loader_threads", d.loader_threads);
     s.get("queue", d.queue);
   }
@@ -409,6 +433,16 @@ json TrainConfig::to_json() const {
         {"lowpass_hz", {m.lowpass_min_hz, m.lowpass_max_hz}},
         {"highpass_hz", {m.highpass_min_hz, m.highpass_max_hz}},
         {"speed", {m.speed_min, m.speed_max}},
+        {"silence_prob", m.silence_prob},
+        {"noise_only_prob", m.noise_only_prob},
+        {"reverb_prob", m.reverb_prob},
+        {"rt60_s", {m.rt60_min_s, m.rt60_max_s}},
+        {"drr_db", {m.drr_min_db, m.drr_max_db}},
+        {"early_ms", m.early_ms},
+        {"eq_prob", m.eq_prob},
+        {"eq_max_db", m.eq_max_db},
+        {"clipping_prob", m.clipping_prob},
+        {"codec_prob", m.codec_prob},
         {"loader_threads", d.loader_threads},
         {"queue", d.queue}}},
       {"validation",

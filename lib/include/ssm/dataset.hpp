@@ -38,14 +38,19 @@ using WarnFn = std::function<void(const std::string&)>;
 bool is_sound_file_name(const std::string& path);
 
 // Sound files below `folder`, recursively, sorted by path; hidden files and
-// folders (".name") and files of other extensions are left out. Throws
-// ssm::Error naming the folder when it is missing or unreadable.
+// folders (".name") and files of other extensions are left out; a sound file
+// given itself is a list of one. Throws ssm::Error naming the folder when it
+// is missing or unreadable.
 std::vector<std::string> scan_sound_files(const std::string& folder);
 
 // The held-out side of the split by utterance: a hash of the file name
 // (without folder and extension) below `fraction`. Stable: the same name
 // always lands on the same side.
 bool is_held_out(const std::string& path, double fraction);
+
+// Whether `path` is `root` or lies below it (both made canonical first, so
+// differently spelled paths to one file agree).
+bool lies_within(const std::string& path, const std::string& root);
 
 // Splits `files` by is_held_out; when both sides could be non-empty but one
 // is empty, the file with the smallest (largest) hash moves over so that
@@ -97,7 +102,9 @@ struct AudioData {
 // Scans and loads every folder of the config. Speech and pairs are split by
 // utterance (validation.fraction); validation.speech / .pairs are added to
 // the held-out side; validation noise is validation.noise when given, else
-// the training noise. Throws ssm::Error when no usable training speech or
+// the training noise. Files that lie within a validation.speech or
+// validation.noise path are left out of training (a split by speaker and by
+// noise recording with one root folder for each). Throws ssm::Error when no usable training speech or
 // pairs are left, or no noise although data.noise_kinds.clip > 0.
 AudioData load_audio_data(const TrainConfig& cfg, int threads, const WarnFn& warn);
 

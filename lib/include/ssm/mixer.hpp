@@ -26,7 +26,23 @@
 //   6. level uniform in [level_min_dbfs, level_max_dbfs] for the RMS of the
 //      mixture (0 dBFS = RMS 1), lowered where needed so that no sample of
 //      noisy or clean exceeds max_peak in magnitude.
-// Output: noisy = gain (speech + g_noise noise), clean = gain speech.
+// Augmentations of what real microphones and rooms do, each drawn from a
+// second random stream of the same (seed, index), so that the steps above
+// draw the same values whatever these are set to:
+//   a. silence (silence_prob): noisy = clean = 0, nothing else drawn;
+//   b. no speech (noise_only_prob): the speech segment is zeroed;
+//   c. a room (reverb_prob): the speech goes through a synthetic impulse
+//      response (ssm/noise.hpp; RT60 log-uniform in [rt60_min_s, rt60_max_s],
+//      direct-to-reverberant ratio uniform in [drr_min_db, drr_max_db]); the
+//      clean target keeps the direct path and the first early_ms of it;
+//   d. device colouring (eq_prob): 1 to 3 peaking filters, each +-eq_max_db
+//      at a log-uniform 100 Hz .. 0.4 rate, on speech, noise and target alike
+//      (applied after step 4);
+//   e. clipping (clipping_prob): after step 6, the noisy input is hard-clipped
+//      1 .. 12 dB below its peak (the target is not);
+//   f. a codec (codec_prob): the noisy input through 8-bit mu-law (G.711).
+// Output: noisy = gain (speech + g_noise noise), clean = gain target, where
+// the target is the speech (its early part when c. applies).
 // Cutoffs are drawn log-uniformly. A noise segment that is all zero is
 // replaced by white noise; a speech segment that is all zero (a silent stretch
 // of a clip) gives a noise-only example with clean = 0 and snr_db = -inf.
@@ -57,6 +73,15 @@ struct MixerConfig {
   // Cutoff ranges; low-pass cutoffs above 0.45 rate are lowered to it.
   double lowpass_min_hz = 1000, lowpass_max_hz = 7000;
   double highpass_min_hz = 50, highpass_max_hz = 500;
+
+  // Augmentations a. - f. above; all off by default.
+  double silence_prob = 0, noise_only_prob = 0;
+  double reverb_prob = 0;
+  double rt60_min_s = 0.1, rt60_max_s = 1.0;
+  double drr_min_db = -3, drr_max_db = 12;
+  double early_ms = 50;
+  double eq_prob = 0, eq_max_db = 8;
+  double clipping_prob = 0, codec_prob = 0;
 };
 
 // What was drawn for one example.
@@ -74,6 +99,11 @@ struct MixInfo {
   double snr_db = 0;   // drawn and achieved (see 5. above); -inf: no speech
   double gain = 1;     // applied to both outputs
   double level_dbfs = 0;  // RMS of noisy after the peak limit
+  bool silence = false, noise_only = false;
+  double rt60_s = 0;       // 0: no room
+  int eq_bands = 0;
+  double clipped_db = 0;   // clip level below the peak; 0: not clipped
+  bool codec = false;
 };
 
 class Mixer {
@@ -83,7 +113,9 @@ class Mixer {
   // noise is non-empty when weight_clip > 0, babble (weight_babble > 0) has
   // at least two speech clips, weights >= 0 with a positive sum,
   // probabilities in [0, 1], ranges ordered, cutoffs in (0, rate / 2),
-  // speed factors in [0.5, 2],
+  // speed factors in [0.5, 2], augmentation probabilities in [0, 1],
+  // 0 < rt60_min_s <= rt60_max_s <= 5, ordered finite DRR range,
+  // 0 <= early_ms, 0 <= eq_max_db <= 24,
   // level_max_dbfs <= 0 and 0 < max_peak <= 1.
   Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<float>> noise, MixerConfig config,
         int rate);

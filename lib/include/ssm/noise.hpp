@@ -70,6 +70,9 @@ struct Biquad {
   // Throw ssm::Error unless 0 < hz < rate / 2 and q > 0.
   static Biquad lowpass(double hz, int rate, double q = 0.7071067811865476);
   static Biquad highpass(double hz, int rate, double q = 0.7071067811865476);
+  // A bell: gain_db at hz, 0 dB far from it (a microphone's or a codec's
+  // colouring). Also throws unless gain_db is finite.
+  static Biquad peaking(double hz, double gain_db, int rate, double q);
 
   // Frequency response H(e^{i 2 pi hz / rate}).
   std::complex<double> response(double hz, int rate) const;
@@ -78,6 +81,16 @@ struct Biquad {
   void apply(float* x,  // (n)
              size_t n) const;
 };
+
+// ---------------------------------------------------------------- rooms
+
+// A synthetic room impulse response of n taps: the direct path (tap 0, value
+// 1) and, from `gap` taps on, Gaussian noise under an exponential envelope
+// that falls 60 dB in rt60_s seconds, scaled so that the direct-to-reverberant
+// energy ratio is drr_db. Throws ssm::Error unless n >= 1, rt60_s > 0,
+// 1 <= gap, and drr_db is finite.
+void room_impulse_response(float* h,  // (n)
+                           size_t n, int rate, double rt60_s, double drr_db, size_t gap, uint64_t seed);
 
 // ---------------------------------------------------------------- generators
 
