@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "ssm/common.hpp"
+#include "ssm/dataset.hpp"
 
 namespace ssm {
 
@@ -229,6 +230,8 @@ void TrainConfig::check_folders() const {
   std::string missing;
   for (const auto& [key, folder] : all) {
     std::error_code ec;
+    const bool pair = key.find(".pairs[") != std::string::npos;  // pairs are folders; the others may name a file
+    if (!pair && std::filesystem::is_regular_file(folder, ec) && is_sound_file_name(folder)) continue;
     if (!std::filesystem::is_directory(folder, ec))
       missing += "\n  " + key + ": '" + folder + "' " +
                  (std::filesystem::exists(folder, ec) ? "is not a folder" : "does not exist");
