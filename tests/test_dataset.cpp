@@ -390,4 +390,15 @@ TEST(Dataset, ValidationPathsAreNeverTrainedOn) {
   EXPECT_TRUE(lies_within(dir / "speech/spk_b/u0.wav", dir / "speech/spk_b"));
   EXPECT_FALSE(lies_within(dir / "speech/spk_bb/u0.wav", dir / "speech/spk_b"));
   EXPECT_FALSE(lies_within(dir / "speech", dir / "speech/spk_b"));
+  // Validation mixtures draw their noise from the held-out recordings only.
+  cfg.validation.mixtures = 12;
+  cfg.validation.seconds = 0.4;
+  const auto items = make_validation_set(d.validation, cfg);
+  size_t mixtures = 0;
+  for (const auto& it : items) {
+    if (it.name.rfind("mixture", 0) != 0) continue;
+    ++mixtures;
+    EXPECT_NE(it.name.find("+ clip)"), std::string::npos) << it.name;
+  }
+  EXPECT_EQ(mixtures, 12u);
 }
