@@ -152,6 +152,7 @@ void run_bench_detect(const BenchDetectArgs& a) {
     in_addr = "127.0.0.1:" + std::to_string(server->port());
     out_addr = "127.0.0.1:" + std::to_string(server->scores_port());
     server_thread = std::thread([&] { server->run(); });
+    while (!server->stats().listening) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   asio::io_context io;
   tcp::socket scores = connect_to(io, out_addr);
