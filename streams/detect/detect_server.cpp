@@ -161,6 +161,7 @@ struct DetectServer::Impl {
     explicit Sink(asio::io_context& io) : sock(io) {}
     tcp::socket sock;
     std::string pending, writing;  // appended to / being written
+    size_t written = 0;            // bytes of `writing` already taken
     bool busy = false, closed = false, dropping = false;
     SinkKind kind = SinkKind::scores;
     SlowPolicy policy = SlowPolicy::block;
@@ -168,7 +169,7 @@ struct DetectServer::Impl {
     Clock::time_point last_progress = Clock::now();  // a write completed, or it caught up
     uint64_t dropped = 0;
     char discard[512];
-    size_t held() const { return pending.size() + writing.size(); }
+    size_t held() const { return pending.size() + writing.size() - written; }
     bool full(size_t max) const { return held() >= max; }
   };
   using ConnPtr = std::shared_ptr<Conn>;
@@ -704,11 +705,25 @@ struct DetectServer::Impl {
   void kick(const SinkPtr& k) {
     if (k->busy || k->closed || k->pending.empty()) return;
     std::swap(k->pending, k->writing);
+    k->written = 0;
     k->busy = true;
-    asio::async_write(k->sock, asio::buffer(k->writing), [this, k](boost::system::error_code ec, size_t) {
+    write_more(k);
+  }
+
+  // One write at a time, so that every byte taken counts as progress.
+  void write_more(const SinkPtr& k) {
+    k->sock.async_write_some(asio::buffer(k->writing.data() + k->written, k->writing.size() - k->written),
+                             [this, k](boost::system::error_code ec, size_t n) {
+      k->written += n;
+      if (n > 0) k->last_progress = Clock::now();
+      if (!ec && !k->closed && k->written < k->writing.size()) {
+        write_more(k);
+        resume_if_clear();
+        return;
+      }
       k->busy = false;
       k->writing.clear();  // keeps its capacity for the next swap
-      k->last_progress = Clock::now();
+      k->written = 0;
       if (ec) {
         close_sink(k);
       } else {
