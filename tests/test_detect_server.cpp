@@ -11,12 +11,14 @@
 #include <boost/asio.hpp>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -62,11 +64,14 @@ struct Running {
   std::ostringstream log, events;
   std::unique_ptr<ssm::DetectServer> server;
   std::thread th;
-  explicit Running(ssm::DetectServerConfig cfg) {
+  bool run_ok = true;
+  // wait: until the server listens (after its restore).
+  explicit Running(ssm::DetectServerConfig cfg, bool wait = true) {
     cfg.listen = "127.0.0.1:0";
     if (cfg.scores_listen.empty()) cfg.scores_listen = "127.0.0.1:0";
     server = std::make_unique<ssm::DetectServer>(cfg, detector(), &events, &log);
-    th = std::thread([this] { server->run(); });
+    th = std::thread([this] { run_ok = server->run(); });
+    if (wait) EXPECT_TRUE(wait_for([](const auto& s) { return s.listening; }));
   }
   ~Running() { stop(); }
   void stop() {
@@ -168,7 +173,7 @@ TEST(DetectServer, ScoresAreTheDetectorsAndMalformedLinesAreCounted) {
   for (size_t t = 0; t < a.size(); ++t) {
     text += point("srv.a", a[t], kT0 + 300 * int64_t(t));
     text += point("srv.b", b[t], kT0 + 300 * int64_t(t));
-    if (t == 100) text += "srv.a nan 5\nsrv.b 1 2 3\n\x01\x02 1 2\nsrv.a 1 -7\n";
+    if (t == 100) text += "srv.a nan 5\nsrv.b 1 2 3\n\x01\x02 1 2\nsrv.a 1 -7\n";  // a nan value, 3 errors
   }
   Client in(r.server->port());
   in.send(text);
@@ -178,12 +183,12 @@ TEST(DetectServer, ScoresAreTheDetectorsAndMalformedLinesAreCounted) {
   for (const auto& l : got) (l.rfind("anomaly.srv.a.", 0) == 0 ? ga : gb).push_back(l);
   EXPECT_EQ(ga, expected_lines("srv.a", a));
   EXPECT_EQ(gb, expected_lines("srv.b", b));
-  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.errors == 4; }));
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.errors == 3 && s.nan_values == 1; }));
   in.sock.close();
   ASSERT_TRUE(r.wait_for([](const auto& s) { return s.open_connections == 0; }));
   r.stop();
   const std::string log = r.log.str();
-  EXPECT_NE(log.find("1400 points, 4 malformed lines (extra_fields 1, non_finite_value 1, epoch_range 1, binary 1)"),
+  EXPECT_NE(log.find("1400 points, 1 nan values, 3 malformed lines (extra_fields 1, epoch_range 1, binary 1)"),
             std::string::npos)
       << log;
   EXPECT_EQ(r.server->stats().series, 2u);
@@ -199,14 +204,14 @@ TEST(DetectServer, MalformedInputOnOneConnectionNeverTouchesAnotherSeries) {
       "good.x nan " + std::to_string(kT0) + "\n",  // the good series' name with bad values
       "good.x inf 1\n",
       "good.x 1e999 1\n",
-      "good.x 5 -1\n",
+      "good.x 5 -2\n",
       "good.x 5 99999999999999999\n",
       "good.x 5\n",
       "good.x 5 6 7\n",
       "good..x 5 6\n",
       std::string("good.x \0\xff 6\n", 12),
       std::string(9000, 'g') + " 1 2\n",  // longer than max_line
-      "good.x 5 1.5e9\n",
+      "good.x 5 0x10\n",
   };
   for (size_t t = 0; t < x.size(); ++t) {
     good.send(point("good.x", x[t], kT0 + 300 * int64_t(t)));
@@ -217,10 +222,14 @@ TEST(DetectServer, MalformedInputOnOneConnectionNeverTouchesAnotherSeries) {
   const auto got = sub.lines(x.size());
   EXPECT_EQ(got, expected_lines("good.x", x));
   ASSERT_TRUE(r.wait_for([](const auto& s) { return s.open_connections == 1; }));
-  EXPECT_EQ(r.server->stats().errors, x.size() + 1);
+  const size_t nans = (x.size() + std::size(garbage) - 1) / std::size(garbage);  // the first garbage line's
+  EXPECT_EQ(r.server->stats().errors, x.size() - nans + 1);
+  EXPECT_EQ(r.server->stats().nan_values, nans);
   EXPECT_EQ(r.server->stats().series, 1u);
   r.stop();
-  EXPECT_NE(r.log.str().find("0 points, " + std::to_string(x.size() + 1) + " malformed lines"), std::string::npos)
+  EXPECT_NE(r.log.str().find("0 points, " + std::to_string(nans) + " nan values, " +
+                             std::to_string(x.size() - nans + 1) + " malformed lines"),
+            std::string::npos)
       << r.log.str();
   EXPECT_NE(r.log.str().find("partial_line 1"), std::string::npos) << r.log.str();
 }
@@ -307,6 +316,9 @@ TEST(DetectServer, SlowSubscriberPushesBackWithoutLosingLines) {
     ASSERT_GT(t, last[name]) << l;
     last[name] = t;
   }
+  r.stop();
+  EXPECT_NE(r.log.str().find("inputs paused: scores subscriber"), std::string::npos) << r.log.str();
+  EXPECT_NE(r.log.str().find("inputs resumed after"), std::string::npos) << r.log.str();
 }
 
 TEST(DetectServer, EventsAreJsonLines) {
@@ -376,22 +388,22 @@ TEST(DetectServer, ConfigErrorsNameTheField) {
   };
   ssm::DetectServerConfig c;
   c.listen = "127.0.0.1";
-  EXPECT_NE(error_of(c).find("'listen'"), std::string::npos);
+  EXPECT_NE(error_of(c).find("--listen"), std::string::npos) << error_of(c);
   c.listen = "127.0.0.1:70000";
   EXPECT_NE(error_of(c).find("bad port"), std::string::npos);
   c = {};
   c.listen = "127.0.0.1:0";
   c.max_series = 0;
-  EXPECT_NE(error_of(c).find("max_series"), std::string::npos);
+  EXPECT_NE(error_of(c).find("--max-series"), std::string::npos) << error_of(c);
   c = {};
   c.listen = "127.0.0.1:0";
   c.score_prefix = "a b";
-  EXPECT_NE(error_of(c).find("score_prefix"), std::string::npos);
+  EXPECT_NE(error_of(c).find("--prefix"), std::string::npos) << error_of(c);
   EXPECT_EQ(ssm::parse_host_port("[::1]:2003", "x").host, "::1");
   c = {};
   c.listen = "127.0.0.1:0";
   c.device = "gpu";
-  EXPECT_NE(error_of(c).find("'device' must be \"cpu\" or \"cuda\""), std::string::npos) << error_of(c);
+  EXPECT_NE(error_of(c).find("--device must be \"cpu\" or \"cuda\""), std::string::npos) << error_of(c);
   if (!ssm::cuda_available()) {
     c.device = "cuda";
     const std::string e = error_of(c);
@@ -494,9 +506,12 @@ struct Process {
   pid_t pid = -1;
   fs::path err;
   uint16_t port = 0, scores = 0;
-  Process(const std::vector<std::string>& args, const fs::path& err_file) : err(err_file) {
+  // stdout_fd >= 0: the child's stdout (with --events stdout), else --events none.
+  Process(const std::vector<std::string>& args, const fs::path& err_file, bool wait_ready = true,
+          int stdout_fd = -1, int close_fd = -1)
+      : err(err_file) {
     std::vector<std::string> all = {SSM_BINARY_DIR "/apps/ssm", "detect", "--listen", "127.0.0.1:0", "--scores",
-                                    "127.0.0.1:0", "--events", "none"};
+                                    "127.0.0.1:0", "--events", stdout_fd >= 0 ? "stdout" : "none"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : all) argv.push_back(a.data());
@@ -504,20 +519,36 @@ struct Process {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, stdout_fd, 1);
+    if (close_fd >= 0) posix_spawn_file_actions_addclose(&fa, close_fd);
     if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
     posix_spawn_file_actions_destroy(&fa);
+    if (!wait_ready) return;
     // Ports come from the ready line.
-    for (int i = 0; i < 2000 && pid > 0 && port == 0; ++i) {
-      std::ifstream f(err);
-      std::string text((std::istreambuf_iterator<char>(f)), {});
+    if (wait_log("scores on port ")) {
+      const std::string text = log();
       const size_t a = text.find("listening on 127.0.0.1:"), b = text.find("scores on port ");
-      if (a != std::string::npos && b != std::string::npos) {
-        port = static_cast<uint16_t>(std::stoi(text.substr(a + 23)));
-        scores = static_cast<uint16_t>(std::stoi(text.substr(b + 15)));
-      } else {
-        std::this_thread::sleep_for(5ms);
-      }
+      if (a != std::string::npos) port = static_cast<uint16_t>(std::stoi(text.substr(a + 23)));
+      scores = static_cast<uint16_t>(std::stoi(text.substr(b + 15)));
     }
+  }
+  // Until the log holds `text` (10 s at most).
+  bool wait_log(const std::string& text) {
+    for (int i = 0; i < 2000 && pid > 0; ++i) {
+      if (log().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
+  void signal(int sig) { kill(pid, sig); }
+  // The exit status after `sig`: the code, or 128 + the signal that ended it.
+  int exit_code(int sig) {
+    if (pid <= 0) return -1;
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   // SIGTERM and the exit status.
   int terminate() {
@@ -595,6 +626,340 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
   resumed.insert(resumed.end(), second.begin(), second.end());
   ASSERT_EQ(resumed.size(), whole.size());
   EXPECT_EQ(resumed, whole);
+}
+
+
+// ---------------------------------------------------------------- faults (issue: load and faults)
+
+// 1. A closed stdout (`ssm detect | shipper` after the shipper exits): the
+// next event must not kill the server (SIGPIPE); it logs the lost stream and
+// serves on.
+TEST(DetectServerProcess, ClosedStdoutIsLoggedAndServingGoesOn) {
+  TempDir dir;
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  Process p({"--event-threshold", "0"}, dir.path / "err.log", true, fds[1], fds[0]);
+  close(fds[0]);  // no reader left
+  close(fds[1]);
+  ASSERT_GT(p.port, 0) << p.log();
+  Client sub(p.scores);
+  std::this_thread::sleep_for(100ms);  // the subscriber is joined before values flow
+  Client in(p.port);
+  in.send("c.a 1 100\n");  // an event: written to the closed stdout
+  ASSERT_EQ(sub.lines(1).size(), 1u) << p.log();
+  ASSERT_TRUE(p.wait_log("events stream (stdout) failed")) << p.log();
+  in.send("c.a 2 200\nc.a 3 300\n");
+  EXPECT_EQ(sub.lines(2).size(), 2u) << p.log();
+  EXPECT_EQ(p.exit_code(SIGTERM), 0) << p.log();
+  EXPECT_NE(p.log().find("stopped: 3 points"), std::string::npos) << p.log();
+}
+
+// 7. SIGHUP shuts down like SIGTERM (state written, exit 0); a final
+// snapshot that fails gives exit status 1.
+TEST(DetectServerProcess, SighupWritesTheStateAndAFailedSnapshotFailsTheExit) {
+  TempDir dir;
+  const std::string state = (dir.path / "state").string();
+  {
+    Process p({"--state-dir", state}, dir.path / "hup.log");
+    ASSERT_GT(p.port, 0) << p.log();
+    Client sub(p.scores);
+    std::this_thread::sleep_for(100ms);
+    Client in(p.port);
+    in.send("h.a 1 100\nh.b 2 100\n");
+    ASSERT_EQ(sub.lines(2).size(), 2u);
+    EXPECT_EQ(p.exit_code(SIGHUP), 0) << p.log();
+    EXPECT_NE(p.log().find("got SIGHUP"), std::string::npos) << p.log();
+  }
+  ASSERT_TRUE(fs::exists(fs::path(state) / "series.state"));
+  {
+    Process p({"--state-dir", state}, dir.path / "again.log");
+    EXPECT_NE(p.log().find("restored 2 series"), std::string::npos) << p.log();
+    EXPECT_EQ(p.exit_code(SIGTERM), 0) << p.log();
+  }
+  // series.state as a non-empty folder: the final rename fails.
+  const std::string bad = (dir.path / "bad").string();
+  fs::create_directories(fs::path(bad) / "series.state" / "x");
+  Process p({"--state-dir", bad}, dir.path / "bad.log");
+  ASSERT_GT(p.port, 0) << p.log();
+  EXPECT_EQ(p.exit_code(SIGTERM), 1) << p.log();
+  EXPECT_NE(p.log().find("final state snapshot FAILED"), std::string::npos) << p.log();
+}
+
+// 2. SIGTERM while the state is being restored: a clean exit 0 with the
+// state file left as it was. The state "file" is a FIFO that nobody writes,
+// so the restore is certain to be under way when the signal comes.
+TEST(DetectServerProcess, SigtermDuringTheRestoreExitsCleanly) {
+  TempDir dir;
+  const fs::path state = dir.path / "state";
+  fs::create_directories(state);
+  ASSERT_EQ(mkfifo((state / "series.state").c_str(), 0644), 0);
+  Process p({"--state-dir", state.string()}, dir.path / "err.log", false);
+  ASSERT_TRUE(p.wait_log("restoring series from")) << p.log();
+  EXPECT_EQ(p.log().find("listening on"), std::string::npos) << p.log();
+  EXPECT_EQ(p.exit_code(SIGTERM), 0) << p.log();
+  EXPECT_NE(p.log().find("stopped during the restore: the state file is left as it was"), std::string::npos)
+      << p.log();
+  EXPECT_TRUE(fs::is_fifo(state / "series.state"));
+}
+
+// 2. The port takes no connection before the restore is done.
+TEST(DetectServer, ListensOnlyAfterTheRestore) {
+  TempDir dir;
+  ssm::DetectServerConfig c;
+  c.state_dir = dir.path.string();
+  {
+    Running r(c);
+    Client sub(r.server->scores_port());
+    ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+    Client in(r.server->port());
+    in.send("l.a 1 100\nl.b 1 100\nl.c 1 100\n");
+    ASSERT_EQ(sub.lines(3).size(), 3u);
+  }
+  const fs::path file = dir.path / "series.state";
+  std::string bytes;
+  {
+    std::ifstream f(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  fs::remove(file);
+  ASSERT_EQ(mkfifo(file.c_str(), 0644), 0);
+  Running r(c, false);
+  {
+    asio::io_context io;
+    tcp::socket s(io);
+    boost::system::error_code ec;
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), r.server->port()), ec);
+    EXPECT_EQ(ec, asio::error::connection_refused) << ec.message();
+  }
+  EXPECT_FALSE(r.server->stats().listening);
+  std::ofstream(file, std::ios::binary) << bytes;  // the restore reads it now
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.listening; }));
+  EXPECT_EQ(r.server->stats().restored, 3u);
+  Client in(r.server->port());
+  r.stop();
+  EXPECT_TRUE(r.run_ok);
+}
+
+// 2. A snapshot is taken while values go on being scored.
+TEST(DetectServer, IngestionGoesOnDuringASnapshot) {
+  TempDir dir;
+  ssm::DetectServerConfig c;
+  c.state_dir = dir.path.string();
+  c.snapshot_seconds = 0.05;
+  Running r(c);
+  std::atomic<bool> done{false};
+  std::thread sender([&] {
+    Client in(r.server->port());
+    for (int64_t round = 0; !done; ++round) {
+      std::string text;
+      for (int i = 0; i < 3000; ++i) text += "snap.s" + std::to_string(i) + " 1 " + std::to_string(100 + round) + "\n";
+      in.send(text);
+    }
+  });
+  bool seen = false;
+  uint64_t p0 = 0, n0 = 0;
+  const bool ok = r.wait_for([&](const ssm::DetectServerStats& s) {
+    if (!s.snapshot_busy || s.series < 3000) {
+      seen = false;
+      return false;
+    }
+    if (!seen || s.snapshots != n0) {
+      seen = true;
+      p0 = s.points;
+      n0 = s.snapshots;
+      return false;
+    }
+    return s.points > p0;  // scored while the same snapshot was under way
+  }, 30s);
+  done = true;
+  sender.join();
+  EXPECT_TRUE(ok);
+  r.stop();
+  EXPECT_TRUE(r.run_ok);
+  EXPECT_GE(r.server->stats().snapshots, 1u);
+}
+
+// 3. A temp file left by a snapshot whose process was killed is removed at
+// start; one of a running process is not.
+TEST(DetectServer, StaleSnapshotTempFilesAreRemovedAtStart) {
+  TempDir dir;
+  const fs::path stale = dir.path / "series.state.tmp.2147483646.0";
+  const fs::path live = dir.path / ("series.state.tmp.1.0");  // pid 1 runs
+  std::ofstream(stale, std::ios::binary) << std::string(1000, 'x');
+  std::ofstream(live, std::ios::binary) << "y";
+  ssm::DetectServerConfig c;
+  c.state_dir = dir.path.string();
+  Running r(c);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  r.stop();
+  EXPECT_NE(r.log.str().find("series.state.tmp.2147483646.0 (1000 bytes)"), std::string::npos) << r.log.str();
+}
+
+// 6. Restarting with a lower max_series keeps the newest series of the file.
+TEST(DetectServer, LowerMaxSeriesKeepsTheNewest) {
+  TempDir dir;
+  ssm::DetectServerConfig c;
+  c.state_dir = dir.path.string();
+  c.max_series = 10;
+  {
+    Running r(c);
+    Client sub(r.server->scores_port());
+    ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+    Client in(r.server->port());
+    std::string text;
+    for (int i = 0; i < 10; ++i) text += "m.s" + std::to_string(i) + " 1 100\n";  // m.s9 the newest
+    in.send(text);
+    ASSERT_EQ(sub.lines(10).size(), 10u);
+  }
+  c.max_series = 3;
+  c.overflow = ssm::SeriesOverflow::refuse;
+  Running r(c);
+  EXPECT_EQ(r.server->stats().restored, 3u);
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  Client in(r.server->port());
+  std::string text;
+  for (int i = 0; i < 10; ++i) text += "m.s" + std::to_string(i) + " 2 200\n";
+  in.send(text);
+  const auto got = sub.lines(3);
+  EXPECT_EQ(got, (std::vector<std::string>{"anomaly.m.s7.score 0 200", "anomaly.m.s8.score 0 200",
+                                           "anomaly.m.s9.score 0 200"}));
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.refused == 7; }));
+  r.stop();
+  EXPECT_NE(r.log.str().find("the newest 3 are kept"), std::string::npos) << r.log.str();
+}
+
+// 8. An input that sends nothing for idle_seconds is closed.
+TEST(DetectServer, IdleInputsAreClosed) {
+  ssm::DetectServerConfig c;
+  c.idle_seconds = 0.2;
+  Running r(c);
+  Client idle(r.server->port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.connections == 1; }));
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.idle_closed == 1 && s.open_connections == 0; }));
+  r.stop();
+  EXPECT_NE(r.log.str().find("(--idle-timeout)"), std::string::npos) << r.log.str();
+}
+
+// 5. Repeats and nan values are counted, logged and published as metrics.
+TEST(DetectServer, ValuesWithoutAScoreOfTheirOwnAreCountedAndPublished) {
+  ssm::DetectServerConfig c;
+  c.stats_seconds = 0.05;
+  Running r(c);
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  Client in(r.server->port());
+  in.send("r.a 1 100\nr.a 2 100\nr.a 3 100\nr.a nan 150\nr.a 4 200\n");
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.points == 4 && s.nan_values == 1; }));
+  bool repeats = false, nans = false;
+  for (int i = 0; i < 2000 && !(repeats && nans); ++i) {
+    const auto l = sub.lines(1);
+    ASSERT_EQ(l.size(), 1u);
+    repeats = repeats || l[0].rfind("ssm.detect.repeats 2 ", 0) == 0;
+    nans = nans || l[0].rfind("ssm.detect.nan_values 1 ", 0) == 0;
+  }
+  EXPECT_TRUE(repeats && nans);
+  r.stop();
+  const std::string log = r.log.str();
+  EXPECT_NE(log.find("epoch 100 again: scored as a repeat"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopped: 4 points (2 repeats, 0 out of order), not scored: 0 malformed lines, 1 nan values"),
+            std::string::npos) << log;
+  EXPECT_NE(log.find("stats: "), std::string::npos) << log;
+}
+
+// 4. The policy is per output: a stuck events subscriber with "drop" halts
+// nothing (every score line arrives) and is disconnected.
+TEST(DetectServer, StuckDroppingOutputHaltsNothingAndIsDisconnected) {
+  ssm::DetectServerConfig c;
+  c.event_threshold = 0;  // every value is an event
+  c.events_listen = "127.0.0.1:0";
+  c.slow_events = ssm::SlowPolicy::drop;
+  c.slow_seconds = 0.3;
+  c.max_pending = 65536;
+  Running r(c);
+  Client stuck(r.server->events_port(), 4096);
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 2; }));
+  // ~25 MB of events: more than the kernel's socket buffers take.
+  const size_t n = 200000;
+  std::thread sender([&] {
+    Client in(r.server->port());
+    std::string text;
+    for (size_t t = 0; t < n; ++t) text += point("st.s" + std::to_string(t % 10), 1.0 + t % 7, kT0 + int64_t(t));
+    in.send(text);
+  });
+  EXPECT_EQ(sub.lines(n, 120s).size(), n);
+  sender.join();
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.slow_dropped == 1 && s.subscribers == 1; }))
+      << r.server->stats().dropped_lines << " dropped, " << r.server->stats().subscribers << " subscribers";
+  EXPECT_GT(r.server->stats().dropped_lines, 0u);
+  r.stop();
+  EXPECT_NE(r.log.str().find("(--slow-events drop)"), std::string::npos) << r.log.str();
+}
+
+// 4. "drop" never disconnects a subscriber that keeps reading, however
+// bursty the input: 300k short lines.
+TEST(DetectServer, DropKeepsAFastSubscriberThroughABurst) {
+  ssm::DetectServerConfig c;
+  c.slow_scores = ssm::SlowPolicy::drop;
+  c.slow_seconds = 2;
+  Running r(c);
+  Client sub(r.server->scores_port());
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  const size_t n = 300000;
+  std::thread sender([&] {
+    Client in(r.server->port());
+    std::string text;
+    for (size_t t = 0; t < n; ++t) text += "b" + std::to_string(t % 100) + " 1 " + std::to_string(t + 1) + "\n";
+    in.send(text);
+  });
+  // The subscriber reads as the lines come (the whole burst is n lines at
+  // most); the lines the server dropped for it never come.
+  std::atomic<size_t> got{0};
+  std::thread reader([&] { got = sub.lines(n, 120s).size(); });
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.points == 300000; }, 120s));
+  sender.join();
+  const uint64_t dropped = r.server->stats().dropped_lines;
+  EXPECT_EQ(r.server->stats().slow_dropped, 0u);
+  EXPECT_EQ(r.server->stats().subscribers, 1u);
+  if (dropped == 0) {
+    reader.join();
+  } else {
+    // Fewer than n come: the reader ends when the server closes at stop().
+    ASSERT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+    r.stop();
+    reader.join();
+  }
+  EXPECT_EQ(got.load(), n - dropped);
+}
+
+// 4. A downstream that accepts and never reads, with "drop": the memory it
+// holds stays within max_pending; its lost lines are counted.
+TEST(DetectServer, StuckDownstreamWithDropStaysBounded) {
+  asio::io_context io;
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  acc.set_option(asio::socket_base::receive_buffer_size(4096));
+  ssm::DetectServerConfig c;
+  c.downstream = "127.0.0.1:" + std::to_string(acc.local_endpoint().port());
+  c.slow_downstream = ssm::SlowPolicy::drop;
+  c.slow_seconds = 1000;  // stays connected: the bound must hold anyway
+  c.max_pending = 65536;
+  Running r(c);
+  tcp::socket peer(io);
+  acc.accept(peer);  // never read
+  const size_t n = 200000;
+  std::thread sender([&] {
+    Client in(r.server->port());
+    std::string text;
+    for (size_t t = 0; t < n; ++t) text += "d" + std::to_string(t % 100) + " 1 " + std::to_string(t + 1) + "\n";
+    in.send(text);
+  });
+  ASSERT_TRUE(r.wait_for([](const auto& s) { return s.points == 200000; }, 120s));
+  sender.join();
+  const auto st = r.server->stats();
+  EXPECT_LE(st.max_held, c.max_pending);
+  EXPECT_GT(st.dropped_lines, 0u);
 }
 
 }  // namespace

@@ -444,7 +444,8 @@ TEST(EvalNab, SampleCorpusEndToEnd) {
   ASSERT_EQ(status, 0) << out;
   for (const char* p : {"standard", "reward_low_FP_rate", "reward_low_FN_rate"})
     EXPECT_TRUE(std::isfinite(profile_score(out, p))) << out;
-  const fs::path res = dir.path / "artificialWithAnomaly/ssm_art_daily_jumpsup_excerpt.csv";
+  // NAB's layout: <out>/<detector>/<category>/<detector>_<file>.csv.
+  const fs::path res = dir.path / "ssm/artificialWithAnomaly/ssm_art_daily_jumpsup_excerpt.csv";
   ASSERT_TRUE(fs::exists(res)) << out;
   const auto scores = ssm::read_timeseries_csv(res.string(), {.value_column = "anomaly_score"});
   const auto data = ssm::read_timeseries_csv(nab + "/data/artificialWithAnomaly/art_daily_jumpsup_excerpt.csv");

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -72,6 +73,7 @@ void expect_same(const Log& a, const Log& b, const std::string& what) {
   EXPECT_EQ(a.stats.lines, b.stats.lines) << what;
   EXPECT_EQ(a.stats.points, b.stats.points) << what;
   EXPECT_EQ(a.stats.blank_lines, b.stats.blank_lines) << what;
+  EXPECT_EQ(a.stats.nan_values, b.stats.nan_values) << what;
   EXPECT_EQ(a.stats.by_kind, b.stats.by_kind) << what;
   EXPECT_EQ(a.stats.bytes, b.stats.bytes) << what;
 }
@@ -89,7 +91,8 @@ std::string mixed_stream() {
   s += "a b c d\n";
   s += "a..b 1 1700000003\n";
   s += "a.b abc 1700000004\n";
-  s += "a.b nan 1700000005\n";
+  s += "a.b nan 1700000005\n";  // collectd's missing rate: a nan value, no error
+  s += "a.b inf 1700000005\n";
   s += "a.b 1 17000x\n";
   s += "a.b 1 -5\n";
   s += std::string(100, 'x') + " 1 1700000006\n";  // over 64 bytes
@@ -118,6 +121,54 @@ TEST(Graphite, ParsesGoodLines) {
   EXPECT_EQ(log.stats.errors, 0u);
 }
 
+// What carbon accepts and collectd sends: tagged paths (kept whole, as the
+// series' identity), '/', '@' and UTF-8 in names, float and exponent epochs
+// (truncated), -1 meaning now, and "nan" values counted apart from errors.
+int64_t fixed_clock() { return 1750000000; }
+
+TEST(Graphite, AcceptsCarbonAndCollectdConventions) {
+  ssm::GraphiteLimits limits;
+  limits.clock = fixed_clock;
+  const Log log = run_whole(
+      "cpu.user;host=web-1;dc=eu 1 1700000000\n"
+      "disk;path=/var/log;mode=a=b 2 1700000001\n"
+      "collectd/host@example.com/if_octets.rx 3 1700000002\n"
+      "caf\xc3\xa9.\xe6\xb8\xa9\xe5\xba\xa6.\xf0\x9f\x94\xa5 4 1700000003\n"
+      "a.b 5 1.7e9\n"
+      "a.b 6 1700000004.999\n"
+      "a.b 7 +1700000005\n"
+      "a.b 8 -1\n"
+      "a.b 9 -1.0\n"
+      "a.b nan 1700000006\n"
+      "a.b -NaN 1700000007\n"
+      "a.b NAN -1\n",
+      limits);
+  EXPECT_EQ(log.events, (std::vector<std::string>{
+                            point_text("cpu.user;host=web-1;dc=eu", 1, 1700000000),
+                            point_text("disk;path=/var/log;mode=a=b", 2, 1700000001),
+                            point_text("collectd/host@example.com/if_octets.rx", 3, 1700000002),
+                            point_text("caf\xc3\xa9.\xe6\xb8\xa9\xe5\xba\xa6.\xf0\x9f\x94\xa5", 4, 1700000003),
+                            point_text("a.b", 5, 1700000000),
+                            point_text("a.b", 6, 1700000004),
+                            point_text("a.b", 7, 1700000005),
+                            point_text("a.b", 8, 1750000000),
+                            point_text("a.b", 9, 1750000000),
+                        }));
+  EXPECT_EQ(log.stats.nan_values, 3u);
+  EXPECT_EQ(log.stats.errors, 0u);
+  EXPECT_EQ(log.stats.lines, 12u);
+  // Without a clock of its own, -1 is the system's now.
+  const int64_t before = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count();
+  const Log now = run_whole("a.b 1 -1\n");
+  const int64_t after = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+  ASSERT_EQ(now.stats.points, 1u);
+  const int64_t got = std::stoll(now.events[0].substr(now.events[0].rfind(' ') + 1));
+  EXPECT_GE(got, before);
+  EXPECT_LE(got, after);
+}
+
 TEST(Graphite, EachErrorKindIsCountedAndNamed) {
   struct Case {
     std::string line;
@@ -131,24 +182,40 @@ TEST(Graphite, EachErrorKindIsCountedAndNamed) {
       {"a..b 1 1\n", GraphiteError::bad_path, "'a..b'"},
       {".a 1 1\n", GraphiteError::bad_path, "'.a'"},
       {"a. 1 1\n", GraphiteError::bad_path, "'a.'"},
-      {"a;tag=1 1 1\n", GraphiteError::bad_path, "'a;tag=1'"},
-      {"a/b 1 1\n", GraphiteError::bad_path, "'a/b'"},
+      {"a;tag 1 1\n", GraphiteError::bad_path, "'a;tag'"},
+      {"a;=1 1 1\n", GraphiteError::bad_path, "'a;=1'"},
+      {"a;t= 1 1\n", GraphiteError::bad_path, "'a;t='"},
+      {"a;t=~x 1 1\n", GraphiteError::bad_path, "'a;t=~x'"},
+      {"a;t=1; 1 1\n", GraphiteError::bad_path, "'a;t=1;'"},
+      {";t=1 1 1\n", GraphiteError::bad_path, "';t=1'"},
+      {"a..b;t=1 1 1\n", GraphiteError::bad_path, "'a..b;t=1'"},
+      {"a#b 1 1\n", GraphiteError::bad_path, "'a#b'"},
+      {"a\"b 1 1\n", GraphiteError::bad_path, "'a\"b'"},
       {"a.b abc 1\n", GraphiteError::bad_value, "value: expected a decimal number, 'abc'"},
       {"a.b 0x10 1\n", GraphiteError::bad_value, "'0x10'"},
       {"a.b 1,5 1\n", GraphiteError::bad_value, "'1,5'"},
-      {"a.b nan 1\n", GraphiteError::non_finite_value, "value: expected a finite number, 'nan'"},
+      {"a.b inf 1\n", GraphiteError::non_finite_value, "value: expected a finite number, 'inf'"},
       {"a.b -inf 1\n", GraphiteError::non_finite_value, "'-inf'"},
       {"a.b 1e999 1\n", GraphiteError::non_finite_value, "'1e999'"},
-      {"a.b 1 17000x\n", GraphiteError::bad_epoch, "epoch: expected seconds as digits[.digits], '17000x'"},
-      {"a.b 1 1.7e9\n", GraphiteError::bad_epoch, "'1.7e9'"},
-      {"a.b 1 .5\n", GraphiteError::bad_epoch, "'.5'"},
+      {"a.b 1 17000x\n", GraphiteError::bad_epoch, "epoch: expected seconds since 1970 (a number, or -1: now), '17000x'"},
+      {"a.b 1 1.7e\n", GraphiteError::bad_epoch, "'1.7e'"},
+      {"a.b 1 0x10\n", GraphiteError::bad_epoch, "'0x10'"},
       {"a.b 1 -\n", GraphiteError::bad_epoch, "'-'"},
       {"a.b 1 -5\n", GraphiteError::epoch_range, "'-5'"},
+      {"a.b 1 -1.5\n", GraphiteError::epoch_range, "'-1.5'"},
+      {"a.b 1 -2\n", GraphiteError::epoch_range, "'-2'"},
+      {"a.b 1 3e11\n", GraphiteError::epoch_range, "'3e11'"},
+      {"a.b 1 1e999\n", GraphiteError::epoch_range, "'1e999'"},
       {"a.b 1 253402300800\n", GraphiteError::epoch_range, "'253402300800'"},
       {"a.b 1 99999999999999999999999\n", GraphiteError::epoch_range, "epoch: expected 0 .. 253402300799"},
-      {std::string("a.b\0 1 1\n", 9), GraphiteError::binary, "byte outside printable ASCII, 'a.b\\x00 1 1'"},
+      {std::string("a.b\0 1 1\n", 9), GraphiteError::binary, "control byte, 'a.b\\x00 1 1'"},
       {"a.b 1\r 1\n", GraphiteError::binary, "'a.b 1\\x0d 1'"},
-      {"a.b \xff 1\n", GraphiteError::binary, "'a.b \\xff 1'"},
+      {"a.b \xff 1\n", GraphiteError::binary, "bytes that are not UTF-8, 'a.b \\xff 1'"},
+      {"caf\xc3 1 1\n", GraphiteError::binary, "not UTF-8"},          // cut sequence
+      {"a\xc0\xaf 1 1\n", GraphiteError::binary, "not UTF-8"},       // overlong '/'
+      {"a\xed\xa0\x80 1 1\n", GraphiteError::binary, "not UTF-8"},  // a surrogate
+      {"a\xf4\x90\x80\x80 1 1\n", GraphiteError::binary, "not UTF-8"},  // above U+10FFFF
+      {"a.b 1 1\x7f\n", GraphiteError::binary, "control byte"},
       {"a.b 1 1\r\r\n", GraphiteError::binary, "'a.b 1 1\\x0d\\x0d'"},
       {"a.b 1 1", GraphiteError::partial_line, "line 1: no newline before the end of the stream, 'a.b 1 1'"},
   };
@@ -172,7 +239,8 @@ TEST(Graphite, EachErrorKindIsCountedAndNamed) {
 TEST(Graphite, MixedStreamCounts) {
   const Log log = run_whole(mixed_stream(), {64});
   const auto& s = log.stats;
-  EXPECT_EQ(s.lines, 18u);  // the partial line included
+  EXPECT_EQ(s.lines, 19u);  // the partial line included
+  EXPECT_EQ(s.nan_values, 1u);
   EXPECT_EQ(s.points, 5u);  // the first three, a.b ... 1700000007, ok:path_1
   EXPECT_EQ(s.blank_lines, 2u);
   EXPECT_EQ(s.count(GraphiteError::missing_fields), 1u);
@@ -186,7 +254,7 @@ TEST(Graphite, MixedStreamCounts) {
   EXPECT_EQ(s.count(GraphiteError::binary), 2u);
   EXPECT_EQ(s.count(GraphiteError::partial_line), 1u);
   EXPECT_EQ(s.errors, 11u);
-  EXPECT_EQ(log.events.back(), "E partial_line line 18: no newline before the end of the stream, 'partial.line 1 17000'");
+  EXPECT_EQ(log.events.back(), "E partial_line line 19: no newline before the end of the stream, 'partial.line 1 17000'");
   EXPECT_EQ(log.events[log.events.size() - 2], point_text("ok:path_1", 3, 0));
 }
 
@@ -298,7 +366,7 @@ TEST(Graphite, LimitsAreChecked) {
 
 TEST(Graphite, RandomBytesNeverCrashAndEveryLineIsAccountedFor) {
   std::mt19937_64 rng(99);
-  const std::string alphabet = std::string("ab.:_-019 \t\r\n\n\n+-e.nanif") + '\0' + "\xff";
+  const std::string alphabet = std::string("ab.:_-019 \t\r\n\n\n+-e.nanif;=/@~") + '\0' + "\xff\xc3\xa9";
   for (int iter = 0; iter < 400; ++iter) {
     std::string bytes;
     const size_t n = rng() % 2000;
@@ -314,8 +382,8 @@ TEST(Graphite, RandomBytesNeverCrashAndEveryLineIsAccountedFor) {
     const Log split = run(bytes, cuts, limits);
     expect_same(split, run_whole(bytes, limits), "iteration " + std::to_string(iter));
     const auto& s = split.stats;
-    // Every line is exactly one of: a point, a blank line, an error.
-    EXPECT_EQ(s.lines, s.points + s.blank_lines + s.errors);
+    // Every line is exactly one of: a point, a blank line, a nan value, an error.
+    EXPECT_EQ(s.lines, s.points + s.blank_lines + s.nan_values + s.errors);
     EXPECT_EQ(s.bytes, bytes.size());
     uint64_t sum = 0;
     for (auto c : s.by_kind) sum += c;

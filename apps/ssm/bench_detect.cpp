@@ -7,7 +7,12 @@
 //   2. throughput: rounds of one value per series sent as fast as the
 //      server takes them, timed from the first byte out to the last score in;
 //   3. latency: values at a fixed rate in 1 ms chunks; each score line's
-//      latency is the time from its chunk's write to the line's arrival.
+//      latency is the time from its chunk's write to the line's arrival;
+//   4. parts (--parts): the cost per value of parsing (GraphiteParser over
+//      the same lines) and of scoring (Detector::update on the series'
+//      states, no table), each alone on this thread; the rest of the
+//      throughput phase's time per value is lookup, format, the socket
+//      reads and writes, and the loop.
 // A value's epoch is its sequence number (plus a base), so every score line
 // names the value it scores.
 #include <utility>  // before Asio: see DESIGN.md §6
@@ -27,6 +32,7 @@
 #include "commands.hpp"
 #include "ssm/detector.hpp"
 #include "ssm/streams/detect_server.hpp"
+#include "ssm/streams/graphite.hpp"
 
 namespace ssm::cli {
 
@@ -46,6 +52,7 @@ struct BenchDetectArgs {
   int chunk_ms = 1;       // pacing interval
   std::string server, scores;  // an external server; empty = one in this process
   std::string device = "cpu";  // the in-process server's forecaster
+  bool parts = false;
 };
 
 size_t resident_bytes() {
@@ -131,6 +138,27 @@ class ScoreReader {
   size_t have_ = 0;
 };
 
+// Seconds per value of parsing and of scoring `rounds` rounds of S series,
+// each alone.
+std::pair<double, double> part_costs(int S, int rounds) {
+  std::string text;
+  const int64_t total = static_cast<int64_t>(S) * rounds;
+  make_lines(text, 0, total, S);
+  GraphiteParser parser;
+  double sink = 0;
+  auto t0 = Clock::now();
+  parser.feed(text, [&](std::string_view, double v, int64_t) { sink += v; });
+  const double parse_s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(total);
+  const Detector det(Forecaster::builtin(), DetectorConfig{});
+  std::vector<SeriesState> states(static_cast<size_t>(S), det.new_series());
+  t0 = Clock::now();
+  for (int64_t g = 0; g < total; ++g)
+    sink += det.update(states[static_cast<size_t>(g % S)], kBase + g, 100.0 + static_cast<double>(g % 24)).score;
+  const double score_s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(total);
+  if (sink == 12345.678) std::printf(" ");  // keeps the loops
+  return {parse_s, score_s};
+}
+
 void run_bench_detect(const BenchDetectArgs& a) {
   require(a.series >= 1 && a.rate > 0 && a.seconds > 0 && a.rounds >= 1 && a.chunk_ms >= 1,
           "bench detect: --series, --rate, --seconds, --rounds and --chunk-ms must be positive");
@@ -152,6 +180,7 @@ void run_bench_detect(const BenchDetectArgs& a) {
     in_addr = "127.0.0.1:" + std::to_string(server->port());
     out_addr = "127.0.0.1:" + std::to_string(server->scores_port());
     server_thread = std::thread([&] { server->run(); });
+    while (!server->stats().listening) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   asio::io_context io;
   tcp::socket scores = connect_to(io, out_addr);
@@ -230,6 +259,16 @@ void run_bench_detect(const BenchDetectArgs& a) {
               static_cast<long long>(total), paced_ok ? "" : " (TIMED OUT)");
   std::printf("               ingest-to-score p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us (%.2f s wall)\n",
               pct(0.5), pct(0.99), pct(0.999), lat.empty() ? NAN : lat.back(), paced_s);
+  if (a.parts) {
+    const auto [parse_s, score_s] = part_costs(S, std::min(a.rounds, 10));
+    const double all = burst_s / static_cast<double>(burst);
+    const double rest = all - parse_s - score_s;
+    std::printf("  parts        per value: parse %.0f ns, score %.0f ns (each alone); the served value %.0f ns, "
+                "so lookup + format + socket I/O + loop %s\n",
+                parse_s * 1e9, score_s * 1e9, all * 1e9,
+                rest > 0 ? (std::to_string(static_cast<long>(rest * 1e9)) + " ns").c_str()
+                         : "unknown (the parts alone took longer: the load changed between the phases)");
+  }
   if (server) {
     std::printf("  memory       %.0f bytes per series (resident set growth over the warm-up / series); "
                 "detector state %zu bytes, table entry with a %zu-byte name %zu bytes\n",
@@ -253,6 +292,7 @@ void add_bench_detect(CLI::App& bench) {
   cmd->add_option("--server", args->server, "host:port of a running ssm detect (default: start one here)");
   cmd->add_option("--scores", args->scores, "its scores host:port (with --server)");
   cmd->add_option("--device", args->device, "the in-process server's forecaster: cpu or cuda");
+  cmd->add_flag("--parts", args->parts, "also time parsing and scoring alone, per value");
   cmd->callback([args] { run_bench_detect(*args); });
 }
 

@@ -19,6 +19,8 @@ struct DetectArgs {
   std::string model, config;
   std::string events = "stdout";
   std::string overflow = "evict";
+  std::string slow_scores = "block", slow_events = "block", slow_downstream = "block";
+  bool drop_slow = false;
   std::string device = "auto";  // auto: the GPU when one is usable, else the CPU
   DetectServerConfig server;
 };
@@ -34,22 +36,28 @@ void run_detect(DetectArgs& a) {
   require(a.overflow == "evict" || a.overflow == "refuse",
           "--overflow must be 'evict' or 'refuse', got '" + a.overflow + "'");
   a.server.overflow = a.overflow == "evict" ? SeriesOverflow::evict : SeriesOverflow::refuse;
+  auto policy = [&](const std::string& v, const char* flag) {
+    require(v == "block" || v == "drop", std::string(flag) + " must be 'block' or 'drop', got '" + v + "'");
+    return a.drop_slow || v == "drop" ? SlowPolicy::drop : SlowPolicy::block;
+  };
+  a.server.slow_scores = policy(a.slow_scores, "--slow-scores");
+  a.server.slow_events = policy(a.slow_events, "--slow-events");
+  a.server.slow_downstream = policy(a.slow_downstream, "--slow-downstream");
   require(a.device == "auto" || a.device == "cpu" || a.device == "cuda",
           "--device must be 'auto', 'cpu' or 'cuda', got '" + a.device + "'");
   a.server.device = a.device == "auto" ? (cuda_available() ? "cuda" : "cpu") : a.device;
   const DetectorConfig dc = a.config.empty() ? DetectorConfig{} : DetectorConfig::from_file(a.config);
   auto det = std::make_shared<const Detector>(Forecaster::load(a.model), dc);
   DetectServer server(a.server, det, a.events == "stdout" ? &std::cout : nullptr, &std::cerr);
-  std::string where = "listening on " + parse_host_port(a.server.listen, "--listen").host + ":" +
-                      std::to_string(server.port());
-  if (server.scores_port()) where += ", scores on port " + std::to_string(server.scores_port());
-  if (server.events_port()) where += ", events on port " + std::to_string(server.events_port());
-  if (!a.server.downstream.empty()) where += ", scores to " + a.server.downstream;
-  where += a.server.device == "cuda" ? ", forecaster on the GPU (" + cuda_device_description() + ")"
-                                     : std::string(", forecaster on the CPU");
-  std::cerr << "ssm detect: " << where << "; " << det->state_bytes() << " bytes of detector state per series"
-            << std::endl;
-  server.run(/*handle_signals=*/true);
+  detect_log(std::cerr, std::string("forecaster on ") +
+                            (a.server.device == "cuda" ? "the GPU (" + cuda_device_description() + ")" : "the CPU") +
+                            "; " + std::to_string(det->state_bytes()) + " bytes of detector state per series");
+  // The server logs "listening on ..." once the restore is done.
+  if (!server.run(/*handle_signals=*/true)) {
+    detect_log(std::cerr, "exit status 1: the final state snapshot failed");
+    std::fflush(stdout);
+    std::exit(1);
+  }
 }
 
 }  // namespace
@@ -69,8 +77,18 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--overflow", args->overflow, "at max-series: evict (least recently seen) or refuse");
   cmd->add_option("--max-connections", s.max_connections, "inputs and subscribers together");
   cmd->add_option("--max-line", s.max_line, "bytes of one input line");
-  cmd->add_option("--max-pending", s.max_pending, "bytes one output may hold before inputs are paused");
-  cmd->add_flag("--drop-slow", s.drop_slow, "disconnect a subscriber that falls max-pending behind instead");
+  cmd->add_option("--max-pending", s.max_pending, "bytes one output may hold (then its --slow-* policy applies)");
+  cmd->add_option("--slow-scores", args->slow_scores,
+                  "a scores subscriber max-pending behind: block (pause the inputs) or drop (its lines; disconnected "
+                  "after --slow-seconds taking nothing)");
+  cmd->add_option("--slow-events", args->slow_events, "the same for events subscribers: block or drop");
+  cmd->add_option("--slow-downstream", args->slow_downstream, "the same for the downstream: block or drop");
+  cmd->add_flag("--drop-slow", args->drop_slow, "all three --slow-* policies drop");
+  cmd->add_option("--slow-seconds", s.slow_seconds, "drop: an output taking nothing this long is disconnected");
+  cmd->add_option("--idle-timeout", s.idle_seconds, "seconds an input may send nothing before it is closed (0: never)");
+  cmd->add_option("--stats-every", s.stats_seconds,
+                  "seconds between stats lines in the log and ssm.detect.* metrics to the scores outputs (0: never)");
+  cmd->add_option("--stats-prefix", s.stats_prefix, "path prefix of the server's own metrics");
   cmd->add_option("--state-dir", s.state_dir, "keep series state here (restored at start, written atomically)");
   cmd->add_option("--snapshot-every", s.snapshot_seconds, "seconds between state snapshots (0: at shutdown only)");
   cmd->add_option("--device", args->device,

@@ -57,11 +57,11 @@ DetectorConfig detector_config(const std::string& file, const std::vector<std::s
   return DetectorConfig::from_json(j, "--set");
 }
 
-// The results file of a labels key, as NAB lays them out:
-// <out>/<category>/ssm_<file>.csv.
+// The results file of a labels key, as NAB lays them out for a detector
+// called ssm: <out>/ssm/<category>/ssm_<file>.csv.
 fs::path results_path(const std::string& out, const std::string& key) {
   const fs::path rel(key);
-  return fs::path(out) / rel.parent_path() / ("ssm_" + rel.filename().string());
+  return fs::path(out) / "ssm" / rel.parent_path() / ("ssm_" + rel.filename().string());
 }
 
 void run_eval_nab(const EvalNabArgs& a) {
@@ -159,7 +159,7 @@ void run_eval_nab(const EvalNabArgs& a) {
   }
   if (!a.out.empty()) {
     atomic_write_file(fs::path(a.out) / "scores.json", summary.dump(2) + "\n");
-    std::printf("results in %s (%s/<category>/ssm_<file>.csv, scores.json)\n", a.out.c_str(), a.out.c_str());
+    std::printf("results in %s (%s/ssm/<category>/ssm_<file>.csv, scores.json)\n", a.out.c_str(), a.out.c_str());
   }
 }
 

@@ -1,24 +1,40 @@
 // The detection server: accept loops, per-connection parsing and scoring,
-// output sinks with back-pressure, the series table with LRU eviction, state
-// snapshots and the graceful shutdown. Everything runs on run()'s thread.
+// output sinks with their slow policies, state restore and snapshots, the
+// periodic chores (idle inputs, slow outputs, stats) and the graceful
+// shutdown. The series table (series_table.hpp), the state file's format
+// (state_file.hpp) and the output lines (output_lines.hpp) live apart.
+// Serving runs on run()'s thread; the state file is read and written by
+// threads of their own that hand their results back through the io_context.
 #include "ssm/streams/detect_server.hpp"
 
 #include <utility>  // before Asio: see DESIGN.md §6
 #include <boost/asio.hpp>
 
-#include <bit>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <charconv>
 #include <chrono>
-#include <cstring>
+#include <csignal>
+#include <ctime>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <ostream>
+#include <thread>
 #include <vector>
 
+#include "output_lines.hpp"
+#include "series_table.hpp"
 #include "ssm/forecast_batch.hpp"
 #include "ssm/safetensors.hpp"  // atomic_write_file
 #include "ssm/streams/graphite.hpp"
-#include "ssm/timeseries_csv.hpp"  // read_text_file
+#include "state_file.hpp"
 
 namespace ssm {
 
@@ -28,143 +44,46 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 namespace fs = std::filesystem;
 
-constexpr char kSnapshotMagic[8] = {'S', 'S', 'M', 'D', 'S', 'T', 'S', '1'};
-constexpr const char* kSnapshotFile = "series.state";
+using detect::Series;
+using detect::SeriesTable;
+using Clock = std::chrono::steady_clock;
 
-uint64_t fnv1a(const uint8_t* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
+constexpr size_t kSnapshotChunk = 256;  // series saved per turn of the loop
+constexpr size_t kRestoreChunk = 1024;  // series loaded per turn
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+Clock::duration seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-// Appends a number without locale or allocation.
-void put_int(std::string& out, int64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  out.append(buf, r.ptr);
+// Keepalive: a peer that vanished (no FIN, no RST) is found in about 2 min.
+void keep_alive(asio::ip::tcp::socket& s) {
+  boost::system::error_code ec;
+  s.set_option(asio::socket_base::keep_alive(true), ec);
+  const int fd = s.native_handle();
+  const int idle = 60, interval = 10, count = 6;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
-void put_double(std::string& out, double v, int precision) {
-  char buf[40];
-  auto r = precision > 0 ? std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::general, precision)
-                         : std::to_chars(buf, buf + sizeof(buf), v);
-  out.append(buf, r.ptr);
-}
-
-// One series: its name, detector state and place in the recency list.
-struct Series {
-  std::string name;
-  uint64_t hash = 0;  // of the name
-  Series* newer = nullptr;
-  Series* older = nullptr;
-  SeriesState state;
-  int slot = -1;  // its model state's slot in the ForecastBatch (GPU), -1 without one
-};
-
-// Series by name (open addressing over (hash, pointer) slots, so a lookup
-// touches one slot and the series itself), with a recency list (newest
-// first) for LRU eviction. Owns the series.
-class SeriesTable {
- public:
-  SeriesTable() = default;
-  SeriesTable(const SeriesTable&) = delete;
-  SeriesTable& operator=(const SeriesTable&) = delete;
-  ~SeriesTable() {
-    for (Series* s = oldest_; s;) {
-      Series* next = s->newer;
-      delete s;
-      s = next;
-    }
-  }
-
-  size_t size() const { return live_; }
-  size_t slot_bytes() const { return slots_.size() * sizeof(Slot); }
-
-  Series* find(std::string_view name) {
-    if (slots_.empty()) return nullptr;
-    const uint64_t h = hash_of(name);
-    for (size_t i = h & mask(); slots_[i].s; i = (i + 1) & mask()) {
-      Series* s = slots_[i].s;
-      if (s != tomb() && slots_[i].hash == h && s->name == name) {
-        unlink(s);
-        push_newest(s);
-        return s;
-      }
-    }
-    return nullptr;
-  }
-  // `name` must not be in the table.
-  Series* add(std::string name, SeriesState state) {
-    if ((used_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(16, std::bit_ceil((live_ + 1) * 4)));
-    auto* s = new Series;
-    s->name = std::move(name);
-    s->hash = hash_of(s->name);
-    s->state = std::move(state);
-    size_t i = s->hash & mask();
-    while (slots_[i].s && slots_[i].s != tomb()) i = (i + 1) & mask();
-    if (!slots_[i].s) ++used_;
-    slots_[i] = {s->hash, s};
-    ++live_;
-    push_newest(s);
-    return s;
-  }
-  std::unique_ptr<Series> pop_oldest() {
-    Series* s = oldest_;
-    if (!s) return nullptr;
-    unlink(s);
-    size_t i = s->hash & mask();
-    while (slots_[i].s != s) i = (i + 1) & mask();
-    slots_[i].s = tomb();  // keeps later probes going past this slot
-    --live_;
-    return std::unique_ptr<Series>(s);
-  }
-  template <typename F>
-  void for_each_oldest_first(F&& f) const {
-    for (const Series* s = oldest_; s; s = s->newer) f(*s);
-  }
-  template <typename F>
-  void for_each_oldest_first(F&& f) {
-    for (Series* s = oldest_; s; s = s->newer) f(*s);
-  }
-
- private:
-  struct Slot {
-    uint64_t hash = 0;
-    Series* s = nullptr;  // null: never used; tomb(): emptied by an eviction
-  };
-  static uint64_t hash_of(std::string_view name) { return std::hash<std::string_view>{}(name); }
-  static Series* tomb() { return reinterpret_cast<Series*>(alignof(Series)); }
-  size_t mask() const { return slots_.size() - 1; }
-  void rehash(size_t n) {
-    std::vector<Slot> old = std::move(slots_);
-    slots_.assign(n, Slot{});
-    used_ = 0;
-    for (const Slot& o : old)
-      if (o.s && o.s != tomb()) {
-        size_t i = o.hash & mask();
-        while (slots_[i].s) i = (i + 1) & mask();
-        slots_[i] = o;
-        ++used_;
-      }
-  }
-  void unlink(Series* s) {
-    (s->newer ? s->newer->older : newest_) = s->older;
-    (s->older ? s->older->newer : oldest_) = s->newer;
-    s->newer = s->older = nullptr;
-  }
-  void push_newest(Series* s) {
-    s->older = newest_;
-    s->newer = nullptr;
-    if (newest_) newest_->newer = s;
-    newest_ = s;
-    if (!oldest_) oldest_ = s;
-  }
-  std::vector<Slot> slots_;  // a power of two, at most half used (live + tombstones)
-  size_t live_ = 0, used_ = 0;
-  Series* newest_ = nullptr;
-  Series* oldest_ = nullptr;
-};
 
 }  // namespace
+
+void detect_log(std::ostream& log, std::string_view text) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[40];
+  const size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(stamp + n, sizeof stamp - n, ".%03dZ", static_cast<int>(ms));
+  std::string line;
+  line.reserve(text.size() + 64);
+  line.append(stamp).append(" ssm detect: ").append(text).push_back('\n');
+  log << line << std::flush;
+}
 
 HostPort parse_host_port(const std::string& text, const std::string& what) {
   const std::string expected = " (expected host:port, e.g. 127.0.0.1:2003 or [::1]:2003)";
@@ -186,30 +105,39 @@ HostPort parse_host_port(const std::string& text, const std::string& what) {
   return hp;
 }
 
+
 void DetectServerConfig::validate() const {
-  auto check = [](bool ok, const std::string& field, const std::string& expected) {
-    require(ok, "detect server: '" + field + "' " + expected);
+  // Messages name the `ssm detect` flag that sets the field.
+  auto check = [](bool ok, const std::string& flag, const std::string& expected) {
+    require(ok, "detect server: " + flag + " " + expected);
   };
-  parse_host_port(listen, "detect server: 'listen'");
-  if (!scores_listen.empty()) parse_host_port(scores_listen, "detect server: 'scores_listen'");
-  if (!events_listen.empty()) parse_host_port(events_listen, "detect server: 'events_listen'");
+  parse_host_port(listen, "detect server: --listen");
+  if (!scores_listen.empty()) parse_host_port(scores_listen, "detect server: --scores");
+  if (!events_listen.empty()) parse_host_port(events_listen, "detect server: --events-listen");
   if (!downstream.empty()) {
-    const HostPort d = parse_host_port(downstream, "detect server: 'downstream'");
-    check(d.port != 0, "downstream", "needs a port other than 0");
+    const HostPort d = parse_host_port(downstream, "detect server: --downstream");
+    check(d.port != 0, "--downstream", "needs a port other than 0");
   }
-  check(std::isfinite(event_threshold) && event_threshold >= 0, "event_threshold", "must be >= 0");
-  check(max_series >= 1, "max_series", "must be >= 1");
-  check(max_connections >= 1, "max_connections", "must be >= 1");
-  check(max_line >= 16 && max_line <= (size_t{16} << 20), "max_line", "must be in 16 .. 16 MiB");
+  check(std::isfinite(event_threshold) && event_threshold >= 0, "--event-threshold", "must be >= 0");
+  check(max_series >= 1, "--max-series", "must be >= 1");
+  check(max_connections >= 1, "--max-connections", "must be >= 1");
+  check(max_line >= 16 && max_line <= (size_t{16} << 20), "--max-line", "must be in 16 .. 16 MiB");
   check(read_chunk >= 512 && read_chunk <= (size_t{16} << 20), "read_chunk", "must be in 512 .. 16 MiB");
-  check(max_pending >= 4096, "max_pending", "must be >= 4096");
-  check(std::isfinite(snapshot_seconds) && snapshot_seconds >= 0, "snapshot_seconds", "must be >= 0");
+  check(max_pending >= 4096, "--max-pending", "must be >= 4096");
+  check(std::isfinite(slow_seconds) && slow_seconds > 0, "--slow-seconds", "must be > 0");
+  check(std::isfinite(idle_seconds) && idle_seconds >= 0, "--idle-timeout", "must be >= 0");
+  check(std::isfinite(stats_seconds) && stats_seconds >= 0, "--stats-every", "must be >= 0");
+  check(std::isfinite(snapshot_seconds) && snapshot_seconds >= 0, "--snapshot-every", "must be >= 0");
   check(std::isfinite(drain_seconds) && drain_seconds >= 0, "drain_seconds", "must be >= 0");
   check(log_errors_per_connection >= 0, "log_errors_per_connection", "must be >= 0");
-  check(device == "cpu" || device == "cuda", "device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
-  for (char c : score_prefix)
-    check(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':',
-          "score_prefix", "may hold only [A-Za-z0-9._:-]");
+  check(device == "cpu" || device == "cuda", "--device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+  auto graphite_name = [&](const std::string& text, const char* flag) {
+    for (char c : text)
+      check(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':', flag,
+            "may hold only [A-Za-z0-9._:-]");
+  };
+  graphite_name(score_prefix, "--prefix");
+  graphite_name(stats_prefix, "--stats-prefix");
 }
 
 struct DetectServer::Impl {
@@ -224,19 +152,45 @@ struct DetectServer::Impl {
     std::string peer;
     bool reading = false, parked = false, done = false;
     int logged = 0;
+    uint64_t nan_seen = 0;  // of parser.stats().nan_values, already added to the server's count
+    Clock::time_point last_read = Clock::now();
   };
+  enum class SinkKind { scores, events, downstream };
   // An output: a subscriber or the downstream.
   struct Sink {
     explicit Sink(asio::io_context& io) : sock(io) {}
     tcp::socket sock;
     std::string pending, writing;  // appended to / being written
-    bool busy = false, closed = false, downstream = false, events = false;
+    size_t written = 0;            // bytes of `writing` already taken
+    bool busy = false, closed = false, dropping = false;
+    SinkKind kind = SinkKind::scores;
+    SlowPolicy policy = SlowPolicy::block;
     std::string peer;
+    Clock::time_point last_progress = Clock::now();  // a write completed, or it caught up
+    uint64_t dropped = 0;
     char discard[512];
-    size_t held() const { return pending.size() + writing.size(); }
+    size_t held() const { return pending.size() + writing.size() - written; }
+    bool full(size_t max) const { return held() >= max; }
   };
   using ConnPtr = std::shared_ptr<Conn>;
   using SinkPtr = std::shared_ptr<Sink>;
+
+  // The state file read at start: filled by the reader thread, then handed
+  // to the loop.
+  struct RestoreRead {
+    std::vector<uint8_t> bytes;
+    std::vector<detect::StateFileEntry> entries;  // views into bytes
+    std::string error;
+  };
+  // A snapshot under way: the series still to save, oldest first (a null
+  // entry: evicted before its turn).
+  struct SnapshotRun {
+    bool active = false;
+    std::vector<Series*> order;
+    size_t at = 0;
+    std::unique_ptr<detect::StateFileWriter> out;
+    Clock::time_point started;
+  };
 
   DetectServerConfig cfg;
   std::shared_ptr<const Detector> det;
@@ -244,7 +198,7 @@ struct DetectServer::Impl {
   std::ostream* log;
   asio::io_context io{1};
   tcp::acceptor in_acc{io}, scores_acc{io}, events_acc{io};
-  asio::steady_timer snap_timer{io}, redial_timer{io}, drain_timer{io}, accept_retry{io};
+  asio::steady_timer snap_timer{io}, redial_timer{io}, drain_timer{io}, accept_retry{io}, chores_timer{io};
   asio::signal_set signals{io};
   SeriesTable table;
   std::unique_ptr<ForecastBatch> batch;  // device "cuda": the series' model states and their queued steps
@@ -254,48 +208,66 @@ struct DetectServer::Impl {
   SinkPtr downstream;          // connected, or null
   bool downstream_dialing = false, downstream_failed_logged = false;
   std::string events_text;     // for the events stream, written once per batch
+  bool events_lost = false;    // the events stream failed (a closed stdout): no more writes
   std::string line;            // scratch for one output line
-  bool stopping = false, finished = false, paused = false;
+  bool stopping = false, finished = false, paused = false, final_ok = true;
+  bool restoring = false;  // the state file is being read or loaded
+  bool serving = false;    // the listeners listen (the restore is over)
+  Clock::time_point paused_at;
   uint64_t next_conn_id = 1;
+  Clock::time_point last_stats = Clock::now();
   DetectServerStats st;
   mutable std::mutex stats_mu;
   DetectServerStats shared_stats;
+  std::thread reader, writer;  // the state file's reader (start) and a snapshot's writer
+  // Keeps run() running while only the reader has work.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> reading_state;
+  std::atomic<bool> writer_done{true};
+  SnapshotRun snap;
 
   Impl(DetectServerConfig c, std::shared_ptr<const Detector> d, std::ostream* ev, std::ostream* lg)
       : cfg(std::move(c)), det(std::move(d)), events_out(ev), log(lg) {
     require(det != nullptr, "detect server: no detector");
     cfg.validate();
     if (cfg.device == "cuda") batch = std::make_unique<ForecastBatch>(*det, static_cast<int>(cfg.max_series), "cuda");
-    listen(in_acc, cfg.listen, "listen");
-    if (!cfg.scores_listen.empty()) listen(scores_acc, cfg.scores_listen, "scores_listen");
-    if (!cfg.events_listen.empty()) listen(events_acc, cfg.events_listen, "events_listen");
+    bind(in_acc, cfg.listen, "--listen");
+    if (!cfg.scores_listen.empty()) bind(scores_acc, cfg.scores_listen, "--scores");
+    if (!cfg.events_listen.empty()) bind(events_acc, cfg.events_listen, "--events-listen");
     if (!cfg.state_dir.empty()) {
       std::error_code ec;
       fs::create_directories(cfg.state_dir, ec);
       require(!ec && fs::is_directory(cfg.state_dir),
-              "detect server: state dir '" + cfg.state_dir + "' cannot be created: " + ec.message());
-      restore();
+              "detect server: --state-dir '" + cfg.state_dir + "' cannot be created: " + ec.message());
+      for (const auto& [file, bytes] : detect::remove_stale_state_temps(cfg.state_dir))
+        say("removed " + file + " (" + std::to_string(bytes) +
+            " bytes): the temp file of a snapshot whose process was killed");
     }
     publish();
   }
 
-  void say(const std::string& text) {
-    if (log) *log << "ssm detect: " << text << std::endl;
+  ~Impl() {
+    unblock_reader();
+    if (reader.joinable()) reader.join();
+    if (writer.joinable()) writer.join();
   }
 
-  void listen(tcp::acceptor& acc, const std::string& where, const char* field) {
-    const HostPort hp = parse_host_port(where, std::string("detect server: '") + field + "'");
+  void say(const std::string& text) {
+    if (log) detect_log(*log, text);
+  }
+
+  // Binds; listen() waits for the restore.
+  void bind(tcp::acceptor& acc, const std::string& where, const char* flag) {
+    const HostPort hp = parse_host_port(where, std::string("detect server: ") + flag);
     boost::system::error_code ec;
     tcp::resolver resolver(io);
     auto results = resolver.resolve(hp.host, std::to_string(hp.port), tcp::resolver::passive, ec);
-    require(!ec && !results.empty(), std::string("detect server: ") + field + " " + where +
+    require(!ec && !results.empty(), std::string("detect server: ") + flag + " " + where +
                                          ": cannot resolve: " + ec.message());
     const tcp::endpoint ep = results.begin()->endpoint();
     acc.open(ep.protocol(), ec);
     if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acc.bind(ep, ec);
-    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
-    require(!ec, std::string("detect server: ") + field + " " + where + ": " + ec.message());
+    require(!ec, std::string("detect server: ") + flag + " " + where + ": " + ec.message());
   }
 
   uint16_t port_of(const tcp::acceptor& a) const {
@@ -307,11 +279,154 @@ struct DetectServer::Impl {
     st.series = table.size();
     st.open_connections = conns.size();
     st.subscribers = sinks.size();
+    st.snapshot_busy = snap.active || !writer_done.load(std::memory_order_acquire);
     std::lock_guard<std::mutex> g(stats_mu);
     shared_stats = st;
   }
 
   size_t open_total() const { return conns.size() + sinks.size(); }
+
+  static const char* kind_name(SinkKind k) {
+    return k == SinkKind::scores ? "scores subscriber" : k == SinkKind::events ? "events subscriber" : "downstream";
+  }
+  static const char* policy_flag(SinkKind k) {
+    return k == SinkKind::scores ? "--slow-scores" : k == SinkKind::events ? "--slow-events" : "--slow-downstream";
+  }
+  SlowPolicy policy_of(SinkKind k) const {
+    return k == SinkKind::scores ? cfg.slow_scores : k == SinkKind::events ? cfg.slow_events : cfg.slow_downstream;
+  }
+
+  // ------------------------------------------------------------ start
+
+  void start(bool handle_signals) {
+    if (stopping) return;  // stop() came before run()
+    if (handle_signals) {
+      std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or peer is an error of that write, not the end
+      signals.add(SIGTERM);
+      signals.add(SIGINT);
+      signals.add(SIGHUP);
+      signals.async_wait([this](boost::system::error_code ec, int sig) {
+        if (!ec) {
+          say(std::string("got ") + (sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP"));
+          begin_shutdown();
+        }
+      });
+    }
+    const fs::path path = fs::path(cfg.state_dir) / detect::kStateFile;
+    std::error_code fec;
+    if (cfg.state_dir.empty() || !fs::exists(fs::symlink_status(path, fec))) {
+      open_listeners();
+      return;
+    }
+    restoring = true;
+    say("restoring series from " + path.string() + "; connections are taken once it is done");
+    auto rr = std::make_shared<RestoreRead>();
+    const size_t max_name = cfg.max_line;
+    reading_state.emplace(io.get_executor());
+    reader = std::thread([this, rr, path, max_name] {
+      try {
+        rr->bytes = detect::read_whole_file(path);
+        rr->entries = detect::parse_state_file(rr->bytes, max_name);
+      } catch (const Error& e) {
+        rr->error = e.what();
+      }
+      asio::post(io, [this, rr] { restore_read(rr); });
+    });
+  }
+
+  // A stop during the read of a FIFO (or a file that never ends): give the
+  // reader its end of file so that it can be joined.
+  void unblock_reader() {
+    if (!reader.joinable() || cfg.state_dir.empty()) return;
+    const fs::path path = fs::path(cfg.state_dir) / detect::kStateFile;
+    struct stat sb{};
+    if (::stat(path.c_str(), &sb) == 0 && S_ISFIFO(sb.st_mode)) {
+      const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+  void restore_read(const std::shared_ptr<RestoreRead>& rr) {
+    if (reader.joinable()) reader.join();
+    reading_state.reset();
+    if (!restoring) return;  // stopped meanwhile
+    const std::string path = (fs::path(cfg.state_dir) / detect::kStateFile).string();
+    if (!rr->error.empty()) {
+      say("state file " + path + " not used: " + rr->error + "; starting with no series");
+      return restore_done();
+    }
+    // Oldest first: keep the newest max_series.
+    const size_t skip = rr->entries.size() > cfg.max_series ? rr->entries.size() - cfg.max_series : 0;
+    if (skip > 0)
+      say("state file " + path + " holds " + std::to_string(rr->entries.size()) + " series, more than --max-series " +
+          std::to_string(cfg.max_series) + ": the newest " + std::to_string(cfg.max_series) + " are kept");
+    restore_step(rr, skip);
+  }
+
+  void restore_step(const std::shared_ptr<RestoreRead>& rr, size_t at) {
+    if (!restoring) return;
+    const size_t end = std::min(rr->entries.size(), at + kRestoreChunk);
+    try {
+      for (; at < end; ++at) {
+        const auto& e = rr->entries[at];
+        SeriesState state = det->load(e.state);
+        if (!table.find(e.name)) add_series(std::string(e.name), std::move(state));
+      }
+    } catch (const Error& e) {
+      // Nothing of a file that is not this detector's is kept.
+      while (auto s = table.pop_oldest())
+        if (batch) batch->detach(s->slot);
+      say("state file " + (fs::path(cfg.state_dir) / detect::kStateFile).string() + " not used: " + e.what() +
+          "; starting with no series");
+      return restore_done();
+    }
+    if (at < rr->entries.size()) {
+      asio::post(io, [this, rr, at] { restore_step(rr, at); });
+      return;
+    }
+    st.restored = table.size();
+    say("restored " + std::to_string(table.size()) + " series from " +
+        (fs::path(cfg.state_dir) / detect::kStateFile).string());
+    restore_done();
+  }
+
+  void restore_done() {
+    restoring = false;
+    open_listeners();
+  }
+
+  void open_listeners() {
+    if (stopping) return;
+    auto listen = [this](tcp::acceptor& acc, const std::string& where, const char* flag) {
+      boost::system::error_code ec;
+      acc.listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) {
+        say(std::string(flag) + " " + where + ": " + ec.message());
+        final_ok = false;
+        begin_shutdown();
+        return false;
+      }
+      return true;
+    };
+    if (!listen(in_acc, cfg.listen, "--listen")) return;
+    if (scores_acc.is_open() && !listen(scores_acc, cfg.scores_listen, "--scores")) return;
+    if (events_acc.is_open() && !listen(events_acc, cfg.events_listen, "--events-listen")) return;
+    accept_inputs();
+    if (scores_acc.is_open()) accept_subscribers(scores_acc, SinkKind::scores);
+    if (events_acc.is_open()) accept_subscribers(events_acc, SinkKind::events);
+    if (!cfg.downstream.empty()) dial();
+    schedule_snapshot();
+    schedule_chores();
+    std::string where = "listening on " + parse_host_port(cfg.listen, "--listen").host + ":" +
+                        std::to_string(port_of(in_acc));
+    if (scores_acc.is_open()) where += ", scores on port " + std::to_string(port_of(scores_acc));
+    if (events_acc.is_open()) where += ", events on port " + std::to_string(port_of(events_acc));
+    if (!cfg.downstream.empty()) where += ", scores to " + cfg.downstream;
+    say(where);
+    serving = true;
+    st.listening = true;
+    publish();
+  }
 
   // ------------------------------------------------------------ inputs
 
@@ -328,10 +443,11 @@ struct DetectServer::Impl {
         return;
       }
       if (open_total() >= cfg.max_connections) {
-        say("refused a connection: max_connections (" + std::to_string(cfg.max_connections) + ") reached");
+        say("refused a connection: --max-connections (" + std::to_string(cfg.max_connections) + ") reached");
       } else {
         auto c = std::make_shared<Conn>(io, cfg.read_chunk, cfg.max_line);
         c->sock = std::move(sock);
+        keep_alive(c->sock);
         c->id = next_conn_id++;
         boost::system::error_code e2;
         const auto rep = c->sock.remote_endpoint(e2);
@@ -339,26 +455,37 @@ struct DetectServer::Impl {
         ++st.connections;
         conns.push_back(c);
         read(c);
+        publish();
       }
       accept_inputs();
     });
   }
 
-  bool blocked() const {
-    if (cfg.drop_slow) return false;
+  // The first block-policy output over max_pending, or null.
+  const Sink* blocking() const {
     for (const auto& s : sinks)
-      if (s->held() >= cfg.max_pending) return true;
-    return downstream && downstream->held() >= cfg.max_pending;
+      if (s->policy == SlowPolicy::block && s->full(cfg.max_pending)) return s.get();
+    if (downstream && downstream->policy == SlowPolicy::block && downstream->full(cfg.max_pending))
+      return downstream.get();
+    return nullptr;
   }
 
   void read(const ConnPtr& c) {
     if (c->done) return;
-    if (!stopping && blocked()) {
-      if (!paused) ++st.pauses;
-      paused = true;
-      c->parked = true;
-      parked.push_back(c);
-      return;
+    if (!stopping) {
+      if (const Sink* k = blocking()) {
+        if (!paused) {
+          ++st.pauses;
+          paused_at = Clock::now();
+          say(std::string("inputs paused: ") + kind_name(k->kind) + " " + k->peer + " holds " +
+              std::to_string(k->held()) + " bytes (--max-pending " + std::to_string(cfg.max_pending) + ", " +
+              policy_flag(k->kind) + " block); the senders wait");
+        }
+        paused = true;
+        c->parked = true;
+        parked.push_back(c);
+        return;
+      }
     }
     c->reading = true;
     c->sock.async_read_some(asio::buffer(c->buf.get(), cfg.read_chunk),
@@ -378,11 +505,21 @@ struct DetectServer::Impl {
   }
 
   void ingest(Conn& c, size_t n) {
+    c.last_read = Clock::now();
     c.parser.feed(
         std::span<const char>(c.buf.get(), n),
         [this](std::string_view path, double value, int64_t epoch) { score(path, value, epoch); },
         [this, &c](GraphiteError kind, std::string_view detail) { malformed(c, kind, detail); });
     flush_pending();
+    const uint64_t nans = c.parser.stats().nan_values;
+    if (nans != c.nan_seen) {
+      if (st.nan_values == 0)
+        say("connection #" + std::to_string(c.id) + " (" + c.peer +
+            ") sent a \"nan\" value (collectd does for a rate it has no two samples of yet): nan values are "
+            "counted, not scored (logged once)");
+      st.nan_values += nans - c.nan_seen;
+      c.nan_seen = nans;
+    }
   }
 
   void malformed(Conn& c, GraphiteError kind, std::string_view detail) {
@@ -407,15 +544,17 @@ struct DetectServer::Impl {
     close_input(c);
   }
 
-  void close_input(const ConnPtr& c) {
+  void close_input(const ConnPtr& c, const char* why = "closed") {
     if (c->done) return;
     c->done = true;
     c->parser.finish([this, &c](GraphiteError kind, std::string_view detail) { malformed(*c, kind, detail); });
     boost::system::error_code ec;
     c->sock.close(ec);
     const GraphiteStats gs = c->parser.stats();
-    std::string text = "connection #" + std::to_string(c->id) + " (" + c->peer + ") closed: " +
-                       std::to_string(gs.points) + " points, " + std::to_string(gs.errors) + " malformed lines";
+    std::string text = "connection #" + std::to_string(c->id) + " (" + c->peer + ") " + why + ": " +
+                       std::to_string(gs.points) + " points, ";
+    if (gs.nan_values > 0) text += std::to_string(gs.nan_values) + " nan values, ";
+    text += std::to_string(gs.errors) + " malformed lines";
     if (gs.errors > 0) {
       text += " (";
       bool first = true;
@@ -436,21 +575,25 @@ struct DetectServer::Impl {
 
   // ------------------------------------------------------------ scoring
 
+  // The first 10 of a kind of notable value, then every 10000th.
+  static bool worth_logging(uint64_t n) { return n <= 10 || n % 10000 == 0; }
+
   Series* series_for(std::string_view path) {
     if (Series* s = table.find(path)) return s;
     if (table.size() >= cfg.max_series) {
       if (cfg.overflow == SeriesOverflow::refuse) {
         ++st.refused;
-        if (st.refused <= 10 || st.refused % 10000 == 0)
-          say("refused new series '" + std::string(path) + "': max_series (" + std::to_string(cfg.max_series) +
+        if (worth_logging(st.refused))
+          say("refused new series '" + std::string(path) + "': --max-series (" + std::to_string(cfg.max_series) +
               ") reached (" + std::to_string(st.refused) + " refused values so far)");
         return nullptr;
       }
       const auto old = table.pop_oldest();
+      if (old->snapshot_at != SIZE_MAX) snap.order[old->snapshot_at] = nullptr;
       if (batch) batch->detach(old->slot);
       ++st.evicted;
-      if (st.evicted <= 10 || st.evicted % 10000 == 0)
-        say("evicted series '" + old->name + "' (least recently seen; max_series " +
+      if (worth_logging(st.evicted))
+        say("evicted series '" + old->name + "' (least recently seen; --max-series " +
             std::to_string(cfg.max_series) + ", " + std::to_string(st.evicted) + " evicted so far)");
     }
     return add_series(std::string(path), det->new_series());
@@ -490,65 +633,71 @@ struct DetectServer::Impl {
     process(*s, pending.value, pending.epoch);
   }
 
+  void append(Sink& k, const std::string& text) {
+    if (k.policy == SlowPolicy::drop && k.held() + text.size() > cfg.max_pending) {
+      if (!k.dropping)
+        say(std::string(kind_name(k.kind)) + " " + k.peer + " is " + std::to_string(k.held()) +
+            " bytes behind (--max-pending): its lines are dropped until it catches up (" + policy_flag(k.kind) +
+            " drop)");
+      k.dropping = true;
+      ++k.dropped;
+      ++st.dropped_lines;
+      return;
+    }
+    k.pending.append(text);
+    st.max_held = std::max<uint64_t>(st.max_held, k.held());
+  }
+
   void process(Series& series, double value, int64_t epoch) {
     const std::string_view path = series.name;
     const DetectorResult r =
         batch ? batch->update(series.slot, series.state, epoch, value) : det->update(series.state, epoch, value);
     ++st.points;
-    if (r.kind == PointKind::repeat) ++st.repeats;
-    if (r.kind == PointKind::out_of_order) ++st.out_of_order;
+    if (r.kind == PointKind::repeat && worth_logging(++st.repeats))
+      say("series '" + series.name + "': epoch " + std::to_string(epoch) +
+          " again: scored as a repeat, the state keeps the first value of an epoch (" + std::to_string(st.repeats) +
+          " repeats so far)");
+    if (r.kind == PointKind::out_of_order && worth_logging(++st.out_of_order))
+      say("series '" + series.name + "': epoch " + std::to_string(epoch) +
+          " is before the last one: scored, the state unchanged (" + std::to_string(st.out_of_order) +
+          " out-of-order values so far)");
     line.clear();
-    line.append(cfg.score_prefix).append(path).append(".score ");
-    put_double(line, r.score, 6);
-    line.push_back(' ');
-    put_int(line, epoch);
-    line.push_back('\n');
+    detect::append_score_line(line, cfg.score_prefix, path, r.score, epoch);
     for (const auto& k : sinks)
-      if (!k->events) k->pending.append(line);
+      if (k->kind == SinkKind::scores) append(*k, line);
     if (downstream)
-      downstream->pending.append(line);
+      append(*downstream, line);
     else if (!cfg.downstream.empty())
       ++st.dropped_lines;
     if (r.kind != PointKind::repeat && r.score >= cfg.event_threshold) {
       ++st.events;
       line.clear();
-      line.append("{\"series\":\"").append(path).append("\",\"time\":");
-      put_int(line, epoch);
-      line.append(",\"value\":");
-      put_double(line, value, 0);
-      line.append(",\"prediction\":");
-      put_double(line, r.prediction, 0);
-      line.append(",\"score\":");
-      put_double(line, r.score, 0);
-      line.append(",\"likelihood\":");
-      put_double(line, r.likelihood, 0);
-      line.append(r.kind == PointKind::scored ? ",\"kind\":\"scored\"}\n" : ",\"kind\":\"out_of_order\"}\n");
-      if (events_out) events_text.append(line);
+      detect::append_event_line(line, path, epoch, value, r);
+      if (events_out && !events_lost) events_text.append(line);
       for (const auto& k : sinks)
-        if (k->events) k->pending.append(line);
+        if (k->kind == SinkKind::events) append(*k, line);
     }
   }
 
   // ------------------------------------------------------------ outputs
 
+  void write_events_stream() {
+    if (!events_out || events_lost || events_text.empty()) return;
+    events_out->write(events_text.data(), static_cast<std::streamsize>(events_text.size()));
+    events_out->flush();
+    events_text.clear();
+    if (!*events_out) {
+      events_lost = true;
+      say("the events stream (stdout) failed (its reader is gone?): events go on only to --events-listen "
+          "subscribers; serving goes on");
+    }
+  }
+
   void flush_outputs() {
     // The read's values are scored; their forecaster steps run now, in one launch.
     if (batch) batch->run();
-    if (events_out && !events_text.empty()) {
-      events_out->write(events_text.data(), static_cast<std::streamsize>(events_text.size()));
-      events_out->flush();
-      events_text.clear();
-    }
-    for (size_t i = 0; i < sinks.size();) {
-      SinkPtr k = sinks[i];
-      if (cfg.drop_slow && k->held() > cfg.max_pending) {
-        say("dropped subscriber " + k->peer + ": " + std::to_string(k->held()) + " bytes behind");
-        close_sink(k);
-        continue;
-      }
-      kick(k);
-      ++i;
-    }
+    write_events_stream();
+    for (size_t i = 0; i < sinks.size(); ++i) kick(sinks[i]);
     if (downstream) kick(downstream);
     publish();
   }
@@ -556,13 +705,33 @@ struct DetectServer::Impl {
   void kick(const SinkPtr& k) {
     if (k->busy || k->closed || k->pending.empty()) return;
     std::swap(k->pending, k->writing);
+    k->written = 0;
     k->busy = true;
-    asio::async_write(k->sock, asio::buffer(k->writing), [this, k](boost::system::error_code ec, size_t) {
+    write_more(k);
+  }
+
+  // One write at a time, so that every byte taken counts as progress.
+  void write_more(const SinkPtr& k) {
+    k->sock.async_write_some(asio::buffer(k->writing.data() + k->written, k->writing.size() - k->written),
+                             [this, k](boost::system::error_code ec, size_t n) {
+      k->written += n;
+      if (n > 0) k->last_progress = Clock::now();
+      if (!ec && !k->closed && k->written < k->writing.size()) {
+        write_more(k);
+        resume_if_clear();
+        return;
+      }
       k->busy = false;
       k->writing.clear();  // keeps its capacity for the next swap
+      k->written = 0;
       if (ec) {
         close_sink(k);
       } else {
+        if (k->dropping && k->held() < cfg.max_pending / 2) {
+          say(std::string(kind_name(k->kind)) + " " + k->peer + " caught up; " + std::to_string(k->dropped) +
+              " of its lines dropped so far");
+          k->dropping = false;
+        }
         kick(k);
       }
       resume_if_clear();
@@ -571,7 +740,8 @@ struct DetectServer::Impl {
   }
 
   void resume_if_clear() {
-    if (parked.empty() || blocked()) return;
+    if (parked.empty() || blocking()) return;
+    if (paused) say("inputs resumed after " + std::to_string(seconds_since(paused_at)) + " s");
     paused = false;
     auto p = std::move(parked);
     parked.clear();
@@ -595,46 +765,49 @@ struct DetectServer::Impl {
     });
   }
 
-  void close_sink(const SinkPtr& k) {
+  void close_sink(const SinkPtr& k, const std::string& why = "left") {
     if (k->closed) return;
     k->closed = true;
     boost::system::error_code ec;
     k->sock.close(ec);
-    if (k->downstream) {
+    if (k->kind == SinkKind::downstream) {
+      st.dropped_lines += std::count(k->pending.begin(), k->pending.end(), '\n');
       downstream.reset();
-      say("downstream " + cfg.downstream + " disconnected; redialling");
+      say("downstream " + cfg.downstream + " " + (why == "left" ? "disconnected" : why) + "; redialling");
       if (!stopping) redial(std::chrono::seconds(1));
     } else {
-      say(std::string(k->events ? "events" : "scores") + " subscriber " + k->peer + " left");
+      say(std::string(kind_name(k->kind)) + " " + k->peer + " " + why);
       std::erase(sinks, k);
     }
     publish();
   }
 
-  void accept_subscribers(tcp::acceptor& acc, bool events) {
-    acc.async_accept([this, &acc, events](boost::system::error_code ec, tcp::socket sock) {
+  void accept_subscribers(tcp::acceptor& acc, SinkKind kind) {
+    acc.async_accept([this, &acc, kind](boost::system::error_code ec, tcp::socket sock) {
       if (stopping) return;
       if (!ec) {
         if (open_total() >= cfg.max_connections) {
-          say("refused a subscriber: max_connections (" + std::to_string(cfg.max_connections) + ") reached");
+          say("refused a subscriber: --max-connections (" + std::to_string(cfg.max_connections) + ") reached");
         } else {
           auto k = std::make_shared<Sink>(io);
           k->sock = std::move(sock);
-          k->events = events;
+          k->kind = kind;
+          k->policy = policy_of(kind);
           boost::system::error_code e2;
           const auto rep = k->sock.remote_endpoint(e2);
           k->peer = e2 ? "?" : rep.address().to_string() + ":" + std::to_string(rep.port());
           k->sock.set_option(tcp::no_delay(true), e2);
+          keep_alive(k->sock);
           sinks.push_back(k);
-          say(std::string(events ? "events" : "scores") + " subscriber " + k->peer + " joined");
+          say(std::string(kind_name(kind)) + " " + k->peer + " joined");
           watch(k);
           publish();
         }
-        accept_subscribers(acc, events);
+        accept_subscribers(acc, kind);
       } else {
         accept_retry.expires_after(std::chrono::milliseconds(100));
-        accept_retry.async_wait([this, &acc, events](boost::system::error_code e) {
-          if (!e && !stopping) accept_subscribers(acc, events);
+        accept_retry.async_wait([this, &acc, kind](boost::system::error_code e) {
+          if (!e && !stopping) accept_subscribers(acc, kind);
         });
       }
     });
@@ -650,7 +823,7 @@ struct DetectServer::Impl {
   void dial() {
     if (downstream_dialing || downstream) return;
     downstream_dialing = true;
-    const HostPort hp = parse_host_port(cfg.downstream, "downstream");
+    const HostPort hp = parse_host_port(cfg.downstream, "--downstream");
     auto resolver = std::make_shared<tcp::resolver>(io);
     resolver->async_resolve(hp.host, std::to_string(hp.port), [this, resolver](boost::system::error_code ec,
                                                                                tcp::resolver::results_type res) {
@@ -659,7 +832,8 @@ struct DetectServer::Impl {
         return;
       }
       auto k = std::make_shared<Sink>(io);
-      k->downstream = true;
+      k->kind = SinkKind::downstream;
+      k->policy = cfg.slow_downstream;
       k->peer = cfg.downstream;
       asio::async_connect(k->sock, res, [this, k](boost::system::error_code e, const tcp::endpoint&) {
         if (e || stopping) {
@@ -670,6 +844,8 @@ struct DetectServer::Impl {
         downstream_failed_logged = false;
         boost::system::error_code e2;
         k->sock.set_option(tcp::no_delay(true), e2);
+        keep_alive(k->sock);
+        k->last_progress = Clock::now();
         downstream = k;
         say("downstream " + cfg.downstream + " connected");
         watch(k);
@@ -686,116 +862,191 @@ struct DetectServer::Impl {
     redial(std::chrono::seconds(1));
   }
 
-  // ------------------------------------------------------------ state
+  // ------------------------------------------------------------ chores
 
-  void snapshot() {
-    if (cfg.state_dir.empty()) return;
-    std::vector<uint8_t> out(kSnapshotMagic, kSnapshotMagic + sizeof(kSnapshotMagic));
-    auto put = [&out](const void* p, size_t n) {
-      const auto* b = static_cast<const uint8_t*>(p);
-      out.insert(out.end(), b, b + n);
-    };
-    if (batch) {  // the model states come back from the GPU first
-      std::vector<int> slots;
-      std::vector<SeriesState*> states;
-      table.for_each_oldest_first([&](Series& s) {
-        slots.push_back(s.slot);
-        states.push_back(&s.state);
-      });
-      batch->fetch(slots, states);
-    }
-    const uint64_t count = table.size();
-    put(&count, 8);
-    table.for_each_oldest_first([&](const Series& s) {
-      const std::vector<uint8_t> bytes = det->save(s.state);
-      const uint32_t nl = static_cast<uint32_t>(s.name.size()), bl = static_cast<uint32_t>(bytes.size());
-      put(&nl, 4);
-      put(s.name.data(), nl);
-      put(&bl, 4);
-      put(bytes.data(), bl);
+  // Idle inputs, outputs stuck over max_pending, the stats line.
+  void schedule_chores() {
+    double every = 1;
+    if (cfg.idle_seconds > 0) every = std::min(every, cfg.idle_seconds / 4);
+    every = std::min(every, cfg.slow_seconds / 4);
+    if (cfg.stats_seconds > 0) every = std::min(every, cfg.stats_seconds);
+    chores_timer.expires_after(seconds(std::max(every, 0.01)));
+    chores_timer.async_wait([this](boost::system::error_code ec) {
+      if (ec || stopping) return;
+      chores();
+      schedule_chores();
     });
-    const uint64_t sum = fnv1a(out.data(), out.size());
-    put(&sum, 8);
-    try {
-      atomic_write_file(fs::path(cfg.state_dir) / kSnapshotFile, out);
-      ++st.snapshots;
-    } catch (const Error& e) {
-      say(std::string("state snapshot failed: ") + e.what());
-    }
   }
 
-  void restore() {
-    const fs::path path = fs::path(cfg.state_dir) / kSnapshotFile;
-    std::error_code fec;
-    if (!fs::exists(path, fec)) return;
-    // Never read more than max_series states could fill.
-    const uintmax_t limit = 32 + static_cast<uintmax_t>(cfg.max_series) * (8 + cfg.max_line + 2 * det->state_bytes());
-    const uintmax_t size = fs::file_size(path, fec);
-    if (fec || size > limit) {
-      say("state file " + path.string() + " not used: " + (fec ? fec.message() : "larger than max_series states") +
-          "; starting with no series");
-      return;
+  void chores() {
+    if (cfg.idle_seconds > 0) {
+      for (const auto& c : std::vector<ConnPtr>(conns))
+        if (!c->parked && seconds_since(c->last_read) > cfg.idle_seconds) {
+          ++st.idle_closed;
+          close_input(c, ("closed: nothing sent for " + std::to_string(cfg.idle_seconds) + " s (--idle-timeout)").c_str());
+        }
     }
-    const std::string text = read_text_file(path.string());
-    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
-    const size_t n = text.size();
-    auto reject = [&](const std::string& why) {
-      say("state file " + path.string() + " not used: " + why + "; starting with no series");
+    auto stuck = [this](const Sink& k) {
+      return k.policy == SlowPolicy::drop && k.dropping && seconds_since(k.last_progress) > cfg.slow_seconds;
     };
-    if (n < 24 || std::memcmp(p, kSnapshotMagic, 8) != 0) return reject("not a state file");
-    uint64_t sum = 0, count = 0;
-    std::memcpy(&sum, p + n - 8, 8);
-    if (sum != fnv1a(p, n - 8)) return reject("checksum mismatch (damaged)");
-    std::memcpy(&count, p + 8, 8);
-    struct Entry {
-      std::string_view name;
-      std::span<const uint8_t> bytes;
-    };
-    std::vector<Entry> entries;
-    size_t at = 16;
-    for (uint64_t i = 0; i < count; ++i) {
-      uint32_t nl = 0, bl = 0;
-      if (at + 4 > n - 8) return reject("truncated");
-      std::memcpy(&nl, p + at, 4);
-      at += 4;
-      if (nl == 0 || nl > cfg.max_line || at + nl + 4 > n - 8) return reject("a bad series name");
-      const std::string_view name(text.data() + at, nl);
-      at += nl;
-      std::memcpy(&bl, p + at, 4);
-      at += 4;
-      if (at + bl > n - 8) return reject("truncated");
-      entries.push_back({name, std::span<const uint8_t>(p + at, bl)});
-      at += bl;
+    for (const auto& k : std::vector<SinkPtr>(sinks))
+      if (stuck(*k)) {
+        ++st.slow_dropped;
+        close_sink(k, "disconnected: " + std::to_string(k->held()) + " bytes behind, nothing taken for " +
+                          std::to_string(cfg.slow_seconds) + " s (" + policy_flag(k->kind) + " drop)");
+      }
+    if (downstream && stuck(*downstream)) {
+      ++st.slow_dropped;
+      close_sink(downstream, "took nothing for " + std::to_string(cfg.slow_seconds) + " s (--slow-downstream drop)");
     }
-    if (at != n - 8) return reject("bytes after the last series");
-    // Oldest first: keep the newest max_series.
-    const size_t skip = entries.size() > cfg.max_series ? entries.size() - cfg.max_series : 0;
-    std::vector<std::pair<std::string, SeriesState>> loaded;
-    try {
-      for (size_t i = skip; i < entries.size(); ++i)
-        loaded.emplace_back(std::string(entries[i].name), det->load(entries[i].bytes));
-    } catch (const Error& e) {
-      return reject(e.what());
+    resume_if_clear();
+    if (cfg.stats_seconds > 0 && seconds_since(last_stats) >= cfg.stats_seconds) {
+      last_stats = Clock::now();
+      say("stats: " + summary());
+      send_metrics();
     }
-    for (auto& [name, state] : loaded)
-      if (!table.find(name)) add_series(std::move(name), std::move(state));
-    st.restored = table.size();
-    say("restored " + std::to_string(table.size()) + " series from " + path.string());
+    flush_outputs();
   }
 
-  // ------------------------------------------------------------ lifecycle
+  std::string summary() const {
+    const DetectServerStats& s = st;
+    return std::to_string(s.points) + " points (" + std::to_string(s.repeats) + " repeats, " +
+           std::to_string(s.out_of_order) + " out of order), not scored: " + std::to_string(s.errors) +
+           " malformed lines, " + std::to_string(s.nan_values) + " nan values, " + std::to_string(s.refused) +
+           " refused; " + std::to_string(table.size()) + " series, " + std::to_string(s.evicted) + " evicted, " +
+           std::to_string(s.events) + " events, " + std::to_string(s.dropped_lines) + " output lines dropped";
+  }
+
+  // The counts as Graphite metrics, to the scores outputs.
+  void send_metrics() {
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+    const std::pair<const char*, uint64_t> m[] = {
+        {"points", st.points},         {"repeats", st.repeats},       {"out_of_order", st.out_of_order},
+        {"malformed", st.errors},      {"nan_values", st.nan_values}, {"refused", st.refused},
+        {"series", table.size()},      {"evicted", st.evicted},       {"events", st.events},
+        {"dropped_lines", st.dropped_lines}, {"connections", conns.size()}, {"subscribers", sinks.size()},
+        {"pauses", st.pauses},         {"snapshots", st.snapshots},   {"snapshot_failures", st.snapshot_failures},
+    };
+    line.clear();
+    for (const auto& [name, v] : m) detect::append_metric_line(line, cfg.stats_prefix, name, v, now);
+    for (const auto& k : sinks)
+      if (k->kind == SinkKind::scores) append(*k, line);
+    if (downstream) append(*downstream, line);
+  }
+
+  // ------------------------------------------------------------ state
 
   void schedule_snapshot() {
     if (cfg.state_dir.empty() || cfg.snapshot_seconds <= 0) return;
-    snap_timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(cfg.snapshot_seconds)));
+    snap_timer.expires_after(seconds(cfg.snapshot_seconds));
     snap_timer.async_wait([this](boost::system::error_code ec) {
       if (ec || stopping) return;
-      snapshot();
-      publish();
+      begin_snapshot();
       schedule_snapshot();
     });
   }
+
+  // The model states come back from the GPU first.
+  void fetch_from_gpu(std::span<Series* const> series) {
+    if (!batch) return;
+    std::vector<int> slots;
+    std::vector<SeriesState*> states;
+    for (Series* s : series)
+      if (s) {
+        slots.push_back(s->slot);
+        states.push_back(&s->state);
+      }
+    batch->fetch(slots, states);
+  }
+
+  void begin_snapshot() {
+    if (snap.active || !writer_done.load(std::memory_order_acquire)) {
+      say("state snapshot skipped: the one before is still being written");
+      return;
+    }
+    if (writer.joinable()) writer.join();
+    snap.active = true;
+    snap.started = Clock::now();
+    snap.order.clear();
+    snap.order.reserve(table.size());
+    table.for_each_oldest_first([&](Series& s) {
+      s.snapshot_at = snap.order.size();
+      snap.order.push_back(&s);
+    });
+    snap.at = 0;
+    snap.out = std::make_unique<detect::StateFileWriter>();
+    publish();
+    asio::post(io, [this] { snapshot_step(); });
+  }
+
+  void snapshot_step() {
+    if (!snap.active) return;
+    const size_t end = std::min(snap.order.size(), snap.at + kSnapshotChunk);
+    fetch_from_gpu(std::span<Series* const>(snap.order.data() + snap.at, end - snap.at));
+    for (; snap.at < end; ++snap.at)
+      if (Series* s = snap.order[snap.at]) {
+        snap.out->add(s->name, det->save(s->state));
+        s->snapshot_at = SIZE_MAX;
+      }
+    if (snap.at < snap.order.size()) {
+      asio::post(io, [this] { snapshot_step(); });
+      return;
+    }
+    snap.active = false;
+    auto bytes = std::make_shared<std::vector<uint8_t>>(snap.out->finish());
+    snap.out.reset();
+    snap.order.clear();
+    writer_done.store(false, std::memory_order_release);
+    const fs::path path = fs::path(cfg.state_dir) / detect::kStateFile;
+    writer = std::thread([this, bytes, path] {
+      std::string error;
+      try {
+        atomic_write_file(path, *bytes);
+      } catch (const Error& e) {
+        error = e.what();
+      }
+      writer_done.store(true, std::memory_order_release);
+      asio::post(io, [this, error] { snapshot_written(error); });
+    });
+  }
+
+  void snapshot_written(const std::string& error) {
+    if (error.empty()) {
+      ++st.snapshots;
+    } else {
+      ++st.snapshot_failures;
+      say("state snapshot failed: " + error);
+    }
+    publish();
+  }
+
+  // At shutdown: a snapshot under way is dropped, the one being written
+  // waits, and all series are written here.
+  bool final_snapshot() {
+    if (cfg.state_dir.empty()) return true;
+    for (Series* s : snap.order)
+      if (s) s->snapshot_at = SIZE_MAX;
+    snap = SnapshotRun{};
+    if (writer.joinable()) writer.join();
+    std::vector<Series*> all;
+    table.for_each_oldest_first([&](Series& s) { all.push_back(&s); });
+    fetch_from_gpu(all);
+    detect::StateFileWriter out;
+    for (const Series* s : all) out.add(s->name, det->save(s->state));
+    try {
+      atomic_write_file(fs::path(cfg.state_dir) / detect::kStateFile, out.finish());
+      ++st.snapshots;
+      say("state written: " + std::to_string(all.size()) + " series");
+      return true;
+    } catch (const Error& e) {
+      ++st.snapshot_failures;
+      say(std::string("final state snapshot FAILED: ") + e.what());
+      return false;
+    }
+  }
+
+  // ------------------------------------------------------------ lifecycle
 
   void begin_shutdown() {
     if (stopping) return;
@@ -809,6 +1060,17 @@ struct DetectServer::Impl {
     snap_timer.cancel();
     redial_timer.cancel();
     accept_retry.cancel();
+    chores_timer.cancel();
+    if (!serving) {
+      // Nothing was served: the state file stays exactly as it was.
+      restoring = false;
+      unblock_reader();
+      reading_state.reset();
+      say(std::string("stopped ") + (cfg.state_dir.empty() ? "before serving" : "during the restore: the state file is left as it was"));
+      state_written = true;
+      finish();
+      return;
+    }
     // Reading connections finish in their handlers; parked ones here.
     const auto all = conns;
     for (const auto& c : all) {
@@ -832,13 +1094,10 @@ struct DetectServer::Impl {
     if (finished || !conns.empty()) return;
     if (!state_written) {
       state_written = true;
-      snapshot();
+      if (!final_snapshot()) final_ok = false;
       flush_outputs();
-      const DetectServerStats& s = st;
-      say("stopped: " + std::to_string(s.points) + " points, " + std::to_string(s.errors) + " malformed lines, " +
-          std::to_string(table.size()) + " series, " + std::to_string(s.events) + " events");
-      drain_timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-          std::chrono::duration<double>(cfg.drain_seconds)));
+      say("stopped: " + summary());
+      drain_timer.expires_after(seconds(cfg.drain_seconds));
       drain_timer.async_wait([this](boost::system::error_code ec) {
         if (!ec) finish();
       });
@@ -868,21 +1127,11 @@ uint16_t DetectServer::port() const { return impl_->port_of(impl_->in_acc); }
 uint16_t DetectServer::scores_port() const { return impl_->port_of(impl_->scores_acc); }
 uint16_t DetectServer::events_port() const { return impl_->port_of(impl_->events_acc); }
 
-void DetectServer::run(bool handle_signals) {
+bool DetectServer::run(bool handle_signals) {
   Impl& m = *impl_;
-  if (handle_signals) {
-    m.signals.add(SIGTERM);
-    m.signals.add(SIGINT);
-    m.signals.async_wait([&m](boost::system::error_code ec, int) {
-      if (!ec) m.begin_shutdown();
-    });
-  }
-  m.accept_inputs();
-  if (m.scores_acc.is_open()) m.accept_subscribers(m.scores_acc, false);
-  if (m.events_acc.is_open()) m.accept_subscribers(m.events_acc, true);
-  if (!m.cfg.downstream.empty()) m.dial();
-  m.schedule_snapshot();
+  asio::post(m.io, [&m, handle_signals] { m.start(handle_signals); });
   m.io.run();
+  return m.final_ok;
 }
 
 void DetectServer::stop() {

@@ -1,6 +1,7 @@
 #include "ssm/streams/graphite.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -18,36 +19,83 @@ constexpr size_t kDetailText = 64;  // bytes of the offending text quoted in a d
 
 bool is_space(char c) { return c == ' ' || c == '\t'; }
 
-bool is_path_char(char c) {
+// ASCII characters of a path's name part; bytes >= 0x80 (UTF-8) are allowed too.
+bool is_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-         c == '-' || c == ':';
+         c == '-' || c == ':' || c == '/' || c == '@' || static_cast<unsigned char>(c) >= 0x80;
 }
 
-// Printable ASCII or tab: anything else in a line is binary.
+// Printable ASCII, tab or a byte of a UTF-8 sequence (checked separately).
 bool is_text(char c) {
   const auto u = static_cast<unsigned char>(c);
-  return (u >= 0x20 && u < 0x7f) || c == '\t';
+  return (u >= 0x20 && u < 0x7f) || c == '\t' || u >= 0x80;
 }
 
-bool valid_path(std::string_view p) {
-  if (p.front() == '.' || p.back() == '.') return false;
-  char prev = 0;
-  for (char c : p) {
-    if (!is_path_char(c) || (c == '.' && prev == '.')) return false;
-    prev = c;
+// Well-formed UTF-8: no overlong forms, no surrogates, at most U+10FFFF.
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto u = static_cast<unsigned char>(s[i]);
+    if (u < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = 0;
+    uint32_t cp = 0, min = 0;
+    if ((u & 0xe0) == 0xc0) {
+      n = 1, cp = u & 0x1f, min = 0x80;
+    } else if ((u & 0xf0) == 0xe0) {
+      n = 2, cp = u & 0x0f, min = 0x800;
+    } else if ((u & 0xf8) == 0xf0) {
+      n = 3, cp = u & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return false;
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n + 1;
   }
   return true;
 }
 
-enum class EpochParse { ok, bad, range };
-
-// digits[.digits], truncated to whole seconds; '-' only to name it negative.
-EpochParse parse_epoch(std::string_view s, int64_t* out) {
-  if (s.front() == '-') {
-    s.remove_prefix(1);
-    if (!s.empty() && s.front() >= '0' && s.front() <= '9') return EpochParse::range;
-    return EpochParse::bad;
+// name[;tag=value]...: the name's dot-separated components non-empty; tag
+// names and values non-empty, without ';' '=' (in names) or '~' first (in
+// values), as carbon's tagged series are.
+bool valid_path(std::string_view p) {
+  const size_t semi = p.find(';');
+  const std::string_view name = p.substr(0, semi);
+  if (name.empty() || name.front() == '.' || name.back() == '.') return false;
+  char prev = 0;
+  for (char c : name) {
+    if (!is_name_char(c) || (c == '.' && prev == '.')) return false;
+    prev = c;
   }
+  if (semi == std::string_view::npos) return true;
+  std::string_view tags = p.substr(semi + 1);
+  for (;;) {
+    const size_t end = tags.find(';');
+    const std::string_view tag = tags.substr(0, end);
+    const size_t eq = tag.find('=');
+    if (eq == 0 || eq == std::string_view::npos || eq + 1 == tag.size() || tag[eq + 1] == '~') return false;
+    for (char c : tag.substr(0, eq))
+      if (!is_name_char(c)) return false;
+    for (char c : tag.substr(eq + 1))
+      if (!is_name_char(c) && c != '=') return false;
+    if (end == std::string_view::npos) return true;
+    tags.remove_prefix(end + 1);
+  }
+}
+
+enum class EpochParse { ok, now, bad, range };
+
+// Seconds since 1970, truncated to whole seconds as carbon does with
+// int(float(ts)): digits[.digits] (the common case, read exactly), any other
+// decimal number ("1.7e9", "+1700000000") through a double; "-1" means now.
+EpochParse parse_epoch(std::string_view s, int64_t* out) {
   size_t i = 0;
   int64_t v = 0;
   bool over = false;
@@ -55,15 +103,39 @@ EpochParse parse_epoch(std::string_view s, int64_t* out) {
     if (!over) v = v * 10 + (s[i] - '0');
     over = over || v > GraphiteParser::kMaxEpoch;
   }
-  if (i == 0) return EpochParse::bad;
-  if (i < s.size()) {
-    if (s[i] != '.') return EpochParse::bad;
-    for (++i; i < s.size(); ++i)
-      if (s[i] < '0' || s[i] > '9') return EpochParse::bad;
+  bool plain = i > 0;
+  if (plain && i < s.size()) {
+    if (s[i] != '.') {
+      plain = false;
+    } else {
+      for (size_t k = i + 1; k < s.size() && plain; ++k) plain = s[k] >= '0' && s[k] <= '9';
+    }
   }
-  if (over) return EpochParse::range;
-  *out = v;
+  if (plain) {
+    if (over) return EpochParse::range;
+    *out = v;
+    return EpochParse::ok;
+  }
+  double d = 0;
+  switch (parse_number(s, &d)) {
+    case NumberParse::ok: break;
+    case NumberParse::not_a_number: return EpochParse::bad;
+    case NumberParse::not_finite: return EpochParse::range;
+  }
+  if (d == -1) return EpochParse::now;
+  if (d < 0 || d >= static_cast<double>(GraphiteParser::kMaxEpoch) + 1) return EpochParse::range;
+  *out = static_cast<int64_t>(d);
   return EpochParse::ok;
+}
+
+bool is_nan_text(std::string_view s) {
+  if (!s.empty() && (s.front() == '-' || s.front() == '+')) s.remove_prefix(1);
+  return s.size() == 3 && (s[0] | 0x20) == 'n' && (s[1] | 0x20) == 'a' && (s[2] | 0x20) == 'n';
+}
+
+int64_t system_clock_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // Bounded writer into the fixed detail buffer; escapes what is not printable.
@@ -121,6 +193,7 @@ GraphiteParser::GraphiteParser(GraphiteLimits limits) : limits_(limits) {
           "GraphiteLimits.max_line: expected " + std::to_string(kMinLine) + " .. " + std::to_string(kMaxLine) +
               " bytes, got " + std::to_string(limits.max_line));
   buf_ = std::make_unique<char[]>(limits.max_line);
+  if (!limits_.clock) limits_.clock = system_clock_seconds;
 }
 
 void GraphiteParser::report(GraphiteError kind, ErrorFn on_error, std::string_view what, std::string_view text,
@@ -213,12 +286,19 @@ void GraphiteParser::finish(ErrorFn on_error) {
 void GraphiteParser::parse_line(std::string_view line, PointFn on_point, ErrorFn on_error) {
   const std::string_view whole = line;  // for messages
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  bool high = false;
   for (char c : line) {
     if (!is_text(c)) {
       ++stats_.lines;
-      report(GraphiteError::binary, on_error, "byte outside printable ASCII", whole);
+      report(GraphiteError::binary, on_error, "control byte", whole);
       return;
     }
+    high = high || static_cast<unsigned char>(c) >= 0x80;
+  }
+  if (high && !valid_utf8(line)) {
+    ++stats_.lines;
+    report(GraphiteError::binary, on_error, "bytes that are not UTF-8", whole);
+    return;
   }
   ++stats_.lines;
 
@@ -245,22 +325,30 @@ void GraphiteParser::parse_line(std::string_view line, PointFn on_point, ErrorFn
 
   if (!valid_path(fields[0]))
     return report(GraphiteError::bad_path, on_error,
-                  "path: expected [A-Za-z0-9._:-] in non-empty dot-separated components", fields[0]);
+                  "path: expected name[;tag=value...], the name of [A-Za-z0-9._:/@-] or UTF-8 in non-empty "
+                  "dot-separated components",
+                  fields[0]);
   double value = 0;
   switch (parse_number(fields[1], &value)) {
     case NumberParse::ok: break;
     case NumberParse::not_a_number:
       return report(GraphiteError::bad_value, on_error, "value: expected a decimal number", fields[1]);
     case NumberParse::not_finite:
+      if (is_nan_text(fields[1])) {
+        ++stats_.nan_values;  // collectd's "no rate yet": counted, not an error
+        return;
+      }
       return report(GraphiteError::non_finite_value, on_error, "value: expected a finite number", fields[1]);
   }
   int64_t epoch = 0;
   switch (parse_epoch(fields[2], &epoch)) {
     case EpochParse::ok: break;
+    case EpochParse::now: epoch = limits_.clock(); break;
     case EpochParse::bad:
-      return report(GraphiteError::bad_epoch, on_error, "epoch: expected seconds as digits[.digits]", fields[2]);
+      return report(GraphiteError::bad_epoch, on_error, "epoch: expected seconds since 1970 (a number, or -1: now)",
+                    fields[2]);
     case EpochParse::range:
-      return report(GraphiteError::epoch_range, on_error, "epoch: expected 0 .. 253402300799 (year 9999)",
+      return report(GraphiteError::epoch_range, on_error, "epoch: expected 0 .. 253402300799 (year 9999) or -1",
                     fields[2]);
   }
   ++stats_.points;

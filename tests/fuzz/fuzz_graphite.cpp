@@ -26,17 +26,34 @@ struct Log {
   ssm::GraphiteStats stats;
 };
 
+// The path rules restated independently: name[;tag=value]..., the name's
+// characters [A-Za-z0-9._:/@-] or bytes >= 0x80 (their UTF-8 is checked on
+// the whole line), non-empty dot-separated components.
+bool name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+         c == '-' || c == ':' || c == '/' || c == '@' || static_cast<unsigned char>(c) >= 0x80;
+}
 bool path_ok(std::string_view p) {
-  if (p.empty() || p.front() == '.' || p.back() == '.' || p.find("..") != p.npos) return false;
-  for (char c : p)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-          c == '-' || c == ':'))
-      return false;
-  return true;
+  const std::string_view name = p.substr(0, p.find(';'));
+  if (name.empty() || name.front() == '.' || name.back() == '.' || name.find("..") != name.npos) return false;
+  for (char c : name)
+    if (!name_char(c)) return false;
+  if (name.size() == p.size()) return true;
+  for (std::string_view tags = p.substr(name.size() + 1);;) {
+    const std::string_view tag = tags.substr(0, tags.find(';'));
+    const size_t eq = tag.find('=');
+    if (eq == 0 || eq == tag.npos || eq + 1 == tag.size() || tag[eq + 1] == '~') return false;
+    for (size_t i = 0; i < tag.size(); ++i)
+      if (!name_char(tag[i]) && !(i >= eq && tag[i] == '=')) return false;
+    if (tag.size() == tags.size()) return true;
+    tags.remove_prefix(tag.size() + 1);
+  }
 }
 
+int64_t fixed_clock() { return 1750000000; }
+
 Log run(std::string_view bytes, const std::vector<size_t>& cuts, size_t max_line) {
-  ssm::GraphiteParser parser(ssm::GraphiteLimits{max_line});
+  ssm::GraphiteParser parser(ssm::GraphiteLimits{max_line, fixed_clock});
   Log log;
   auto on_point = [&](std::string_view path, double value, int64_t epoch) {
     check(path_ok(path), "point with a bad path");
@@ -83,12 +100,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const ssm::GraphiteStats& s = whole.stats;
   check(s.bytes == bytes.size() && split.stats.bytes == s.bytes, "byte count");
   check(s.lines == split.stats.lines && s.points == split.stats.points && s.errors == split.stats.errors &&
-            s.blank_lines == split.stats.blank_lines && s.by_kind == split.stats.by_kind,
+            s.blank_lines == split.stats.blank_lines && s.nan_values == split.stats.nan_values &&
+            s.by_kind == split.stats.by_kind,
         "a split stream gave other statistics");
   uint64_t by_kind = 0;
   for (uint64_t n : s.by_kind) by_kind += n;
   check(by_kind == s.errors, "errors by kind do not add up");
-  check(s.lines == s.points + s.blank_lines + s.errors, "lines are not points + blank lines + errors");
+  check(s.lines == s.points + s.blank_lines + s.nan_values + s.errors,
+        "lines are not points + blank lines + nan values + errors");
   check(whole.events.size() == s.points + s.errors, "a point or an error was counted but not reported");
   return 0;
 }

@@ -154,6 +154,22 @@ def graphite():
     put("graphite", "too_long", ("x" * 70 + " 1 2\nshort.ok 1 2\n" + "y" * 40 + "\n").encode()
         + tail(small_limit=32, cuts=(10, 20, 71, 75)))
     put("graphite", "binary", bytes(range(256)) + tail(small_limit=64, cuts=(128,)))
+    carbon = ("cpu.user;host=web-1;dc=eu 1 1700000000\n"
+              "disk;path=/var/log;mode=a=b 2 1700000001\n"
+              "collectd/host@example.com/if_octets.rx 3 1700000002\n"
+              "caf\u00e9.\u6e29\u5ea6.\U0001f525 4 1700000003\n"
+              "a.b 5 1.7e9\n"
+              "a.b 6 1700000004.999\n"
+              "a.b 7 -1\n"
+              "a.b nan 1700000006\n"
+              "a.b -NaN -1\n"
+              "bad;tag 1 2\n"
+              "bad;t=~x 1 2\n"
+              "bad;=v 1 2\n"
+              "a.b 1 3e11\n")
+    put("graphite", "carbon_collectd", carbon.encode() + tail(cuts=(12, 13, 70, 150)))
+    put("graphite", "utf8_edges", b"a\xc3 1 2\na\xc0\xaf 1 2\na\xed\xa0\x80 1 2\na\xf4\x90\x80\x80 1 2\n"
+        b"\xe2\x82\xac.ok 1 2\n" + tail(small_limit=32, cuts=(1, 2, 3)))
 
 
 def pcm_framing():

@@ -11,40 +11,59 @@
 //                stream (stdout for the CLI) and every subscriber of
 //                events_listen
 //
-// One thread runs everything (Boost.Asio): no locks on the scoring path, and
-// the order of a connection's values is the order they are scored in.
+// One thread runs the serving (Boost.Asio): no locks on the scoring path,
+// and a connection's values are scored in the order they arrive. Threads of
+// their own read the state file at start and write snapshots.
 //
 // Bounded: a line is at most max_line bytes (longer ones are errors), each
 // connection holds one read chunk and one partial line, at most max_series
 // series are kept (the least recently seen is evicted with a log line, or
 // new ones are refused: `overflow`), and each output holds at most
-// max_pending bytes: when a subscriber (or the downstream) falls behind, the
-// server stops reading its inputs until it catches up, so TCP pushes back on
-// the senders instead of a queue growing (or, with drop_slow, that
-// subscriber is disconnected). A downstream that is not connected loses its
-// lines (counted) and is redialled every second.
+// max_pending bytes. What an output over max_pending does is its policy
+// (SlowPolicy, one per kind of output: scores subscribers, events
+// subscribers, the downstream):
+//   block  the server stops reading its inputs until the output catches up,
+//          so TCP pushes back on the senders (logged when it starts and ends);
+//   drop   its new lines are dropped and counted (the inputs go on), and when
+//          it stays over max_pending for slow_seconds without taking a byte,
+//          it is disconnected (the downstream is redialled).
+// A downstream that is not connected loses its lines (counted) and is
+// redialled every second. Idle input connections are closed after
+// idle_seconds; every socket has TCP keepalive.
 //
-// Malformed lines (see GraphiteParser: bad numbers, NaN/inf, missing or
-// extra fields, bad or huge epochs, binary bytes, over-long lines, a partial
-// line at disconnect) are counted per connection and per kind, logged (the
-// first few of each connection) and summed up when the connection closes;
-// they never reach a series.
+// Malformed lines (see GraphiteParser) are counted per connection and per
+// kind, logged (the first few of each connection) and summed up when the
+// connection closes; they never reach a series. Every value that gets no
+// score is counted: malformed lines, "nan" values, values refused at
+// max_series; repeats and out-of-order values are scored and counted. The
+// counts are in the shutdown summary, in a stats line every stats_seconds,
+// and sent as Graphite metrics "<stats_prefix><name> <value> <epoch>" to the
+// scores outputs.
 //
 // State: with state_dir, every series' detector state is written to
 // <state_dir>/series.state (atomically: temp file + rename) every
 // snapshot_seconds and at shutdown, and read back at start, so a restarted
-// server scores on exactly as an uninterrupted one would. A file written by
-// another detector (model or config) is ignored with a log line.
+// server scores on exactly as an uninterrupted one would. A snapshot is
+// taken a few hundred series per turn of the serving loop (so ingestion
+// goes on meanwhile; a series changed during it is saved as it is when its
+// turn comes) and written by a thread of its own. The restore runs before
+// the listeners listen: run() reads the file on a thread, loads it in turns
+// of the loop (a stop is honoured at any moment; then the file is left as it
+// was), keeps the newest max_series, and only then accepts connections.
+// Temp files of a snapshot whose process was killed are removed at start.
+// A file written by another detector (model or config) is ignored with a
+// log line.
 //
-// Shutdown (stop(), or SIGTERM / SIGINT with handle_signals): listeners
-// close, bytes the inputs already sent are read and scored, partial lines
-// are counted, the state is written, and outputs get up to
+// Shutdown (stop(), or SIGTERM / SIGINT / SIGHUP with handle_signals):
+// listeners close, bytes the inputs already sent are read and scored,
+// partial lines are counted, the state is written, and outputs get up to
 // drain_seconds to take what they are owed.
 #pragma once
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "ssm/detector.hpp"
 
@@ -59,6 +78,11 @@ struct HostPort {
 HostPort parse_host_port(const std::string& text, const std::string& what);
 
 enum class SeriesOverflow { evict, refuse };
+enum class SlowPolicy { block, drop };
+
+// A log line: "<UTC time> ssm detect: <text>\n", e.g.
+// "2026-12-03T19:20:01.123Z ssm detect: listening on 127.0.0.1:2003".
+void detect_log(std::ostream& log, std::string_view text);
 
 struct DetectServerConfig {
   std::string listen = "127.0.0.1:2003";  // Graphite lines in
@@ -72,8 +96,14 @@ struct DetectServerConfig {
   size_t max_connections = 1024;          // inputs and subscribers together
   size_t max_line = 4096;                 // bytes of one input line
   size_t read_chunk = 65536;              // bytes read from a connection at a time
-  size_t max_pending = size_t{4} << 20;   // bytes one output may hold before ingest pauses
-  bool drop_slow = false;                 // disconnect a subscriber over max_pending instead
+  size_t max_pending = size_t{4} << 20;   // bytes one output may hold
+  SlowPolicy slow_scores = SlowPolicy::block;      // scores subscribers over max_pending
+  SlowPolicy slow_events = SlowPolicy::block;      // events subscribers
+  SlowPolicy slow_downstream = SlowPolicy::block;  // the downstream
+  double slow_seconds = 5;                // drop: disconnected after this long over, taking nothing
+  double idle_seconds = 600;              // an input sending nothing this long is closed; 0 = never
+  double stats_seconds = 60;              // stats line and metrics; 0 = only at shutdown
+  std::string stats_prefix = "ssm.detect.";  // of the server's own metrics
   std::string state_dir;                  // "" = no state kept
   double snapshot_seconds = 60;           // 0 = only at shutdown
   double drain_seconds = 5;               // at shutdown, for outputs to take their bytes
@@ -83,29 +113,36 @@ struct DetectServerConfig {
   // values of one read batched into one launch: ssm/forecast_batch.hpp).
   std::string device = "cpu";
 
-  void validate() const;  // throws ssm::Error naming the field
+  void validate() const;  // throws ssm::Error naming the `ssm detect` flag
 };
 
 struct DetectServerStats {
+  bool listening = false;       // the restore is done and connections are taken
   uint64_t connections = 0;     // input connections accepted in all
   uint64_t open_connections = 0;
+  uint64_t idle_closed = 0;     // input connections closed after idle_seconds
   uint64_t subscribers = 0;     // connected now (scores and events)
   uint64_t points = 0;          // values scored, repeats and late ones included
   uint64_t repeats = 0, out_of_order = 0;
   uint64_t errors = 0;          // malformed lines, all connections
+  uint64_t nan_values = 0;      // "nan" values: not scored
   uint64_t events = 0;
   uint64_t series = 0;          // held now
-  uint64_t evicted = 0, refused = 0;
+  uint64_t evicted = 0, refused = 0;  // refused: values of series refused at max_series
   uint64_t restored = 0;        // series read back from state_dir at start
-  uint64_t snapshots = 0;
-  uint64_t dropped_lines = 0;   // score lines a disconnected downstream missed
+  uint64_t snapshots = 0;       // written
+  uint64_t snapshot_failures = 0;
+  bool snapshot_busy = false;   // a snapshot is being taken or written now
+  uint64_t dropped_lines = 0;   // lines a disconnected downstream or a dropping output missed
+  uint64_t slow_dropped = 0;    // outputs disconnected for staying over max_pending
   uint64_t pauses = 0;          // times ingest paused for a slow output
+  uint64_t max_held = 0;        // the most bytes one output held
 };
 
 class DetectServer {
  public:
-  // Binds every listener (an error names the endpoint) and restores the
-  // state. `events` (may be null) receives the event lines, `log` (may be
+  // Binds every listener (an error names the endpoint; run() listens) and
+  // removes stale snapshot temp files. `events` (may be null) receives the event lines, `log` (may be
   // null) one line per notable thing; both are written from run()'s thread.
   DetectServer(DetectServerConfig cfg, std::shared_ptr<const Detector> detector, std::ostream* events,
                std::ostream* log);
@@ -117,9 +154,10 @@ class DetectServer {
   uint16_t scores_port() const;  // 0 when not listening
   uint16_t events_port() const;
 
-  // Serves until stop() (or SIGTERM / SIGINT when handle_signals), then
-  // shuts down as described above and returns.
-  void run(bool handle_signals = false);
+  // Restores the state, listens, serves until stop() (or SIGTERM / SIGINT /
+  // SIGHUP when handle_signals, which also ignores SIGPIPE), then shuts down
+  // as described above. Returns false when the final state snapshot failed.
+  bool run(bool handle_signals = false);
   // Thread-safe; run() returns after the shutdown.
   void stop();
 

@@ -3,16 +3,23 @@
 //
 //   <path> <value> <epoch>\n          e.g. "servers.web-1.cpu 12.5 1700000000\n"
 //
-// Accepted:
+// Accepted (what carbon accepts, within the character set below):
 //   * "\n" or "\r\n" line ends; fields separated by one or more spaces or
 //     tabs; spaces or tabs before the first and after the last field;
-//   * path: characters [A-Za-z0-9._:-], components between dots non-empty
-//     (no leading or trailing dot, no ".."); tags (";k=v") are not supported;
+//   * path: a name of [A-Za-z0-9._:/@-] and UTF-8 (bytes >= 0x80 forming
+//     well-formed UTF-8), its dot-separated components non-empty (no
+//     leading or trailing dot, no ".."), then optional carbon tags
+//     ";tag=value" (tag: name characters; value: name characters and '=',
+//     not starting with '~'; both non-empty). The path with its tags, as
+//     sent, is the series' identity (carbon sorts tags; this parser does not);
 //   * value: a decimal number (optional sign, fraction, exponent); a value
-//     below the smallest subnormal reads as zero;
-//   * epoch: seconds since 1970 as digits, 0 .. 253402300799 (9999-12-31
-//     23:59:59 UTC). A fractional part ("1700000000.25") is accepted and
-//     truncated, as carbon does with int(float(ts)); exponents are not;
+//     below the smallest subnormal reads as zero. "nan" (any case, signed),
+//     which collectd sends for a rate it has no two samples for yet, is
+//     counted in nan_values and delivered nowhere: not a point, not an error;
+//   * epoch: seconds since 1970, 0 .. 253402300799 (9999-12-31 23:59:59
+//     UTC), as digits or any decimal number ("1700000000.25", "1.7e9"),
+//     truncated to whole seconds as carbon does with int(float(ts)); "-1"
+//     means now (the clock of GraphiteLimits, read at the line);
 //   * blank lines (only spaces or tabs) are skipped and counted.
 // Rejected, one error per line, counted by kind (GraphiteError):
 //   line_too_long    more than max_line bytes before the "\n" (a "\r" counts);
@@ -20,13 +27,13 @@
 //                    the buffer never grows past max_line
 //   missing_fields   fewer than three fields
 //   extra_fields     more than three fields
-//   bad_path         a character outside the set, or an empty component
+//   bad_path         a character outside the set, an empty component, a bad tag
 //   bad_value        the value is not a decimal number
-//   non_finite_value "nan", "inf", or a value that overflows a double
-//   bad_epoch        the epoch is not digits[.digits]
-//   epoch_range      negative, or after year 9999
-//   binary           a byte outside printable ASCII other than tab, or a
-//                    "\r" that does not end the line (NUL, control, >= 0x80)
+//   non_finite_value "inf", or a value that overflows a double
+//   bad_epoch        the epoch is not a decimal number
+//   epoch_range      negative (but -1), or after year 9999
+//   binary           a control byte (NUL, < 0x20 but tab, 0x7f), a "\r" that
+//                    does not end the line, or bytes >= 0x80 that are not UTF-8
 //   partial_line     finish() found a non-blank line without its "\n"; a
 //                    partial line is never parsed (it may be truncated)
 //
@@ -64,14 +71,16 @@ std::string_view graphite_error_name(GraphiteError kind);
 
 struct GraphiteLimits {
   size_t max_line = 4096;  // bytes before the "\n"; 16 .. 16 MiB
+  int64_t (*clock)() = nullptr;  // seconds since 1970 for the epoch -1; null: the system clock
 };
 
 struct GraphiteStats {
   uint64_t bytes = 0;        // fed
   uint64_t lines = 0;        // lines ended by "\n" or, non-blank, by finish(): each is
-                             // exactly one point, blank line or error
+                             // exactly one point, blank line, nan value or error
   uint64_t points = 0;       // lines delivered to on_point
   uint64_t blank_lines = 0;  // skipped
+  uint64_t nan_values = 0;   // well-formed lines whose value is "nan": not delivered
   uint64_t errors = 0;       // sum of by_kind
   std::array<uint64_t, kGraphiteErrorKinds> by_kind{};  // indexed by GraphiteError
 

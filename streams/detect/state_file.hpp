@@ -1,0 +1,56 @@
+// The detection server's state file, <state_dir>/series.state: every series'
+// name and Detector::save bytes, oldest first (streams/detect only).
+//
+//   "SSMDSTS1"                      magic
+//   u64 count
+//   count x { u32 name bytes, name, u32 state bytes, state }
+//   u64 FNV-1a of everything before
+//
+// little-endian. Written through atomic_write_file (temp file + fsync +
+// rename), so a reader never sees a partial file.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ssm::detect {
+
+inline constexpr const char* kStateFile = "series.state";
+
+// Builds a state file's bytes one series at a time.
+class StateFileWriter {
+ public:
+  StateFileWriter();
+  void add(std::string_view name, std::span<const uint8_t> state);
+  uint64_t count() const { return count_; }
+  std::vector<uint8_t> finish();  // count and checksum in; the writer is spent
+
+ private:
+  std::vector<uint8_t> out_;
+  uint64_t count_ = 0;
+};
+
+struct StateFileEntry {
+  std::string_view name;
+  std::span<const uint8_t> state;
+};
+
+// The series of a state file's bytes, oldest first (views into `bytes`).
+// Throws ssm::Error saying what is wrong ("not a state file", "checksum
+// mismatch (damaged)", "truncated", "a bad series name", ...).
+std::vector<StateFileEntry> parse_state_file(std::span<const uint8_t> bytes, size_t max_name);
+
+// The whole content of a file of any kind (a FIFO too); throws ssm::Error
+// naming the path.
+std::vector<uint8_t> read_whole_file(const std::filesystem::path& path);
+
+// Removes the temp files ("series.state.tmp.<pid>.<n>") that a snapshot
+// left when its process was killed: those of a process that is not running.
+// Returns each removed file with its size.
+std::vector<std::pair<std::string, uintmax_t>> remove_stale_state_temps(const std::filesystem::path& dir);
+
+}  // namespace ssm::detect
