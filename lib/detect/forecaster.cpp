@@ -216,7 +216,7 @@ struct RuntimeDims {
   int D, E, H, P, G, N, K;
 };
 struct ShippedDims {
-  static constexpr int D = 16, E = 32, H = 4, P = 8, G = 1, N = 8, K = 4;
+  static constexpr int D = 8, E = 16, H = 2, P = 8, G = 1, N = 8, K = 4;
 };
 }  // namespace
 

@@ -5,15 +5,17 @@
 //   1. normalise: z_t = (x_t - m_{t-1}) / s_{t-1} from exponentially weighted
 //      mean and variance (plain running moments during a warm-up), then update
 //      them with x_t; the weighting lets the statistics follow drift;
-//   2. forecast: a small SSM run in recurrent mode reads z_t and predicts
-//      z_{t+1}; the error of the prediction made one step earlier is
-//      e_t = |z_t - p_{t-1}|;
+//   2. forecast: a small SSM run in recurrent mode reads z_t (and the time
+//      inputs) and gives a Laplace(mu, b) distribution of z_{t+1}; the
+//      surprise of z_t under the one made a step earlier is
+//      e_t = |z_t - mu_{t-1}| / b_{t-1} (|z_t - p_{t-1}| for a point forecaster);
 //   3. evidence: each channel (forecast error, level against a faster
 //      normaliser, daily and weekly profiles) averages its error over a short
 //      window and judges the average against its long-run distribution, as
 //      Numenta's anomaly likelihood does: -log10 of the Gaussian upper tail;
 //   4. score: the weighted sum of the channels' evidence over `decades`,
-//      clipped to [0, 1], raised by a value outside the range seen so far,
+//      clipped to [0, 1], raised by a value outside the range held so far
+//      (robust to one glitch, optionally forgetting, of the detrended value),
 //      and held low right after a peak so that one event gives one
 //      detection (refractory decay).
 //
@@ -321,7 +323,7 @@ SeriesDataConfig series_data_config_from_json(const nlohmann::json& j, const std
 // Batches for the Trainer over `data`; item b of step s is a pure function
 // of (seed, s, b). in (B, T, in_channels), target (B, T, out_channels). Throws ssm::Error when a folder has no usable series and
 // synthetic_fraction < 1, or a CSV is unreadable (naming the file).
-// in (B, T, 1) = z_t, target (B, T, 1) = z_{t+1}.
+// in (B, T, in_channels), target (B, T, out_channels): z_t in, z_{t+1} out.
 std::unique_ptr<BatchSource> make_series_source(const SeriesDataConfig& data);
 // The same from the "data" section of a training config.
 std::unique_ptr<BatchSource> make_series_source(const nlohmann::json& data_section, const std::string& source);
