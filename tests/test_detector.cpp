@@ -80,25 +80,32 @@ constexpr int64_t kT0 = 1396310400;  // 2014-04-01 00:00:00 UTC
 
 TEST(Forecaster, StepEqualsTheModelsRecurrentMode) {
   struct Shape {
-    int layers, d_model, d_state, head_dim;
+    int layers, d_model, d_state, head_dim, in, out;
   };
-  for (const Shape& sh : {Shape{1, 8, 8, 8}, Shape{2, 16, 16, 8}, Shape{1, 8, 4, 16}}) {
-    ssm::Model m(small_config(sh.layers, sh.d_model, sh.d_state, sh.head_dim));
+  for (const Shape& sh : {Shape{1, 8, 8, 8, 1, 1}, Shape{2, 16, 16, 8, 1, 1}, Shape{1, 8, 4, 16, 1, 1},
+                          Shape{2, 16, 8, 8, ssm::kForecastInputs, 2}}) {
+    ssm::ModelConfig mc = small_config(sh.layers, sh.d_model, sh.d_state, sh.head_dim);
+    mc.in_channels = sh.in;
+    mc.out_channels = sh.out;
+    ssm::Model m(mc);
     m.init(11);
     ssm::Forecaster f(m);
     ssm::Stream stream(m, 1);
     ASSERT_EQ(f.state_size(), stream.state_size());
-    std::vector<float> state(f.state_size(), 0.0f);
+    std::vector<float> state(f.state_size(), 0.0f), scalar_state = state;
     std::mt19937_64 rng(3);
     std::normal_distribution<float> z(0, 2);
     double max_err = 0;
     for (int t = 0; t < 400; ++t) {
-      const float in = z(rng);
-      float ref = 0;
-      stream.process(&in, &ref, 1);
-      const float out = f.step(state.data(), in);
-      ASSERT_TRUE(std::isfinite(out));
-      max_err = std::max(max_err, std::abs(double(out) - ref) / std::max(1.0, std::abs(double(ref))));
+      float in[ssm::kForecastInputs], ref[2] = {}, out[2] = {};
+      for (int c = 0; c < sh.in; ++c) in[c] = z(rng);
+      stream.process(in, ref, 1);
+      f.step(state.data(), in, out);
+      for (int c = 0; c < sh.out; ++c) {
+        ASSERT_TRUE(std::isfinite(out[c]));
+        max_err = std::max(max_err, std::abs(double(out[c]) - ref[c]) / std::max(1.0, std::abs(double(ref[c]))));
+      }
+      if (sh.in == 1) ASSERT_EQ(out[0], f.step(scalar_state.data(), in[0]));  // the one-input overload
     }
     EXPECT_LE(max_err, 1e-5) << "layers " << sh.layers << " D " << sh.d_model;
     // The same state layout: the stream's snapshot holds our state.
@@ -125,8 +132,9 @@ TEST(Forecaster, BuiltinIsTheShippedFile) {
   const auto bytes = ssm::builtin_forecaster_bytes();
   ASSERT_FALSE(bytes.empty());
   const auto f = ssm::Forecaster::builtin();
-  EXPECT_EQ(f->config().in_channels, 1);
-  EXPECT_LE(f->state_size() * sizeof(float), 4096u);
+  EXPECT_EQ(f->config().in_channels, ssm::kForecastInputs);
+  EXPECT_EQ(f->config().out_channels, 2);
+  EXPECT_LE(f->state_size() * sizeof(float), 8192u);
   const fs::path shipped = fs::path(SSM_SOURCE_DIR) / "models/forecaster/forecaster.safetensors";
   if (!fs::exists(shipped)) GTEST_SKIP() << "no source tree at " << shipped;
   std::ifstream in(shipped, std::ios::binary);
@@ -216,6 +224,82 @@ TEST(Detector, FindsALevelShiftAfterLearning) {
   EXPECT_GE(best_t, at);
   EXPECT_LE(best_t, at + 40);
   EXPECT_GT(best, 3 * before);
+}
+
+// Scores of the default detector with the shipped forecaster over x, one
+// value every 5 minutes.
+std::vector<double> default_scores(const std::vector<double>& x) {
+  const ssm::Detector det(ssm::Forecaster::builtin(), {});
+  ssm::SeriesState s = det.new_series();
+  std::vector<double> out;
+  for (size_t t = 0; t < x.size(); ++t) out.push_back(det.update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]).score);
+  return out;
+}
+
+constexpr double kEventThreshold = 0.5;  // ssm detect's default --event-threshold
+
+TEST(Detector, OneGlitchDoesNotBlindItToALaterShift) {
+  // A series around 10 (sd 1), one value of 1000, then a +20 sd level shift.
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0, 1);
+  const size_t glitch = 1000, shift = 2500;
+  std::vector<double> x(3000);
+  for (size_t t = 0; t < x.size(); ++t) x[t] = 10 + noise(rng) + (t >= shift ? 20 : 0);
+  x[glitch] = 1000;
+  const auto score = default_scores(x);
+  EXPECT_GE(score[glitch], kEventThreshold);
+  double at_shift = 0;
+  for (size_t t = shift; t < shift + 5; ++t) at_shift = std::max(at_shift, score[t]);
+  EXPECT_GE(at_shift, kEventThreshold);
+  // The glitch raises no run of events after it.
+  int after = 0;
+  for (size_t t = glitch + 1; t < shift; ++t) after += score[t] >= kEventThreshold;
+  EXPECT_LE(after, 2);
+}
+
+TEST(Detector, ASlowTrendIsNotAnAnomalyAtEveryStep) {
+  // A filling disk: 20 -> 80 over 3000 values with small noise and
+  // quantisation, then a jump of 30 (about 100 sd of the noise).
+  std::mt19937_64 rng(12);
+  std::normal_distribution<double> noise(0, 0.3);
+  const size_t jump = 3000;
+  std::vector<double> x(3200);
+  for (size_t t = 0; t < x.size(); ++t)
+    x[t] = std::round((20 + 60.0 * std::min(t, jump) / jump + noise(rng) + (t >= jump ? 30 : 0)) * 10) / 10;
+  const auto score = default_scores(x);
+  int events = 0;
+  for (size_t t = 0; t < jump; ++t) events += score[t] >= kEventThreshold;
+  EXPECT_LE(events, 2);
+  double at_jump = 0;
+  for (size_t t = jump; t < jump + 5; ++t) at_jump = std::max(at_jump, score[t]);
+  EXPECT_GE(at_jump, kEventThreshold);
+}
+
+TEST(Detector, TheRangeForgetsAnOldRegime) {
+  // A series that sat at a high level long ago returns to it after a long
+  // quiet stretch at a low level: with a range that forgets, the return is
+  // news again; with one that never forgets, the old level still bounds it.
+  std::mt19937_64 rng(13);
+  std::normal_distribution<double> noise(0, 1);
+  std::vector<double> x(3000);
+  for (size_t t = 0; t < x.size(); ++t) x[t] = (t < 300 || t >= 2800 ? 60 : 10) + noise(rng);
+  for (double half_life : {200.0, 0.0}) {
+    ssm::DetectorConfig dc;
+    dc.spatial_detrend = false;  // the range of the values themselves
+    dc.range_half_life = half_life;
+    const ssm::Detector det(ssm::Forecaster::builtin(), dc);
+    ssm::SeriesState s = det.new_series();
+    double at_return = 0;
+    for (size_t t = 0; t < x.size(); ++t) {
+      if (t == 2800) {
+        if (half_life > 0) EXPECT_LT(s.hi[1], 20.0);
+        else EXPECT_GT(s.hi[1], 60.0);
+      }
+      const double sc = det.update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]).score;
+      if (t >= 2800 && t < 2805) at_return = std::max(at_return, sc);
+    }
+    if (half_life > 0) EXPECT_GE(at_return, dc.spatial_score);
+  }
 }
 
 TEST(Detector, RepeatsAndLateValuesChangeNoState) {
@@ -338,6 +422,42 @@ TEST(SeriesSource, DeterministicAndShiftedByOne) {
       ASSERT_EQ(in[b * T + t + 1], tg[b * T + t]) << "item " << b << " t " << t;
       ASSERT_TRUE(std::isfinite(in[b * T + t]) && std::abs(in[b * T + t]) <= d.norm.z_clip);
     }
+}
+
+TEST(SeriesSource, TimeInputsAndTwoChannelTargets) {
+  // A forecaster with the time inputs and a predictive distribution: the
+  // target's first channel is the next input's z, its second is 0; the
+  // phases lie on the unit circle; the gap input is what forecaster_inputs
+  // gives for the sample files' 5-minute steps.
+  ssm::SeriesDataConfig d;
+  d.folders = {(fs::path(SSM_SOURCE_DIR) / "samples/nab/data").string()};
+  d.synthetic_fraction = 0.5;
+  d.in_channels = ssm::kForecastInputs;
+  d.out_channels = 2;
+  auto src = ssm::make_series_source(d);
+  const int B = 8, T = 300, C = ssm::kForecastInputs;
+  std::vector<float> in(B * T * C), tg(B * T * 2);
+  src->batch(in.data(), tg.data(), B, T, 3, 1);
+  float five_minutes[ssm::kForecastInputs];
+  ssm::forecaster_inputs(five_minutes, 0, 0, 300);
+  EXPECT_NEAR(five_minutes[5], std::log10(300.0) - 2.5, 1e-6);
+  for (int b = 0; b < B; ++b)
+    for (int t = 1; t + 1 < T; ++t) {
+      const float* x = &in[(b * T + t) * C];
+      if (x[1] == 0 && x[2] == 0) continue;  // the zero padding before a short file
+      ASSERT_EQ(x[C], tg[(b * T + t) * 2]) << "item " << b << " t " << t;
+      ASSERT_EQ(tg[(b * T + t) * 2 + 1], 0.0f);
+      ASSERT_NEAR(x[1] * x[1] + x[2] * x[2], 1.0, 1e-5);
+      ASSERT_NEAR(x[3] * x[3] + x[4] * x[4], 1.0, 1e-5);
+      ASSERT_TRUE(x[5] >= -3 && x[5] <= 3);
+    }
+  // Monday 00:00 UTC is phase 0 of the week, noon phase 1/2 of the day.
+  float mon[ssm::kForecastInputs];
+  ssm::forecaster_inputs(mon, 0.5, 1396224000 + 43200, 0);  // 2014-03-31 (a Monday) 12:00
+  EXPECT_NEAR(mon[1], 0, 1e-6);
+  EXPECT_NEAR(mon[2], -1, 1e-6);
+  EXPECT_NEAR(mon[3], std::sin(2 * M_PI * 0.5 / 7), 1e-6);
+  EXPECT_EQ(mon[5], 0.0f);
 }
 
 TEST(SeriesSource, ConfigErrorsNameTheKey) {
@@ -469,7 +589,8 @@ TEST(EvalNab, NabDevReachesTheTarget) {
                               &status);
   ASSERT_EQ(status, 0) << out;
   std::printf("%s", out.c_str());
-  EXPECT_GE(profile_score(out, "standard"), 72.0) << out;
+  // The first "standard" line is the out-of-fold (headline) score.
+  EXPECT_GE(profile_score(out, "standard"), 70.0) << out;
 }
 
 }  // namespace

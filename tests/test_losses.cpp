@@ -1,4 +1,4 @@
-// Losses: L1 / L2 / SI-SDR against direct fp64 sums and analytic values,
+// Losses: L1 / L2 / SI-SDR / Laplace NLL against direct fp64 sums and analytic values,
 // the multi-resolution STFT loss (FFT version) against its direct-DFT
 // reference and known signals, every backward against finite differences.
 #include <gtest/gtest.h>
@@ -65,6 +65,29 @@ TEST(L1Loss, DoubleMatchesDirectSumAndFiniteDifferences) { check_pointwise<doubl
 TEST(L1Loss, FloatMatchesDirectSum) { check_pointwise<float>(true, 1e-5); }
 TEST(L2Loss, DoubleMatchesDirectSumAndFiniteDifferences) { check_pointwise<double>(false, 1e-14); }
 TEST(L2Loss, FloatMatchesDirectSum) { check_pointwise<float>(false, 1e-5); }
+
+TEST(LaplaceNll, MatchesTheDensityAndFiniteDifferences) {
+  // pairs (mu, log b) against pairs (y, unused): -log of the Laplace density.
+  const LossDims d{2, 23};
+  const auto pred = random_vector<double>(2 * 23 * 2, 3), target = random_vector<double>(2 * 23 * 2, 4);
+  double ref = 0;
+  for (size_t i = 0; i < pred.size() / 2; ++i) {
+    const double b = std::exp(pred[2 * i + 1]);
+    ref -= std::log(std::exp(-std::fabs(target[2 * i] - pred[2 * i]) / b) / (2 * b));
+  }
+  ref /= double(pred.size() / 2);
+  EXPECT_NEAR(ssm::laplace_nll_forward(pred.data(), target.data(), d), ref, 1e-12 * std::fabs(ref));
+  std::vector<double> g(pred.size());
+  ssm::laplace_nll_backward(g.data(), kDloss, pred.data(), target.data(), d);
+  std::vector<double> pd = pred;
+  const auto fd =
+      numeric_gradient([&] { return kDloss * ssm::laplace_nll_forward(pd.data(), target.data(), d); }, pd, 1e-6);
+  EXPECT_LE(rel_error(g, fd), 1e-6);
+  // The unused target channel changes nothing.
+  auto t2 = target;
+  for (size_t i = 1; i < t2.size(); i += 2) t2[i] += 5;
+  EXPECT_EQ(ssm::laplace_nll_forward(pred.data(), t2.data(), d), ssm::laplace_nll_forward(pred.data(), target.data(), d));
+}
 
 TEST(L1Loss, GradientIsZeroWherePredEqualsTarget) {
   const std::vector<double> p{1.0, 2.0}, t{1.0, 3.0};

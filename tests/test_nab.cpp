@@ -318,6 +318,53 @@ TEST(Nab, SweepEqualsDirectScoringAtEveryThreshold) {
   }
 }
 
+TEST(Nab, CrossValidationChoosesOnTheOtherFoldsOnly) {
+  // Two categories of two files each. Candidate 0 detects every window at
+  // score 0.9 with a false positive at 0.8 in category a; candidate 1 does the
+  // same at 0.6 / 0.7 in category b: each fold's choice must come from the
+  // other category, and the fold's raw score must be its files scored at that
+  // choice, summed and normalised over the whole corpus.
+  auto files = [](double a_hit, double a_fp, double b_hit, double b_fp) {
+    return std::vector<NabFile>{make_file("a/1.csv", 40, {{20, 29}}, {{20, a_hit}, {35, a_fp}}),
+                                make_file("a/2.csv", 40, {{20, 29}}, {{22, a_hit}}),
+                                make_file("b/1.csv", 40, {{20, 29}}, {{21, b_hit}, {10, b_fp}}),
+                                make_file("b/2.csv", 40, {{20, 29}}, {{25, b_hit}})};
+  };
+  const std::vector<std::vector<NabFile>> cands{files(0.9, 0.8, 0.9, 0.0), files(0.3, 0.0, 0.6, 0.7)};
+  const std::vector<int> fold = ssm::nab_category_folds(cands[0]);
+  EXPECT_EQ(fold, (std::vector<int>{0, 0, 1, 1}));
+  const auto cv = ssm::nab_cross_validate(cands, fold, nab_standard());
+  ASSERT_EQ(cv.folds.size(), 2u);
+  double raw = 0;
+  for (const auto& f : cv.folds) {
+    std::vector<NabFile> train, test;
+    for (size_t i = 0; i < 4; ++i) (fold[i] == f.fold ? test : train).push_back(cands[f.candidate][i]);
+    // No candidate or threshold does better on the training files.
+    for (const auto& c : cands) {
+      std::vector<NabFile> other;
+      for (size_t i = 0; i < 4; ++i)
+        if (fold[i] != f.fold) other.push_back(c[i]);
+      EXPECT_LE(ssm::nab_optimise(other, nab_standard()).raw, ssm::nab_score(train, nab_standard(), f.threshold).raw + kTol);
+    }
+    EXPECT_NEAR(f.test.raw, ssm::nab_score(test, nab_standard(), f.threshold).raw, kTol);
+    raw += f.test.raw;
+  }
+  // Fold a (tested) is chosen on b: candidate 0 finds b's windows at 0.9
+  // with no false positive, so threshold 0.9 scores a too, a's false
+  // positive (0.8) staying below it.
+  EXPECT_EQ(cv.folds[0].candidate, 0u);
+  EXPECT_NEAR(cv.folds[0].threshold, 0.9, kTol);
+  EXPECT_EQ(cv.folds[0].test.fp, 0);
+  EXPECT_NEAR(cv.out_of_fold.raw, raw, kTol);
+  const double null_score = ssm::nab_null_score(cands[0], nab_standard()),
+               perfect = ssm::nab_perfect_score(cands[0], nab_standard());
+  EXPECT_NEAR(cv.out_of_fold.normalised, 100 * (raw - null_score) / (perfect - null_score), 1e-9);
+  EXPECT_EQ(ssm::nab_interleaved_folds(5, 2), (std::vector<int>{0, 1, 0, 1, 0}));
+  EXPECT_NE(error_of([&] { ssm::nab_cross_validate(cands, std::vector<int>{0, 0, 0, 0}, nab_standard()); })
+                .find("two folds"),
+            std::string::npos);
+}
+
 TEST(Nab, InputErrorsNameTheFile) {
   NabFile f = make_file("bad.csv", 40, {{20, 29}}, {});
   f.scores.pop_back();

@@ -3,6 +3,7 @@
 // profiles with the threshold optimised, as NAB reports it.
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -26,7 +27,8 @@ using nlohmann::json;
 
 struct EvalNabArgs {
   std::string data, labels, out, model, config;
-  std::vector<std::string> set;
+  std::vector<std::string> set, tune;
+  std::string folds = "category";
   int threads = 0;
   bool per_file = false;
   std::string device = "cpu";
@@ -64,30 +66,14 @@ fs::path results_path(const std::string& out, const std::string& key) {
   return fs::path(out) / "ssm" / rel.parent_path() / ("ssm_" + rel.filename().string());
 }
 
-void run_eval_nab(const EvalNabArgs& a) {
-  const NabLabels labels = read_nab_labels(a.labels);
-  std::vector<NabCorpusFile> corpus;
-  for (const auto& [key, windows] : labels) {
-    const fs::path rel(key);
-    bool safe = !key.empty() && rel.is_relative();
-    for (const auto& part : rel) safe = safe && part != "..";
-    require(safe, a.labels + ": key '" + key + "' is not a relative path inside the data folder");
-    NabCorpusFile f;
-    f.name = key;
-    f.series = read_timeseries_csv((fs::path(a.data) / rel).string());
-    f.windows = windows;
-    nab_window_rows(f.series.epochs(), f.windows, f.series.source);
-    corpus.push_back(std::move(f));
-  }
-  require(!corpus.empty(), a.labels + ": no files");
-  const Detector det(Forecaster::load(a.model), detector_config(a.config, a.set));
-
-  // Files are independent: score them on several threads, each online; or,
-  // on the GPU, all files in step (row r of every file, then row r + 1), the
-  // forecaster steps of a row in one launch.
+// Every file's scores (one per row) from one detector, each file online.
+// Files are independent: several threads, each scoring whole files; or, on
+// the GPU, all files in step (row r of every file, then row r + 1), the
+// forecaster steps of a row in one launch.
+std::vector<std::vector<double>> score_corpus(const Detector& det, const std::vector<NabCorpusFile>& corpus,
+                                              const std::string& device, int threads) {
   std::vector<std::vector<double>> scores(corpus.size());
-  const auto t0 = std::chrono::steady_clock::now();
-  if (a.device == "cuda") {
+  if (device == "cuda") {
     ForecastBatch batch(det, static_cast<int>(corpus.size()), "cuda");
     std::vector<SeriesState> states(corpus.size(), det.new_series());
     std::vector<int> slots(corpus.size());
@@ -104,43 +90,149 @@ void run_eval_nab(const EvalNabArgs& a) {
       }
       batch.run();
     }
-  } else {
-    require(a.device == "cpu", "--device must be 'cpu' or 'cuda', got '" + a.device + "'");
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      for (size_t i; (i = next++) < corpus.size();) {
-        SeriesState st = det.new_series();
-        const auto& rows = corpus[i].series.rows;
-        scores[i].resize(rows.size());
-        for (size_t r = 0; r < rows.size(); ++r) scores[i][r] = det.update(st, rows[r].epoch, rows[r].value).score;
+    return scores;
+  }
+  require(device == "cpu", "--device must be 'cpu' or 'cuda', got '" + device + "'");
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next++) < corpus.size();) {
+      SeriesState st = det.new_series();
+      const auto& rows = corpus[i].series.rows;
+      scores[i].resize(rows.size());
+      for (size_t r = 0; r < rows.size(); ++r) scores[i][r] = det.update(st, rows[r].epoch, rows[r].value).score;
+    }
+  };
+  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < n; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  return scores;
+}
+
+// The detector configs to choose from inside the folds: the product of
+// every --tune key's values over the base config; the base config itself
+// (the first candidate) when nothing is tuned.
+std::vector<DetectorConfig> tuning_candidates(const DetectorConfig& base, const std::vector<std::string>& tune) {
+  std::vector<json> configs{base.to_json()};
+  for (const auto& t : tune) {
+    const size_t eq = t.find('=');
+    require(eq != std::string::npos && eq > 0, "--tune '" + t + "': expected key=v1,v2,...");
+    std::vector<json> next;
+    std::string values = t.substr(eq + 1);
+    for (const json& c : configs) {
+      size_t from = 0;
+      while (from <= values.size()) {
+        const size_t comma = std::min(values.find(',', from), values.size());
+        json j = c;
+        apply_setting(j, t.substr(0, eq) + "=" + values.substr(from, comma - from));
+        next.push_back(std::move(j));
+        from = comma + 1;
       }
-    };
-    const int threads = a.threads > 0 ? a.threads : std::max(1u, std::thread::hardware_concurrency());
-    std::vector<std::thread> pool;
-    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
+    }
+    configs = std::move(next);
+    require(configs.size() <= 4096, "--tune: more than 4096 combinations");
+  }
+  std::vector<DetectorConfig> out;
+  for (const json& j : configs) out.push_back(DetectorConfig::from_json(j, "--tune"));
+  return out;
+}
+
+std::vector<int> folds_of(const std::string& spec, const std::vector<NabFile>& files) {
+  if (spec == "category") return nab_category_folds(files);
+  int k = 0;
+  const auto [end, ec] = std::from_chars(spec.data(), spec.data() + spec.size(), k);
+  require(ec == std::errc() && end == spec.data() + spec.size() && k >= 2 && static_cast<size_t>(k) <= files.size(),
+          "--folds must be 'category' or a number of folds in 2 .. " + std::to_string(files.size()) + ", got '" +
+              spec + "'");
+  return nab_interleaved_folds(files.size(), k);
+}
+
+void run_eval_nab(const EvalNabArgs& a) {
+  const NabLabels labels = read_nab_labels(a.labels);
+  std::vector<NabCorpusFile> corpus;
+  for (const auto& [key, windows] : labels) {
+    const fs::path rel(key);
+    bool safe = !key.empty() && rel.is_relative();
+    for (const auto& part : rel) safe = safe && part != "..";
+    require(safe, a.labels + ": key '" + key + "' is not a relative path inside the data folder");
+    NabCorpusFile f;
+    f.name = key;
+    f.series = read_timeseries_csv((fs::path(a.data) / rel).string());
+    f.windows = windows;
+    nab_window_rows(f.series.epochs(), f.windows, f.series.source);
+    corpus.push_back(std::move(f));
+  }
+  require(!corpus.empty(), a.labels + ": no files");
+  const auto forecaster = Forecaster::load(a.model);
+  const std::vector<DetectorConfig> configs = tuning_candidates(detector_config(a.config, a.set), a.tune);
+
+  // candidates[c][i]: file i scored by config c.
+  std::vector<std::vector<NabFile>> candidates;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t c = 0; c < configs.size(); ++c) {
+    const Detector det(forecaster, configs[c]);
+    std::vector<std::vector<double>> scores = score_corpus(det, corpus, a.device, a.threads);
+    if (c == 0 && !a.out.empty())
+      for (size_t i = 0; i < corpus.size(); ++i) {
+        const fs::path p = results_path(a.out, corpus[i].name);
+        fs::create_directories(p.parent_path());
+        write_nab_results_file(p.string(), corpus[i].series, scores[i]);
+      }
+    std::vector<NabFile> files;
+    for (size_t i = 0; i < corpus.size(); ++i) files.push_back(nab_file(corpus[i], std::move(scores[i])));
+    candidates.push_back(std::move(files));
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  size_t rows = 0;
-  for (const auto& f : corpus) rows += f.series.rows.size();
+  const std::vector<NabFile>& files = candidates[0];
+  size_t rows = 0, windows = 0;
+  for (const auto& f : corpus) rows += f.series.rows.size(), windows += f.windows.size();
+  const std::vector<int> fold = folds_of(a.folds, files);
+  const int n_folds = *std::max_element(fold.begin(), fold.end()) + 1;
 
-  std::vector<NabFile> files;
-  for (size_t i = 0; i < corpus.size(); ++i) {
-    if (!a.out.empty()) {
-      const fs::path p = results_path(a.out, corpus[i].name);
-      fs::create_directories(p.parent_path());
-      write_nab_results_file(p.string(), corpus[i].series, scores[i]);
-    }
-    files.push_back(nab_file(corpus[i], scores[i]));
-  }
-  size_t windows = 0;
-  for (const auto& f : files) windows += f.windows.size();
-  std::printf("ssm eval nab: %zu files, %zu rows, %zu windows; detector %.2f s (%.2f us per row)\n", files.size(),
-              rows, windows, sec, sec / rows * 1e6);
+  std::printf("ssm eval nab: %zu files, %zu rows, %zu windows; %zu detector config%s, %.2f s (%.2f us per row)\n",
+              files.size(), rows, windows, configs.size(), configs.size() == 1 ? "" : "s", sec,
+              sec / (rows * configs.size()) * 1e6);
+  std::printf("out-of-fold (headline; %d folds by %s, %s chosen on the other folds' files):\n", n_folds,
+              a.folds == "category" ? "category" : "position",
+              configs.size() == 1 ? "the threshold" : "the config and the threshold");
   const std::pair<const char*, NabProfile> profiles[] = {
       {"standard", nab_standard()}, {"reward_low_FP_rate", nab_low_fp()}, {"reward_low_FN_rate", nab_low_fn()}};
-  json summary = {{"files", files.size()}, {"rows", rows}, {"windows", windows}, {"detector", det.config().to_json()}};
+  json summary = {{"files", files.size()}, {"rows", rows}, {"windows", windows}, {"folds", a.folds},
+                  {"detector", configs[0].to_json()}, {"candidates", configs.size()}};
+  std::vector<NabCrossValidation> cvs;
+  for (const auto& [name, prof] : profiles) {
+    const NabCrossValidation cv = nab_cross_validate(candidates, fold, prof);
+    const NabResult& r = cv.out_of_fold;
+    std::printf("  %-20s score %6.2f  raw %8.3f  tp %lld fp %lld fn %lld\n", name, r.normalised, r.raw,
+                static_cast<long long>(r.tp), static_cast<long long>(r.fp), static_cast<long long>(r.fn));
+    json jf = json::array();
+    for (const auto& f : cv.folds)
+      jf.push_back({{"fold", f.fold}, {"files", f.files}, {"candidate", f.candidate}, {"threshold", f.threshold},
+                    {"train_score", f.train_score}, {"raw", f.test.raw}, {"tp", f.test.tp}, {"fp", f.test.fp},
+                    {"fn", f.test.fn}});
+    summary["out_of_fold"][name] = {{"score", r.normalised}, {"raw", r.raw}, {"tp", r.tp},
+                                    {"fp", r.fp},            {"fn", r.fn},   {"folds", jf}};
+    cvs.push_back(cv);
+  }
+  std::printf("  folds (standard): threshold, config, score of the other folds, raw of the fold\n");
+  for (const auto& f : cvs[0].folds) {
+    std::string cat;
+    for (size_t i = 0; i < files.size(); ++i)
+      if (fold[i] == f.fold) cat = files[i].name.substr(0, files[i].name.find('/'));
+    std::printf("    fold %d (%zu files%s%s): threshold %.4f  config %zu  train %6.2f  raw %7.3f  tp %lld fp %lld fn %lld\n",
+                f.fold, f.files, a.folds == "category" ? ", " : "", a.folds == "category" ? cat.c_str() : "",
+                f.threshold, f.candidate, f.train_score, f.test.raw, static_cast<long long>(f.test.tp),
+                static_cast<long long>(f.test.fp), static_cast<long long>(f.test.fn));
+  }
+  if (configs.size() > 1) {
+    std::vector<size_t> chosen;
+    for (const auto& f : cvs[0].folds) chosen.push_back(f.candidate);
+    std::sort(chosen.begin(), chosen.end());
+    chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+    for (size_t c : chosen) std::printf("    config %zu: %s\n", c, configs[c].to_json().dump().c_str());
+  }
+  std::printf("in-sample (secondary: the base config, one threshold optimised on all files, as NAB reports):\n");
   for (const auto& [name, prof] : profiles) {
     const NabResult r = nab_optimise(files, prof);
     std::printf("  %-20s score %6.2f  threshold %.6f  raw %8.3f  tp %lld fp %lld fn %lld\n", name, r.normalised,
@@ -159,7 +251,9 @@ void run_eval_nab(const EvalNabArgs& a) {
   }
   if (!a.out.empty()) {
     atomic_write_file(fs::path(a.out) / "scores.json", summary.dump(2) + "\n");
-    std::printf("results in %s (%s/ssm/<category>/ssm_<file>.csv, scores.json)\n", a.out.c_str(), a.out.c_str());
+    std::printf("results in %s (%s/ssm/<category>/ssm_<file>.csv of the base config, scores.json)
+", a.out.c_str(),
+                a.out.c_str());
   }
 }
 
@@ -176,6 +270,11 @@ void add_eval_command(CLI::App& app) {
   nab->add_option("--model", args->model, "forecaster model (.safetensors); default: the built-in one");
   nab->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   nab->add_option("--set", args->set, "override one detector setting, key=value (repeatable)");
+  nab->add_option("--folds", args->folds,
+                  "file-disjoint folds for the headline out-of-fold score: 'category' (leave one category out) "
+                  "or a number k (file i in fold i % k)");
+  nab->add_option("--tune", args->tune,
+                  "key=v1,v2,...: choose this setting inside each fold's training files (repeatable; the product)");
   nab->add_option("--threads", args->threads, "files scored in parallel (0 = one per core)");
   nab->add_option("--device", args->device, "where the forecaster steps: cpu, or cuda (all files in step, one launch per row)");
   nab->add_flag("--per-file", args->per_file, "print each file's counts at the standard threshold");

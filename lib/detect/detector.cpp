@@ -84,7 +84,7 @@ class Reader {
   size_t pos_ = 0;
 };
 
-constexpr char kStateMagic[8] = {'S', 'S', 'M', 'D', 'E', 'T', 'S', '1'};
+constexpr char kStateMagic[8] = {'S', 'S', 'M', 'D', 'E', 'T', 'S', '2'};
 
 }  // namespace
 
@@ -178,6 +178,8 @@ void DetectorConfig::validate() const {
   check(learning >= 0, "learning", "must be >= 0");
   check(std::isfinite(decades) && decades > 0, "decades", "must be > 0");
   check(std::isfinite(spatial_tolerance) && spatial_tolerance >= 0, "spatial_tolerance", "must be >= 0");
+  check(range_half_life == 0 || (std::isfinite(range_half_life) && range_half_life >= 1), "range_half_life",
+        "must be 0 (never forget) or >= 1");
   check(spatial_score >= 0 && spatial_score <= 1, "spatial_score", "must be in [0, 1]");
   check(peak_decay >= 0 && peak_decay <= 1, "peak_decay", "must be in [0, 1]");
   check(refractory >= 0 && refractory <= 1, "refractory", "must be in [0, 1]");
@@ -187,7 +189,8 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   DetectorConfig c;
   Fields f(j, source, "",
            {"normaliser", "forecast", "level", "daily", "weekly", "level_half_life", "season_half_life",
-            "season_fit_half_life", "season_min_fit", "learning", "decades", "spatial_tolerance", "spatial_score",
+            "season_fit_half_life", "season_min_fit", "learning", "decades", "spatial_tolerance", "spatial_detrend",
+            "range_half_life", "spatial_score",
             "peak_decay", "refractory"});
   if (const json* n = f.find("normaliser")) read_normaliser(*n, source, "normaliser", c.norm);
   if (const json* n = f.find("forecast")) read_channel(*n, source, "forecast", c.forecast);
@@ -201,6 +204,8 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   f.get("learning", c.learning);
   f.get("decades", c.decades);
   f.get("spatial_tolerance", c.spatial_tolerance);
+  f.get("spatial_detrend", c.spatial_detrend);
+  f.get("range_half_life", c.range_half_life);
   f.get("spatial_score", c.spatial_score);
   f.get("peak_decay", c.peak_decay);
   f.get("refractory", c.refractory);
@@ -236,6 +241,8 @@ json DetectorConfig::to_json() const {
           {"learning", learning},
           {"decades", decades},
           {"spatial_tolerance", spatial_tolerance},
+          {"spatial_detrend", spatial_detrend},
+          {"range_half_life", range_half_life},
           {"spatial_score", spatial_score},
           {"peak_decay", peak_decay},
           {"refractory", refractory}};
@@ -257,6 +264,8 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
   a_weekly_ = half_life_alpha(cfg_.weekly.half_life);
   a_fit_ = half_life_alpha(cfg_.season_fit_half_life);
   a_season_ = half_life_alpha(cfg_.season_half_life);
+  two_outputs_ = forecaster_->config().out_channels == 2;
+  range_keep_ = cfg_.range_half_life > 0 ? std::exp2(-1.0 / cfg_.range_half_life) : 1.0;
   const std::string text = cfg_.to_json().dump();
   const uint64_t ff = forecaster_->fingerprint();
   fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), &ff, sizeof(ff));
@@ -339,8 +348,8 @@ bool Detector::update_deferred(SeriesState& s, int64_t epoch, double value, Dete
     // Scored as if it came next, on a copy whose step is never taken: late
     // values are rare.
     SeriesState copy = s;
-    float unused = 0;
-    r = advance(copy, s.last_epoch, value, &unused);
+    float unused[kForecastInputs];
+    r = advance(copy, s.last_epoch, value, unused);
     r.kind = PointKind::out_of_order;
     return false;
   }
@@ -365,9 +374,17 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   const double gate_w = season_gate(s.fit_week, s.fit_var, c.season_min_fit);
 
   r.prediction = s.count > 0 ? m + s.prediction * sd : value;
+  // What the range rule judges: the value, or its distance from the recent
+  // level (the fast mean before this value), so that a trend is no news.
+  const double ranged = c.spatial_detrend ? value - s.fast.mean : value;
   const double z = s.norm.push(value, c.norm, a_norm_);
   const double zf = s.fast.push(value, fast_, a_fast_);
-  r.error = s.count > 0 ? std::abs(z - s.prediction) : 0.0;
+  // The forecast error: with a predictive distribution, the surprise of z
+  // under it, -ln P(|Z - mu| >= |z - mu|) = |z - mu| / b for a Laplace(mu,
+  // b); else the distance from the point forecast.
+  r.error = s.count == 0 ? 0.0
+            : two_outputs_ ? std::abs(z - s.prediction) * std::exp(-std::clamp<double>(s.log_scale, -7, 7))
+                           : std::abs(z - s.prediction);
 
   double evidence = channel_step(s.forecast, c.forecast, a_forecast_, r.error, judge);
   evidence += channel_step(s.level, c.level, a_level_, std::abs(zf), judge);
@@ -391,15 +408,32 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   if (s.day_n[db] < UINT16_MAX) ++s.day_n[db];
   if (s.week_n[wb] < UINT16_MAX) ++s.week_n[wb];
 
-  // A value outside everything seen so far.
+  // A value outside the range the series has held (DetectorConfig).
   if (s.count == 0) {
-    s.min_value = s.max_value = value;
+    s.hi[0] = s.hi[1] = s.lo[0] = s.lo[1] = ranged;
   } else {
-    const double margin = c.spatial_tolerance * (s.max_value - s.min_value);
-    if (c.spatial_score > 0 && judge && (value > s.max_value + margin || value < s.min_value - margin))
+    // The extreme counts unless it stands apart from the rest by more than
+    // the rest's width: then it is a glitch, and the second one bounds.
+    const double width = s.hi[1] - s.lo[1];
+    const double top = s.hi[0] - s.hi[1] > width ? s.hi[1] : s.hi[0];
+    const double bottom = s.lo[1] - s.lo[0] > width ? s.lo[1] : s.lo[0];
+    const double margin = c.spatial_tolerance * (top - bottom);
+    if (c.spatial_score > 0 && judge && (ranged > top + margin || ranged < bottom - margin))
       raw = std::max(raw, c.spatial_score);
-    s.min_value = std::min(s.min_value, value);
-    s.max_value = std::max(s.max_value, value);
+    const double centre = c.spatial_detrend ? 0.0 : s.fast.mean;
+    for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = centre + (*v - centre) * range_keep_;
+    if (ranged > s.hi[0]) {
+      s.hi[1] = s.hi[0];
+      s.hi[0] = ranged;
+    } else {
+      s.hi[1] = std::max(s.hi[1], ranged);
+    }
+    if (ranged < s.lo[0]) {
+      s.lo[1] = s.lo[0];
+      s.lo[0] = ranged;
+    } else {
+      s.lo[1] = std::min(s.lo[1], ranged);
+    }
   }
   if (!judge) raw = 0;
   // One event, one detection: a score that does not top the decayed recent
@@ -411,16 +445,28 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
     r.score = raw * c.refractory;
     s.peak *= c.peak_decay;
   }
-  if (step_input)
-    *step_input = static_cast<float>(z);
+  float local[kForecastInputs];
+  float* in = step_input ? step_input : local;
+  if (forecaster_->config().in_channels == 1)
+    in[0] = static_cast<float>(z);
   else
-    s.prediction = forecaster_->step(s.model_state.data(), static_cast<float>(z));
+    forecaster_inputs(in, z, epoch, s.count > 0 ? epoch - s.last_epoch : 0);
+  if (!step_input) {
+    float out[2];
+    forecaster_->step(s.model_state.data(), in, out);
+    set_forecast(s, out);
+  }
   s.last_epoch = epoch;
   ++s.count;
   s.last_score = r.score;
   s.last_likelihood = r.likelihood;
   s.last_prediction = r.prediction;
   return r;
+}
+
+void Detector::set_forecast(SeriesState& s, const float* out) const {
+  s.prediction = out[0];
+  s.log_scale = two_outputs_ ? out[1] : 0.0f;
 }
 
 void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
@@ -449,8 +495,8 @@ void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
 
 namespace {
 
-void put_channel(Writer& w, const ChannelState& c) {
-  for (float v : c.ring) w.put(v);
+void put_channel(Writer& w, const ChannelState& c, const ChannelConfig& cfg) {
+  for (int i = 0; i < cfg.window; ++i) w.put(c.ring[i]);
   w.put(static_cast<int32_t>(c.pos));
   w.put(static_cast<int32_t>(c.filled));
   w.put(c.sum);
@@ -461,9 +507,9 @@ void put_channel(Writer& w, const ChannelState& c) {
 
 void get_channel(Reader& r, ChannelState& c, const ChannelConfig& cfg, const char* name) {
   const std::string what = std::string("series state: channel ") + name + ": ";
-  for (float& v : c.ring) {
-    v = r.get<float>();
-    require(std::isfinite(v), what + "a non-finite error");
+  for (int i = 0; i < cfg.window; ++i) {
+    c.ring[i] = r.get<float>();
+    require(std::isfinite(c.ring[i]), what + "a non-finite error");
   }
   c.pos = r.get<int32_t>();
   c.filled = r.get<int32_t>();
@@ -502,9 +548,12 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   put_norm(w, s.norm);
   put_norm(w, s.fast);
   w.put(s.prediction);
-  w.put(s.min_value);
-  w.put(s.max_value);
-  for (const ChannelState* c : {&s.forecast, &s.level, &s.daily, &s.weekly}) put_channel(w, *c);
+  w.put(s.log_scale);
+  for (double v : {s.hi[0], s.hi[1], s.lo[0], s.lo[1]}) w.put(v);
+  put_channel(w, s.forecast, cfg_.forecast);
+  put_channel(w, s.level, cfg_.level);
+  put_channel(w, s.daily, cfg_.daily);
+  put_channel(w, s.weekly, cfg_.weekly);
   for (float v : s.day) w.put(v);
   for (float v : s.week) w.put(v);
   for (uint16_t v : s.day_n) w.put(v);
@@ -533,9 +582,9 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   get_norm(r, s.norm);
   get_norm(r, s.fast);
   s.prediction = r.get<float>();
-  require(std::isfinite(s.prediction), "series state: a non-finite prediction");
-  s.min_value = r.finite();
-  s.max_value = r.finite();
+  s.log_scale = r.get<float>();
+  require(std::isfinite(s.prediction) && std::isfinite(s.log_scale), "series state: a non-finite prediction");
+  for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = r.finite();
   get_channel(r, s.forecast, cfg_.forecast, "forecast");
   get_channel(r, s.level, cfg_.level, "level");
   get_channel(r, s.daily, cfg_.daily, "daily");

@@ -20,6 +20,7 @@ ForecastBatch::ForecastBatch(const Detector& detector, int capacity, const std::
   owes_.assign(static_cast<size_t>(capacity), 0);
   attached_.assign(static_cast<size_t>(capacity), 0);
   queue_.reserve(static_cast<size_t>(capacity));
+  z_.reserve(static_cast<size_t>(capacity) * static_cast<size_t>(detector.forecaster().config().in_channels));
 }
 
 ForecastBatch::~ForecastBatch() = default;
@@ -52,34 +53,36 @@ DetectorResult ForecastBatch::update(int slot, SeriesState& s, int64_t epoch, do
   // The score needs the prediction from this series' previous step.
   if (owes_[static_cast<size_t>(slot)]) run();
   DetectorResult r;
-  float z = 0;
-  if (det_.update_deferred(s, epoch, value, r, &z)) {
-    queue_.push_back({slot, &s, z});
+  const size_t ni = static_cast<size_t>(det_.forecaster().config().in_channels);
+  const size_t at = z_.size();
+  z_.resize(at + ni);
+  if (det_.update_deferred(s, epoch, value, r, z_.data() + at)) {
+    queue_.push_back({slot, &s});
     owes_[static_cast<size_t>(slot)] = 1;
-    if (queue_.size() >= static_cast<size_t>(capacity_)) run();
+  } else {
+    z_.resize(at);
   }
+  if (queue_.size() >= static_cast<size_t>(capacity_)) run();
   return r;
 }
 
 void ForecastBatch::run() {
   if (queue_.empty()) return;
+  const Forecaster& f = det_.forecaster();
+  const size_t n = queue_.size(), ni = static_cast<size_t>(f.config().in_channels),
+               no = static_cast<size_t>(f.config().out_channels);
+  pred_.resize(n * no);
   if (gpu_) {
-    const size_t n = queue_.size();
     slots_.resize(n);
-    z_.resize(n);
-    pred_.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      slots_[i] = queue_[i].slot;
-      z_[i] = queue_[i].z;
-    }
+    for (size_t i = 0; i < n; ++i) slots_[i] = queue_[i].slot;
     gpu_->step_subset_host(slots_.data(), z_.data(), pred_.data(), static_cast<int>(n));
-    for (size_t i = 0; i < n; ++i) queue_[i].state->prediction = pred_[i];
   } else {
-    const Forecaster& f = det_.forecaster();
-    for (const Owed& o : queue_) o.state->prediction = f.step(o.state->model_state.data(), o.z);
+    for (size_t i = 0; i < n; ++i) f.step(queue_[i].state->model_state.data(), z_.data() + i * ni, pred_.data() + i * no);
   }
+  for (size_t i = 0; i < n; ++i) det_.set_forecast(*queue_[i].state, pred_.data() + i * no);
   for (const Owed& o : queue_) owes_[static_cast<size_t>(o.slot)] = 0;
   queue_.clear();
+  z_.clear();
 }
 
 void ForecastBatch::fetch(std::span<const int> slots, std::span<SeriesState* const> states) {

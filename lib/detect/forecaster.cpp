@@ -81,9 +81,11 @@ Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
   const ModelConfig& c = cfg_;
   c.validate();
   require(c.block == BlockKind::Mamba2, "forecaster: the model must be Mamba-2 (got block Mamba-1)");
-  require(c.in_channels == 1 && c.out_channels == 1,
-          "forecaster: the model must have in_channels = out_channels = 1 (got " + std::to_string(c.in_channels) +
-              " and " + std::to_string(c.out_channels) + ")");
+  require(c.in_channels == 1 || c.in_channels == kForecastInputs,
+          "forecaster: the model must have in_channels 1 or " + std::to_string(kForecastInputs) + " (got " +
+              std::to_string(c.in_channels) + ")");
+  require(c.out_channels == 1 || c.out_channels == 2,
+          "forecaster: the model must have out_channels 1 or 2 (got " + std::to_string(c.out_channels) + ")");
   require(c.frame == 1, "forecaster: the model must take one value per step (got frame " + std::to_string(c.frame) + ")");
   require(c.d_model <= kMaxWidth, "forecaster: d_model must be <= " + std::to_string(kMaxWidth));
   require(c.inner() <= kMaxInner, "forecaster: expand * d_model must be <= " + std::to_string(kMaxInner));
@@ -109,7 +111,8 @@ Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
     append_transposed(t_, p_.data() + L.conv_w, Cc, K);
     append_transposed(t_, p_.data() + L.out_proj, D, E);
   }
-  head_t_ = append_transposed(t_, p_.data() + head_w_, 1, D);
+  head_t_ = append_transposed(t_, p_.data() + head_w_, c.out_channels, D);
+  enc_t_ = append_transposed(t_, p_.data() + enc_w_, D, c.in_channels);
   tail_size_ = static_cast<size_t>(c.d_conv - 1) * c.conv_channels();
   layer_state_ = tail_size_ + static_cast<size_t>(c.inner()) * c.d_state;
   state_size_ = layer_state_ * c.n_layers;
@@ -136,7 +139,7 @@ std::shared_ptr<const Forecaster> Forecaster::load(const std::string& path) {
 }
 
 template <class Dims>
-SSM_ALWAYS_INLINE float Forecaster::step_with(float* state, float z, const Dims& dm) const {
+SSM_ALWAYS_INLINE void Forecaster::step_with(float* state, const float* in, float* out, const Dims& dm) const {
   const int D = dm.D, E = dm.E, H = dm.H, Pd = dm.P, G = dm.G, N = dm.N, K = dm.K;
   const int Cc = E + 2 * G * N, K1 = K - 1, F = 2 * E + 2 * G * N + H, hpg = H / G;
   const float eps = static_cast<float>(cfg_.norm_eps);
@@ -146,7 +149,7 @@ SSM_ALWAYS_INLINE float Forecaster::step_with(float* state, float z, const Dims&
   float proj[2 * kMaxInner + 2 * kMaxGroupState + kMaxInner];  // (F) [z | xBC | dt_raw]
   float act[kMaxInner + 2 * kMaxGroupState];                   // (Cc) conv + SiLU: [x | B | C]
   float y[kMaxInner], yn[kMaxInner];                           // (E)
-  for (int d = 0; d < D; ++d) h[d] = P[enc_w_ + d] * z + P[enc_b_ + d];
+  matvec_t(h, t_.data() + enc_t_, in, P + enc_b_, D, cfg_.in_channels);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerOffsets& L = layers_[l];
     float* tail = state + l * layer_state_;  // (K-1, Cc), oldest first
@@ -202,9 +205,7 @@ SSM_ALWAYS_INLINE float Forecaster::step_with(float* state, float z, const Dims&
     for (int d = 0; d < D; ++d) h[d] += o[d];
   }
   rmsnorm(un, h, nullptr, P + norm_f_, D, D, eps);
-  float out;
-  matvec_t(&out, t_.data() + head_t_, un, P + head_b_, 1, D);
-  return out;
+  matvec_t(out, t_.data() + head_t_, un, P + head_b_, cfg_.out_channels, D);
 }
 
 
@@ -219,13 +220,32 @@ struct ShippedDims {
 };
 }  // namespace
 
-SSM_SIMD_CLONES float Forecaster::step(float* state, float z) const {
+SSM_SIMD_CLONES void Forecaster::step(float* state, const float* in, float* out) const {
   const ModelConfig& c = cfg_;
   if (c.d_model == ShippedDims::D && c.inner() == ShippedDims::E && c.head_dim == ShippedDims::P &&
       c.n_groups == ShippedDims::G && c.d_state == ShippedDims::N && c.d_conv == ShippedDims::K)
-    return step_with(state, z, ShippedDims{});
-  return step_with(state, z,
-                   RuntimeDims{c.d_model, c.inner(), c.heads(), c.head_dim, c.n_groups, c.d_state, c.d_conv});
+    return step_with(state, in, out, ShippedDims{});
+  step_with(state, in, out, RuntimeDims{c.d_model, c.inner(), c.heads(), c.head_dim, c.n_groups, c.d_state, c.d_conv});
+}
+
+float Forecaster::step(float* state, float z) const {
+  require(cfg_.in_channels == 1, "forecaster: step(state, z) needs a one-input model");
+  float out[2];
+  step(state, &z, out);
+  return out[0];
+}
+
+void forecaster_inputs(float* in, double z, int64_t epoch, int64_t gap_seconds) {
+  constexpr double two_pi = 6.283185307179586;
+  const int64_t day = ((epoch % 86400) + 86400) % 86400;
+  const int64_t week = (((epoch / 86400 + 3) % 7 + 7) % 7) * 86400 + day;  // 0 = Monday 00:00
+  in[0] = static_cast<float>(z);
+  in[1] = static_cast<float>(std::sin(two_pi * day / 86400.0));
+  in[2] = static_cast<float>(std::cos(two_pi * day / 86400.0));
+  in[3] = static_cast<float>(std::sin(two_pi * week / 604800.0));
+  in[4] = static_cast<float>(std::cos(two_pi * week / 604800.0));
+  in[5] = gap_seconds > 0 ? static_cast<float>(std::clamp(std::log10(static_cast<double>(gap_seconds)) - 2.5, -3.0, 3.0))
+                          : 0.0f;
 }
 
 }  // namespace ssm

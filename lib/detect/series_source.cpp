@@ -27,27 +27,38 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// A synthetic series of n raw values: a sum of a level, a trend, periodic
-// parts (sine, square, sawtooth-like daily shapes), a random walk, noise,
+// A synthetic series of n raw values at epochs t0 + k * interval (a few rows
+// dropped, so that gaps occur): a sum of a level, a trend, periodic parts
+// (sine, square, a peak per period as daily load; periods of a few to a few
+// hundred rows, or a day or a week of the timestamps), a random walk, noise,
 // level shifts and spikes, each present with some probability, at scales and
 // offsets across orders of magnitude (the normaliser must cope).
-void synthetic_series(std::vector<double>& x, size_t n, std::mt19937_64& rng) {
+void synthetic_series(std::vector<double>& x, std::vector<int64_t>& epochs, size_t n, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> U(0, 1);
   std::normal_distribution<double> Nd(0, 1);
   auto chance = [&](double p) { return U(rng) < p; };
+  constexpr int64_t intervals[] = {60, 300, 300, 600, 1800, 3600};
+  const int64_t interval = intervals[static_cast<size_t>(U(rng) * 6) % 6];
+  const int64_t t0 = 1300000000 + static_cast<int64_t>(U(rng) * 4e8) / interval * interval;
+  const double drop = chance(0.3) ? U(rng) * 0.02 : 0.0;
   x.assign(n, 0.0);
+  epochs.assign(n, 0);
   const double scale = std::pow(10.0, U(rng) * 6 - 2);
   const double level = chance(0.7) ? scale * (U(rng) * 20 - 5) : 0.0;
   const double trend = chance(0.3) ? scale * (U(rng) * 2 - 1) * 5.0 / n : 0.0;
   const int periodic = static_cast<int>(U(rng) * 3);  // 0..2 periodic parts
   struct Part {
     int kind;
-    double period, amp, phase, duty;
+    double period, amp, phase, duty;  // period in seconds
   };
   std::vector<Part> parts;
-  for (int i = 0; i < periodic; ++i)
-    parts.push_back({static_cast<int>(U(rng) * 3), std::exp(std::log(6.0) + U(rng) * (std::log(400.0) - std::log(6.0))),
-                     scale * (0.2 + U(rng) * 3), U(rng) * 2 * M_PI, 0.1 + 0.8 * U(rng)});
+  for (int i = 0; i < periodic; ++i) {
+    const double rows = std::exp(std::log(6.0) + U(rng) * (std::log(400.0) - std::log(6.0)));
+    const double u = U(rng);
+    const double period = u < 0.35 ? 86400.0 : u < 0.5 ? 604800.0 : rows * static_cast<double>(interval);
+    parts.push_back({static_cast<int>(U(rng) * 3), period, scale * (0.2 + U(rng) * 3), U(rng) * 2 * M_PI,
+                     0.1 + 0.8 * U(rng)});
+  }
   const double noise = scale * (chance(0.15) ? 0.0 : std::exp(std::log(0.01) + U(rng) * std::log(300.0)));
   const bool heavy = chance(0.2);  // Laplace-like noise
   const double walk = chance(0.25) ? scale * 0.05 * U(rng) : 0.0;
@@ -55,10 +66,14 @@ void synthetic_series(std::vector<double>& x, size_t n, std::mt19937_64& rng) {
   const double spike_p = chance(0.3) ? U(rng) * 0.01 : 0.0;
   const double quant = chance(0.2) ? scale * (0.05 + U(rng)) : 0.0;  // integer-like steps
   double w = 0, shift = 0;
+  int64_t epoch = t0;
   for (size_t t = 0; t < n; ++t) {
+    epoch += interval;
+    while (drop > 0 && U(rng) < drop) epoch += interval;
+    epochs[t] = epoch;
     double v = level + trend * t;
     for (const Part& p : parts) {
-      const double ph = std::fmod(t / p.period * 2 * M_PI + p.phase, 2 * M_PI);
+      const double ph = std::fmod(static_cast<double>(epoch - t0) / p.period * 2 * M_PI + p.phase, 2 * M_PI);
       if (p.kind == 0)
         v += p.amp * std::sin(ph);
       else if (p.kind == 1)
@@ -77,10 +92,19 @@ void synthetic_series(std::vector<double>& x, size_t n, std::mt19937_64& rng) {
   }
 }
 
+// One normalised series: z_t and the epochs.
+struct NormalisedSeries {
+  std::vector<float> z;
+  std::vector<int64_t> epochs;
+};
+
 class SeriesBatchSource : public BatchSource {
  public:
   explicit SeriesBatchSource(const SeriesDataConfig& d) : cfg_(d) {
     cfg_.norm.validate();
+    require(d.in_channels == 1 || d.in_channels == kForecastInputs,
+            "series data: in_channels must be 1 or " + std::to_string(kForecastInputs));
+    require(d.out_channels == 1 || d.out_channels == 2, "series data: out_channels must be 1 or 2");
     for (const auto& folder : d.folders) {
       std::error_code ec;
       require(fs::is_directory(folder, ec), "series data: folder '" + folder + "' does not exist");
@@ -94,9 +118,12 @@ class SeriesBatchSource : public BatchSource {
         const TimeSeries ts = read_timeseries_csv(f, {.lenient = true});
         if (ts.rows.size() < 16) continue;
         Normaliser n;
-        std::vector<float> z(ts.rows.size());
-        for (size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(n.push(ts.rows[i].value, cfg_.norm));
-        real_.push_back(std::move(z));
+        NormalisedSeries s;
+        for (const auto& row : ts.rows) {
+          s.z.push_back(static_cast<float>(n.push(row.value, cfg_.norm)));
+          s.epochs.push_back(row.epoch);
+        }
+        real_.push_back(std::move(s));
         total_ += ts.rows.size();
       }
     }
@@ -107,47 +134,57 @@ class SeriesBatchSource : public BatchSource {
   size_t real_series() const { return real_.size(); }
 
   void batch(float* in, float* target, int B, int T, uint64_t seed, int64_t step) override {
+    const size_t ni = static_cast<size_t>(cfg_.in_channels), no = static_cast<size_t>(cfg_.out_channels);
     std::vector<double> x;
-    std::vector<float> z;
+    NormalisedSeries syn;
     for (int b = 0; b < B; ++b) {
       std::mt19937_64 rng(mix(mix(mix(seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(b)));
       std::uniform_real_distribution<double> U(0, 1);
-      float* xi = in + static_cast<size_t>(b) * T;
-      float* yi = target + static_cast<size_t>(b) * T;
+      float* xi = in + static_cast<size_t>(b) * T * ni;
+      float* yi = target + static_cast<size_t>(b) * T * no;
+      std::fill(xi, xi + T * ni, 0.0f);
+      std::fill(yi, yi + T * no, 0.0f);
+      // Rows [start, start + m] of series s fill steps [off, off + m) (a
+      // window longer than the series is zero-padded on the left).
+      const NormalisedSeries* s = nullptr;
+      size_t start = 0, m = static_cast<size_t>(T), off = 0;
       if (real_.empty() || U(rng) < cfg_.synthetic_fraction) {
         const size_t n = static_cast<size_t>(cfg_.warmup_skip) + T + 1;
-        synthetic_series(x, n, rng);
+        synthetic_series(x, syn.epochs, n, rng);
         Normaliser nm;
-        z.resize(n);
-        for (size_t i = 0; i < n; ++i) z[i] = static_cast<float>(nm.push(x[i], cfg_.norm));
-        std::copy(z.begin() + cfg_.warmup_skip, z.begin() + cfg_.warmup_skip + T, xi);
-        std::copy(z.begin() + cfg_.warmup_skip + 1, z.begin() + cfg_.warmup_skip + T + 1, yi);
+        syn.z.resize(n);
+        for (size_t i = 0; i < n; ++i) syn.z[i] = static_cast<float>(nm.push(x[i], cfg_.norm));
+        s = &syn;
+        start = static_cast<size_t>(cfg_.warmup_skip);
       } else {
-        // A series in proportion to its length, then a window of it; a
-        // window longer than the series is zero-padded on the left.
+        // A series in proportion to its length, then a window of it.
         size_t pick = static_cast<size_t>(U(rng) * total_), k = 0;
-        while (k + 1 < real_.size() && pick >= real_[k].size()) pick -= real_[k++].size();
-        const std::vector<float>& s = real_[k];
-        const size_t need = static_cast<size_t>(T) + 1;
-        std::fill(xi, xi + T, 0.0f);
-        std::fill(yi, yi + T, 0.0f);
-        if (s.size() >= need) {
-          const size_t lo = std::min(static_cast<size_t>(cfg_.warmup_skip), s.size() - need);
-          const size_t start = lo + static_cast<size_t>(U(rng) * (s.size() - need - lo + 1));
-          std::copy(s.begin() + start, s.begin() + start + T, xi);
-          std::copy(s.begin() + start + 1, s.begin() + start + T + 1, yi);
+        while (k + 1 < real_.size() && pick >= real_[k].z.size()) pick -= real_[k++].z.size();
+        s = &real_[k];
+        const size_t need = static_cast<size_t>(T) + 1, len = s->z.size();
+        if (len >= need) {
+          const size_t lo = std::min(static_cast<size_t>(cfg_.warmup_skip), len - need);
+          start = lo + static_cast<size_t>(U(rng) * (len - need - lo + 1));
         } else {
-          const size_t m = s.size() - 1, off = T - m;
-          std::copy(s.begin(), s.begin() + m, xi + off);
-          std::copy(s.begin() + 1, s.end(), yi + off);
+          m = len - 1;
+          off = static_cast<size_t>(T) - m;
         }
+      }
+      for (size_t i = 0; i < m; ++i) {
+        const size_t r = start + i;
+        float* xr = xi + (off + i) * ni;
+        if (ni == 1)
+          xr[0] = s->z[r];
+        else
+          forecaster_inputs(xr, s->z[r], s->epochs[r], r > 0 ? s->epochs[r] - s->epochs[r - 1] : 0);
+        yi[(off + i) * no] = s->z[r + 1];
       }
     }
   }
 
  private:
   SeriesDataConfig cfg_;
-  std::vector<std::vector<float>> real_;  // z of each CSV, normalised from its start
+  std::vector<NormalisedSeries> real_;  // each CSV, normalised from its start
   size_t total_ = 0;
 };
 
@@ -201,7 +238,7 @@ SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string&
   c.model = ModelConfig::from_json(j.at("model"), source);
   const Fields tf(j.at("training"), source, "training",
                   {"steps", "batch", "segment", "lr", "min_lr", "warmup", "weight_decay", "clip", "l1_weight",
-                   "l2_weight", "seed", "threads"});
+                   "l2_weight", "nll_weight", "seed", "threads"});
   TrainerConfig& t = c.training;
   t.stft_weight = 0;
   tf.get("steps", t.steps);
@@ -214,6 +251,7 @@ SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string&
   tf.get("clip", t.clip);
   tf.get("l1_weight", t.l1_weight);
   tf.get("l2_weight", t.l2_weight);
+  tf.get("nll_weight", t.nll_weight);
   tf.get("seed", t.seed);
   tf.get("threads", t.threads);
   try {
@@ -223,6 +261,12 @@ SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string&
   }
   c.training_json = j.at("training").dump();
   c.data = series_data_config_from_json(j.at("data"), source);
+  c.data.in_channels = c.model.in_channels;
+  c.data.out_channels = c.model.out_channels;
+  require(c.model.out_channels == 2 || t.nll_weight == 0,
+          source + ": 'training.nll_weight' needs a model with out_channels 2 (mu, log b)");
+  require(c.model.out_channels == 1 || (t.l1_weight == 0 && t.l2_weight == 0 && t.nll_weight > 0),
+          source + ": a model with out_channels 2 is a predictive distribution: train it with 'nll_weight' only");
 
   const json& oj = j.at("output");
   const Fields of(oj, source, "output", {"dir", "model", "log_every", "checkpoint_every", "keep_checkpoints", "plot"});

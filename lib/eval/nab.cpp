@@ -285,6 +285,81 @@ double nab_perfect_score(const std::vector<NabFile>& files, const NabProfile& pr
   return static_cast<double>(windows) * profile.tp;
 }
 
+// ---- cross-validation -------------------------------------------------------
+
+NabCrossValidation nab_cross_validate(const std::vector<std::vector<NabFile>>& candidates, std::span<const int> fold,
+                                      const NabProfile& profile) {
+  require(!candidates.empty(), "NAB cross-validation: no candidates");
+  const size_t n = candidates[0].size();
+  require(fold.size() == n, "NAB cross-validation: " + std::to_string(fold.size()) + " fold labels for " +
+                                std::to_string(n) + " files");
+  for (const auto& c : candidates) {
+    require(c.size() == n, "NAB cross-validation: candidates list different numbers of files");
+    for (size_t i = 0; i < n; ++i)
+      require(c[i].name == candidates[0][i].name, "NAB cross-validation: candidates list different files (" +
+                                                       c[i].name + " vs " + candidates[0][i].name + ")");
+  }
+  std::vector<int> ids(fold.begin(), fold.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  require(ids.size() >= 2, "NAB cross-validation: needs at least two folds");
+
+  NabCrossValidation cv;
+  const double perfect = nab_perfect_score(candidates[0], profile);
+  const double null_score = nab_null_score(candidates[0], profile);
+  for (int k : ids) {
+    NabFoldChoice choice;
+    choice.fold = k;
+    double best_raw = -std::numeric_limits<double>::infinity();
+    for (size_t c = 0; c < candidates.size(); ++c) {
+      std::vector<NabFile> train;
+      for (size_t i = 0; i < n; ++i)
+        if (fold[i] != k) train.push_back(candidates[c][i]);
+      const NabResult r = nab_optimise(train, profile);
+      if (r.raw > best_raw) {
+        best_raw = r.raw;
+        choice.candidate = c;
+        choice.threshold = r.threshold;
+        choice.train_score = r.normalised;
+      }
+    }
+    std::vector<NabFile> test;
+    for (size_t i = 0; i < n; ++i)
+      if (fold[i] == k) test.push_back(candidates[choice.candidate][i]);
+    choice.files = test.size();
+    choice.test = nab_score(test, profile, choice.threshold);
+    NabResult& o = cv.out_of_fold;
+    o.raw += choice.test.raw;
+    o.tp += choice.test.tp;
+    o.fp += choice.test.fp;
+    o.fn += choice.test.fn;
+    o.tn += choice.test.tn;
+    cv.folds.push_back(choice);
+  }
+  cv.out_of_fold.threshold = std::numeric_limits<double>::quiet_NaN();  // one per fold
+  cv.out_of_fold.normalised = normalised(cv.out_of_fold.raw, null_score, perfect);
+  return cv;
+}
+
+std::vector<int> nab_category_folds(const std::vector<NabFile>& files) {
+  std::vector<std::string> seen;
+  std::vector<int> out;
+  for (const auto& f : files) {
+    const std::string cat = f.name.substr(0, f.name.find('/'));
+    auto it = std::find(seen.begin(), seen.end(), cat);
+    if (it == seen.end()) it = seen.insert(seen.end(), cat);
+    out.push_back(static_cast<int>(it - seen.begin()));
+  }
+  return out;
+}
+
+std::vector<int> nab_interleaved_folds(size_t files, int k) {
+  require(k >= 2, "NAB cross-validation: expected at least 2 folds, got " + std::to_string(k));
+  std::vector<int> out(files);
+  for (size_t i = 0; i < files; ++i) out[i] = static_cast<int>(i % static_cast<size_t>(k));
+  return out;
+}
+
 // ---- corpus and results files ----------------------------------------------
 
 std::vector<NabCorpusFile> nab_load_corpus(const std::string& root) {

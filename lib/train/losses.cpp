@@ -126,6 +126,38 @@ void l2_loss_backward(Real* dpred, double dloss, const Real* pred, const Real* t
   pointwise_backward("l2_loss_backward", dpred, dloss, pred, target, d, [](double e) { return 2 * e; });
 }
 
+// ---------------------------------------------------------------- Laplace NLL
+
+template <typename Real>
+double laplace_nll_forward(const Real* pred, const Real* target, const LossDims& d) {
+  check_io("laplace_nll_forward", pred, target, pred, d);
+  const int64_t T = d.T;
+  std::vector<double> part(d.B);  // (B)
+#pragma omp parallel for schedule(static) if (parallel_worth(d))
+  for (int b = 0; b < d.B; ++b) {
+    double s = 0;
+    for (int64_t t = b * T; t < (b + 1) * T; ++t) {
+      const double ls = pred[2 * t + 1];
+      s += std::fabs(double(target[2 * t]) - double(pred[2 * t])) * std::exp(-ls) + ls + std::numbers::ln2;
+    }
+    part[b] = s;
+  }
+  return sum_in_order(part) / (double(d.B) * double(d.T));
+}
+
+template <typename Real>
+void laplace_nll_backward(Real* dpred, double dloss, const Real* pred, const Real* target, const LossDims& d) {
+  check_io("laplace_nll_backward", dpred, pred, target, d);
+  const int64_t n = int64_t(d.B) * d.T;
+  const double k = dloss / double(n);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const double e = double(target[2 * i]) - double(pred[2 * i]), inv_b = std::exp(-double(pred[2 * i + 1]));
+    dpred[2 * i] = static_cast<Real>(k * -sign(e) * inv_b);
+    dpred[2 * i + 1] = static_cast<Real>(k * (1 - std::fabs(e) * inv_b));
+  }
+}
+
 // ---------------------------------------------------------------- SI-SDR
 
 namespace {
@@ -492,6 +524,8 @@ void MultiResStftLoss<Real>::backward(Real* dpred, double dloss, const LossDims&
   template double l2_loss_forward<Real>(const Real*, const Real*, const LossDims&);                             \
   template void l2_loss_backward<Real>(Real*, double, const Real*, const Real*, const LossDims&);               \
   template void si_sdr<Real>(double*, const Real*, const Real*, const LossDims&, double);                       \
+  template double laplace_nll_forward<Real>(const Real*, const Real*, const LossDims&);                         \
+  template void laplace_nll_backward<Real>(Real*, double, const Real*, const Real*, const LossDims&);           \
   template double si_sdr_loss_forward<Real>(const Real*, const Real*, const LossDims&, double);                 \
   template void si_sdr_loss_backward<Real>(Real*, double, const Real*, const Real*, const LossDims&, double);   \
   template double mrstft_loss_reference_forward<Real>(const Real*, const Real*, const LossDims&,                \

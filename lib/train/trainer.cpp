@@ -19,9 +19,11 @@ void TrainerConfig::validate() const {
   require(warmup >= 0 && warmup <= steps, "training config: need 0 <= 'warmup' <= 'steps'");
   require(weight_decay >= 0, "training config: 'weight_decay' must be >= 0");
   require(clip >= 0, "training config: 'clip' must be >= 0");
-  require(l1_weight >= 0 && l2_weight >= 0 && stft_weight >= 0 && sisdr_weight >= 0,
+  require(l1_weight >= 0 && l2_weight >= 0 && stft_weight >= 0 && sisdr_weight >= 0 && nll_weight >= 0,
           "training config: loss weights must be >= 0");
-  require(l1_weight + l2_weight + stft_weight + sisdr_weight > 0, "training config: every loss weight is 0");
+  require(l1_weight + l2_weight + stft_weight + sisdr_weight + nll_weight > 0,
+          "training config: every loss weight is 0");
+  require(nll_weight == 0 || device == "cpu", "training config: 'nll_weight' is implemented on the CPU only");
   require(threads >= 0, "training config: 'threads' must be >= 0");
   require(device == "cpu" || device == "cuda", "training config: 'device' must be \"cpu\" or \"cuda\", got \"" + device + "\"");
 }
@@ -62,6 +64,8 @@ struct Trainer::Impl {
     schedule.check();
     if (cfg.stft_weight > 0)
       require(m.config().out_channels == 1, "training config: the STFT loss needs a model with one output channel");
+    if (cfg.nll_weight > 0)
+      require(m.config().out_channels == 2, "training config: the NLL loss needs a model with two output channels");
     if (cfg.device == "cuda") gpu = std::make_unique<TrainStepCuda>(m.config(), m.table(), cfg);
   }
 
@@ -105,6 +109,11 @@ struct Trainer::Impl {
     if (cfg.stft_weight > 0) {
       total += cfg.stft_weight * stft.forward(out.data(), target.data(), d);
       if (backward) stft.backward(dtmp.data(), cfg.stft_weight, d), accumulate();
+    }
+    if (cfg.nll_weight > 0) {
+      const LossDims pairs{B, T};
+      total += cfg.nll_weight * laplace_nll_forward(out.data(), target.data(), pairs);
+      if (backward) laplace_nll_backward(dtmp.data(), cfg.nll_weight, out.data(), target.data(), pairs), accumulate();
     }
     if (cfg.sisdr_weight > 0) {
       total += cfg.sisdr_weight * si_sdr_loss_forward(out.data(), target.data(), d);

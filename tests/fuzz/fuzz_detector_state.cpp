@@ -46,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(d.save(s) == bytes, "a loaded state saves to other bytes");
   // Further values at epochs the server can deliver (GraphiteParser: 0 ..
   // kMaxEpoch): after the saved one where there is room, else out of order.
-  const double values[] = {0.0, s.max_value, 1e6, s.min_value, -3.5};
+  const double values[] = {0.0, s.hi[1], 1e6, s.lo[1], -3.5};
   constexpr int64_t kMaxEpoch = 253402300799;
   int64_t epoch = s.last_epoch >= 0 && s.last_epoch <= kMaxEpoch ? s.last_epoch : 1700000000;
   for (double v : values) {

@@ -5,15 +5,17 @@
 //   1. normalise: z_t = (x_t - m_{t-1}) / s_{t-1} from exponentially weighted
 //      mean and variance (plain running moments during a warm-up), then update
 //      them with x_t; the weighting lets the statistics follow drift;
-//   2. forecast: a small SSM run in recurrent mode reads z_t and predicts
-//      z_{t+1}; the error of the prediction made one step earlier is
-//      e_t = |z_t - p_{t-1}|;
+//   2. forecast: a small SSM run in recurrent mode reads z_t (and the time
+//      inputs) and gives a Laplace(mu, b) distribution of z_{t+1}; the
+//      surprise of z_t under the one made a step earlier is
+//      e_t = |z_t - mu_{t-1}| / b_{t-1} (|z_t - p_{t-1}| for a point forecaster);
 //   3. evidence: each channel (forecast error, level against a faster
 //      normaliser, daily and weekly profiles) averages its error over a short
 //      window and judges the average against its long-run distribution, as
 //      Numenta's anomaly likelihood does: -log10 of the Gaussian upper tail;
 //   4. score: the weighted sum of the channels' evidence over `decades`,
-//      clipped to [0, 1], raised by a value outside the range seen so far,
+//      clipped to [0, 1], raised by a value outside the range held so far
+//      (robust to one glitch, optionally forgetting, of the detrended value),
 //      and held low right after a peak so that one event gives one
 //      detection (refractory decay).
 //
@@ -47,8 +49,10 @@ namespace ssm {
 
 struct LayerOffsets;  // lib/model's table of a layer's tensors
 
-// A Mamba-2 model with one input and one output channel, stepped one value
-// at a time for many independent series. The step is fused into plain loops
+// A Mamba-2 model stepped one value at a time for many independent series.
+// Inputs: 1 channel (z_t) or kForecastInputs (forecaster_inputs()). Outputs:
+// 1 channel (a point forecast of z_{t+1}) or 2 (mu, log b of a Laplace
+// distribution of z_{t+1}, trained by its negative log-likelihood). The step is fused into plain loops
 // over a private copy of the parameters: at forecaster sizes (D <= 64) the
 // per-op calls of Stream cost far more than the arithmetic. It computes what
 // Stream computes (the tests compare them) with the same state layout.
@@ -61,7 +65,8 @@ class Forecaster {
   static constexpr int kMaxGroupState = 128;  // G * N
 
   // Throws ssm::Error naming the field unless the model is Mamba-2 with
-  // in_channels = out_channels = 1 and within the limits above.
+  // in_channels 1 or kForecastInputs, out_channels 1 or 2, and within the
+  // limits above.
   explicit Forecaster(const Model& model);
   ~Forecaster();
   Forecaster(const Forecaster&) = delete;
@@ -76,13 +81,15 @@ class Forecaster {
   uint64_t fingerprint() const { return fingerprint_; }  // of the config and weights
   Model model() const;  // the model it was made from (for the GPU's batched step)
 
-  // Reads z, advances `state` (state_size floats, zeros at the start) and
-  // returns the prediction of the next z.
+  // Reads in (in_channels), advances `state` (state_size floats, zeros at
+  // the start) and writes the forecast of the next z to out (out_channels).
+  void step(float* state, const float* in, float* out) const;
+  // The same for a one-input model: reads z, returns out[0].
   float step(float* state, float z) const;
 
  private:
   template <class Dims>
-  float step_with(float* state, float z, const Dims& dims) const;
+  void step_with(float* state, const float* in, float* out, const Dims& dims) const;
 
   ModelConfig cfg_;
   std::vector<float> p_;  // the model's parameter block
@@ -90,10 +97,19 @@ class Forecaster {
   std::vector<LayerOffsets> layers_;  // where each layer's tensors sit in p_
   std::vector<float> A_;       // (L, H) -exp(A_log), computed once
   std::vector<float> t_;       // per layer in_proj (D, F), conv (K, Cc), out_proj (E, D); head (D, 1)
-  size_t head_t_ = 0;          // where the head starts in t_
+  size_t head_t_ = 0;          // where the head (D, out_channels) starts in t_
+  size_t enc_t_ = 0;           // where the encoder (in_channels, D) starts in t_
   size_t state_size_ = 0, tail_size_ = 0, layer_state_ = 0;
   uint64_t fingerprint_ = 0;
 };
+
+// The input channels of a forecaster that reads more than z: z_t, the
+// phases of the day and of the week (sin, cos; UTC) and the gap since the
+// previous value, log10(seconds) - 2.5 clipped to [-3, 3] (0 at the first).
+// One definition for the detector and the training data.
+inline constexpr int kForecastInputs = 6;
+void forecaster_inputs(float* in,  // (kForecastInputs)
+                       double z, int64_t epoch, int64_t gap_seconds);
 
 // The bytes of models/forecaster/forecaster.safetensors as compiled in.
 std::span<const uint8_t> builtin_forecaster_bytes();
@@ -166,7 +182,17 @@ struct DetectorConfig {
   double season_min_fit = 0.5;
   int learning = 233;              // values before any score above 0
   double decades = 20.7;           // summed weighted -log10 tails that map to score 1
-  double spatial_tolerance = 0.007;  // a value beyond [min, max] by this share of the range...
+  // The range: the highest and lowest value seen, drawn back towards the
+  // fast mean with a half-life of range_half_life values (it forgets; 0 =
+  // never). An extreme that stands apart from the second one by more than
+  // the width between the second highest and lowest is a glitch: then the
+  // second one bounds, so one glitch does not widen the range. A value
+  // beyond the range by spatial_tolerance of its width...
+  double spatial_tolerance = 0.007;
+  // With spatial_detrend the range is that of x - (the fast mean before x),
+  // not of x: the new highs of a slow trend are then no news.
+  bool spatial_detrend = true;
+  double range_half_life = 0;
   double spatial_score = 0.71;       // ...scores at least this (0 = off)
   double peak_decay = 0.99591;     // per value: the remembered recent peak score decays by this
   double refractory = 0.032;       // a score not above the decayed peak is multiplied by this
@@ -195,8 +221,9 @@ struct SeriesState {
   int64_t count = 0;        // values accepted (repeats and out-of-order ones excluded)
   int64_t last_epoch = 0;   // of the last accepted value
   Normaliser norm, fast;    // slow (forecaster, seasons) and fast (level channel) moments
-  float prediction = 0;     // the forecaster's prediction of the next z
-  double min_value = 0, max_value = 0;
+  float prediction = 0;     // the forecaster's prediction of the next z (mu)
+  float log_scale = 0;      // its log b (two-output forecasters; 0 otherwise)
+  double hi[2] = {}, lo[2] = {};  // highest two / lowest two values, drawn towards the mean (the range)
   ChannelState forecast, level, daily, weekly;
   float day[kDayBins] = {}, week[kWeekBins] = {};               // seasonal profiles
   uint16_t day_n[kDayBins] = {}, week_n[kWeekBins] = {};        // visits (saturating)
@@ -236,11 +263,14 @@ class Detector {
   // steps of many series can run as one batch (ForecastBatch). `result` is
   // final at return. When the value was accepted (not a repeat, not out of
   // order) and step_input is not null, it returns true and leaves in
-  // *step_input the z the forecaster must read: the caller steps the series'
-  // model state with it and stores the prediction in s.prediction before the
-  // series' next value. With step_input null it steps here, as update() does.
+  // step_input (the forecaster's in_channels) what the forecaster must read:
+  // the caller steps the series' model state with it and hands the output to
+  // set_forecast() before the series' next value. With step_input null it
+  // steps here, as update() does.
   bool update_deferred(SeriesState& s, int64_t epoch, double value, DetectorResult& result,
                        float* step_input) const;
+  // Stores a forecaster output (out_channels) as the series' forecast.
+  void set_forecast(SeriesState& s, const float* out) const;
 
   // Asks the processor to bring in the parts of `s` that update(s, epoch, ·)
   // will touch; a server calls it a value ahead so that the misses overlap.
@@ -265,6 +295,8 @@ class Detector {
   // Weights per value of every half-life, computed once.
   double a_norm_ = 0, a_fast_ = 0, a_forecast_ = 0, a_level_ = 0, a_daily_ = 0, a_weekly_ = 0, a_fit_ = 0,
          a_season_ = 0;
+  bool two_outputs_ = false;  // the forecaster gives (mu, log b)
+  double range_keep_ = 1;  // per value: how much of its distance from the mean the range keeps
   uint64_t fingerprint_ = 0;
 };
 
@@ -280,6 +312,8 @@ struct SeriesDataConfig {
   double synthetic_fraction = 0.5;   // share of items drawn from synthetic series
   int warmup_skip = 64;              // values normalised before an item's window starts
   NormaliserConfig norm;             // as the detector's (kept equal by the caller)
+  int in_channels = 1;               // the model's: 1 (z_t) or kForecastInputs (forecaster_inputs)
+  int out_channels = 1;              // the model's: 1 (target z_{t+1}) or 2 (z_{t+1}, 0)
 };
 
 // Strict JSON: {"kind": "series", "folders": [...], "synthetic_fraction": 0.5,
@@ -287,9 +321,9 @@ struct SeriesDataConfig {
 SeriesDataConfig series_data_config_from_json(const nlohmann::json& j, const std::string& source);
 
 // Batches for the Trainer over `data`; item b of step s is a pure function
-// of (seed, s, b). Throws ssm::Error when a folder has no usable series and
+// of (seed, s, b). in (B, T, in_channels), target (B, T, out_channels). Throws ssm::Error when a folder has no usable series and
 // synthetic_fraction < 1, or a CSV is unreadable (naming the file).
-// in (B, T, 1) = z_t, target (B, T, 1) = z_{t+1}.
+// in (B, T, in_channels), target (B, T, out_channels): z_t in, z_{t+1} out.
 std::unique_ptr<BatchSource> make_series_source(const SeriesDataConfig& data);
 // The same from the "data" section of a training config.
 std::unique_ptr<BatchSource> make_series_source(const nlohmann::json& data_section, const std::string& source);

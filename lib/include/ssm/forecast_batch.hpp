@@ -64,7 +64,6 @@ class ForecastBatch {
   struct Owed {
     int slot;
     SeriesState* state;
-    float z;
   };
   void check_attached(int slot, const char* fn) const;
 
@@ -76,7 +75,8 @@ class ForecastBatch {
   std::vector<uint8_t> attached_; // (capacity) 1 while a series holds the slot
   std::vector<Owed> queue_;       // at most capacity entries, distinct slots
   std::vector<int> slots_;        // (queue) scratch of run()
-  std::vector<float> z_, pred_;   // (queue)
+  std::vector<float> z_;          // (queue, in_channels) the inputs of the queued steps
+  std::vector<float> pred_;       // (queue, out_channels) scratch of run()
 };
 
 }  // namespace ssm

@@ -44,6 +44,21 @@ void l2_loss_backward(Real* dpred,         // (B, T)  =
                       const Real* target,  // (B, T)
                       const LossDims& d);
 
+// Laplace negative log-likelihood of a probabilistic forecast: pred holds
+// pairs (mu, log b), target pairs (y, unused);
+// NLL = mean over B*T of |y - mu| / b + log b + log 2.
+template <typename Real>
+double laplace_nll_forward(const Real* pred,    // (B, T, 2) mu, log b
+                           const Real* target,  // (B, T, 2) y, unused
+                           const LossDims& d);
+
+template <typename Real>
+void laplace_nll_backward(Real* dpred,         // (B, T, 2)  =  (the unused channel's target gets nothing)
+                          double dloss,
+                          const Real* pred,    // (B, T, 2)
+                          const Real* target,  // (B, T, 2)
+                          const LossDims& d);
+
 // Scale-invariant SDR in dB per item, zero-mean version (Le Roux et al.,
 // "SDR - half-baked or well done?", 2019), with eps placed as in
 // torchmetrics:

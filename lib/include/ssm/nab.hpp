@@ -93,6 +93,37 @@ std::vector<std::pair<size_t, size_t>> nab_window_rows(std::span<const int64_t> 
                                                        std::span<const NabWindow> windows,
                                                        const std::string& name);
 
+// ---- cross-validation -------------------------------------------------------
+//
+// File-disjoint folds: fold[i] is the fold of file i. Each candidate is one
+// detector configuration's scores over all files (candidates[c][i] is file i
+// as candidate c scored it; every candidate lists the same files). For each
+// fold the pair (candidate, threshold) with the best raw score on the other
+// folds' files is chosen -- the fold's own files never take part -- and it
+// scores the fold's files. The out-of-fold raw score is the sum over folds,
+// normalised against S_null and S_perfect of the whole corpus, so it reads as
+// a NAB score of the corpus with nothing tuned on the file being scored.
+// Ties keep the earlier candidate and the higher threshold.
+struct NabFoldChoice {
+  int fold = 0;
+  size_t files = 0;          // files in the fold
+  size_t candidate = 0;      // chosen on the other folds
+  double threshold = 0;      // chosen on the other folds
+  double train_score = 0;    // normalised score of the other folds at that choice
+  NabResult test;            // the fold's files at that choice (normalised over the fold alone)
+};
+struct NabCrossValidation {
+  NabResult out_of_fold;     // summed over folds, normalised over the corpus
+  std::vector<NabFoldChoice> folds;
+};
+NabCrossValidation nab_cross_validate(const std::vector<std::vector<NabFile>>& candidates, std::span<const int> fold,
+                                      const NabProfile& profile);
+// Folds by category, the first part of a file's name ("realTweets/x.csv"):
+// leave one category out. Categories are numbered in order of appearance.
+std::vector<int> nab_category_folds(const std::vector<NabFile>& files);
+// k folds by position: file i goes to fold i % k.
+std::vector<int> nab_interleaved_folds(size_t files, int k);
+
 // ---- corpus and results files ----------------------------------------------
 
 // A NAB corpus directory: <root>/labels.json and <root>/data/<key> for every

@@ -25,6 +25,7 @@ struct TrainerConfig {
   double l2_weight = 0.0;
   double stft_weight = 1.0;
   double sisdr_weight = 0.0;
+  double nll_weight = 0.0;  // Laplace NLL of a 2-channel (mu, log b) output (laplace_nll_forward); CPU only
   uint64_t seed = 0;        // model init and data order
   int threads = 0;          // OpenMP threads (0 = all cores)
   std::string device = "cpu";  // "cpu" or "cuda" (the step on the GPU, ssm/cuda_train.hpp)
