@@ -40,6 +40,7 @@
 
 #include "selective_scan.cuh"
 #include "ssd_common.cuh"
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm::kernels {
@@ -795,11 +796,7 @@ __global__ void __launch_bounds__(256) colsum_dDb_kernel(float* __restrict__ dD,
 // ============================================================================
 // host side
 // ============================================================================
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    fail(std::string("selective scan cuda: launch of ") + what + " failed: " + cudaGetErrorString(e));
-}
+void check_launch(const char* what) { cuda_check_launch("selective scan cuda", what); }
 
 int max_smem_optin() {
   int dev = 0, v = 0;
@@ -818,11 +815,9 @@ void set_smem(K kernel, size_t bytes, const char* what) {
   if (bytes > static_cast<size_t>(most))
     fail(std::string("selective scan cuda: ") + what + " needs " + std::to_string(bytes) +
          " bytes of shared memory, the device allows " + std::to_string(most));
-  const cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e != cudaSuccess)
-    fail(std::string("selective scan cuda: cannot raise shared memory of ") + what + " to " + std::to_string(bytes) +
-         " bytes: " + cudaGetErrorString(e));
+  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+             std::string("selective scan cuda: cannot raise shared memory of ") + what + " to " +
+                 std::to_string(bytes) + " bytes");
 }
 
 int sm_count() {

@@ -27,6 +27,7 @@
 
 #include "ssd.cuh"
 #include "ssd_common.cuh"
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm::kernels {
@@ -1013,18 +1014,13 @@ __global__ void __launch_bounds__(128 * WN, (PP <= 32 && NP <= 32) ? 2 : 1) ssd_
 // ============================================================================
 // host side
 // ============================================================================
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail(std::string("ssd cuda: launch of ") + what + " failed: " + cudaGetErrorString(e));
-}
+void check_launch(const char* what) { cuda_check_launch("ssd cuda", what); }
 
 template <typename K>
 void set_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (e != cudaSuccess)
-      fail("ssd cuda: cannot raise shared memory to " + std::to_string(bytes) + " bytes: " + cudaGetErrorString(e));
+    cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+               "ssd cuda: cannot raise shared memory to " + std::to_string(bytes) + " bytes");
   }
 }
 

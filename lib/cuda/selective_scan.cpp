@@ -2,6 +2,8 @@
 // argument checks, workspace, then kernels/selective_scan.cu does the work.
 #include "selective_scan.cuh"
 
+#include "cuda_check.cuh"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -14,9 +16,7 @@
 namespace ssm {
 namespace {
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(std::string("selective scan cuda: ") + what + ": " + cudaGetErrorString(e));
-}
+constexpr CudaCheck check_cuda{"selective scan cuda"};
 
 void require_ptr(const void* p, const char* fn, const char* name) {
   require(p != nullptr, std::string(fn) + ": " + name + " must not be null");

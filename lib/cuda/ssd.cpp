@@ -2,6 +2,8 @@
 // workspace, then kernels/ssd.cu does the work.
 #include "ssd.cuh"
 
+#include "cuda_check.cuh"
+
 #include <cuda_runtime_api.h>
 
 #include <string>
@@ -12,9 +14,7 @@
 namespace ssm {
 namespace {
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(std::string("ssd cuda: ") + what + ": " + cudaGetErrorString(e));
-}
+constexpr CudaCheck check_cuda{"ssd cuda"};
 
 // Workspace for one call: the caller's, or one allocated on the stream.
 class Workspace {
