@@ -235,7 +235,7 @@ TEST(TrainConfig, EachErrorNamesTheKey) {
       {[](json& j) { j["data"]["noise_kinds"]["rain"] = 1; }, {"unknown key 'data.noise_kinds.rain'"}},
       {[](json& j) { j["validation"]["each"] = 1; }, {"unknown key 'validation.each'"}},
       {[](json& j) { j["output"]["folder"] = "x"; }, {"unknown key 'output.folder'"}},
-      {[](json& j) { j["model"]["width"] = 4; }, {"unknown model config key 'width'"}},
+      {[](json& j) { j["model"]["width"] = 4; }, {"unknown key 'width'"}},
       {[](json& j) { j["data"]["pairs"] = {{{"noisy", "a"}, {"clean", "b"}, {"x", 1}}}; },
        {"unknown key 'data.pairs[0].x'"}},
       {[](json& j) { j["training"]["steps"] = "20"; }, {"'training.steps' must be an integer", "\"20\""}},
