@@ -910,26 +910,26 @@ void scan_fwd_launch(const ScanFwdArgs& a, cudaStream_t stream) {
 }
 
 void scan_bwd_launch(const ScanBwdArgs& a, void* workspace, cudaStream_t stream) {
-  const ScanDims& d = a.d;
+  const ScanDims& d = a.in.d;
   const BwdWs w = carve_bwd(d, workspace);
-  const ScanIn in = scan_in(d, a.x, a.dt_raw, a.A_log, a.Bm, a.Cm, a.D, a.dt_bias, a.z, a.dy);
+  const ScanIn in = scan_in(d, a.in.x, a.in.dt_raw, a.in.A_log, a.in.Bm, a.in.Cm, a.in.D, a.in.dt_bias, a.in.z, a.dy);
   const int nspan = in.nspan;
   const i64 rows = static_cast<i64>(d.B) * nspan, ne = static_cast<i64>(d.N) * d.E;
 
   const int netile = (d.E + kAggThreads - 1) / kAggThreads;
-  const bool vec_bc = d.N % 4 == 0 && aligned16(a.Bm) && aligned16(a.Cm);
+  const bool vec_bc = d.N % 4 == 0 && aligned16(a.in.Bm) && aligned16(a.in.Cm);
   const AggParams ap{in, w.S, w.H, w.dtsum, netile, vec_bc};
   const size_t agg_smem = 3 * kSpan * kAggThreads * sizeof(float);
   scan_bwd_agg_kernel<<<dim3(nspan * netile, d.B), kAggThreads, agg_smem, stream>>>(ap);
   check_launch("scan_bwd_agg_kernel");
 
-  const CombineParams cp{w.S, w.H,  a.dinitial_state, w.dtsum, a.A_log, a.initial_state, a.dfinal_state, d.E,
+  const CombineParams cp{w.S, w.H,  a.dinitial_state, w.dtsum, a.in.A_log, a.in.initial_state, a.dfinal_state, d.E,
                          d.N, nspan};
   scan_bwd_combine_kernel<<<dim3(static_cast<unsigned>((ne + 255) / 256), d.B), 256, 0, stream>>>(cp);
   check_launch("scan_bwd_combine_kernel");
 
   const int ntile = (in.epg + kCW - 1) / kCW;
-  const bool want_dz = a.z != nullptr && a.dz != nullptr;
+  const bool want_dz = a.in.z != nullptr && a.dz != nullptr;
   const GradParams gp{a.dx, a.ddt_raw, a.dz, a.dBm, a.dCm, w.H, w.dDb, w.S, in, ntile, want_dz};
   const int gwarps = std::min(4, ntile);
   const size_t grad_smem = static_cast<size_t>(grad_smem_floats(d.N, gwarps)) * sizeof(float);
@@ -940,7 +940,7 @@ void scan_bwd_launch(const ScanBwdArgs& a, void* workspace, cudaStream_t stream)
   colsum_partial_kernel<<<dim3(static_cast<unsigned>((ne + 31) / 32), w.splits), kColWarps * 32, 0, stream>>>(
       w.part_dA, w.H, rows, static_cast<int>(ne), w.rows_per_split);
   check_launch("colsum_partial_kernel (dA_log)");
-  colsum_dA_kernel<<<static_cast<unsigned>((ne + 255) / 256), 256, 0, stream>>>(a.dA_log, w.part_dA, w.splits, a.A_log,
+  colsum_dA_kernel<<<static_cast<unsigned>((ne + 255) / 256), 256, 0, stream>>>(a.dA_log, w.part_dA, w.splits, a.in.A_log,
                                                                                 d.E, d.N);
   check_launch("colsum_dA_kernel");
   colsum_partial_kernel<<<dim3((2 * d.E + 31) / 32, w.splits), kColWarps * 32, 0, stream>>>(w.part_Db, w.dDb, rows,
