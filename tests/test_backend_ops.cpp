@@ -102,6 +102,33 @@ std::string dims_text(std::initializer_list<std::pair<const char*, long>> dims) 
 // ---------------------------------------------------------------------------
 // The ops, one function each, with the shapes they are tried at.
 
+void data_movement_cases(std::vector<Case>& out) {
+  struct S {
+    int R, ld_src, c0_src, ld_dst, c0_dst, w;
+  };
+  for (const S s : {S{1, 1, 0, 1, 0, 1}, S{13, 40, 7, 25, 3, 19}, S{64, 96, 64, 32, 0, 32}}) {
+    // dst is read back whole: the columns outside [c0_dst, c0_dst + w) must keep their values.
+    out.push_back(make_case("copy_cols",
+                            dims_text({{"R", s.R}, {"ld_src", s.ld_src}, {"c0_src", s.c0_src}, {"ld_dst", s.ld_dst},
+                                       {"c0_dst", s.c0_dst}, {"w", s.w}}),
+                            {{"src", size_t(s.R) * s.ld_src, Kind::in}, {"dst", size_t(s.R) * s.ld_dst, Kind::acc}},
+                            [s](const auto& be, auto& p) {
+                              if (!be.copy_cols) return false;
+                              be.copy_cols(be.ctx, {p("dst"), s.ld_dst, s.c0_dst, p("src"), s.ld_src, s.c0_src,
+                                                    size_t(s.R), s.w});
+                              return true;
+                            }));
+  }
+  for (const long n : {1L, 1000L}) {
+    out.push_back(make_case("add_into", dims_text({{"n", n}}), {{"src", size_t(n), Kind::in}, {"dst", size_t(n), Kind::acc}},
+                            [n](const auto& be, auto& p) {
+                              if (!be.add_into) return false;
+                              be.add_into(be.ctx, {p("dst"), p("src"), n});
+                              return true;
+                            }));
+  }
+}
+
 void linear_cases(std::vector<Case>& out) {
   struct S {
     int R, I, O;
@@ -342,6 +369,7 @@ void adamw_cases(std::vector<Case>& out) {
 
 std::vector<Case> cases() {
   std::vector<Case> all;
+  data_movement_cases(all);
   linear_cases(all);
   rmsnorm_cases(all);
   silu_cases(all);

@@ -12,10 +12,18 @@ template <typename Real>
 struct Cpu {
   static Real* alloc(void*, size_t n) { return new Real[n > 0 ? n : 1](); }
   static void release(void*, Real* p) { delete[] p; }
-  static void copy(void*, Real* dst, const Real* src, size_t n) {
+  static void upload(void*, Real* dst, const Real* src, size_t n) {
     if (n) std::memcpy(dst, src, n * sizeof(Real));
   }
+  static void download(void* ctx, Real* dst, const Real* src, size_t n) { upload(ctx, dst, src, n); }
 
+  static void copy_cols(void*, const CopyCols<Real>& a) {
+    for (size_t r = 0; r < a.R; ++r)
+      std::memcpy(a.dst + r * a.ld_dst + a.c0_dst, a.src + r * a.ld_src + a.c0_src, sizeof(Real) * a.w);
+  }
+  static void add_into(void*, const AddInto<Real>& a) {
+    for (long i = 0; i < a.n; ++i) a.dst[i] += a.src[i];
+  }
   static void linear_forward(void*, const LinearFwd<Real>& a) {
     ssm::linear_forward<Real>(a.y, a.x, a.W, a.bias, a.R, a.I, a.O);
   }
@@ -90,25 +98,17 @@ struct Cpu {
     require(a.table != nullptr, "cpu adamw_step: table must not be null");
     ssm::adamw_update(a.params, a.m, a.v, a.grads, *a.table, a.step, a.lr, a.config);
   }
-
-  static OpsTable<Real> table(const char* name) {
-    return {name,           nullptr,         alloc,           release,         copy,
-            copy,           linear_forward,  linear_backward, rmsnorm_forward, rmsnorm_backward,
-            silu_forward,   silu_backward,   conv1d_forward,  conv1d_backward, ssd_forward,
-            ssd_backward,   scan_forward,    scan_backward,   s4d_forward,     s4d_backward,
-            loss_forward,   loss_backward,   adamw_step};
-  }
 };
 
 }  // namespace
 
 const OpsTable<double>& cpu_f64() {
-  static const OpsTable<double> t = Cpu<double>::table("cpu<double>");
+  static const OpsTable<double> t = make_ops_table<double, Cpu<double>>("cpu<double>", nullptr);
   return t;
 }
 
 const OpsTable<float>& cpu_f32() {
-  static const OpsTable<float> t = Cpu<float>::table("cpu<float>");
+  static const OpsTable<float> t = make_ops_table<float, Cpu<float>>("cpu<float>", nullptr);
   return t;
 }
 

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "ssm/conv1d.hpp"
 #include "ssm/losses.hpp"
@@ -86,6 +87,26 @@ struct SiluBwd {
   Real* dx;        // (n)  =
   const Real* dy;  // (n)
   const Real* x;   // (n)
+  long n;
+};
+
+// ---- data movement: the column blocks of a row-major matrix, and the residual add ----
+// Columns [c0_src, c0_src + w) of a (R, ld_src) matrix to columns
+// [c0_dst, c0_dst + w) of a (R, ld_dst) one.
+template <typename Real>
+struct CopyCols {
+  Real* dst;        // (R, ld_dst)
+  int ld_dst, c0_dst;
+  const Real* src;  // (R, ld_src)
+  int ld_src, c0_src;
+  size_t R;
+  int w;
+};
+// dst[i] += src[i]
+template <typename Real>
+struct AddInto {
+  Real* dst;        // (n)
+  const Real* src;  // (n)
   long n;
 };
 
@@ -200,6 +221,8 @@ struct OpsTable {
   void (*upload)(void* ctx, Real* dst, const Real* src, size_t n);    // host -> backend
   void (*download)(void* ctx, Real* dst, const Real* src, size_t n);  // backend -> host, then waits
 
+  void (*copy_cols)(void* ctx, const CopyCols<Real>&);
+  void (*add_into)(void* ctx, const AddInto<Real>&);
   void (*linear_forward)(void* ctx, const LinearFwd<Real>&);
   void (*linear_backward)(void* ctx, const LinearBwd<Real>&);
   void (*rmsnorm_forward)(void* ctx, const RmsNormFwd<Real>&);
@@ -219,9 +242,52 @@ struct OpsTable {
   void (*adamw_step)(void* ctx, const AdamwStep<Real>&);
 };
 
+// Fills a table from a type whose static member functions have the entries'
+// names; an entry the type does not have stays null (an op the backend lacks).
+template <typename Real, typename Impl>
+OpsTable<Real> make_ops_table(const char* name, void* ctx) {
+  OpsTable<Real> t{};
+  t.name = name;
+  t.ctx = ctx;
+#define SSM_OPS_ENTRY(f) \
+  if constexpr (requires { Impl::f; }) t.f = Impl::f
+  SSM_OPS_ENTRY(alloc);
+  SSM_OPS_ENTRY(release);
+  SSM_OPS_ENTRY(upload);
+  SSM_OPS_ENTRY(download);
+  SSM_OPS_ENTRY(copy_cols);
+  SSM_OPS_ENTRY(add_into);
+  SSM_OPS_ENTRY(linear_forward);
+  SSM_OPS_ENTRY(linear_backward);
+  SSM_OPS_ENTRY(rmsnorm_forward);
+  SSM_OPS_ENTRY(rmsnorm_backward);
+  SSM_OPS_ENTRY(silu_forward);
+  SSM_OPS_ENTRY(silu_backward);
+  SSM_OPS_ENTRY(conv1d_forward);
+  SSM_OPS_ENTRY(conv1d_backward);
+  SSM_OPS_ENTRY(ssd_forward);
+  SSM_OPS_ENTRY(ssd_backward);
+  SSM_OPS_ENTRY(scan_forward);
+  SSM_OPS_ENTRY(scan_backward);
+  SSM_OPS_ENTRY(s4d_forward);
+  SSM_OPS_ENTRY(s4d_backward);
+  SSM_OPS_ENTRY(loss_forward);
+  SSM_OPS_ENTRY(loss_backward);
+  SSM_OPS_ENTRY(adamw_step);
+#undef SSM_OPS_ENTRY
+  return t;
+}
+
 // The CPU backends (always there).
 const OpsTable<double>& cpu_f64();
 const OpsTable<float>& cpu_f32();
+template <typename Real>
+const OpsTable<Real>& cpu() {
+  if constexpr (std::is_same_v<Real, double>)
+    return cpu_f64();
+  else
+    return cpu_f32();
+}
 
 // The CUDA backend of this process, or null with `why` saying why not (a
 // build without CUDA, no usable device).
