@@ -20,6 +20,7 @@
 #include <string>
 
 #include "losses.cuh"
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm::kernels {
@@ -30,10 +31,7 @@ using i64 = long long;
 constexpr int kThreads = 256;            // every launch here
 constexpr i64 kMaxGridStride = 1 << 16;  // blocks of a grid-stride launch
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail(std::string("losses cuda: launch of ") + what + " failed: " + cudaGetErrorString(e));
-}
+void check_launch(const char* what) { cuda_check_launch("losses cuda", what); }
 
 // Blocks for one thread per element, grid-strided past kMaxGridStride blocks.
 unsigned grid_for(i64 n) {

@@ -47,6 +47,7 @@
 
 #include "model_step.cuh"
 #include "ssd_common.cuh"  // warp_sum, cp.async
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm::kernels {
@@ -463,19 +464,14 @@ void model_step_prepare(int vec, int units, size_t bytes) {
   if (e == cudaSuccess && bytes <= static_cast<size_t>(fa.maxDynamicSharedSizeBytes)) return;
   if (e == cudaSuccess)
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    fail("model step cuda: cannot raise shared memory to " + std::to_string(bytes) +
-         " bytes: " + cudaGetErrorString(e));
-  }
+  cuda_check(e, "model step cuda: cannot raise shared memory to " + std::to_string(bytes) + " bytes");
 }
 
 void model_step_launch(const StepArgs& a, cudaStream_t stream) {
   if (a.n < 1 || a.S < 1) return;
   const unsigned blocks = static_cast<unsigned>((a.S + a.streams_per_block - 1) / a.streams_per_block);
   step_kernel(a.vec, a.units)<<<blocks, kStepThreads, model_step_smem_bytes(a), stream>>>(a);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail(std::string("model step cuda: launch failed: ") + cudaGetErrorString(e));
+  cuda_check_launch("model step cuda", "the step kernel");
 }
 
 void state_rows_copy(bool gather, float* full, float* compact, const int* slots, int count, int S, int L,
@@ -495,8 +491,7 @@ void state_rows_copy(bool gather, float* full, float* compact, const int* slots,
     else
       state_rows_kernel<false, 1><<<grid, 256, 0, stream>>>(full, compact, slots, count, S, row);
   }
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail(std::string("model step cuda: state copy launch failed: ") + cudaGetErrorString(e));
+  cuda_check_launch("model step cuda", "the state copy");
 }
 
 }  // namespace ssm::kernels

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 #include "ssm/conv1d.hpp"
 
@@ -27,10 +28,7 @@ constexpr int kReduceThreads = 256;
 // per tap in registers.
 constexpr int kConv1dMaxK = 16;
 
-inline void check_op_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail(std::string("cuda ops: launch of ") + what + " failed: " + cudaGetErrorString(e));
-}
+inline void check_op_launch(const char* what) { cuda_check_launch("cuda ops", what); }
 
 // Device scratch for one call: allocated on the stream (cudaMallocAsync) and
 // freed there (cudaFreeAsync), so it is released after the kernels that use it.
@@ -40,8 +38,8 @@ class StreamScratch {
     const cudaError_t e = cudaMallocAsync(&ptr_, bytes, stream);
     if (e != cudaSuccess) {
       ptr_ = nullptr;
-      fail(std::string("cuda ops: ") + what + ": cudaMallocAsync of " + std::to_string(bytes) +
-           " bytes of scratch failed: " + cudaGetErrorString(e));
+      cuda_fail(e, std::string("cuda ops: ") + what + ": cudaMallocAsync of " + std::to_string(bytes) +
+                       " bytes of scratch failed");
     }
   }
   ~StreamScratch() {

@@ -40,6 +40,7 @@
 
 #include "selective_scan.cuh"
 #include "ssd_common.cuh"
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm::kernels {
@@ -795,11 +796,7 @@ __global__ void __launch_bounds__(256) colsum_dDb_kernel(float* __restrict__ dD,
 // ============================================================================
 // host side
 // ============================================================================
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    fail(std::string("selective scan cuda: launch of ") + what + " failed: " + cudaGetErrorString(e));
-}
+void check_launch(const char* what) { cuda_check_launch("selective scan cuda", what); }
 
 int max_smem_optin() {
   int dev = 0, v = 0;
@@ -818,11 +815,9 @@ void set_smem(K kernel, size_t bytes, const char* what) {
   if (bytes > static_cast<size_t>(most))
     fail(std::string("selective scan cuda: ") + what + " needs " + std::to_string(bytes) +
          " bytes of shared memory, the device allows " + std::to_string(most));
-  const cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e != cudaSuccess)
-    fail(std::string("selective scan cuda: cannot raise shared memory of ") + what + " to " + std::to_string(bytes) +
-         " bytes: " + cudaGetErrorString(e));
+  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+             std::string("selective scan cuda: cannot raise shared memory of ") + what + " to " +
+                 std::to_string(bytes) + " bytes");
 }
 
 int sm_count() {
@@ -915,26 +910,26 @@ void scan_fwd_launch(const ScanFwdArgs& a, cudaStream_t stream) {
 }
 
 void scan_bwd_launch(const ScanBwdArgs& a, void* workspace, cudaStream_t stream) {
-  const ScanDims& d = a.d;
+  const ScanDims& d = a.in.d;
   const BwdWs w = carve_bwd(d, workspace);
-  const ScanIn in = scan_in(d, a.x, a.dt_raw, a.A_log, a.Bm, a.Cm, a.D, a.dt_bias, a.z, a.dy);
+  const ScanIn in = scan_in(d, a.in.x, a.in.dt_raw, a.in.A_log, a.in.Bm, a.in.Cm, a.in.D, a.in.dt_bias, a.in.z, a.dy);
   const int nspan = in.nspan;
   const i64 rows = static_cast<i64>(d.B) * nspan, ne = static_cast<i64>(d.N) * d.E;
 
   const int netile = (d.E + kAggThreads - 1) / kAggThreads;
-  const bool vec_bc = d.N % 4 == 0 && aligned16(a.Bm) && aligned16(a.Cm);
+  const bool vec_bc = d.N % 4 == 0 && aligned16(a.in.Bm) && aligned16(a.in.Cm);
   const AggParams ap{in, w.S, w.H, w.dtsum, netile, vec_bc};
   const size_t agg_smem = 3 * kSpan * kAggThreads * sizeof(float);
   scan_bwd_agg_kernel<<<dim3(nspan * netile, d.B), kAggThreads, agg_smem, stream>>>(ap);
   check_launch("scan_bwd_agg_kernel");
 
-  const CombineParams cp{w.S, w.H,  a.dinitial_state, w.dtsum, a.A_log, a.initial_state, a.dfinal_state, d.E,
+  const CombineParams cp{w.S, w.H,  a.dinitial_state, w.dtsum, a.in.A_log, a.in.initial_state, a.dfinal_state, d.E,
                          d.N, nspan};
   scan_bwd_combine_kernel<<<dim3(static_cast<unsigned>((ne + 255) / 256), d.B), 256, 0, stream>>>(cp);
   check_launch("scan_bwd_combine_kernel");
 
   const int ntile = (in.epg + kCW - 1) / kCW;
-  const bool want_dz = a.z != nullptr && a.dz != nullptr;
+  const bool want_dz = a.in.z != nullptr && a.dz != nullptr;
   const GradParams gp{a.dx, a.ddt_raw, a.dz, a.dBm, a.dCm, w.H, w.dDb, w.S, in, ntile, want_dz};
   const int gwarps = std::min(4, ntile);
   const size_t grad_smem = static_cast<size_t>(grad_smem_floats(d.N, gwarps)) * sizeof(float);
@@ -945,7 +940,7 @@ void scan_bwd_launch(const ScanBwdArgs& a, void* workspace, cudaStream_t stream)
   colsum_partial_kernel<<<dim3(static_cast<unsigned>((ne + 31) / 32), w.splits), kColWarps * 32, 0, stream>>>(
       w.part_dA, w.H, rows, static_cast<int>(ne), w.rows_per_split);
   check_launch("colsum_partial_kernel (dA_log)");
-  colsum_dA_kernel<<<static_cast<unsigned>((ne + 255) / 256), 256, 0, stream>>>(a.dA_log, w.part_dA, w.splits, a.A_log,
+  colsum_dA_kernel<<<static_cast<unsigned>((ne + 255) / 256), 256, 0, stream>>>(a.dA_log, w.part_dA, w.splits, a.in.A_log,
                                                                                 d.E, d.N);
   check_launch("colsum_dA_kernel");
   colsum_partial_kernel<<<dim3((2 * d.E + 31) / 32, w.splits), kColWarps * 32, 0, stream>>>(w.part_Db, w.dDb, rows,

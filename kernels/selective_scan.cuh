@@ -11,44 +11,9 @@
 
 namespace ssm::kernels {
 
-struct ScanFwdArgs {
-  float* y;                    // (B, T, E)
-  float* final_state;          // (B, E, N) or null; may be initial_state
-  const float* x;              // (B, T, E)
-  const float* dt_raw;         // (B, T, E)
-  const float* A_log;          // (E, N)
-  const float* Bm;             // (B, T, G, N)
-  const float* Cm;             // (B, T, G, N)
-  const float* D;              // (E)
-  const float* dt_bias;        // (E)
-  const float* z;              // (B, T, E) or null
-  const float* initial_state;  // (B, E, N) or null
-  ScanDims d;
-};
-
-struct ScanBwdArgs {
-  float* dx;                   // (B, T, E)      =
-  float* ddt_raw;              // (B, T, E)      =
-  float* dA_log;               // (E, N)         +=
-  float* dBm;                  // (B, T, G, N)   =
-  float* dCm;                  // (B, T, G, N)   =
-  float* dD;                   // (E)            +=
-  float* ddt_bias;             // (E)            +=
-  float* dz;                   // (B, T, E) or null  =
-  float* dinitial_state;       // (B, E, N) or null  =
-  const float* dy;             // (B, T, E)
-  const float* dfinal_state;   // (B, E, N) or null
-  const float* x;              // (B, T, E)
-  const float* dt_raw;         // (B, T, E)
-  const float* A_log;          // (E, N)
-  const float* Bm;             // (B, T, G, N)
-  const float* Cm;             // (B, T, G, N)
-  const float* D;              // (E)
-  const float* dt_bias;        // (E)
-  const float* z;              // (B, T, E) or null
-  const float* initial_state;  // (B, E, N) or null
-  ScanDims d;
-};
+// The op's arguments (ssm/selective_scan.hpp); the kernels ignore its Q.
+using ScanFwdArgs = ScanFwd<float>;
+using ScanBwdArgs = ScanBwd<float>;
 
 // Largest N the kernels take, and the time steps one warp scans at once (the
 // span: the backward keeps states at span boundaries).

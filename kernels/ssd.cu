@@ -27,6 +27,7 @@
 
 #include "ssd.cuh"
 #include "ssd_common.cuh"
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm::kernels {
@@ -1013,18 +1014,13 @@ __global__ void __launch_bounds__(128 * WN, (PP <= 32 && NP <= 32) ? 2 : 1) ssd_
 // ============================================================================
 // host side
 // ============================================================================
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail(std::string("ssd cuda: launch of ") + what + " failed: " + cudaGetErrorString(e));
-}
+void check_launch(const char* what) { cuda_check_launch("ssd cuda", what); }
 
 template <typename K>
 void set_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (e != cudaSuccess)
-      fail("ssd cuda: cannot raise shared memory to " + std::to_string(bytes) + " bytes: " + cudaGetErrorString(e));
+    cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+               "ssd cuda: cannot raise shared memory to " + std::to_string(bytes) + " bytes");
   }
 }
 
@@ -1185,16 +1181,16 @@ void fwd_tiles(const SsdFwdArgs& a, const DevDims& dd, const FwdWs& w, bool vec_
 template <int PP, int NP, bool SPLIT>
 void bwd_tiles(const SsdBwdArgs& a, const DevDims& dd, const BwdWs& w, bool vec_x, bool vec_bc, cudaStream_t stream) {
   ScanParams fwd{
-      w.states,           nullptr, nullptr, nullptr, nullptr, nullptr, a.x, a.Bm, a.initial_state, w.dt, w.lam, dd,
+      w.states,           nullptr, nullptr, nullptr, nullptr, nullptr, a.in.x, a.in.Bm, a.in.initial_state, w.dt, w.lam, dd,
       SegInfo{1, dd.nch}, false,   vec_x,   vec_bc};
   launch_scan<PP, NP, SPLIT>(fwd, dd, w.seg, w.seg_decay, stream);
   ScanParams rev{
-      w.dstates, a.dinitial_state,   nullptr, nullptr, nullptr, nullptr, a.dy, a.Cm, a.dfinal_state, w.dt, w.lam,
+      w.dstates, a.dinitial_state,   nullptr, nullptr, nullptr, nullptr, a.dy, a.in.Cm, a.dfinal_state, w.dt, w.lam,
       dd,        SegInfo{1, dd.nch}, true,    vec_x,   vec_bc};
   launch_scan<PP, NP, SPLIT>(rev, dd, w.seg, w.seg_decay, stream);
 
-  BwdParams p{a.dx, a.ddt_raw, a.dA_log, a.dBm, a.dCm,    a.dD,      a.ddt_bias, a.dy,  a.x,    a.A_log,     a.Bm,
-              a.Cm, a.D,       w.dt,     w.lam, w.states, w.dstates, dd,         vec_x, vec_bc, a.split_mask};
+  BwdParams p{a.dx, a.ddt_raw, a.dA_log, a.dBm, a.dCm,    a.dD,      a.ddt_bias, a.dy,  a.in.x,    a.in.A_log,     a.in.Bm,
+              a.in.Cm, a.in.D,       w.dt,     w.lam, w.states, w.dstates, dd,         vec_x, vec_bc, a.split_mask};
   // 8 warps (16 were tried for the wide tiles: no faster, v4 in docs/KERNELS.md)
   constexpr int WN = 2;
   const size_t smem = BwdSmem<PP, NP>::bytes;
@@ -1244,15 +1240,15 @@ void ssd_fwd_launch(const SsdFwdArgs& a, void* workspace, cudaStream_t stream) {
 }
 
 void ssd_bwd_launch(const SsdBwdArgs& a, void* workspace, cudaStream_t stream) {
-  const DevDims dd = dev_dims(a.d, a.Q);
-  const BwdWs w = carve_bwd(dd, a.d.P, a.d.N, workspace);
-  const bool vec_x = a.d.P % 4 == 0 && aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx);
-  const bool vec_bc = a.d.N % 4 == 0 && aligned16(a.Bm) && aligned16(a.Cm);
-  launch_prep(w.dt, w.lam, a.dt_raw, a.A_log, a.dt_bias, dd, stream);
+  const DevDims dd = dev_dims(a.in.d, a.in.Q);
+  const BwdWs w = carve_bwd(dd, a.in.d.P, a.in.d.N, workspace);
+  const bool vec_x = a.in.d.P % 4 == 0 && aligned16(a.in.x) && aligned16(a.dy) && aligned16(a.dx);
+  const bool vec_bc = a.in.d.N % 4 == 0 && aligned16(a.in.Bm) && aligned16(a.in.Cm);
+  launch_prep(w.dt, w.lam, a.in.dt_raw, a.in.A_log, a.in.dt_bias, dd, stream);
 #define SSD_BWD(PP, NP)                                               \
   (a.split ? bwd_tiles<PP, NP, true>(a, dd, w, vec_x, vec_bc, stream) \
            : bwd_tiles<PP, NP, false>(a, dd, w, vec_x, vec_bc, stream))
-  SSD_DISPATCH(a.d.P, a.d.N, SSD_BWD);
+  SSD_DISPATCH(a.in.d.P, a.in.d.N, SSD_BWD);
 #undef SSD_BWD
 }
 

@@ -10,43 +10,12 @@
 
 namespace ssm::kernels {
 
-struct SsdFwdArgs {
-  float* y;                    // (B, T, H, P)
-  float* final_state;          // (B, H, P, N) or null
-  const float* x;              // (B, T, H, P)
-  const float* dt_raw;         // (B, T, H)
-  const float* A_log;          // (H)
-  const float* Bm;             // (B, T, G, N)
-  const float* Cm;             // (B, T, G, N)
-  const float* D;              // (H)
-  const float* dt_bias;        // (H)
-  const float* initial_state;  // (B, H, P, N) or null
-  SsdDims d;
-  int Q;       // chunk length, 1..64
+// The op's arguments (ssm/ssd.hpp) and the precision of the products.
+struct SsdFwdArgs : SsdFwd<float> {
   bool split;  // 3xTF32 products (about fp32 accuracy) instead of plain tf32
 };
 
-struct SsdBwdArgs {
-  float* dx;                  // (B, T, H, P)  =
-  float* ddt_raw;             // (B, T, H)     =
-  float* dA_log;              // (H)           +=
-  float* dBm;                 // (B, T, G, N)  =
-  float* dCm;                 // (B, T, G, N)  =
-  float* dD;                  // (H)           +=
-  float* ddt_bias;            // (H)           +=
-  float* dinitial_state;      // (B, H, P, N) or null  =
-  const float* dy;            // (B, T, H, P)
-  const float* dfinal_state;  // (B, H, P, N) or null
-  const float* x;
-  const float* dt_raw;
-  const float* A_log;
-  const float* Bm;
-  const float* Cm;
-  const float* D;
-  const float* dt_bias;
-  const float* initial_state;  // (B, H, P, N) or null
-  SsdDims d;
-  int Q;
+struct SsdBwdArgs : SsdBwd<float> {
   bool split;      // 3xTF32 products everywhere
   int split_mask;  // else 3xTF32 only in these products of the chunk kernel: 1 C B^T and dy x^T,
                    // 2 ddtx, 4 dC_inter and dB_state, 8 the final dB / dC

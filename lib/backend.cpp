@@ -1,9 +1,11 @@
 // CPU-only builds: the CUDA entry points the rest of the library reaches
-// (ssm/cuda.hpp, ssm/cuda_ssd.hpp, ssm/cuda_train.hpp) exist and say plainly
+// (ssm/cuda.hpp, ssm/cuda_ssd.hpp, ssm/cuda_train.hpp, ops::cuda of
+// ssm/backend_ops.hpp) exist and say plainly
 // that CUDA is not built.
 #ifndef SSM_WITH_CUDA
 #include <string>
 
+#include "ssm/backend_ops.hpp"
 #include "ssm/common.hpp"
 #include "ssm/cuda.hpp"
 #include "ssm/cuda_ssd.hpp"
@@ -45,6 +47,11 @@ void TrainStepCuda::upload(const float*, const float*, const float*) { no_cuda("
 void TrainStepCuda::download(float*, float*, float*) { no_cuda("TrainStepCuda::download"); }
 CudaStepResult TrainStepCuda::step(const float*, const float*, int, int, bool, int64_t, double) {
   no_cuda("TrainStepCuda::step");
+}
+
+const ops::OpsTable<float>* ops::cuda(std::string* why) {
+  if (why) *why = "this build of ssm has no CUDA backend (configure with -DSSM_CUDA=ON)";
+  return nullptr;
 }
 
 }  // namespace ssm

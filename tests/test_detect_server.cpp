@@ -569,6 +569,15 @@ struct Process {
     std::ifstream f(err);
     return std::string((std::istreambuf_iterator<char>(f)), {});
   }
+  // Waits (at most 30 s) until the server logs that a scores subscriber joined.
+  bool subscriber_joined() const {
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (log().find("scores subscriber") == std::string::npos || log().find(" joined") == std::string::npos) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      std::this_thread::sleep_for(2ms);
+    }
+    return true;
+  }
 };
 
 TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
@@ -589,7 +598,7 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
     Process p({}, dir.path / "whole.log");
     ASSERT_GT(p.port, 0) << p.log();
     Client sub(p.scores);
-    std::this_thread::sleep_for(100ms);  // the subscriber is joined before values flow
+    ASSERT_TRUE(p.subscriber_joined()) << p.log();  // before values flow
     Client in(p.port);
     send_range(in, 0, n);
     whole = sub.lines(n * names.size());
@@ -603,7 +612,7 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
     Process p({"--state-dir", state}, dir.path / "first.log");
     ASSERT_GT(p.port, 0) << p.log();
     Client sub(p.scores);
-    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(p.subscriber_joined()) << p.log();
     Client in(p.port);
     send_range(in, 0, cut);
     first = sub.lines(cut * names.size());
@@ -616,7 +625,7 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
     ASSERT_GT(p.port, 0) << p.log();
     EXPECT_NE(p.log().find("restored 3 series"), std::string::npos) << p.log();
     Client sub(p.scores);
-    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(p.subscriber_joined()) << p.log();
     Client in(p.port);
     send_range(in, cut, n);
     second = sub.lines((n - cut) * names.size());

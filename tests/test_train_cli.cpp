@@ -235,12 +235,15 @@ TEST(TrainConfig, EachErrorNamesTheKey) {
       {[](json& j) { j["data"]["noise_kinds"]["rain"] = 1; }, {"unknown key 'data.noise_kinds.rain'"}},
       {[](json& j) { j["validation"]["each"] = 1; }, {"unknown key 'validation.each'"}},
       {[](json& j) { j["output"]["folder"] = "x"; }, {"unknown key 'output.folder'"}},
-      {[](json& j) { j["model"]["width"] = 4; }, {"unknown model config key 'width'"}},
+      {[](json& j) { j["model"]["width"] = 4; }, {"unknown key 'width'"}},
       {[](json& j) { j["data"]["pairs"] = {{{"noisy", "a"}, {"clean", "b"}, {"x", 1}}}; },
        {"unknown key 'data.pairs[0].x'"}},
       {[](json& j) { j["training"]["steps"] = "20"; }, {"'training.steps' must be an integer", "\"20\""}},
       {[](json& j) { j["training"]["lr"] = "fast"; }, {"'training.lr' must be a number"}},
       {[](json& j) { j["training"]["seed"] = -1; }, {"'training.seed' must be a non-negative integer"}},
+      // 2^64 - 5: a JSON integer above every int64, not -5 read back as an int.
+      {[](json& j) { j["training"]["batch"] = 18446744073709551611ull; }, {"'training.batch' must be an integer"}},
+      {[](json& j) { j["model"]["d_model"] = 18446744073709551611ull; }, {"'d_model' must be an integer"}},
       {[](json& j) { j["data"]["snr_db"] = {5}; }, {"'data.snr_db' must be a list of two numbers"}},
       {[](json& j) { j["data"]["snr_db"] = {20, -5}; }, {"'data.snr_db'", "low <= high"}},
       {[](json& j) { j["data"]["speech"] = 5; }, {"'data.speech' must be a folder name or a list"}},
@@ -348,9 +351,29 @@ class TrainCli : public ::testing::Test {
   TempDir dir;
 };
 
+// True once signal `sig` is no longer pending for process `pid` (it has been
+// delivered) or the process has ended, read from /proc/<pid>/status; false
+// if that cannot be read.
+bool signal_delivered(pid_t pid, int sig) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  bool pending = false, seen = false;
+  while (std::getline(f, line)) {
+    if (line.rfind("State:", 0) == 0 && line.find('Z') != std::string::npos) return true;
+    if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) {
+      seen = true;
+      pending = pending || ((std::stoull(line.substr(7), nullptr, 16) >> (sig - 1)) & 1);
+    }
+  }
+  return seen && !pending;
+}
+
 // Starts `ssm train` on `cfg` in a child process, waits for its first
-// training step, sends `signals` (20 ms apart) and
-// returns the child's wait status; its stdout goes to `log`.
+// training step, sends `signals`, each once the one before it has been
+// delivered (pending signals of one kind would merge), and returns the
+// child's wait status; its stdout goes to `log`. The run is meant to be far
+// longer than the test: a child still running 120 s after the signals is
+// killed and reported as killed by SIGKILL.
 int train_and_signal(const std::string& cfg, const std::string& log, const std::string& metrics,
                      std::initializer_list<int> signals) {
   const pid_t pid = fork();
@@ -361,17 +384,33 @@ int train_and_signal(const std::string& cfg, const std::string& log, const std::
     execl(kSsm.c_str(), kSsm.c_str(), "train", "--config", cfg.c_str(), "--threads", "1", nullptr);
     _exit(127);
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  while (read_text(metrics).empty() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  while (read_text(metrics).empty() && clock::now() - t0 < std::chrono::seconds(60))
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   for (int sig : signals) {
     kill(pid, sig);
-    // Apart enough that each is delivered on its own (pending ones merge).
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    t0 = clock::now();
+    while (!signal_delivered(pid, sig) && clock::now() - t0 < std::chrono::seconds(10))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  t0 = clock::now();
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (clock::now() - t0 > std::chrono::seconds(120)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   return status;
+}
+
+// The step of "interrupted at step N" in `out`, or -1.
+int64_t interrupted_step(const std::string& out) {
+  const auto at = out.find("interrupted at step ");
+  return at == std::string::npos ? -1 : std::stoll(out.substr(at + 20));
 }
 
 TEST_F(TrainCli, WritesCheckpointsMetricsAndModelAndSkipsBadFiles) {
@@ -495,39 +534,45 @@ TEST_F(TrainCli, InitStartsFromGivenWeights) {
 }
 
 TEST_F(TrainCli, CtrlCSavesACheckpointAndResumeContinuesExactly) {
-  // Larger segments, so that the run is still going when the signal comes.
-  auto bigger = [](json& j) {
-    j["training"]["segment"] = 4096;
-    j["training"]["steps"] = 30;
+  // A run far longer than the test, so it is always still going when the
+  // signal comes; both runs stop (--stop-at) a few steps after the step the
+  // signal stopped the first one at, on the same schedule of 10^6 steps.
+  auto endless = [](json& j) {
+    j["training"]["steps"] = 1000000;
     j["validation"]["every"] = 0;
     j["output"]["checkpoint_every"] = 0;
   };
-  const auto cfg = config("interrupted", bigger);
+  const auto cfg = config("interrupted", endless);
   const std::string log = dir / "interrupted.out";
   // After the first training step, press Ctrl-C.
   const int status = train_and_signal(cfg, log, dir / "interrupted/metrics.jsonl", {SIGINT});
-  ASSERT_TRUE(WIFEXITED(status));
   const std::string out = read_text(log);
-  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run ended before the signal arrived";
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n"
+                                 << out;
   EXPECT_EQ(WEXITSTATUS(status), 130) << out;
-  EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
+  const int64_t stopped = interrupted_step(out);
+  ASSERT_GE(stopped, 1) << out;
   EXPECT_FALSE(fs::exists(dir / "interrupted/model.safetensors"));
   ASSERT_FALSE(fs::is_empty(dir / "interrupted/checkpoints"));
 
-  const Result rest = run_ssm(train_args(cfg, "--threads 1 --resume"), dir / "");
+  const std::string stop_at = " --stop-at " + std::to_string(stopped + 3);
+  const Result rest = run_ssm(train_args(cfg, "--threads 1 --resume" + stop_at), dir / "");
   ASSERT_EQ(rest.code, 0) << rest.out << rest.err;
-  const Result whole = run_ssm(train_args(config("whole", bigger), "--threads 1"), dir / "");
+  const Result whole = run_ssm(train_args(config("whole", endless), "--threads 1" + stop_at), dir / "");
   ASSERT_EQ(whole.code, 0) << whole.out << whole.err;
-  EXPECT_EQ(read_text(dir / "interrupted/model.safetensors"), read_text(dir / "whole/model.safetensors"));
+  char name[64];
+  std::snprintf(name, sizeof name, "checkpoints/step-%08lld.safetensors", static_cast<long long>(stopped + 3));
+  ASSERT_TRUE(fs::exists(dir / ("whole/" + std::string(name)))) << whole.out;
+  EXPECT_EQ(read_text(dir / ("interrupted/" + std::string(name))), read_text(dir / ("whole/" + std::string(name))));
   EXPECT_EQ(train_losses(dir / "interrupted/metrics.jsonl"), train_losses(dir / "whole/metrics.jsonl"));
 }
 
 TEST_F(TrainCli, RepeatedSigtermStillSavesACheckpoint) {
-  // As timeout(1) or a supervisor does: SIGTERM to the process, then again
-  // to its group. The second must not kill the run before it saves.
+  // As timeout(1) or a supervisor does: SIGTERM more than once. The later
+  // ones must not kill the run before it saves. The run is far longer than
+  // the test, so it is always still going when the signals come.
   const auto cfg = config("terminated", [](json& j) {
-    j["training"]["segment"] = 4096;
-    j["training"]["steps"] = 30;
+    j["training"]["steps"] = 1000000;
     j["validation"]["every"] = 0;
     j["output"]["checkpoint_every"] = 0;
   });
@@ -535,8 +580,8 @@ TEST_F(TrainCli, RepeatedSigtermStillSavesACheckpoint) {
   const int status = train_and_signal(cfg, log, dir / "terminated/metrics.jsonl", {SIGTERM, SIGTERM, SIGTERM});
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   const std::string out = read_text(log);
-  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run ended before the signal arrived";
-  EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << out;
+  EXPECT_GE(interrupted_step(out), 1) << out;
   ASSERT_FALSE(fs::is_empty(dir / "terminated/checkpoints"));
 }
 

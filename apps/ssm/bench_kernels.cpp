@@ -25,6 +25,8 @@
 
 #ifdef SSM_WITH_CUDA
 #include <cuda_runtime_api.h>
+
+#include "cuda_check.cuh"
 #endif
 
 namespace ssm::cli {
@@ -40,15 +42,13 @@ struct BenchKernelsOptions {
 
 #ifdef SSM_WITH_CUDA
 
-void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(std::string("bench kernels: ") + what + ": " + cudaGetErrorString(e));
-}
+constexpr CudaCheck check_cuda{"bench kernels"};
 
 struct DevBuf {
   float* p = nullptr;
   size_t n = 0;
   explicit DevBuf(size_t count) : n(count) {
-    cuda_check(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(float)), "cudaMalloc");
+    check_cuda(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(float)), "cudaMalloc");
   }
   ~DevBuf() { cudaFree(p); }
   DevBuf(const DevBuf&) = delete;
@@ -65,32 +65,32 @@ void fill(DevBuf& b, uint64_t seed, float lo, float hi) {
     s ^= s << 17;
     v = lo + (hi - lo) * static_cast<float>((s >> 40) * (1.0 / 16777216.0));
   }
-  cuda_check(cudaMemcpy(b.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), "upload");
+  check_cuda(cudaMemcpy(b.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), "upload");
 }
 
 // Second input set: the first one rotated by `shift` elements (different data, no host work).
 void rotated_copy(DevBuf& dst, const DevBuf& src, size_t shift) {
   shift %= src.n;
-  cuda_check(cudaMemcpy(dst.p, src.p + shift, (src.n - shift) * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
+  check_cuda(cudaMemcpy(dst.p, src.p + shift, (src.n - shift) * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
   if (shift)
-    cuda_check(cudaMemcpy(dst.p + (src.n - shift), src.p, shift * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
+    check_cuda(cudaMemcpy(dst.p + (src.n - shift), src.p, shift * sizeof(float), cudaMemcpyDeviceToDevice), "copy");
 }
 
 template <typename F>
 double median_ms(int warmup, int repeats, F&& run) {
   cudaEvent_t a, b;
-  cuda_check(cudaEventCreate(&a), "cudaEventCreate");
-  cuda_check(cudaEventCreate(&b), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&a), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&b), "cudaEventCreate");
   for (int i = 0; i < warmup; ++i) run(i);
-  cuda_check(cudaDeviceSynchronize(), "warm-up");
+  check_cuda(cudaDeviceSynchronize(), "warm-up");
   std::vector<double> ms;
   for (int i = 0; i < repeats; ++i) {
-    cuda_check(cudaEventRecord(a), "cudaEventRecord");
+    check_cuda(cudaEventRecord(a), "cudaEventRecord");
     run(warmup + i);
-    cuda_check(cudaEventRecord(b), "cudaEventRecord");
-    cuda_check(cudaEventSynchronize(b), "cudaEventSynchronize");
+    check_cuda(cudaEventRecord(b), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(b), "cudaEventSynchronize");
     float t = 0;
-    cuda_check(cudaEventElapsedTime(&t, a, b), "cudaEventElapsedTime");
+    check_cuda(cudaEventElapsedTime(&t, a, b), "cudaEventElapsedTime");
     ms.push_back(t);
   }
   cudaEventDestroy(a);
@@ -103,9 +103,9 @@ double median_ms(int warmup, int repeats, F&& run) {
 double copy_bandwidth() {
   const size_t n = size_t(256) << 20;  // 1 GiB of floats per buffer
   DevBuf a(n), b(n);
-  cuda_check(cudaMemset(a.p, 1, n * sizeof(float)), "memset");
+  check_cuda(cudaMemset(a.p, 1, n * sizeof(float)), "memset");
   const double ms = median_ms(
-      2, 10, [&](int) { cuda_check(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice), "copy"); });
+      2, 10, [&](int) { check_cuda(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice), "copy"); });
   return 2.0 * n * sizeof(float) / (ms * 1e-3) / 1e9;
 }
 
@@ -149,20 +149,20 @@ void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs)
       al[h] = std::log(1.f + 15.f * (h + 0.5f) / d.H);                           // A in [-16, -1]
       db[h] = std::log(std::expm1(0.001f * std::pow(100.f, (h + 0.5f) / d.H)));  // dt in [1e-3, 1e-1]
     }
-    cuda_check(cudaMemcpy(A_log.p, al.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
-    cuda_check(cudaMemcpy(D.p, dd.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
-    cuda_check(cudaMemcpy(dt_bias.p, db.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(A_log.p, al.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(D.p, dd.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(dt_bias.p, db.data(), d.H * sizeof(float), cudaMemcpyHostToDevice), "upload");
   }
   fill(init, 6, -1, 1);
   fill(dfinal, 7, -1, 1);
   DevBuf y(xs), fin(st), dx(xs), ddt(dts), dA(d.H), dB(bcs), dC(bcs), dDD(d.H), dbias(d.H), dinit(st);
-  cuda_check(cudaMemset(dA.p, 0, d.H * sizeof(float)), "memset");
-  cuda_check(cudaMemset(dDD.p, 0, d.H * sizeof(float)), "memset");
-  cuda_check(cudaMemset(dbias.p, 0, d.H * sizeof(float)), "memset");
+  check_cuda(cudaMemset(dA.p, 0, d.H * sizeof(float)), "memset");
+  check_cuda(cudaMemset(dDD.p, 0, d.H * sizeof(float)), "memset");
+  check_cuda(cudaMemset(dbias.p, 0, d.H * sizeof(float)), "memset");
 
   const size_t ws_bytes = std::max(ssd_chunked_forward_cuda_workspace(d, Q), ssd_chunked_backward_cuda_workspace(d, Q));
   void* ws = nullptr;
-  cuda_check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+  check_cuda(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
   cfg.workspace = ws;
   cfg.workspace_bytes = ws_bytes;
 
@@ -182,7 +182,7 @@ void bench_shape(const Shape& sh, const BenchKernelsOptions& o, double copy_gbs)
     fwd(i);
     bwd(i);
   });
-  cuda_check(cudaDeviceSynchronize(), "benchmark");
+  check_cuda(cudaDeviceSynchronize(), "benchmark");
   cudaFree(ws);
 
   // fewest bytes: every input read once, every output written once (fp32)
@@ -266,7 +266,7 @@ FwdBwdTimes time_fwd_bwd(const BenchKernelsOptions& o, Fwd&& fwd, Bwd&& bwd) {
     fwd(i);
     bwd(i);
   });
-  cuda_check(cudaDeviceSynchronize(), "benchmark");
+  check_cuda(cudaDeviceSynchronize(), "benchmark");
   return t;
 }
 
@@ -294,17 +294,17 @@ void bench_scan_shape(const ScanShape& sh, const BenchKernelsOptions& o, double 
       for (int n = 0; n < d.N; ++n) al[size_t(e) * d.N + n] = std::log(float(n + 1));  // A = -(n + 1) (S4D-real)
       db[e] = std::log(std::expm1(0.001f * std::pow(100.f, (e + 0.5f) / d.E)));        // dt in [1e-3, 1e-1]
     }
-    cuda_check(cudaMemcpy(A_log.p, al.data(), en * sizeof(float), cudaMemcpyHostToDevice), "upload");
-    cuda_check(cudaMemcpy(D.p, dd.data(), d.E * sizeof(float), cudaMemcpyHostToDevice), "upload");
-    cuda_check(cudaMemcpy(dt_bias.p, db.data(), d.E * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(A_log.p, al.data(), en * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(D.p, dd.data(), d.E * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    check_cuda(cudaMemcpy(dt_bias.p, db.data(), d.E * sizeof(float), cudaMemcpyHostToDevice), "upload");
   }
   DevBuf y(act), dx(act), ddt(act), dz(act), dA(en), dB(bcn), dC(bcn), dDD(d.E), dbias(d.E);
-  cuda_check(cudaMemset(dA.p, 0, en * sizeof(float)), "memset");
-  cuda_check(cudaMemset(dDD.p, 0, d.E * sizeof(float)), "memset");
-  cuda_check(cudaMemset(dbias.p, 0, d.E * sizeof(float)), "memset");
+  check_cuda(cudaMemset(dA.p, 0, en * sizeof(float)), "memset");
+  check_cuda(cudaMemset(dDD.p, 0, d.E * sizeof(float)), "memset");
+  check_cuda(cudaMemset(dbias.p, 0, d.E * sizeof(float)), "memset");
   const size_t ws_bytes = selective_scan_backward_cuda_workspace(d);
   void* ws = nullptr;
-  cuda_check(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
+  check_cuda(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
 
   auto fwd = [&](int i) {
     const int k = i & 1;

@@ -29,6 +29,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "ssm/atomic_file.hpp"
 #include "ssm/cuda.hpp"
 #include "ssm/dataset.hpp"
 #include "ssm/detector.hpp"
@@ -106,19 +107,6 @@ double minutes(const std::vector<Clip>& clips, int rate) {
   double n = 0;
   for (const auto& c : clips) n += c.samples.size();
   return n / rate / 60;
-}
-
-// Writes `text` to `path` through a temporary file, so a crash never leaves half a file.
-void write_file_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    if (!f.flush()) fail("cannot write '" + tmp.string() + "'");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) fail("cannot rename '" + tmp.string() + "' to '" + path.string() + "': " + ec.message());
 }
 
 // checkpoints/step-NNNNNNNN.safetensors with its .optim beside it.
@@ -199,7 +187,7 @@ class MetricsLog {
     if (dropped)
       std::printf("metrics: %zu record(s) after step %lld dropped from %s (they are made again)\n", dropped,
                   static_cast<long long>(step), path_.string().c_str());
-    if (bad || dropped || kept.empty()) write_file_atomic(path_, kept);
+    if (bad || dropped || kept.empty()) atomic_write_file(path_, kept);
     file_.open(path_, std::ios::app);
     if (!file_) fail("cannot write '" + path_.string() + "'");
   }
@@ -293,8 +281,8 @@ class Plotter {
           << num(v, "si_sdr_denoised") << '\t' << num(v, "si_sdr_improvement") << '\t' << num(v, "stoi_noisy")
           << '\t' << num(v, "stoi_denoised") << '\n';
     }
-    write_file_atomic(dir / "train.tsv", train.str());
-    write_file_atomic(dir / "validation.tsv", val.str());
+    atomic_write_file(dir / "train.tsv", train.str());
+    atomic_write_file(dir / "validation.tsv", val.str());
     const bool with_val = !log.validation().empty();
     const int panels = 1 + (with_val ? 1 : 0) + (with_stoi ? 1 : 0);
     std::ostringstream gp;
@@ -320,7 +308,7 @@ class Plotter {
             "plot 'validation.tsv' using 1:5 with linespoints title 'noisy', "
             "'' using 1:6 with linespoints title 'denoised'\n";
     gp << "unset multiplot\n";
-    write_file_atomic(dir / "metrics.gp", gp.str());
+    atomic_write_file(dir / "metrics.gp", gp.str());
     const std::string cmd = "cd " + shell_quote(dir.string()) + " && gnuplot metrics.gp > gnuplot.log 2>&1";
     if (std::system(cmd.c_str()) != 0) {
       warn("gnuplot failed (see " + (dir / "gnuplot.log").string() + "); no more plots in this run");
@@ -374,7 +362,7 @@ void open_output(const fs::path& out, const Checkpoints& checkpoints, bool resum
       warn("the config differs from the run's " + (out / "config.json").string() +
            "; the continuation will not match an uninterrupted run");
   }
-  write_file_atomic(out / "config.json", config_text + "\n");
+  atomic_write_file(out / "config.json", config_text + "\n");
 }
 
 // training.init: the run starts from these weights (a checkpoint, when

@@ -1,5 +1,5 @@
 // Internal to lib/cuda: a growable array in device memory (cudaMalloc; the
-// contents are not kept when it grows), and the CUDA error check.
+// contents are not kept when it grows).
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -7,13 +7,10 @@
 #include <string>
 #include <utility>
 
+#include "cuda_check.cuh"
 #include "ssm/common.hpp"
 
 namespace ssm {
-
-inline void cuda_check(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) fail(what + ": " + cudaGetErrorString(e));
-}
 
 template <typename T>
 class DeviceArray {

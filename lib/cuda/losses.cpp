@@ -2,6 +2,8 @@
 // checks, buffers and the cuFFT plans; kernels/losses.cu does the work.
 #include "losses.cuh"
 
+#include "cuda_check.cuh"
+
 #include <cuda_runtime_api.h>
 #include <cufft.h>
 
@@ -21,9 +23,7 @@ namespace {
 
 using kernels::kLossPartials;
 
-void check_cuda(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) fail("losses cuda: " + what + ": " + cudaGetErrorString(e));
-}
+constexpr CudaCheck check_cuda{"losses cuda"};
 
 const char* cufft_error_name(cufftResult r) {
   switch (r) {

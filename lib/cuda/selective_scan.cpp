@@ -2,6 +2,8 @@
 // argument checks, workspace, then kernels/selective_scan.cu does the work.
 #include "selective_scan.cuh"
 
+#include "cuda_check.cuh"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -14,9 +16,7 @@
 namespace ssm {
 namespace {
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(std::string("selective scan cuda: ") + what + ": " + cudaGetErrorString(e));
-}
+constexpr CudaCheck check_cuda{"selective scan cuda"};
 
 void require_ptr(const void* p, const char* fn, const char* name) {
   require(p != nullptr, std::string(fn) + ": " + name + " must not be null");
@@ -50,7 +50,7 @@ kernels::ScanBwdArgs bwd_args(float* dx, float* ddt_raw, float* dA_log, float* d
   require_ptr(dy, fn, "dy");
   require_inputs(fn, x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   return kernels::ScanBwdArgs{dx, ddt_raw, dA_log, dBm, dCm, dD, ddt_bias, dz, dinitial_state, dy, dfinal_state,
-                              x,  dt_raw,  A_log,  Bm,  Cm,  D,  dt_bias,  z,  initial_state,  d};
+                              {nullptr, nullptr, x, dt_raw, A_log, Bm, Cm, D, dt_bias, z, initial_state, d, 0}};
 }
 
 }  // namespace
@@ -81,7 +81,7 @@ void selective_scan_forward_cuda(float* y, float* final_state, const float* x, c
   require_ptr(y, fn, "y");
   require_inputs(fn, x, dt_raw, A_log, Bm, Cm, D, dt_bias);
   kernels::scan_fwd_launch(
-      kernels::ScanFwdArgs{y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, z, initial_state, d}, stream);
+      kernels::ScanFwdArgs{y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, z, initial_state, d, 0}, stream);
 }
 
 void selective_scan_backward_cuda(float* dx, float* ddt_raw, float* dA_log, float* dBm, float* dCm, float* dD,

@@ -2,6 +2,8 @@
 // workspace, then kernels/ssd.cu does the work.
 #include "ssd.cuh"
 
+#include "cuda_check.cuh"
+
 #include <cuda_runtime_api.h>
 
 #include <string>
@@ -12,9 +14,7 @@
 namespace ssm {
 namespace {
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(std::string("ssd cuda: ") + what + ": " + cudaGetErrorString(e));
-}
+constexpr CudaCheck check_cuda{"ssd cuda"};
 
 // Workspace for one call: the caller's, or one allocated on the stream.
 class Workspace {
@@ -93,8 +93,8 @@ void ssd_chunked_forward_cuda(float* y, float* final_state, const float* x, cons
   require_ptr(D, "D");
   require_ptr(dt_bias, "dt_bias");
   Workspace ws(kernels::ssd_fwd_workspace_bytes(d, Q), cfg, stream, "ssd_chunked_forward_cuda");
-  kernels::SsdFwdArgs a{
-      y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, initial_state, d, Q, cfg.math == CudaMath::fp32};
+  const kernels::SsdFwdArgs a{{y, final_state, x, dt_raw, A_log, Bm, Cm, D, dt_bias, initial_state, d, Q},
+                              cfg.math == CudaMath::fp32};
   kernels::ssd_fwd_launch(a, ws.get(), stream);
 }
 
@@ -124,9 +124,11 @@ void ssd_chunked_backward_cuda(float* dx, float* ddt_raw, float* dA_log, float* 
   // (C B^T, dy x^T, ddtx, dC_inter, dB_state) run as 3xTF32; in plain tf32,
   // dA_log and ddt_bias missed 1e-3 (up to 2.4e-3) on small shapes (docs/KERNELS.md).
   const bool fp32 = cfg.math == CudaMath::fp32;
-  kernels::SsdBwdArgs a{dx,      ddt_raw,       dA_log, dBm,    dCm,   dD,           ddt_bias, dinitial_state,
-                        dy,      dfinal_state,  x,      dt_raw, A_log, Bm,           Cm,       D,
-                        dt_bias, initial_state, d,      Q,      fp32,  fp32 ? 15 : 7};
+  const kernels::SsdBwdArgs a{
+      {dx, ddt_raw, dA_log, dBm, dCm, dD, ddt_bias, dinitial_state, dy, dfinal_state,
+       {nullptr, nullptr, x, dt_raw, A_log, Bm, Cm, D, dt_bias, initial_state, d, Q}},
+      fp32,
+      fp32 ? 15 : 7};
   kernels::ssd_bwd_launch(a, ws.get(), stream);
 }
 

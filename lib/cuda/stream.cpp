@@ -3,6 +3,8 @@
 // the device, and chooses how the streams are cut into thread blocks.
 #include "model_step.cuh"
 
+#include "cuda_check.cuh"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -20,12 +22,7 @@
 namespace ssm {
 namespace {
 
-void check_cuda(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    fail("BatchedStreamCuda: " + what + ": " + cudaGetErrorString(e));
-  }
-}
+constexpr CudaCheck check_cuda{"BatchedStreamCuda"};
 
 int pow2_at_least(int v) {
   int p = 1;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "../common/json_fields.hpp"
 #include "ssm/common.hpp"
 
 namespace ssm {
@@ -56,66 +57,38 @@ void ModelConfig::validate() const {
   require(norm_eps > 0, "model config: 'norm_eps' must be > 0");
 }
 
-namespace {
-
-template <typename V>
-void read_field(const nlohmann::json& j, const char* key, V& out, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end()) return;
-  if constexpr (std::is_same_v<V, int>) {
-    if (!it->is_number_integer())
-      fail(source + ": model config key '" + key + "' must be an integer, got " + it->dump());
-    const auto v = it->get<int64_t>();
-    if (v < INT32_MIN || v > INT32_MAX) fail(source + ": model config key '" + key + "' is out of range");
-    out = static_cast<int>(v);
-  } else {
-    if (!it->is_number()) fail(source + ": model config key '" + key + "' must be a number, got " + it->dump());
-    out = it->get<double>();
-  }
-}
-
-}  // namespace
-
 ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
-  if (!j.is_object()) fail(source + ": model config must be a JSON object");
-  static const char* known[] = {"block",     "d_model",     "n_layers",     "expand",      "head_dim",
-                                "d_state",   "d_conv",      "n_groups",     "dt_rank",     "chunk",
-                                "in_channels", "out_channels", "sample_rate", "lookahead", "frame", "dt_min",
-                                "dt_max",    "dt_init_floor", "norm_eps"};
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || it.key() == k;
-    if (!ok) fail(source + ": unknown model config key '" + it.key() + "'");
-  }
+  const detail::JsonFields f(j, source, "",
+                             {"block", "d_model", "n_layers", "expand", "head_dim", "d_state", "d_conv", "n_groups",
+                              "dt_rank", "chunk", "in_channels", "out_channels", "sample_rate", "lookahead", "frame",
+                              "dt_min", "dt_max", "dt_init_floor", "norm_eps"});
   ModelConfig c;
-  if (auto it = j.find("block"); it != j.end()) {
-    if (!it->is_string()) fail(source + ": model config key 'block' must be \"mamba2\" or \"mamba1\"");
-    const auto s = it->get<std::string>();
-    if (s == "mamba2")
-      c.block = BlockKind::Mamba2;
-    else if (s == "mamba1")
-      c.block = BlockKind::Mamba1;
-    else
-      fail(source + ": model config key 'block' must be \"mamba2\" or \"mamba1\", got \"" + s + "\"");
-  }
-  read_field(j, "d_model", c.d_model, source);
-  read_field(j, "n_layers", c.n_layers, source);
-  read_field(j, "expand", c.expand, source);
-  read_field(j, "head_dim", c.head_dim, source);
-  read_field(j, "d_state", c.d_state, source);
-  read_field(j, "d_conv", c.d_conv, source);
-  read_field(j, "n_groups", c.n_groups, source);
-  read_field(j, "dt_rank", c.dt_rank, source);
-  read_field(j, "chunk", c.chunk, source);
-  read_field(j, "in_channels", c.in_channels, source);
-  read_field(j, "out_channels", c.out_channels, source);
-  read_field(j, "sample_rate", c.sample_rate, source);
-  read_field(j, "lookahead", c.lookahead, source);
-  read_field(j, "frame", c.frame, source);
-  read_field(j, "dt_min", c.dt_min, source);
-  read_field(j, "dt_max", c.dt_max, source);
-  read_field(j, "dt_init_floor", c.dt_init_floor, source);
-  read_field(j, "norm_eps", c.norm_eps, source);
+  std::string block;
+  f.get("block", block);
+  if (block == "mamba2")
+    c.block = BlockKind::Mamba2;
+  else if (block == "mamba1")
+    c.block = BlockKind::Mamba1;
+  else if (f.find("block"))
+    f.bad("block", "\"mamba2\" or \"mamba1\"");
+  f.get("d_model", c.d_model);
+  f.get("n_layers", c.n_layers);
+  f.get("expand", c.expand);
+  f.get("head_dim", c.head_dim);
+  f.get("d_state", c.d_state);
+  f.get("d_conv", c.d_conv);
+  f.get("n_groups", c.n_groups);
+  f.get("dt_rank", c.dt_rank);
+  f.get("chunk", c.chunk);
+  f.get("in_channels", c.in_channels);
+  f.get("out_channels", c.out_channels);
+  f.get("sample_rate", c.sample_rate);
+  f.get("lookahead", c.lookahead);
+  f.get("frame", c.frame);
+  f.get("dt_min", c.dt_min);
+  f.get("dt_max", c.dt_max);
+  f.get("dt_init_floor", c.dt_init_floor);
+  f.get("norm_eps", c.norm_eps);
   try {
     c.validate();
   } catch (const Error& e) {

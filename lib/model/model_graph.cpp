@@ -1,75 +1,123 @@
-// Whole-sequence forward and backward of a model (the chunked mode), and the
-// streaming wrapper built on it.
+// Whole-sequence forward and backward of a model (the chunked mode), written
+// once over the ops of a backend (ssm/backend_ops.hpp).
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <utility>
 
-#include "ssm/conv1d.hpp"
-#include "ssm/layers.hpp"
+#include "ssm/backend_ops.hpp"
 #include "ssm/model.hpp"
-#include "ssm/selective_scan.hpp"
-#include "ssm/ssd.hpp"
 #include "layer_offsets.hpp"
 
 namespace ssm {
 
 namespace {
 
-// Copies columns [c0, c0 + w) of a (R, ld) matrix into a dense (R, w) one, or back.
+// A buffer of the backend, grown on demand (the contents are not kept when it grows).
 template <typename Real>
-void gather_cols(Real* dst, const Real* src, size_t R, int ld, int c0, int w) {
-  for (size_t r = 0; r < R; ++r) std::memcpy(dst + r * w, src + r * ld + c0, sizeof(Real) * w);
-}
-template <typename Real>
-void scatter_cols(Real* dst, const Real* src, size_t R, int ld, int c0, int w) {
-  for (size_t r = 0; r < R; ++r) std::memcpy(dst + r * ld + c0, src + r * w, sizeof(Real) * w);
-}
+class Buf {
+ public:
+  explicit Buf(const ops::OpsTable<Real>* be = nullptr) : be_(be) {}
+  ~Buf() {
+    if (p_) be_->release(be_->ctx, p_);
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  Buf(Buf&& o) noexcept : be_(o.be_), p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  Buf& operator=(Buf&& o) noexcept {
+    std::swap(be_, o.be_);
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  Real* grow(size_t n) {
+    if (n > n_) {
+      if (p_) be_->release(be_->ctx, p_);
+      p_ = nullptr;
+      n_ = 0;
+      p_ = be_->alloc(be_->ctx, n);
+      n_ = n;
+    }
+    return p_;
+  }
+  Real* data() const { return p_; }
 
-template <typename Real>
-void add_into(Real* dst, const Real* src, size_t n) {
-  for (size_t i = 0; i < n; ++i) dst[i] += src[i];
-}
+ private:
+  const ops::OpsTable<Real>* be_;
+  Real* p_ = nullptr;
+  size_t n_ = 0;
+};
 
 }  // namespace
-
 
 // Activations one layer saves for its backward; R = B * T rows.
 template <typename Real>
 struct LayerActs {
-  std::vector<Real> u;       // (R, D) layer input (residual stream)
-  std::vector<Real> rstd;    // (R)
-  std::vector<Real> un;      // (R, D) normalised input
-  std::vector<Real> z;       // (R, E) gate
-  std::vector<Real> cin;     // (R, Cc) conv input
-  std::vector<Real> cpre;    // (R, Cc) conv output before SiLU
-  std::vector<Real> x;       // (R, E) SSM input
-  std::vector<Real> Bm, Cm;  // (R, G*N)
-  std::vector<Real> dt_raw;  // (R, H) Mamba-2, (R, E) Mamba-1
-  std::vector<Real> y;       // (R, E) SSM output
-  std::vector<Real> rstd2;   // (R, G) gated norm (Mamba-2)
-  std::vector<Real> yn;      // (R, E) gated norm output (Mamba-2)
-  std::vector<Real> dt_low;  // (R, rank) Mamba-1
+  explicit LayerActs(const ops::OpsTable<Real>* be)
+      : u(be), rstd(be), un(be), z(be), cin(be), cpre(be), x(be), Bm(be), Cm(be), dt_raw(be), y(be), rstd2(be),
+        yn(be), dt_low(be) {}
+  Buf<Real> u;       // (R, D) layer input (residual stream)
+  Buf<Real> rstd;    // (R)
+  Buf<Real> un;      // (R, D) normalised input
+  Buf<Real> z;       // (R, E) gate
+  Buf<Real> cin;     // (R, Cc) conv input
+  Buf<Real> cpre;    // (R, Cc) conv output before SiLU
+  Buf<Real> x;       // (R, E) SSM input
+  Buf<Real> Bm, Cm;  // (R, G*N)
+  Buf<Real> dt_raw;  // (R, H) Mamba-2, (R, E) Mamba-1
+  Buf<Real> y;       // (R, E) SSM output
+  Buf<Real> rstd2;   // (R, G) gated norm (Mamba-2)
+  Buf<Real> yn;      // (R, E) gated norm output (Mamba-2)
+  Buf<Real> dt_low;  // (R, rank) Mamba-1
+};
+
+// Gradient buffers of the backward, reused from call to call.
+template <typename Real>
+struct BackwardScratch {
+  explicit BackwardScratch(const ops::OpsTable<Real>* be)
+      : dh(be), dh_prev(be), dhn(be), din(be), e1(be), e2(be), e3(be), e4(be), dt(be), bc1(be), bc2(be), c1(be),
+        c2(be), c3(be), proj(be), dun(be), low(be) {}
+  Buf<Real> dh, dh_prev, dhn, din;  // (R, D), (R, D), (R, D), (R, step_in)
+  Buf<Real> e1, e2, e3, e4;         // (R, E) each
+  Buf<Real> dt;                     // (R, H) Mamba-2, (R, E) Mamba-1
+  Buf<Real> bc1, bc2;               // (R, G*N)
+  Buf<Real> c1, c2, c3;             // (R, Cc)
+  Buf<Real> proj;                   // (R, F) Mamba-2, (R, rank + 2N) then (R, 2E) Mamba-1
+  Buf<Real> dun;                    // (R, D)
+  Buf<Real> low;                    // (R, rank)
 };
 
 template <typename Real>
 struct ModelGraph<Real>::Impl {
+  explicit Impl(const ops::OpsTable<Real>& be)
+      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), scratch_a(&be), scratch_b(&be), g(&be) {}
+  const ops::OpsTable<Real>& ops;
   ModelConfig cfg;
   size_t enc_w, enc_b, norm_f, head_w, head_b;
   std::vector<LayerOffsets> off;
   std::vector<LayerActs<Real>> acts;
-  std::vector<Real> h_last, rstd_f, hn;  // (R, D), (R), (R, D)
-  std::vector<Real> in_saved;             // (R, frame * in_channels)
-  std::vector<Real> scratch_a, scratch_b, scratch_c, scratch_d;
+  Buf<Real> h_last, rstd_f, hn;  // (R, D), (R), (R, D)
+  Buf<Real> in_saved;            // (R, frame * in_channels)
+  Buf<Real> scratch_a, scratch_b;
+  BackwardScratch<Real> g;
   int B = 0, T = 0, Q = 0;
   bool had_state = false;
 
-  static void grow(std::vector<Real>& v, size_t n) {
-    if (v.size() < n) v.resize(n);
+  // The ops, each with its args struct.
+  void* ctx() const { return ops.ctx; }
+  void linear(Real* y, const Real* x, const Real* W, const Real* bias, size_t R, int I, int O) const {
+    ops.linear_forward(ctx(), {y, x, W, bias, static_cast<int>(R), I, O});
   }
-
-  size_t layer_state(int) const {
-    return static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels() + static_cast<size_t>(cfg.inner()) * cfg.d_state;
+  void linear_bwd(Real* dx, Real* dW, Real* dbias, const Real* dy, const Real* x, const Real* W, size_t R, int I,
+                  int O) const {
+    ops.linear_backward(ctx(), {dx, dW, dbias, dy, x, W, static_cast<int>(R), I, O});
   }
+  void cols(Real* dst, int ld_dst, int c0_dst, const Real* src, int ld_src, int c0_src, size_t R, int w) const {
+    ops.copy_cols(ctx(), {dst, ld_dst, c0_dst, src, ld_src, c0_src, R, w});
+  }
+  // Columns [c0, c0 + w) of a (R, ld) matrix into a dense (R, w) one, and back.
+  void gather(Real* dst, const Real* src, size_t R, int ld, int c0, int w) const { cols(dst, w, 0, src, ld, c0, R, w); }
+  void scatter(Real* dst, const Real* src, size_t R, int ld, int c0, int w) const { cols(dst, ld, c0, src, w, 0, R, w); }
+  void add(Real* dst, const Real* src, size_t n) const { ops.add_into(ctx(), {dst, src, static_cast<long>(n)}); }
 
   void forward(Real* out, const Real* in, const Real* P, int B_, int T_, const Real* state, Real* next_state,
                int chunk);
@@ -85,7 +133,8 @@ struct ModelGraph<Real>::Impl {
 };
 
 template <typename Real>
-ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t) : impl_(std::make_unique<Impl>()) {
+ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t, const ops::OpsTable<Real>& backend)
+    : impl_(std::make_unique<Impl>(backend)) {
   Impl& m = *impl_;
   m.cfg = cfg;
   m.enc_w = t.offset("encoder.weight");
@@ -94,7 +143,7 @@ ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t) : impl
   m.head_w = t.offset("head.weight");
   m.head_b = t.offset("head.bias");
   m.off = model_layer_offsets(cfg, t);
-  m.acts.resize(cfg.n_layers);
+  for (int l = 0; l < cfg.n_layers; ++l) m.acts.emplace_back(&backend);
 }
 
 template <typename Real>
@@ -126,24 +175,15 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   Q = chunk > 0 ? chunk : cfg.chunk;
   had_state = state != nullptr;
   const size_t R = static_cast<size_t>(B) * T;
-  const int D = cfg.d_model;
-  in_saved.assign(in, in + R * cfg.step_in());
+  const int D = cfg.d_model, Ci = cfg.step_in();
+  gather(in_saved.grow(R * Ci), in, R, Ci, 0, Ci);
   // Encoder into the first layer's input.
-  LayerActs<Real>& a0 = acts[0];
-  grow(a0.u, R * D);
-  linear_forward(a0.u.data(), in, P + enc_w, P + enc_b, static_cast<int>(R), cfg.step_in(), D);
+  linear(acts[0].u.grow(R * D), in, P + enc_w, P + enc_b, R, Ci, D);
   // State layout: per layer, a (B, K-1, Cc) conv tail then a (B, E, N) SSM state.
   const size_t tail_n = static_cast<size_t>(B) * (cfg.d_conv - 1) * cfg.conv_channels();
   const size_t layer_n = tail_n + static_cast<size_t>(B) * cfg.inner() * cfg.d_state;
   for (int l = 0; l < cfg.n_layers; ++l) {
-    Real* u_next;
-    if (l + 1 < cfg.n_layers) {
-      grow(acts[l + 1].u, R * D);
-      u_next = acts[l + 1].u.data();
-    } else {
-      grow(h_last, R * D);
-      u_next = h_last.data();
-    }
+    Real* u_next = l + 1 < cfg.n_layers ? acts[l + 1].u.grow(R * D) : h_last.grow(R * D);
     const Real* st = state ? state + l * layer_n : nullptr;
     Real* nst = next_state ? next_state + l * layer_n : nullptr;
     if (cfg.block == BlockKind::Mamba2)
@@ -151,11 +191,9 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
     else
       mamba1_forward(acts[l], off[l], P, u_next, st, nst);
   }
-  grow(rstd_f, R);
-  grow(hn, R * D);
-  rmsnorm_forward(hn.data(), rstd_f.data(), h_last.data(), P + norm_f, static_cast<int>(R), D,
-                  cfg.norm_eps);
-  linear_forward(out, hn.data(), P + head_w, P + head_b, static_cast<int>(R), D, cfg.step_out());
+  ops.rmsnorm_forward(ctx(), {hn.grow(R * D), rstd_f.grow(R), h_last.data(), nullptr, P + norm_f,
+                              static_cast<int>(R), D, 1, cfg.norm_eps});
+  linear(out, hn.data(), P + head_w, P + head_b, R, D, cfg.step_out());
 }
 
 template <typename Real>
@@ -166,41 +204,28 @@ void ModelGraph<Real>::Impl::mamba2_forward(LayerActs<Real>& a, const LayerOffse
   const int Cc = cfg.conv_channels(), K = cfg.d_conv;
   const int F = 2 * E + 2 * G * N + H;  // in_proj outputs: [z | xBC | dt_raw]
   const size_t tail_n = static_cast<size_t>(B) * (K - 1) * Cc;
-  grow(a.rstd, R);
-  grow(a.un, R * D);
-  rmsnorm_forward(a.un.data(), a.rstd.data(), a.u.data(), P + o.norm, static_cast<int>(R), D,
-                  cfg.norm_eps);
-  grow(scratch_a, R * F);  // (R, F)
-  linear_forward(scratch_a.data(), a.un.data(), P + o.in_proj, static_cast<const Real*>(nullptr),
-                 static_cast<int>(R), D, F);
-  grow(a.z, R * E);
-  grow(a.cin, R * Cc);
-  grow(a.dt_raw, R * H);
-  gather_cols(a.z.data(), scratch_a.data(), R, F, 0, E);
-  gather_cols(a.cin.data(), scratch_a.data(), R, F, E, Cc);
-  gather_cols(a.dt_raw.data(), scratch_a.data(), R, F, E + Cc, H);
-  grow(a.cpre, R * Cc);
-  conv1d_forward(a.cpre.data(), nst, a.cin.data(), P + o.conv_w, P + o.conv_b, st, Conv1dDims{B, T, Cc, K});
-  grow(scratch_b, R * Cc);  // (R, Cc) SiLU(conv)
-  silu_forward(scratch_b.data(), a.cpre.data(), static_cast<long>(R * Cc));
-  grow(a.x, R * E);
-  grow(a.Bm, R * G * N);
-  grow(a.Cm, R * G * N);
-  gather_cols(a.x.data(), scratch_b.data(), R, Cc, 0, E);
-  gather_cols(a.Bm.data(), scratch_b.data(), R, Cc, E, G * N);
-  gather_cols(a.Cm.data(), scratch_b.data(), R, Cc, E + G * N, G * N);
-  grow(a.y, R * E);
-  ssd_chunked_forward(a.y.data(), nst ? nst + tail_n : nullptr, a.x.data(), a.dt_raw.data(), P + o.A_log,
-                      a.Bm.data(), a.Cm.data(), P + o.D, P + o.dt_bias, st ? st + tail_n : nullptr,
-                      SsdDims{B, T, H, cfg.head_dim, G, N}, Q);
-  grow(a.rstd2, R * G);
-  grow(a.yn, R * E);
+  ops.rmsnorm_forward(ctx(), {a.un.grow(R * D), a.rstd.grow(R), a.u.data(), nullptr, P + o.norm,
+                              static_cast<int>(R), D, 1, cfg.norm_eps});
+  Real* proj = scratch_a.grow(R * F);  // (R, F)
+  linear(proj, a.un.data(), P + o.in_proj, nullptr, R, D, F);
+  gather(a.z.grow(R * E), proj, R, F, 0, E);
+  gather(a.cin.grow(R * Cc), proj, R, F, E, Cc);
+  gather(a.dt_raw.grow(R * H), proj, R, F, E + Cc, H);
+  ops.conv1d_forward(ctx(), {a.cpre.grow(R * Cc), nst, a.cin.data(), P + o.conv_w, P + o.conv_b, st,
+                             Conv1dDims{B, T, Cc, K}});
+  Real* act = scratch_b.grow(R * Cc);  // (R, Cc) SiLU(conv)
+  ops.silu_forward(ctx(), {act, a.cpre.data(), static_cast<long>(R * Cc)});
+  gather(a.x.grow(R * E), act, R, Cc, 0, E);
+  gather(a.Bm.grow(R * G * N), act, R, Cc, E, G * N);
+  gather(a.Cm.grow(R * G * N), act, R, Cc, E + G * N, G * N);
+  ops.ssd_forward(ctx(), {a.y.grow(R * E), nst ? nst + tail_n : nullptr, a.x.data(), a.dt_raw.data(), P + o.A_log,
+                          a.Bm.data(), a.Cm.data(), P + o.D, P + o.dt_bias, st ? st + tail_n : nullptr,
+                          SsdDims{B, T, H, cfg.head_dim, G, N}, Q});
   // Normalised per group of E / G channels, as mamba_ssm's gated RMSNorm.
-  gated_rmsnorm_forward(a.yn.data(), a.rstd2.data(), a.y.data(), a.z.data(), P + o.mixer_norm,
-                        static_cast<int>(R), E, G, cfg.norm_eps);
-  linear_forward(u_next, a.yn.data(), P + o.out_proj, static_cast<const Real*>(nullptr), static_cast<int>(R), E,
-                 D);
-  add_into(u_next, a.u.data(), R * D);
+  ops.rmsnorm_forward(ctx(), {a.yn.grow(R * E), a.rstd2.grow(R * G), a.y.data(), a.z.data(), P + o.mixer_norm,
+                              static_cast<int>(R), E, G, cfg.norm_eps});
+  linear(u_next, a.yn.data(), P + o.out_proj, nullptr, R, E, D);
+  add(u_next, a.u.data(), R * D);
 }
 
 template <typename Real>
@@ -209,41 +234,27 @@ void ModelGraph<Real>::Impl::mamba1_forward(LayerActs<Real>& a, const LayerOffse
   const size_t R = static_cast<size_t>(B) * T;
   const int D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv, Rk = cfg.rank();
   const size_t tail_n = static_cast<size_t>(B) * (K - 1) * E;
-  grow(a.rstd, R);
-  grow(a.un, R * D);
-  rmsnorm_forward(a.un.data(), a.rstd.data(), a.u.data(), P + o.norm, static_cast<int>(R), D,
-                  cfg.norm_eps);
-  grow(scratch_a, R * 2 * E);  // (R, 2E): [x | z]
-  linear_forward(scratch_a.data(), a.un.data(), P + o.in_proj, static_cast<const Real*>(nullptr),
-                 static_cast<int>(R), D, 2 * E);
-  grow(a.cin, R * E);
-  grow(a.z, R * E);
-  gather_cols(a.cin.data(), scratch_a.data(), R, 2 * E, 0, E);
-  gather_cols(a.z.data(), scratch_a.data(), R, 2 * E, E, E);
-  grow(a.cpre, R * E);
-  conv1d_forward(a.cpre.data(), nst, a.cin.data(), P + o.conv_w, P + o.conv_b, st, Conv1dDims{B, T, E, K});
-  grow(a.x, R * E);
-  silu_forward(a.x.data(), a.cpre.data(), static_cast<long>(R * E));
+  ops.rmsnorm_forward(ctx(), {a.un.grow(R * D), a.rstd.grow(R), a.u.data(), nullptr, P + o.norm,
+                              static_cast<int>(R), D, 1, cfg.norm_eps});
+  Real* xz = scratch_a.grow(R * 2 * E);  // (R, 2E): [x | z]
+  linear(xz, a.un.data(), P + o.in_proj, nullptr, R, D, 2 * E);
+  gather(a.cin.grow(R * E), xz, R, 2 * E, 0, E);
+  gather(a.z.grow(R * E), xz, R, 2 * E, E, E);
+  ops.conv1d_forward(ctx(), {a.cpre.grow(R * E), nst, a.cin.data(), P + o.conv_w, P + o.conv_b, st,
+                             Conv1dDims{B, T, E, K}});
+  ops.silu_forward(ctx(), {a.x.grow(R * E), a.cpre.data(), static_cast<long>(R * E)});
   const int Fx = Rk + 2 * N;  // x_proj outputs: [dt_low | B | C]
-  grow(scratch_b, R * Fx);
-  linear_forward(scratch_b.data(), a.x.data(), P + o.x_proj, static_cast<const Real*>(nullptr),
-                 static_cast<int>(R), E, Fx);
-  grow(a.dt_low, R * Rk);
-  grow(a.Bm, R * N);
-  grow(a.Cm, R * N);
-  gather_cols(a.dt_low.data(), scratch_b.data(), R, Fx, 0, Rk);
-  gather_cols(a.Bm.data(), scratch_b.data(), R, Fx, Rk, N);
-  gather_cols(a.Cm.data(), scratch_b.data(), R, Fx, Rk + N, N);
-  grow(a.dt_raw, R * E);
-  linear_forward(a.dt_raw.data(), a.dt_low.data(), P + o.dt_proj, static_cast<const Real*>(nullptr),
-                 static_cast<int>(R), Rk, E);
-  grow(a.y, R * E);
-  selective_scan_blocked_forward(a.y.data(), nst ? nst + tail_n : nullptr, a.x.data(), a.dt_raw.data(),
-                                 P + o.A_log, a.Bm.data(), a.Cm.data(), P + o.D, P + o.dt_bias, a.z.data(),
-                                 st ? st + tail_n : nullptr, ScanDims{B, T, E, 1, N}, Q);
-  linear_forward(u_next, a.y.data(), P + o.out_proj, static_cast<const Real*>(nullptr), static_cast<int>(R), E,
-                 D);
-  add_into(u_next, a.u.data(), R * D);
+  Real* xdbl = scratch_b.grow(R * Fx);
+  linear(xdbl, a.x.data(), P + o.x_proj, nullptr, R, E, Fx);
+  gather(a.dt_low.grow(R * Rk), xdbl, R, Fx, 0, Rk);
+  gather(a.Bm.grow(R * N), xdbl, R, Fx, Rk, N);
+  gather(a.Cm.grow(R * N), xdbl, R, Fx, Rk + N, N);
+  linear(a.dt_raw.grow(R * E), a.dt_low.data(), P + o.dt_proj, nullptr, R, Rk, E);
+  ops.scan_forward(ctx(), {a.y.grow(R * E), nst ? nst + tail_n : nullptr, a.x.data(), a.dt_raw.data(), P + o.A_log,
+                           a.Bm.data(), a.Cm.data(), P + o.D, P + o.dt_bias, a.z.data(), st ? st + tail_n : nullptr,
+                           ScanDims{B, T, E, 1, N}, Q});
+  linear(u_next, a.y.data(), P + o.out_proj, nullptr, R, E, D);
+  add(u_next, a.u.data(), R * D);
 }
 
 template <typename Real>
@@ -252,26 +263,21 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   require(!had_state, "model backward: the forward must start from zero state");
   const size_t R = static_cast<size_t>(B) * T;
   const int D = cfg.d_model;
-  std::vector<Real> dh(R * D), dh_prev(R * D), dhn(R * D);  // (R, D)
-  linear_backward(dhn.data(), dP + head_w, dP + head_b, dout, hn.data(), P + head_w, static_cast<int>(R), D,
-                  cfg.step_out());
-  rmsnorm_backward(dh.data(), dP + norm_f, dhn.data(), rstd_f.data(), h_last.data(), P + norm_f,
-                   static_cast<int>(R), D);
+  Real* dh = g.dh.grow(R * D);  // (R, D)
+  Real* dh_prev = g.dh_prev.grow(R * D);
+  Real* dhn = g.dhn.grow(R * D);
+  linear_bwd(dhn, dP + head_w, dP + head_b, dout, hn.data(), P + head_w, R, D, cfg.step_out());
+  ops.rmsnorm_backward(ctx(), {dh, nullptr, dP + norm_f, dhn, rstd_f.data(), h_last.data(), nullptr, P + norm_f,
+                               static_cast<int>(R), D, 1});
   for (int l = cfg.n_layers - 1; l >= 0; --l) {
     if (cfg.block == BlockKind::Mamba2)
-      mamba2_backward(dh_prev.data(), acts[l], off[l], P, dP, dh.data());
+      mamba2_backward(dh_prev, acts[l], off[l], P, dP, dh);
     else
-      mamba1_backward(dh_prev.data(), acts[l], off[l], P, dP, dh.data());
+      mamba1_backward(dh_prev, acts[l], off[l], P, dP, dh);
     std::swap(dh, dh_prev);
   }
-  std::vector<Real> din_local;
-  Real* din_ptr = din;
-  if (!din_ptr) {
-    din_local.resize(R * cfg.step_in());
-    din_ptr = din_local.data();
-  }
-  linear_backward(din_ptr, dP + enc_w, dP + enc_b, dh.data(), in_saved.data(), P + enc_w, static_cast<int>(R),
-                  cfg.step_in(), D);
+  Real* din_ptr = din ? din : g.din.grow(R * cfg.step_in());
+  linear_bwd(din_ptr, dP + enc_w, dP + enc_b, dh, in_saved.data(), P + enc_w, R, cfg.step_in(), D);
 }
 
 template <typename Real>
@@ -281,33 +287,37 @@ void ModelGraph<Real>::Impl::mamba2_backward(Real* du, LayerActs<Real>& a, const
   const int D = cfg.d_model, E = cfg.inner(), H = cfg.heads(), G = cfg.n_groups, N = cfg.d_state;
   const int Cc = cfg.conv_channels(), K = cfg.d_conv;
   const int F = 2 * E + 2 * G * N + H;
-  std::vector<Real> dyn(R * E), dy(R * E), dz(R * E);  // (R, E)
-  linear_backward(dyn.data(), dP + o.out_proj, static_cast<Real*>(nullptr), du_next, a.yn.data(), P + o.out_proj,
-                  static_cast<int>(R), E, D);
-  gated_rmsnorm_backward(dy.data(), dz.data(), dP + o.mixer_norm, dyn.data(), a.rstd2.data(), a.y.data(),
-                         a.z.data(), P + o.mixer_norm, static_cast<int>(R), E, G);
-  std::vector<Real> dx(R * E), ddt(R * H), dB(R * G * N), dC(R * G * N);
-  ssd_chunked_backward(dx.data(), ddt.data(), dP + o.A_log, dB.data(), dC.data(), dP + o.D, dP + o.dt_bias,
-                       static_cast<Real*>(nullptr), dy.data(), static_cast<const Real*>(nullptr), a.x.data(),
-                       a.dt_raw.data(), P + o.A_log, a.Bm.data(), a.Cm.data(), P + o.D, P + o.dt_bias,
-                       static_cast<const Real*>(nullptr), SsdDims{B, T, H, cfg.head_dim, G, N}, Q);
-  std::vector<Real> dact(R * Cc), dpre(R * Cc), dcin(R * Cc);  // (R, Cc)
-  scatter_cols(dact.data(), dx.data(), R, Cc, 0, E);
-  scatter_cols(dact.data(), dB.data(), R, Cc, E, G * N);
-  scatter_cols(dact.data(), dC.data(), R, Cc, E + G * N, G * N);
-  silu_backward(dpre.data(), dact.data(), a.cpre.data(), static_cast<long>(R * Cc));
-  conv1d_backward(dcin.data(), dP + o.conv_w, dP + o.conv_b, static_cast<Real*>(nullptr), dpre.data(),
-                  static_cast<const Real*>(nullptr), a.cin.data(), P + o.conv_w, static_cast<const Real*>(nullptr),
-                  Conv1dDims{B, T, Cc, K});
-  std::vector<Real> dproj(R * F);  // (R, F)
-  scatter_cols(dproj.data(), dz.data(), R, F, 0, E);
-  scatter_cols(dproj.data(), dcin.data(), R, F, E, Cc);
-  scatter_cols(dproj.data(), ddt.data(), R, F, E + Cc, H);
-  std::vector<Real> dun(R * D);  // (R, D)
-  linear_backward(dun.data(), dP + o.in_proj, static_cast<Real*>(nullptr), dproj.data(), a.un.data(),
-                  P + o.in_proj, static_cast<int>(R), D, F);
-  rmsnorm_backward(du, dP + o.norm, dun.data(), a.rstd.data(), a.u.data(), P + o.norm, static_cast<int>(R), D);
-  add_into(du, du_next, R * D);
+  Real* dyn = g.e1.grow(R * E);  // (R, E)
+  Real* dy = g.e2.grow(R * E);
+  Real* dz = g.e3.grow(R * E);
+  linear_bwd(dyn, dP + o.out_proj, nullptr, du_next, a.yn.data(), P + o.out_proj, R, E, D);
+  ops.rmsnorm_backward(ctx(), {dy, dz, dP + o.mixer_norm, dyn, a.rstd2.data(), a.y.data(), a.z.data(),
+                               P + o.mixer_norm, static_cast<int>(R), E, G});
+  Real* dx = g.e4.grow(R * E);
+  Real* ddt = g.dt.grow(R * H);
+  Real* dB = g.bc1.grow(R * G * N);
+  Real* dC = g.bc2.grow(R * G * N);
+  const SsdFwd<Real> fwd{nullptr, nullptr, a.x.data(), a.dt_raw.data(), P + o.A_log, a.Bm.data(), a.Cm.data(),
+                         P + o.D, P + o.dt_bias, nullptr, SsdDims{B, T, H, cfg.head_dim, G, N}, Q};
+  ops.ssd_backward(ctx(), {dx, ddt, dP + o.A_log, dB, dC, dP + o.D, dP + o.dt_bias, nullptr, dy, nullptr, fwd});
+  Real* dact = g.c1.grow(R * Cc);  // (R, Cc)
+  Real* dpre = g.c2.grow(R * Cc);
+  Real* dcin = g.c3.grow(R * Cc);
+  scatter(dact, dx, R, Cc, 0, E);
+  scatter(dact, dB, R, Cc, E, G * N);
+  scatter(dact, dC, R, Cc, E + G * N, G * N);
+  ops.silu_backward(ctx(), {dpre, dact, a.cpre.data(), static_cast<long>(R * Cc)});
+  ops.conv1d_backward(ctx(), {dcin, dP + o.conv_w, dP + o.conv_b, nullptr, dpre, nullptr, a.cin.data(), P + o.conv_w,
+                              nullptr, Conv1dDims{B, T, Cc, K}});
+  Real* dproj = g.proj.grow(R * F);  // (R, F)
+  scatter(dproj, dz, R, F, 0, E);
+  scatter(dproj, dcin, R, F, E, Cc);
+  scatter(dproj, ddt, R, F, E + Cc, H);
+  Real* dun = g.dun.grow(R * D);  // (R, D)
+  linear_bwd(dun, dP + o.in_proj, nullptr, dproj, a.un.data(), P + o.in_proj, R, D, F);
+  ops.rmsnorm_backward(ctx(), {du, nullptr, dP + o.norm, dun, a.rstd.data(), a.u.data(), nullptr, P + o.norm,
+                               static_cast<int>(R), D, 1});
+  add(du, du_next, R * D);
 }
 
 template <typename Real>
@@ -316,34 +326,39 @@ void ModelGraph<Real>::Impl::mamba1_backward(Real* du, LayerActs<Real>& a, const
   const size_t R = static_cast<size_t>(B) * T;
   const int D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv, Rk = cfg.rank();
   const int Fx = Rk + 2 * N;
-  std::vector<Real> dy(R * E), dx(R * E), ddt(R * E), dz(R * E), dB(R * N), dC(R * N);
-  linear_backward(dy.data(), dP + o.out_proj, static_cast<Real*>(nullptr), du_next, a.y.data(), P + o.out_proj,
-                  static_cast<int>(R), E, D);
-  selective_scan_backward(dx.data(), ddt.data(), dP + o.A_log, dB.data(), dC.data(), dP + o.D, dP + o.dt_bias,
-                          dz.data(), static_cast<Real*>(nullptr), dy.data(), static_cast<const Real*>(nullptr),
-                          a.x.data(), a.dt_raw.data(), P + o.A_log, a.Bm.data(), a.Cm.data(), P + o.D,
-                          P + o.dt_bias, a.z.data(), static_cast<const Real*>(nullptr), ScanDims{B, T, E, 1, N}, Q);
-  std::vector<Real> ddt_low(R * Rk), dxdbl(R * Fx), dx2(R * E);
-  linear_backward(ddt_low.data(), dP + o.dt_proj, static_cast<Real*>(nullptr), ddt.data(), a.dt_low.data(),
-                  P + o.dt_proj, static_cast<int>(R), Rk, E);
-  scatter_cols(dxdbl.data(), ddt_low.data(), R, Fx, 0, Rk);
-  scatter_cols(dxdbl.data(), dB.data(), R, Fx, Rk, N);
-  scatter_cols(dxdbl.data(), dC.data(), R, Fx, Rk + N, N);
-  linear_backward(dx2.data(), dP + o.x_proj, static_cast<Real*>(nullptr), dxdbl.data(), a.x.data(), P + o.x_proj,
-                  static_cast<int>(R), E, Fx);
-  add_into(dx.data(), dx2.data(), R * E);
-  std::vector<Real> dpre(R * E), dcin(R * E);
-  silu_backward(dpre.data(), dx.data(), a.cpre.data(), static_cast<long>(R * E));
-  conv1d_backward(dcin.data(), dP + o.conv_w, dP + o.conv_b, static_cast<Real*>(nullptr), dpre.data(),
-                  static_cast<const Real*>(nullptr), a.cin.data(), P + o.conv_w, static_cast<const Real*>(nullptr),
-                  Conv1dDims{B, T, E, K});
-  std::vector<Real> dxz(R * 2 * E), dun(R * D);
-  scatter_cols(dxz.data(), dcin.data(), R, 2 * E, 0, E);
-  scatter_cols(dxz.data(), dz.data(), R, 2 * E, E, E);
-  linear_backward(dun.data(), dP + o.in_proj, static_cast<Real*>(nullptr), dxz.data(), a.un.data(), P + o.in_proj,
-                  static_cast<int>(R), D, 2 * E);
-  rmsnorm_backward(du, dP + o.norm, dun.data(), a.rstd.data(), a.u.data(), P + o.norm, static_cast<int>(R), D);
-  add_into(du, du_next, R * D);
+  Real* dy = g.e1.grow(R * E);  // (R, E)
+  Real* dx = g.e2.grow(R * E);
+  Real* ddt = g.dt.grow(R * E);
+  Real* dz = g.e3.grow(R * E);
+  Real* dB = g.bc1.grow(R * N);  // (R, N)
+  Real* dC = g.bc2.grow(R * N);
+  linear_bwd(dy, dP + o.out_proj, nullptr, du_next, a.y.data(), P + o.out_proj, R, E, D);
+  const ScanFwd<Real> fwd{nullptr,     nullptr,     a.x.data(), a.dt_raw.data(), P + o.A_log, a.Bm.data(),
+                          a.Cm.data(), P + o.D,     P + o.dt_bias, a.z.data(),  nullptr,     ScanDims{B, T, E, 1, N},
+                          Q};
+  ops.scan_backward(ctx(), {dx, ddt, dP + o.A_log, dB, dC, dP + o.D, dP + o.dt_bias, dz, nullptr, dy, nullptr, fwd});
+  Real* ddt_low = g.low.grow(R * Rk);  // (R, rank)
+  Real* dxdbl = g.proj.grow(R * std::max(Fx, 2 * E));  // (R, Fx), later (R, 2E)
+  Real* dx2 = g.e4.grow(R * E);
+  linear_bwd(ddt_low, dP + o.dt_proj, nullptr, ddt, a.dt_low.data(), P + o.dt_proj, R, Rk, E);
+  scatter(dxdbl, ddt_low, R, Fx, 0, Rk);
+  scatter(dxdbl, dB, R, Fx, Rk, N);
+  scatter(dxdbl, dC, R, Fx, Rk + N, N);
+  linear_bwd(dx2, dP + o.x_proj, nullptr, dxdbl, a.x.data(), P + o.x_proj, R, E, Fx);
+  add(dx, dx2, R * E);
+  Real* dpre = g.c1.grow(R * E);  // (R, E)
+  Real* dcin = g.c2.grow(R * E);
+  ops.silu_backward(ctx(), {dpre, dx, a.cpre.data(), static_cast<long>(R * E)});
+  ops.conv1d_backward(ctx(), {dcin, dP + o.conv_w, dP + o.conv_b, nullptr, dpre, nullptr, a.cin.data(), P + o.conv_w,
+                              nullptr, Conv1dDims{B, T, E, K}});
+  Real* dxz = dxdbl;  // (R, 2E), dxdbl is spent
+  Real* dun = g.dun.grow(R * D);
+  scatter(dxz, dcin, R, 2 * E, 0, E);
+  scatter(dxz, dz, R, 2 * E, E, E);
+  linear_bwd(dun, dP + o.in_proj, nullptr, dxz, a.un.data(), P + o.in_proj, R, D, 2 * E);
+  ops.rmsnorm_backward(ctx(), {du, nullptr, dP + o.norm, dun, a.rstd.data(), a.u.data(), nullptr, P + o.norm,
+                               static_cast<int>(R), D, 1});
+  add(du, du_next, R * D);
 }
 
 template class ModelGraph<float>;

@@ -11,6 +11,7 @@
 
 #include "layer_offsets.hpp"
 #include "ssm/conv1d.hpp"
+#include "ssm/hash.hpp"
 #include "ssm/layers.hpp"
 #include "ssm/model.hpp"
 #include "ssm/selective_scan.hpp"
@@ -220,12 +221,8 @@ namespace {
 
 constexpr char kSnapshotMagic[8] = {'S', 'S', 'M', 'S', 'T', 'A', 'T', '1'};
 
-// FNV-1a of the config text: a snapshot only restores into the model it came from.
-uint64_t config_fingerprint(const ModelConfig& cfg) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : cfg.to_json_text()) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
+// Of the config text: a snapshot only restores into the model it came from.
+uint64_t config_fingerprint(const ModelConfig& cfg) { return fnv1a(cfg.to_json_text()); }
 
 }  // namespace
 

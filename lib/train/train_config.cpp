@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "../common/json_fields.hpp"
 #include "ssm/common.hpp"
 #include "ssm/dataset.hpp"
 
@@ -15,72 +16,14 @@ namespace {
 
 using nlohmann::json;
 
-// Reads one section of the config; every message starts with the file and
-// the dotted key ("train.json: data.snr_db ...").
-class Section {
+// One section of the config: the strict reader plus the training config's
+// own kinds of value (folders, [low, high] ranges, noisy/clean pairs).
+class Section : public detail::JsonFields {
  public:
-  Section(const json& j, std::string source, std::string name, std::vector<std::string> known)
-      : j_(j), source_(std::move(source)), name_(std::move(name)) {
-    if (!j_.is_object()) fail(source_ + ": '" + name_ + "' must be a JSON object, got " + j_.dump());
-    for (auto it = j_.begin(); it != j_.end(); ++it) {
-      bool ok = false;
-      for (const auto& k : known) ok = ok || it.key() == k;
-      if (!ok) {
-        std::string list;
-        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-        fail(source_ + ": unknown key '" + key(it.key()) + "' (expected one of: " + list + ")");
-      }
-    }
-  }
+  using JsonFields::get;
+  using JsonFields::JsonFields;
+  explicit Section(JsonFields f) : JsonFields(std::move(f)) {}
 
-  std::string key(const std::string& k) const { return name_.empty() ? k : name_ + "." + k; }
-  [[noreturn]] void bad(const std::string& k, const std::string& expected) const {
-    fail(source_ + ": '" + key(k) + "' must be " + expected + ", got " + j_.at(k).dump());
-  }
-  const json* find(const std::string& k) const {
-    auto it = j_.find(k);
-    return it == j_.end() ? nullptr : &*it;
-  }
-
-  void get(const std::string& k, double& out) const {
-    if (auto* v = find(k)) {
-      if (!v->is_number()) bad(k, "a number");
-      out = v->get<double>();
-    }
-  }
-  void get(const std::string& k, int& out) const {
-    if (auto* v = find(k)) {
-      if (!v->is_number_integer() || v->get<int64_t>() < INT32_MIN || v->get<int64_t>() > INT32_MAX)
-        bad(k, "an integer");
-      out = static_cast<int>(v->get<int64_t>());
-    }
-  }
-  void get(const std::string& k, int64_t& out) const {
-    if (auto* v = find(k)) {
-      if (!v->is_number_integer() || (v->is_number_unsigned() && v->get<uint64_t>() > INT64_MAX))
-        bad(k, "an integer");
-      out = v->get<int64_t>();
-    }
-  }
-  void get(const std::string& k, uint64_t& out) const {
-    if (auto* v = find(k)) {
-      if (!v->is_number_integer() || (!v->is_number_unsigned() && v->get<int64_t>() < 0))
-        bad(k, "a non-negative integer");
-      out = v->get<uint64_t>();
-    }
-  }
-  void get(const std::string& k, bool& out) const {
-    if (auto* v = find(k)) {
-      if (!v->is_boolean()) bad(k, "true or false");
-      out = v->get<bool>();
-    }
-  }
-  void get(const std::string& k, std::string& out) const {
-    if (auto* v = find(k)) {
-      if (!v->is_string()) bad(k, "a string");
-      out = v->get<std::string>();
-    }
-  }
   // A folder or a list of folders.
   void get(const std::string& k, std::vector<std::string>& out) const {
     auto* v = find(k);
@@ -113,22 +56,18 @@ class Section {
     if (!v->is_array()) bad(k, expected);
     out.clear();
     for (size_t i = 0; i < v->size(); ++i) {
-      const Section p((*v)[i], source_, key(k) + "[" + std::to_string(i) + "]", {"noisy", "clean"});
+      const Section p((*v)[i], source(), key(k) + "[" + std::to_string(i) + "]", {"noisy", "clean"});
       PairFolders f;
       p.get("noisy", f.noisy);
       p.get("clean", f.clean);
       if (f.noisy.empty() || f.clean.empty())
-        fail(source_ + ": '" + p.key(f.noisy.empty() ? "noisy" : "clean") + "' is missing (" + expected + ")");
+        fail(source() + ": '" + p.key(f.noisy.empty() ? "noisy" : "clean") + "' is missing (" + expected + ")");
       out.push_back(f);
     }
   }
   Section sub(const std::string& k, std::vector<std::string> known) const {
-    return Section(j_.at(k), source_, key(k), std::move(known));
+    return Section(JsonFields::sub(k, std::move(known)));
   }
-
- private:
-  const json& j_;
-  std::string source_, name_;
 };
 
 void check(bool ok, const std::string& key, const std::string& expected) {

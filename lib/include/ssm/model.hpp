@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "ssm/backend_ops.hpp"
 #include "ssm/model_config.hpp"
 #include "ssm/params.hpp"
 
@@ -60,12 +61,14 @@ class Model {
 };
 
 // Forward and backward over whole sequences (the chunked mode), templated so
-// that fp64 serves as the test reference. Holds the saved activations of the
-// last forward; buffers grow to the largest (B, T) seen and are reused.
+// that fp64 serves as the test reference, and written once over the ops of a
+// backend (ssm/backend_ops.hpp; the CPU one of Real by default). Every
+// pointer passed in is memory of that backend. Holds the saved activations
+// of the last forward; buffers grow to the largest (B, T) seen and are reused.
 template <typename Real>
 class ModelGraph {
  public:
-  ModelGraph(const ModelConfig& cfg, const ParamTable& table);
+  ModelGraph(const ModelConfig& cfg, const ParamTable& table, const ops::OpsTable<Real>& backend = ops::cpu<Real>());
   ~ModelGraph();
   ModelGraph(ModelGraph&&) noexcept;
   ModelGraph& operator=(ModelGraph&&) noexcept;

@@ -35,6 +35,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ssm/atomic_file.hpp"  // SafeTensorsWriter::write_file writes through it
 #include "ssm/common.hpp"
 
 namespace ssm {
@@ -112,12 +113,5 @@ class SafeTensorsWriter {
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };
-
-// Replaces path with exactly these bytes or leaves it untouched: writes
-// "<path>.tmp.<pid>.<n>" in the same directory, fsyncs it, renames it over
-// path and fsyncs the directory. A reader never sees a partial file; the
-// temporary file is removed on failure. Throws ssm::Error naming the path.
-void atomic_write_file(const std::filesystem::path& path, std::span<const uint8_t> bytes);
-void atomic_write_file(const std::filesystem::path& path, std::string_view text);
 
 }  // namespace ssm

@@ -32,6 +32,40 @@ struct ScanDims {
   int N;  // state size
 };
 
+// The arguments of one scan forward / backward as one struct: the ops table
+// (ssm/backend_ops.hpp) and the CUDA kernels take them in this form.
+template <typename Real>
+struct ScanFwd {
+  Real* y;                    // (B, T, E)
+  Real* final_state;          // (B, E, N) or null
+  const Real* x;              // (B, T, E)
+  const Real* dt_raw;         // (B, T, E)
+  const Real* A_log;          // (E, N)
+  const Real* Bm;             // (B, T, G, N)
+  const Real* Cm;             // (B, T, G, N)
+  const Real* D;              // (E)
+  const Real* dt_bias;        // (E)
+  const Real* z;              // (B, T, E) or null
+  const Real* initial_state;  // (B, E, N) or null
+  ScanDims d;
+  int Q;  // the CPU's block length; the CUDA kernels choose their own
+};
+template <typename Real>
+struct ScanBwd {
+  Real* dx;                   // (B, T, E)             =
+  Real* ddt_raw;              // (B, T, E)             =
+  Real* dA_log;               // (E, N)                +=
+  Real* dBm;                  // (B, T, G, N)          =
+  Real* dCm;                  // (B, T, G, N)          =
+  Real* dD;                   // (E)                   +=
+  Real* ddt_bias;             // (E)                   +=
+  Real* dz;                   // (B, T, E) or null     =
+  Real* dinitial_state;       // (B, E, N) or null     =
+  const Real* dy;             // (B, T, E)
+  const Real* dfinal_state;   // (B, E, N) or null
+  ScanFwd<Real> in;           // the forward's inputs (its outputs unused)
+};
+
 // Throws ssm::Error naming the bad field unless every size is >= 1 and E % G == 0.
 void selective_scan_check_dims(const ScanDims& d);
 

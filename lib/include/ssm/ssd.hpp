@@ -33,6 +33,38 @@ struct SsdDims {
   int N;  // state size
 };
 
+// The arguments of one SSD forward / backward as one struct: the ops table
+// (ssm/backend_ops.hpp) and the CUDA kernels take them in this form.
+template <typename Real>
+struct SsdFwd {
+  Real* y;                    // (B, T, H, P)
+  Real* final_state;          // (B, H, P, N) or null
+  const Real* x;              // (B, T, H, P)
+  const Real* dt_raw;         // (B, T, H)
+  const Real* A_log;          // (H)
+  const Real* Bm;             // (B, T, G, N)
+  const Real* Cm;             // (B, T, G, N)
+  const Real* D;              // (H)
+  const Real* dt_bias;        // (H)
+  const Real* initial_state;  // (B, H, P, N) or null
+  SsdDims d;
+  int Q;
+};
+template <typename Real>
+struct SsdBwd {
+  Real* dx;                   // (B, T, H, P)          =
+  Real* ddt_raw;              // (B, T, H)             =
+  Real* dA_log;               // (H)                   +=
+  Real* dBm;                  // (B, T, G, N)          =
+  Real* dCm;                  // (B, T, G, N)          =
+  Real* dD;                   // (H)                   +=
+  Real* ddt_bias;             // (H)                   +=
+  Real* dinitial_state;       // (B, H, P, N) or null  =
+  const Real* dy;             // (B, T, H, P)
+  const Real* dfinal_state;   // (B, H, P, N) or null
+  SsdFwd<Real> in;            // the forward's inputs (its outputs unused)
+};
+
 // Throws ssm::Error naming the bad field unless every size is >= 1 and H % G == 0.
 void ssd_check_dims(const SsdDims& d);
 
