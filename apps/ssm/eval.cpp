@@ -251,8 +251,7 @@ void run_eval_nab(const EvalNabArgs& a) {
   }
   if (!a.out.empty()) {
     atomic_write_file(fs::path(a.out) / "scores.json", summary.dump(2) + "\n");
-    std::printf("results in %s (%s/ssm/<category>/ssm_<file>.csv of the base config, scores.json)
-", a.out.c_str(),
+    std::printf("results in %s (%s/ssm/<category>/ssm_<file>.csv of the base config, scores.json)\n", a.out.c_str(),
                 a.out.c_str());
   }
 }
