@@ -485,8 +485,7 @@ std::vector<ValidationItem> make_validation_set(const AudioSet& held_out, const 
     if (held_out.speech.size() < 2) m.weight_babble = 0;
     // Held-out noise recordings, when the config names them, are the whole
     // noise of the validation mixtures: the synthesized kinds are easy, and a
-    // score half made of them overstated how a model does on noise it never
-    // heard (+4.0 dB here against -1.1 dB on recorded held-out noise alone).
+    // score half made of them overstates how a model does on unheard noise.
     if (!cfg.validation.noise.empty() && !held_out.noise.empty()) {
       m.weight_clip = 1;
       m.weight_white = m.weight_pink = m.weight_brown = m.weight_hum = m.weight_fan = m.weight_babble = 0;
