@@ -543,19 +543,27 @@ struct Process {
   void signal(int sig) { kill(pid, sig); }
   // The exit status after `sig`: the code, or 128 + the signal that ended it.
   int exit_code(int sig) {
+    const int status = stop_with(sig);
+    return status < 0 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // SIGTERM and the exit status.
+  int terminate() { return stop_with(SIGTERM); }
+  // Sends `sig` and reaps the process; one that has not exited 60 s later
+  // hangs: it is killed, and the wait status of SIGKILL says so.
+  int stop_with(int sig) {
     if (pid <= 0) return -1;
     kill(pid, sig);
     int status = 0;
-    waitpid(pid, &status, 0);
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  // SIGTERM and the exit status.
-  int terminate() {
-    if (pid <= 0) return -1;
-    kill(pid, SIGTERM);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const auto end = std::chrono::steady_clock::now() + 60s;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > end) {
+        ADD_FAILURE() << "the server did not exit within 60 s of signal " << sig;
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(2ms);
+    }
     pid = -1;
     return status;
   }

@@ -21,6 +21,8 @@
 #include <charconv>
 #include <chrono>
 #include <csignal>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <mutex>
@@ -220,6 +222,7 @@ struct DetectServer::Impl {
   mutable std::mutex stats_mu;
   DetectServerStats shared_stats;
   std::thread reader, writer;  // the state file's reader (start) and a snapshot's writer
+  int reader_cancel[2] = {-1, -1};  // a pipe: a byte written ends the reader's wait
   // Keeps run() running while only the reader has work.
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> reading_state;
   std::atomic<bool> writer_done{true};
@@ -249,6 +252,8 @@ struct DetectServer::Impl {
     unblock_reader();
     if (reader.joinable()) reader.join();
     if (writer.joinable()) writer.join();
+    for (int fd : reader_cancel)
+      if (fd >= 0) ::close(fd);
   }
 
   void say(const std::string& text) {
@@ -323,9 +328,11 @@ struct DetectServer::Impl {
     auto rr = std::make_shared<RestoreRead>();
     const size_t max_name = cfg.max_line;
     reading_state.emplace(io.get_executor());
+    require(::pipe2(reader_cancel, O_CLOEXEC) == 0,
+            std::string("detect server: cannot create a pipe: ") + std::strerror(errno));
     reader = std::thread([this, rr, path, max_name] {
       try {
-        rr->bytes = detect::read_whole_file(path);
+        rr->bytes = detect::read_whole_file(path, reader_cancel[0]);
         rr->entries = detect::parse_state_file(rr->bytes, max_name);
       } catch (const Error& e) {
         rr->error = e.what();
@@ -334,15 +341,13 @@ struct DetectServer::Impl {
     });
   }
 
-  // A stop during the read of a FIFO (or a file that never ends): give the
-  // reader its end of file so that it can be joined.
+  // A stop during the read of a FIFO (or a file that never ends): the
+  // reader polls the cancel pipe too, so that it can be joined at once,
+  // whether it is already waiting or not yet started.
   void unblock_reader() {
-    if (!reader.joinable() || cfg.state_dir.empty()) return;
-    const fs::path path = fs::path(cfg.state_dir) / detect::kStateFile;
-    struct stat sb{};
-    if (::stat(path.c_str(), &sb) == 0 && S_ISFIFO(sb.st_mode)) {
-      const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-      if (fd >= 0) ::close(fd);
+    if (!reader.joinable() || reader_cancel[1] < 0) return;
+    const char byte = 1;
+    while (::write(reader_cancel[1], &byte, 1) < 0 && errno == EINTR) {
     }
   }
 

@@ -1,6 +1,7 @@
 #include "state_file.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -77,20 +78,28 @@ std::vector<StateFileEntry> parse_state_file(std::span<const uint8_t> bytes, siz
   return entries;
 }
 
-std::vector<uint8_t> read_whole_file(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+std::vector<uint8_t> read_whole_file(const std::filesystem::path& path, int cancel_fd) {
+  // Non-blocking open and poll: a FIFO with no writer neither blocks the
+  // open nor reads as an early end of file, and cancel_fd can end the wait
+  // at any moment (a stop during the restore).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) fail("cannot open " + path.string() + ": " + std::strerror(errno));
+  auto failed = [&](const std::string& why) {
+    ::close(fd);
+    fail("cannot read " + path.string() + ": " + why);
+  };
   std::vector<uint8_t> out;
   size_t have = 0;
   for (;;) {
+    pollfd fds[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+    const int n = ::poll(fds, cancel_fd >= 0 ? 2 : 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) failed(std::strerror(errno));
+    if (cancel_fd >= 0 && fds[1].revents != 0) failed("cancelled");
     if (out.size() - have < (size_t{1} << 20)) out.resize(std::max(out.size() * 2, have + (size_t{1} << 20)));
     const ssize_t r = ::read(fd, out.data() + have, out.size() - have);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      fail("cannot read " + path.string() + ": " + why);
-    }
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r < 0) failed(std::strerror(errno));
     if (r == 0) break;
     have += static_cast<size_t>(r);
   }

@@ -44,9 +44,10 @@ struct StateFileEntry {
 // mismatch (damaged)", "truncated", "a bad series name", ...).
 std::vector<StateFileEntry> parse_state_file(std::span<const uint8_t> bytes, size_t max_name);
 
-// The whole content of a file of any kind (a FIFO too); throws ssm::Error
-// naming the path.
-std::vector<uint8_t> read_whole_file(const std::filesystem::path& path);
+// The whole content of a file of any kind (a FIFO too: it waits for a
+// writer and reads to its end); throws ssm::Error naming the path, or
+// "cancelled" once cancel_fd (when >= 0) becomes readable.
+std::vector<uint8_t> read_whole_file(const std::filesystem::path& path, int cancel_fd = -1);
 
 // Removes the temp files ("series.state.tmp.<pid>.<n>") that a snapshot
 // left when its process was killed: those of a process that is not running.
