@@ -234,6 +234,19 @@ __global__ void silu_backward_kernel(float* dx, const float* dy, const float* x,
   }
 }
 
+__global__ void sigmoid_gate_forward_kernel(float* y, const float* x, const float* g, int64_t n) {
+  SSM_FLAT_STRIDE(i, n) y[i] = x[i] * sigmoid(g[i]);
+}
+
+__global__ void sigmoid_gate_backward_kernel(float* dx, float* dg, const float* dy, const float* x, const float* g,
+                                             int64_t n) {
+  SSM_FLAT_STRIDE(i, n) {
+    const float s = sigmoid(g[i]);
+    if (dx) dx[i] = dy[i] * s;
+    dg[i] = dy[i] * x[i] * s * (1.0f - s);
+  }
+}
+
 __global__ void add_into_kernel(float* dst, const float* src, int64_t n) { SSM_FLAT_STRIDE(i, n) dst[i] += src[i]; }
 
 __global__ void copy_cols_kernel(float* dst, int ld_dst, const float* src, int ld_src, int64_t R, int w) {
@@ -429,6 +442,17 @@ void silu_forward_launch(float* y, const float* x, int64_t n, cudaStream_t strea
 void silu_backward_launch(float* dx, const float* dy, const float* x, int64_t n, cudaStream_t stream) {
   silu_backward_kernel<<<flat_blocks(n), kThreads, 0, stream>>>(dx, dy, x, n);
   check_op_launch("silu backward");
+}
+
+void sigmoid_gate_forward_launch(float* y, const float* x, const float* g, int64_t n, cudaStream_t stream) {
+  sigmoid_gate_forward_kernel<<<flat_blocks(n), kThreads, 0, stream>>>(y, x, g, n);
+  check_op_launch("sigmoid gate forward");
+}
+
+void sigmoid_gate_backward_launch(float* dx, float* dg, const float* dy, const float* x, const float* g, int64_t n,
+                                  cudaStream_t stream) {
+  sigmoid_gate_backward_kernel<<<flat_blocks(n), kThreads, 0, stream>>>(dx, dg, dy, x, g, n);
+  check_op_launch("sigmoid gate backward");
 }
 
 void add_into_launch(float* dst, const float* src, int64_t n, cudaStream_t stream) {

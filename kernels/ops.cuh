@@ -94,6 +94,9 @@ void norm_backward_launch(float* dx,            // (R, C)  =
 
 void silu_forward_launch(float* y, const float* x, int64_t n, cudaStream_t stream);  // y may alias x
 void silu_backward_launch(float* dx, const float* dy, const float* x, int64_t n, cudaStream_t stream);
+void sigmoid_gate_forward_launch(float* y, const float* x, const float* g, int64_t n, cudaStream_t stream);
+void sigmoid_gate_backward_launch(float* dx, float* dg, const float* dy, const float* x, const float* g, int64_t n,
+                                  cudaStream_t stream);  // dx may be null
 void add_into_launch(float* dst, const float* src, int64_t n, cudaStream_t stream);  // dst += src
 
 // dst[r, c] = src[r, c] for c < w; both pointers already at their first column.

@@ -53,6 +53,7 @@ const ops::OpsTable<float>* ops::cuda(std::string* why) {
   if (why) *why = "this build of ssm has no CUDA backend (configure with -DSSM_CUDA=ON)";
   return nullptr;
 }
+const ops::OpsTable<float>* ops::cuda_fp32(std::string* why) { return ops::cuda(why); }
 
 }  // namespace ssm
 #endif  // SSM_WITH_CUDA

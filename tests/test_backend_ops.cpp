@@ -191,6 +191,25 @@ void silu_cases(std::vector<Case>& out) {
   }
 }
 
+void gate_cases(std::vector<Case>& out) {
+  for (const long n : {1L, 77L, 4096L}) {
+    const size_t N = n;
+    for (const bool with_dx : {true, false}) {
+      std::vector<BufSpec> b = {{"x", N, Kind::in}, {"g", N, Kind::in, -6, 6}, {"dy", N, Kind::in},
+                                {"y", N, Kind::out}, {"dg", N, Kind::out}};
+      if (with_dx) b.push_back({"dx", N, Kind::out});
+      out.push_back(make_case("sigmoid_gate", dims_text({{"n", n}, {"dx", with_dx}}), b,
+                              [n, with_dx](const auto& be, auto& p) {
+                                if (!be.gate_forward || !be.gate_backward) return false;
+                                be.gate_forward(be.ctx, {p("y"), p("x"), p("g"), n});
+                                be.gate_backward(be.ctx, {with_dx ? p("dx") : nullptr, p("dg"), p("dy"), p("x"),
+                                                          p("g"), n});
+                                return true;
+                              }));
+    }
+  }
+}
+
 void conv1d_cases(std::vector<Case>& out) {
   struct S {
     ssm::Conv1dDims d;
@@ -373,6 +392,7 @@ std::vector<Case> cases() {
   linear_cases(all);
   rmsnorm_cases(all);
   silu_cases(all);
+  gate_cases(all);
   conv1d_cases(all);
   ssd_cases(all);
   scan_cases(all);

@@ -1,5 +1,5 @@
-// The whole model on the GPU against the CPU: ModelGraphCuda forward and
-// backward vs ModelGraph<double> (itself checked against finite differences
+// The whole model on the GPU against the CPU: ModelGraph over the CUDA
+// backend, forward and backward, vs ModelGraph<double> (itself checked against finite differences
 // in test_model.cpp), and Trainer with device "cuda" vs the CPU trainer:
 // the step's loss and gradient norm, a short training run's loss curve, and
 // checkpoints moving between the two. Skips with the reason without a GPU.
@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include "ssm/cuda.hpp"
-#include "ssm/cuda_model.hpp"
+#include "ssm/backend_ops.hpp"
+#include "ssm/cuda_ssd.hpp"  // CudaMath
 #include "ssm/model.hpp"
 #include "ssm/trainer.hpp"
 #include "model_fixtures.hpp"
@@ -65,11 +66,13 @@ struct GraphCase {
   CudaMath math;
   int B, T, chunk, in_channels, out_channels;
   double tol;  // relative, per output and per parameter tensor
+  int frame = 1, mask_bins = 0;
 };
 
 std::string case_name(const GraphCase& c) {
   return std::string(ssm::block_kind_name(c.kind)) + (c.math == CudaMath::fp32 ? "_fp32" : "_tf32") + "_B" +
-         std::to_string(c.B) + "_T" + std::to_string(c.T) + "_Q" + std::to_string(c.chunk);
+         std::to_string(c.B) + "_T" + std::to_string(c.T) + "_Q" + std::to_string(c.chunk) +
+         (c.frame > 1 ? "_F" + std::to_string(c.frame) : "") + (c.mask_bins > 0 ? "_K" + std::to_string(c.mask_bins) : "");
 }
 
 class ModelGraphCudaGpu : public ::testing::TestWithParam<GraphCase> {};
@@ -78,9 +81,13 @@ TEST_P(ModelGraphCudaGpu, MatchesCpuGraph) {
   std::string why;
   if (!have_gpu(why)) GTEST_SKIP() << why;
   const GraphCase c = GetParam();
+  const ssm::ops::OpsTable<float>* backend = c.math == CudaMath::fp32 ? ssm::ops::cuda_fp32(&why) : ssm::ops::cuda(&why);
+  ASSERT_NE(backend, nullptr) << why;
   ModelConfig cfg = ssm::testing::small_model_config(c.kind, c.chunk);
   cfg.in_channels = c.in_channels;
   cfg.out_channels = c.out_channels;
+  cfg.frame = c.frame;
+  cfg.mask_bins = c.mask_bins;
   Model model(cfg);
   model.init(11);
   // Perturb every parameter so no tensor sits at a special value (norms at 1, D at 1).
@@ -105,7 +112,7 @@ TEST_P(ModelGraphCudaGpu, MatchesCpuGraph) {
   DevFloats P(std::vector<float>(model.params().data(), model.params().data() + total));
   DevFloats x(ssm::testing::cast_vector<float>(in)), dy(ssm::testing::cast_vector<float>(dout));
   DevFloats out(n_out), din(n_in), dP(total, prefill);
-  ssm::ModelGraphCuda graph(cfg, model.table(), nullptr, c.math);
+  ssm::ModelGraph<float> graph(cfg, model.table(), *backend);
   graph.forward(out.p, x.p, P.p, c.B, c.T);
   graph.backward(dP.p, din.p, dy.p, P.p);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -126,7 +133,7 @@ TEST_P(ModelGraphCudaGpu, MatchesCpuGraph) {
     if (!in_tensor[i]) ASSERT_EQ(dP_h[i], 0.0f) << "gap element " << i;
 
   // A second, smaller call on the grown buffers gives the same as a fresh graph.
-  const int T2 = std::max(1, c.T / 3);
+  const int T2 = std::max(1, c.T / 3 / c.frame) * c.frame;
   const size_t n_out2 = static_cast<size_t>(c.B) * T2 * cfg.out_channels;
   std::vector<double> out_ref2(n_out2);
   std::vector<double> in2(in.begin(), in.begin() + static_cast<size_t>(c.B) * T2 * cfg.in_channels);
@@ -144,7 +151,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ModelGraphCudaGpu,
                                            GraphCase{BlockKind::Mamba2, CudaMath::fp32, 2, 20, 64, 3, 2, 1e-3},
                                            GraphCase{BlockKind::Mamba2, CudaMath::tf32, 4, 1000, 64, 1, 1, 1e-2},
                                            GraphCase{BlockKind::Mamba1, CudaMath::fp32, 3, 150, 32, 1, 1, 1e-3},
-                                           GraphCase{BlockKind::Mamba1, CudaMath::tf32, 2, 700, 64, 2, 1, 1e-2}),
+                                           GraphCase{BlockKind::Mamba1, CudaMath::tf32, 2, 700, 64, 2, 1, 1e-2},
+                                           // Frames with a masking head (the denoiser's shape, small).
+                                           GraphCase{BlockKind::Mamba2, CudaMath::fp32, 3, 640, 16, 1, 1, 1e-3, 8, 24},
+                                           GraphCase{BlockKind::Mamba2, CudaMath::tf32, 2, 1280, 32, 1, 1, 1e-2, 16, 40}),
                          [](const auto& info) { return case_name(info.param); });
 
 // The trainer tests' short run with the denoiser's losses (L1 + MR-STFT).

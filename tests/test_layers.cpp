@@ -196,6 +196,32 @@ TEST(Layers, SiluAndSoftplus) {
   }
 }
 
+// y = x * sigmoid(g): the value against long double, both gradients against
+// central differences.
+TEST(Layers, SigmoidGate) {
+  const int n = 40;
+  auto x = random_vector(n, 110, -3, 3), gl = random_vector(n, 111, -8, 8);
+  vec y(n), ref(n);
+  ssm::sigmoid_gate_forward(y.data(), x.data(), gl.data(), n);
+  for (int i = 0; i < n; ++i)
+    ref[i] = static_cast<double>(x[i] / (1 + expl(-static_cast<long double>(gl[i]))));
+  EXPECT_LE(rel_error(y, ref), 1e-15);
+  const auto dy = random_vector(n, 112);
+  auto loss = [&] {
+    vec out(n);
+    ssm::sigmoid_gate_forward(out.data(), x.data(), gl.data(), n);
+    return weighted_sum(out, dy);
+  };
+  const auto gx = numeric_gradient(loss, x);
+  const auto gg = numeric_gradient(loss, gl);
+  vec dx(n), dg(n), dg_only(n);
+  ssm::sigmoid_gate_backward(dx.data(), dg.data(), dy.data(), x.data(), gl.data(), n);
+  EXPECT_LE(rel_error(dx, gx), 1e-6);
+  EXPECT_LE(rel_error(dg, gg), 1e-6);
+  ssm::sigmoid_gate_backward<double>(nullptr, dg_only.data(), dy.data(), x.data(), gl.data(), n);
+  EXPECT_EQ(dg_only, dg);
+}
+
 template <typename Real>
 void check_extremes() {
   const std::vector<Real> x = {-1e30, -1000, -100, -30, 0, 30, 100, 1000, 1e30};

@@ -46,6 +46,10 @@ struct Cpu {
   }
   static void silu_forward(void*, const SiluFwd<Real>& a) { ssm::silu_forward(a.y, a.x, a.n); }
   static void silu_backward(void*, const SiluBwd<Real>& a) { ssm::silu_backward(a.dx, a.dy, a.x, a.n); }
+  static void gate_forward(void*, const GateFwd<Real>& a) { ssm::sigmoid_gate_forward(a.y, a.x, a.g, a.n); }
+  static void gate_backward(void*, const GateBwd<Real>& a) {
+    ssm::sigmoid_gate_backward(a.dx, a.dg, a.dy, a.x, a.g, a.n);
+  }
   static void conv1d_forward(void*, const Conv1dFwd<Real>& a) {
     ssm::conv1d_forward(a.y, a.final_tail, a.x, a.weight, a.bias, a.initial_tail, a.d);
   }

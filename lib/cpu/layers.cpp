@@ -186,6 +186,26 @@ void silu_backward(Real* dx, const Real* dy, const Real* x, long n) {
 }
 
 template <typename Real>
+void sigmoid_gate_forward(Real* y, const Real* x, const Real* g, long n) {
+  require(n >= 0, "sigmoid_gate_forward: n must be >= 0");
+  if (n > 0) check_ptrs("sigmoid_gate_forward", {{"y", y}, {"x", x}, {"g", g}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) y[i] = x[i] * fast_sigmoid(g[i]);
+}
+
+template <typename Real>
+void sigmoid_gate_backward(Real* dx, Real* dg, const Real* dy, const Real* x, const Real* g, long n) {
+  require(n >= 0, "sigmoid_gate_backward: n must be >= 0");
+  if (n > 0) check_ptrs("sigmoid_gate_backward", {{"dg", dg}, {"dy", dy}, {"x", x}, {"g", g}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) {
+    const Real s = fast_sigmoid(g[i]);
+    if (dx) dx[i] = dy[i] * s;
+    dg[i] = dy[i] * x[i] * s * (Real(1) - s);
+  }
+}
+
+template <typename Real>
 void softplus_forward(Real* y, const Real* x, long n) {
   require(n >= 0, "softplus_forward: n must be >= 0");
   if (n > 0) check_ptrs("softplus_forward", {{"y", y}, {"x", x}});
@@ -244,6 +264,8 @@ void linear_backward(std::type_identity_t<Real>* dx, Real* dW, std::type_identit
                                              const Real*, const Real*, int, int, int);                           \
   template void silu_forward<Real>(Real*, const Real*, long);                                                    \
   template void silu_backward<Real>(Real*, const Real*, const Real*, long);                                      \
+  template void sigmoid_gate_forward<Real>(Real*, const Real*, const Real*, long);                               \
+  template void sigmoid_gate_backward<Real>(Real*, Real*, const Real*, const Real*, const Real*, long);          \
   template void softplus_forward<Real>(Real*, const Real*, long);                                                \
   template void softplus_backward<Real>(Real*, const Real*, const Real*, long);                                  \
   template void linear_forward<Real>(Real*, const Real*, const Real*, const Real*, int, int, int);               \

@@ -29,10 +29,10 @@ struct Context {
   ParamTable decay_table;         // the table decay_mult was built for
   DeviceArray<float> decay_mult;  // (total)  per element, -1 in the gaps
 
-  Context() {
+  explicit Context(CudaMath m) : math(m) {
     require(cublasCreate(&blas) == CUBLAS_STATUS_SUCCESS, "cuda backend: cublasCreate failed");
     cublasSetStream(blas, stream);
-    cublasSetMathMode(blas, CUBLAS_TF32_TENSOR_OP_MATH);
+    cublasSetMathMode(blas, math == CudaMath::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
   }
   ~Context() {
     if (blas) cublasDestroy(blas);
@@ -48,9 +48,12 @@ struct Context {
     }
     return decay_mult.data();
   }
-  SsdCudaConfig ssd() const {
+  DeviceArray<unsigned char> ssd_ws;  // the SSD workspace, kept between calls (one stream: reuse is ordered)
+  SsdCudaConfig ssd(size_t need) {
     SsdCudaConfig c;
     c.math = math;
+    c.workspace = ssd_ws.grow(need);
+    c.workspace_bytes = ssd_ws.capacity();
     return c;
   }
 };
@@ -105,6 +108,12 @@ struct Cuda {
   static void silu_backward(void* c, const SiluBwd<float>& a) {
     silu_backward_cuda(a.dx, a.dy, a.x, a.n, ctx_of(c).stream);
   }
+  static void gate_forward(void* c, const GateFwd<float>& a) {
+    sigmoid_gate_forward_cuda(a.y, a.x, a.g, a.n, ctx_of(c).stream);
+  }
+  static void gate_backward(void* c, const GateBwd<float>& a) {
+    sigmoid_gate_backward_cuda(a.dx, a.dg, a.dy, a.x, a.g, a.n, ctx_of(c).stream);
+  }
   static void conv1d_forward(void* c, const Conv1dFwd<float>& a) {
     conv1d_forward_cuda(a.y, a.final_tail, a.x, a.weight, a.bias, a.initial_tail, a.d, ctx_of(c).stream);
   }
@@ -114,13 +123,13 @@ struct Cuda {
   }
   static void ssd_forward(void* c, const SsdFwd<float>& a) {
     ssd_chunked_forward_cuda(a.y, a.final_state, a.x, a.dt_raw, a.A_log, a.Bm, a.Cm, a.D, a.dt_bias, a.initial_state,
-                             a.d, a.Q, ctx_of(c).stream, ctx_of(c).ssd());
+                             a.d, a.Q, ctx_of(c).stream, ctx_of(c).ssd(ssd_chunked_forward_cuda_workspace(a.d, a.Q)));
   }
   static void ssd_backward(void* c, const SsdBwd<float>& a) {
     const SsdFwd<float>& i = a.in;
     ssd_chunked_backward_cuda(a.dx, a.ddt_raw, a.dA_log, a.dBm, a.dCm, a.dD, a.ddt_bias, a.dinitial_state, a.dy,
                               a.dfinal_state, i.x, i.dt_raw, i.A_log, i.Bm, i.Cm, i.D, i.dt_bias, i.initial_state, i.d,
-                              i.Q, ctx_of(c).stream, ctx_of(c).ssd());
+                              i.Q, ctx_of(c).stream, ctx_of(c).ssd(ssd_chunked_backward_cuda_workspace(i.d, i.Q)));
   }
   static void scan_forward(void* c, const ScanFwd<float>& a) {
     selective_scan_forward_cuda(a.y, a.final_state, a.x, a.dt_raw, a.A_log, a.Bm, a.Cm, a.D, a.dt_bias, a.z,
@@ -156,14 +165,23 @@ struct Cuda {
 
 }  // namespace
 
-const OpsTable<float>* cuda(std::string* why) {
+namespace {
+
+// One context and table per math mode, made on first use.
+template <CudaMath math>
+const OpsTable<float>* table_of(const char* name, std::string* why) {
   if (!cuda_available()) {
     if (why) *why = "no usable GPU: " + cuda_device_description();
     return nullptr;
   }
-  static Context context;
-  static const OpsTable<float> t = make_ops_table<float, Cuda>("cuda", &context);
+  static Context context(math);
+  static const OpsTable<float> t = make_ops_table<float, Cuda>(name, &context);
   return &t;
 }
+
+}  // namespace
+
+const OpsTable<float>* cuda(std::string* why) { return table_of<CudaMath::tf32>("cuda", why); }
+const OpsTable<float>* cuda_fp32(std::string* why) { return table_of<CudaMath::fp32>("cuda_fp32", why); }
 
 }  // namespace ssm::ops

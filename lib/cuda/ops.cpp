@@ -109,6 +109,23 @@ void silu_backward_cuda(float* dx, const float* dy, const float* x, long n, cuda
   kernels::silu_backward_launch(dx, dy, x, n, stream);
 }
 
+void sigmoid_gate_forward_cuda(float* y, const float* x, const float* g, long n, cudaStream_t stream) {
+  const char* fn = "sigmoid_gate_forward_cuda";
+  check_count(fn, n);
+  if (n == 0) return;
+  require_ptrs(fn, {{"y", y}, {"x", x}, {"g", g}});
+  kernels::sigmoid_gate_forward_launch(y, x, g, n, stream);
+}
+
+void sigmoid_gate_backward_cuda(float* dx, float* dg, const float* dy, const float* x, const float* g, long n,
+                                cudaStream_t stream) {
+  const char* fn = "sigmoid_gate_backward_cuda";
+  check_count(fn, n);
+  if (n == 0) return;
+  require_ptrs(fn, {{"dg", dg}, {"dy", dy}, {"x", x}, {"g", g}});
+  kernels::sigmoid_gate_backward_launch(dx, dg, dy, x, g, n, stream);
+}
+
 void add_into_cuda(float* dst, const float* src, long n, cudaStream_t stream) {
   const char* fn = "add_into_cuda";
   check_count(fn, n);

@@ -98,6 +98,8 @@ BatchedStreamCuda::Impl::Impl(const Model& model, int streams, cudaStream_t st, 
   cfg.validate();
   require(cfg.block == BlockKind::Mamba2,
           "BatchedStreamCuda: Mamba-1 models are not supported on the GPU yet (use ssm::Stream on the CPU)");
+  require(!cfg.masking(), "BatchedStreamCuda: models with a masking head (mask_bins " + std::to_string(cfg.mask_bins) +
+                              ") stream on the CPU (ssm::Stream)");
   require(cfg.frame == 1, "BatchedStreamCuda: models that read frames (frame " + std::to_string(cfg.frame) +
                               ") are streamed on the CPU only");
   require(streams >= 1, "BatchedStreamCuda: streams must be >= 1, got " + std::to_string(streams));

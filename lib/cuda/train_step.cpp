@@ -1,5 +1,8 @@
 // One training step on the GPU (ssm/cuda_train.hpp): the same sequence as
-// Trainer's CPU step (lib/train/trainer.cpp) with the ops of ssm/cuda_*.hpp.
+// Trainer's CPU step (lib/train/trainer.cpp). The model is the one
+// ModelGraph over the CUDA backend's ops (ssm/backend_ops.hpp), on that
+// backend's stream; the losses and the update use the ops of ssm/cuda_*.hpp
+// on the same stream.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -9,7 +12,8 @@
 #include "device_array.hpp"
 #include "ssm/cuda.hpp"
 #include "ssm/cuda_losses.hpp"
-#include "ssm/cuda_model.hpp"
+#include "ssm/backend_ops.hpp"
+#include "ssm/model.hpp"
 #include "ssm/cuda_ops.hpp"
 #include "ssm/cuda_train.hpp"
 
@@ -20,8 +24,8 @@ struct TrainStepCuda::Impl {
   TrainerConfig cfg;
   AdamWConfig adam;
   size_t total;
-  cudaStream_t stream = nullptr;
-  std::unique_ptr<ModelGraphCuda> graph;
+  cudaStream_t stream = nullptr;  // the CUDA backend's (the default stream)
+  std::unique_ptr<ModelGraph<float>> graph;
   std::unique_ptr<MultiResStftLossCuda> stft;
   DeviceArray<float> params, grads, m, v, decay_mult;  // (total)
   DeviceArray<float> in, target, out, dout, dtmp;      // (B, T, C)
@@ -31,8 +35,10 @@ struct TrainStepCuda::Impl {
       : mc(model), cfg(c), adam{0.9, 0.999, 1e-8, c.weight_decay}, total(table.total()) {
     require(cuda_available(), "training on cuda: " + cuda_device_description() +
                                   " (to train on the CPU: --device cpu, or training.device \"cpu\")");
-    cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "training on cuda: cudaStreamCreate");
-    graph = std::make_unique<ModelGraphCuda>(mc, table, stream);
+    std::string why;
+    const ops::OpsTable<float>* backend = ops::cuda(&why);
+    require(backend != nullptr, "training on cuda: " + why);
+    graph = std::make_unique<ModelGraph<float>>(mc, table, *backend);
     if (cfg.stft_weight > 0) stft = std::make_unique<MultiResStftLossCuda>(StftLossConfig{});
     params.grow(total);
     grads.grow(total);
@@ -46,12 +52,7 @@ struct TrainStepCuda::Impl {
                "training on cuda: upload of the decay multipliers");
     norm_sq.grow(1);
   }
-  ~Impl() {
-    if (stream) {
-      cudaStreamSynchronize(stream);
-      cudaStreamDestroy(stream);
-    }
-  }
+  ~Impl() { cudaStreamSynchronize(stream); }
 
   void copy_in(float* dst, const float* src, size_t n, const char* what) {
     cuda_check(cudaMemcpyAsync(dst, src, sizeof(float) * n, cudaMemcpyHostToDevice, stream),

@@ -87,6 +87,7 @@ Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
   require(c.out_channels == 1 || c.out_channels == 2,
           "forecaster: the model must have out_channels 1 or 2 (got " + std::to_string(c.out_channels) + ")");
   require(c.frame == 1, "forecaster: the model must take one value per step (got frame " + std::to_string(c.frame) + ")");
+  require(!c.masking(), "forecaster: the model must have a mapping head (got mask_bins " + std::to_string(c.mask_bins) + ")");
   require(c.d_model <= kMaxWidth, "forecaster: d_model must be <= " + std::to_string(kMaxWidth));
   require(c.inner() <= kMaxInner, "forecaster: expand * d_model must be <= " + std::to_string(kMaxInner));
   require(c.n_groups * c.d_state <= kMaxGroupState,

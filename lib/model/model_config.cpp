@@ -36,6 +36,7 @@ void ModelConfig::validate() const {
   require(lookahead >= 0, "model config: 'lookahead' must be >= 0");
   positive(frame, "frame");
   require(frame <= 4096, "model config: 'frame' must be <= 4096 samples");
+  require(mask_bins >= 0 && mask_bins <= 65536, "model config: 'mask_bins' must be in [0, 65536] (0 = a mapping head)");
   require(int64_t{frame} * std::max(in_channels, out_channels) <= (int64_t{1} << 24),
           "model config: frame * channels is beyond what this library supports");
   require(d_model <= 65536 && n_layers <= 1024 && expand <= 64 && d_state <= 4096 && d_conv <= 64,
@@ -60,7 +61,7 @@ void ModelConfig::validate() const {
 ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
   const detail::JsonFields f(j, source, "",
                              {"block", "d_model", "n_layers", "expand", "head_dim", "d_state", "d_conv", "n_groups",
-                              "dt_rank", "chunk", "in_channels", "out_channels", "sample_rate", "lookahead", "frame",
+                              "dt_rank", "chunk", "in_channels", "out_channels", "sample_rate", "lookahead", "frame", "mask_bins",
                               "dt_min", "dt_max", "dt_init_floor", "norm_eps"});
   ModelConfig c;
   std::string block;
@@ -85,6 +86,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   f.get("sample_rate", c.sample_rate);
   f.get("lookahead", c.lookahead);
   f.get("frame", c.frame);
+  f.get("mask_bins", c.mask_bins);
   f.get("dt_min", c.dt_min);
   f.get("dt_max", c.dt_max);
   f.get("dt_init_floor", c.dt_init_floor);
@@ -143,6 +145,7 @@ nlohmann::json ModelConfig::to_json() const {
   // Written only when it is not the default, so that configs and checkpoints
   // of sample-by-sample models stay as they were before frames existed.
   if (frame != 1) j["frame"] = frame;
+  if (mask_bins != 0) j["mask_bins"] = mask_bins;
   return j;
 }
 

@@ -75,7 +75,7 @@ template <typename Real>
 struct BackwardScratch {
   explicit BackwardScratch(const ops::OpsTable<Real>* be)
       : dh(be), dh_prev(be), dhn(be), din(be), e1(be), e2(be), e3(be), e4(be), dt(be), bc1(be), bc2(be), c1(be),
-        c2(be), c3(be), proj(be), dun(be), low(be) {}
+        c2(be), c3(be), proj(be), dun(be), low(be), dbins(be) {}
   Buf<Real> dh, dh_prev, dhn, din;  // (R, D), (R, D), (R, D), (R, step_in)
   Buf<Real> e1, e2, e3, e4;         // (R, E) each
   Buf<Real> dt;                     // (R, H) Mamba-2, (R, E) Mamba-1
@@ -84,19 +84,23 @@ struct BackwardScratch {
   Buf<Real> proj;                   // (R, F) Mamba-2, (R, rank + 2N) then (R, 2E) Mamba-1
   Buf<Real> dun;                    // (R, D)
   Buf<Real> low;                    // (R, rank)
+  Buf<Real> dbins;                  // (R, K) masking head
 };
 
 template <typename Real>
 struct ModelGraph<Real>::Impl {
   explicit Impl(const ops::OpsTable<Real>& be)
-      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), scratch_a(&be), scratch_b(&be), g(&be) {}
+      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), mask_logit(&be), bins(&be), masked(&be),
+        scratch_a(&be), scratch_b(&be), g(&be) {}
   const ops::OpsTable<Real>& ops;
   ModelConfig cfg;
   size_t enc_w, enc_b, norm_f, head_w, head_b;
+  size_t ana_w = 0, syn_w = 0;  // masking head (cfg.masking())
   std::vector<LayerOffsets> off;
   std::vector<LayerActs<Real>> acts;
   Buf<Real> h_last, rstd_f, hn;  // (R, D), (R), (R, D)
   Buf<Real> in_saved;            // (R, frame * in_channels)
+  Buf<Real> mask_logit, bins, masked;  // (R, K) each: head output, analysis of the input, bins after the mask
   Buf<Real> scratch_a, scratch_b;
   BackwardScratch<Real> g;
   int B = 0, T = 0, Q = 0;
@@ -142,6 +146,10 @@ ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t, const 
   m.norm_f = t.offset("norm_f.weight");
   m.head_w = t.offset("head.weight");
   m.head_b = t.offset("head.bias");
+  if (cfg.masking()) {
+    m.ana_w = t.offset("analysis.weight");
+    m.syn_w = t.offset("synthesis.weight");
+  }
   m.off = model_layer_offsets(cfg, t);
   for (int l = 0; l < cfg.n_layers; ++l) m.acts.emplace_back(&backend);
 }
@@ -193,7 +201,12 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   }
   ops.rmsnorm_forward(ctx(), {hn.grow(R * D), rstd_f.grow(R), h_last.data(), nullptr, P + norm_f,
                               static_cast<int>(R), D, 1, cfg.norm_eps});
-  linear(out, hn.data(), P + head_w, P + head_b, R, D, cfg.step_out());
+  if (!cfg.masking()) return linear(out, hn.data(), P + head_w, P + head_b, R, D, cfg.step_out());
+  const int K = cfg.mask_bins;
+  linear(mask_logit.grow(R * K), hn.data(), P + head_w, P + head_b, R, D, K);
+  linear(bins.grow(R * K), in_saved.data(), P + ana_w, nullptr, R, Ci, K);
+  ops.gate_forward(ctx(), {masked.grow(R * K), bins.data(), mask_logit.data(), static_cast<long>(R * K)});
+  linear(out, masked.data(), P + syn_w, nullptr, R, K, cfg.step_out());
 }
 
 template <typename Real>
@@ -266,7 +279,19 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   Real* dh = g.dh.grow(R * D);  // (R, D)
   Real* dh_prev = g.dh_prev.grow(R * D);
   Real* dhn = g.dhn.grow(R * D);
-  linear_bwd(dhn, dP + head_w, dP + head_b, dout, hn.data(), P + head_w, R, D, cfg.step_out());
+  Real* dbins = nullptr;  // (R, K) masking head: the gradient reaching the analysis
+  if (!cfg.masking()) {
+    linear_bwd(dhn, dP + head_w, dP + head_b, dout, hn.data(), P + head_w, R, D, cfg.step_out());
+  } else {
+    const int K = cfg.mask_bins;
+    const long RK = static_cast<long>(R * K);
+    Real* dmasked = scratch_a.grow(R * K);  // (R, K)
+    Real* dlogit = scratch_b.grow(R * K);   // (R, K)
+    dbins = g.dbins.grow(R * K);
+    linear_bwd(dmasked, dP + syn_w, nullptr, dout, masked.data(), P + syn_w, R, K, cfg.step_out());
+    ops.gate_backward(ctx(), {dbins, dlogit, dmasked, bins.data(), mask_logit.data(), RK});
+    linear_bwd(dhn, dP + head_w, dP + head_b, dlogit, hn.data(), P + head_w, R, D, K);
+  }
   ops.rmsnorm_backward(ctx(), {dh, nullptr, dP + norm_f, dhn, rstd_f.data(), h_last.data(), nullptr, P + norm_f,
                                static_cast<int>(R), D, 1});
   for (int l = cfg.n_layers - 1; l >= 0; --l) {
@@ -278,6 +303,12 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   }
   Real* din_ptr = din ? din : g.din.grow(R * cfg.step_in());
   linear_bwd(din_ptr, dP + enc_w, dP + enc_b, dh, in_saved.data(), P + enc_w, R, cfg.step_in(), D);
+  if (dbins) {
+    // The analysis sees the input too: its weight's gradient, and its share of din.
+    Real* din_ana = din ? g.din.grow(R * cfg.step_in()) : nullptr;
+    linear_bwd(din_ana, dP + ana_w, nullptr, dbins, in_saved.data(), P + ana_w, R, cfg.step_in(), cfg.mask_bins);
+    if (din) add(din, din_ana, R * cfg.step_in());
+  }
 }
 
 template <typename Real>

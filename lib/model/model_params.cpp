@@ -1,6 +1,8 @@
 // Parameter table, initialisation, cost counts and checkpoint I/O of a model.
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "ssm/model.hpp"
 #include "ssm/safetensors.hpp"
@@ -46,8 +48,12 @@ ParamTable model_param_table(const ModelConfig& cfg) {
     t.add({p + "mixer.out_proj.weight", {D, E}, 1.0f});
   }
   t.add({"norm_f.weight", {D}, 0.0f});
-  t.add({"head.weight", {cfg.step_out(), D}, 1.0f});
-  t.add({"head.bias", {cfg.step_out()}, 0.0f});
+  t.add({"head.weight", {cfg.head_out(), D}, 1.0f});
+  t.add({"head.bias", {cfg.head_out()}, 0.0f});
+  if (cfg.masking()) {
+    t.add({"analysis.weight", {cfg.mask_bins, cfg.step_in()}, 1.0f});
+    t.add({"synthesis.weight", {cfg.step_out(), cfg.mask_bins}, 1.0f});
+  }
   return t;
 }
 
@@ -103,6 +109,35 @@ void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed
   }
   fill(params.at("norm_f.weight"), t.numel("norm_f.weight"), 1.0f);
   linear("head.weight");
+  if (cfg.masking()) {
+    // The filterbank starts as a tight frame (S A = I on the frame when
+    // K >= F) and the masks near 1: the untrained model passes its input
+    // through, a little quieter, and learns what to take away.
+    const int K = cfg.mask_bins, Fi = cfg.step_in(), Fo = cfg.step_out();
+    float* A = params.at("analysis.weight");   // (K, Fi)
+    float* S = params.at("synthesis.weight");  // (Fo, K)
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    std::vector<double> q(static_cast<size_t>(K) * Fi);  // (K, Fi), columns made orthonormal
+    for (double& v : q) v = gauss(rng);
+    for (int c = 0; c < std::min(Fi, K); ++c) {
+      for (int p = 0; p < c; ++p) {
+        double dot = 0;
+        for (int k = 0; k < K; ++k) dot += q[k * Fi + c] * q[k * Fi + p];
+        for (int k = 0; k < K; ++k) q[k * Fi + c] -= dot * q[k * Fi + p];
+      }
+      double norm = 0;
+      for (int k = 0; k < K; ++k) norm += q[k * Fi + c] * q[k * Fi + c];
+      norm = std::sqrt(norm);
+      for (int k = 0; k < K; ++k) q[k * Fi + c] /= norm;
+    }
+    for (size_t i = 0; i < q.size(); ++i) A[i] = static_cast<float>(q[i]);
+    // S = A^T where the output channels match the input ones, else a small random start.
+    for (int o = 0; o < Fo; ++o)
+      for (int k = 0; k < K; ++k)
+        S[static_cast<size_t>(o) * K + k] = o < Fi ? A[static_cast<size_t>(k) * Fi + o] : 0.0f;
+    linear("head.weight", 0.1);
+    fill(params.at("head.bias"), t.numel("head.bias"), 3.0f);  // sigmoid(3) = 0.95
+  }
 }
 
 size_t model_state_size(const ModelConfig& cfg) {
@@ -127,7 +162,10 @@ double model_flops_per_step(const ModelConfig& cfg) {
     per_layer += E * N * 6 + 6 * E;                // exp per (e, n), update, readout, gate
   }
   per_layer += 2 * E * D + D;  // out_proj + residual
-  return cfg.n_layers * per_layer + 2.0 * cfg.step_in() * D + 4 * D + 2.0 * D * cfg.step_out();
+  const double head = cfg.masking() ? 2.0 * D * cfg.mask_bins + 2.0 * cfg.step_in() * cfg.mask_bins +
+                                           5.0 * cfg.mask_bins + 2.0 * cfg.mask_bins * cfg.step_out()
+                                     : 2.0 * D * cfg.step_out();
+  return cfg.n_layers * per_layer + 2.0 * cfg.step_in() * D + 4 * D + head;
 }
 
 Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)), params_(model_param_table(cfg_)) {}

@@ -23,6 +23,7 @@ struct Stream::Impl {
   ModelConfig cfg;
   const float* P;  // the model's flat parameters (the model outlives the stream)
   size_t enc_w, enc_b, norm_f, head_w, head_b;
+  size_t ana_w = 0, syn_w = 0;  // masking head
   std::vector<LayerOffsets> off;
   int max_block;
   size_t layer_state, tail_size;
@@ -45,6 +46,8 @@ struct Stream::Impl {
   std::vector<float> y;      // (n, E)
   std::vector<float> yn;     // (n, E)
   std::vector<float> o;      // (n, D)
+  std::vector<float> logit;  // (n, K) masking head: mask logits
+  std::vector<float> bins;   // (n, K) masking head: the input's bins, then masked
 
   Impl(const Model& m, int max_block_) : cfg(m.config()), P(m.params().data()), max_block(max_block_) {
     const ParamTable& t = m.table();
@@ -53,6 +56,10 @@ struct Stream::Impl {
     norm_f = t.offset("norm_f.weight");
     head_w = t.offset("head.weight");
     head_b = t.offset("head.bias");
+    if (cfg.masking()) {
+      ana_w = t.offset("analysis.weight");
+      syn_w = t.offset("synthesis.weight");
+    }
     off = model_layer_offsets(cfg, t);
     tail_size = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
     layer_state = tail_size + static_cast<size_t>(cfg.inner()) * cfg.d_state;
@@ -75,6 +82,8 @@ struct Stream::Impl {
     y.resize(n * E);
     yn.resize(n * E);
     o.resize(n * D);
+    logit.resize(n * cfg.mask_bins);
+    bins.resize(n * cfg.mask_bins);
   }
 
   void block(const float* in, float* out, int n);
@@ -148,7 +157,12 @@ void Stream::Impl::block(const float* in, float* out, int n) {
       mamba1_layer(off[l], st, n);
   }
   rmsnorm_forward(un.data(), rstd.data(), h.data(), P + norm_f, n, D, cfg.norm_eps);
-  linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.step_out());
+  if (!cfg.masking()) return linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.step_out());
+  const int K = cfg.mask_bins;
+  linear_forward(logit.data(), un.data(), P + head_w, P + head_b, n, D, K);
+  linear_forward(bins.data(), in, P + ana_w, nullptr, n, cfg.step_in(), K);
+  sigmoid_gate_forward(bins.data(), bins.data(), logit.data(), static_cast<long>(n) * K);
+  linear_forward(out, bins.data(), P + syn_w, nullptr, n, K, cfg.step_out());
 }
 
 // out[t] is frame output sample t - (F - 1): the samples of a frame come out

@@ -90,6 +90,24 @@ struct SiluBwd {
   long n;
 };
 
+// ---- sigmoid gate: y = x * sigmoid(g), elementwise ----
+template <typename Real>
+struct GateFwd {
+  Real* y;        // (n)  may alias x
+  const Real* x;  // (n)
+  const Real* g;  // (n)  gate logits
+  long n;
+};
+template <typename Real>
+struct GateBwd {
+  Real* dx;        // (n) or null  =
+  Real* dg;        // (n)          =
+  const Real* dy;  // (n)
+  const Real* x;   // (n)
+  const Real* g;   // (n)
+  long n;
+};
+
 // ---- data movement: the column blocks of a row-major matrix, and the residual add ----
 // Columns [c0_src, c0_src + w) of a (R, ld_src) matrix to columns
 // [c0_dst, c0_dst + w) of a (R, ld_dst) one.
@@ -229,6 +247,8 @@ struct OpsTable {
   void (*rmsnorm_backward)(void* ctx, const RmsNormBwd<Real>&);
   void (*silu_forward)(void* ctx, const SiluFwd<Real>&);
   void (*silu_backward)(void* ctx, const SiluBwd<Real>&);
+  void (*gate_forward)(void* ctx, const GateFwd<Real>&);
+  void (*gate_backward)(void* ctx, const GateBwd<Real>&);
   void (*conv1d_forward)(void* ctx, const Conv1dFwd<Real>&);
   void (*conv1d_backward)(void* ctx, const Conv1dBwd<Real>&);
   void (*ssd_forward)(void* ctx, const SsdFwd<Real>&);
@@ -263,6 +283,8 @@ OpsTable<Real> make_ops_table(const char* name, void* ctx) {
   SSM_OPS_ENTRY(rmsnorm_backward);
   SSM_OPS_ENTRY(silu_forward);
   SSM_OPS_ENTRY(silu_backward);
+  SSM_OPS_ENTRY(gate_forward);
+  SSM_OPS_ENTRY(gate_backward);
   SSM_OPS_ENTRY(conv1d_forward);
   SSM_OPS_ENTRY(conv1d_backward);
   SSM_OPS_ENTRY(ssd_forward);
@@ -292,5 +314,9 @@ const OpsTable<Real>& cpu() {
 // The CUDA backend of this process, or null with `why` saying why not (a
 // build without CUDA, no usable device).
 const OpsTable<float>* cuda(std::string* why = nullptr);
+// The same backend with plain fp32 products (no tf32 tensor cores): slower,
+// for checks held to fp32 tolerances. Its own context and handle; the same
+// default stream.
+const OpsTable<float>* cuda_fp32(std::string* why = nullptr);
 
 }  // namespace ssm::ops

@@ -57,6 +57,10 @@ void gated_rmsnorm_backward_cuda(float* dx,            // (R, C)  =
 // ---- elementwise
 void silu_forward_cuda(float* y, const float* x, long n, cudaStream_t stream = nullptr);  // y may alias x
 void silu_backward_cuda(float* dx, const float* dy, const float* x, long n, cudaStream_t stream = nullptr);
+// y = x * sigmoid(g) (ssm/layers.hpp's sigmoid_gate); dx may be null.
+void sigmoid_gate_forward_cuda(float* y, const float* x, const float* g, long n, cudaStream_t stream = nullptr);
+void sigmoid_gate_backward_cuda(float* dx, float* dg, const float* dy, const float* x, const float* g, long n,
+                                cudaStream_t stream = nullptr);
 // dst[i] += src[i]
 void add_into_cuda(float* dst, const float* src, long n, cudaStream_t stream = nullptr);
 

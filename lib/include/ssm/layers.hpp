@@ -66,6 +66,22 @@ void silu_backward(Real* dx,        // (n)  =
                    const Real* x,   // (n)
                    long n);
 
+// y = x * sigmoid(g), elementwise over n values: a gate in (0, 1) on x,
+// such as a mask on a filterbank's bins. y may alias x.
+template <typename Real>
+void sigmoid_gate_forward(Real* y,        // (n)
+                          const Real* x,  // (n)
+                          const Real* g,  // (n)
+                          long n);
+
+template <typename Real>
+void sigmoid_gate_backward(Real* dx,        // (n)  =  (or null)
+                           Real* dg,        // (n)  =
+                           const Real* dy,  // (n)
+                           const Real* x,   // (n)
+                           const Real* g,   // (n)
+                           long n);
+
 // y = log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow for
 // large x, no loss of the tail for very negative x. y may alias x.
 template <typename Real>

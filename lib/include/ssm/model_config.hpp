@@ -31,6 +31,12 @@ struct ModelConfig {
   // filterbank at 1/F of the per-sample cost; streaming it delays the output
   // by F - 1 samples (latency()).
   int frame = 1;
+  // The output head. 0: a mapping head, out = W h + b. K > 0: a masking
+  // head over a learned filterbank of K bins, out = S (sigmoid(W h + b) *
+  // (A x)) with A (K, F * in_channels) the analysis and S (F * out_channels,
+  // K) the synthesis of the frame x: the model can only attenuate what each
+  // bin already holds, which keeps the voice's level and spectrum.
+  int mask_bins = 0;
   double dt_min = 0.001;  // dt initialisation range
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
@@ -42,6 +48,8 @@ struct ModelConfig {
   int rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
   int step_in() const { return frame * in_channels; }    // values read per time step
   int step_out() const { return frame * out_channels; }  // values written per time step
+  bool masking() const { return mask_bins > 0; }
+  int head_out() const { return masking() ? mask_bins : step_out(); }  // rows of head.weight
   // Samples from an input sample to the streamed output that estimates it:
   // the lookahead plus the wait for the rest of its frame.
   int latency() const { return lookahead + frame - 1; }
