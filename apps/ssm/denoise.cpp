@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "ssm/audio_file.hpp"
 #include "ssm/blas.hpp"
 #include "ssm/common.hpp"
 #include "ssm/default_model.hpp"
@@ -79,38 +80,6 @@ ResampleQuality quality(const std::string& name, ResampleQuality fallback) {
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted.store(true); }
 
-std::string lower_extension(const std::string& path) {
-  std::string ext = fs::path(path).extension().string();
-  if (!ext.empty()) ext.erase(0, 1);
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext;
-}
-
-// The output's format from its extension; the input's sample format is kept
-// when the container allows it (24-bit stays 24-bit, float stays float).
-int output_format(const std::string& path, int in_subtype, int rate, int channels) {
-  const std::string ext = lower_extension(path);
-  int major = 0;
-  if (ext == "wav") major = SF_FORMAT_WAV;
-  else if (ext == "flac") major = SF_FORMAT_FLAC;
-  else if (ext == "ogg" || ext == "oga") major = SF_FORMAT_OGG;
-  else if (ext == "aif" || ext == "aiff") major = SF_FORMAT_AIFF;
-  else if (ext == "au" || ext == "snd") major = SF_FORMAT_AU;
-  else if (ext == "caf") major = SF_FORMAT_CAF;
-  else if (ext == "w64") major = SF_FORMAT_W64;
-  else
-    fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected wav, flac, ogg, aiff, au, caf or w64)");
-  SF_INFO probe{};
-  probe.samplerate = rate;
-  probe.channels = channels;
-  for (int sub : {in_subtype, int(SF_FORMAT_PCM_16), int(SF_FORMAT_VORBIS)}) {
-    probe.format = major | sub;
-    if (sf_format_check(&probe)) return probe.format;
-  }
-  fail("cannot write '" + path + "': no sample format of that container takes " + std::to_string(channels) +
-       " channels at " + std::to_string(rate) + " Hz");
-}
-
 // IN: a sound file, "-" (raw PCM on stdin) or tcp:[ADDRESS:]PORT (raw PCM
 // from one peer that connects there).
 std::unique_ptr<Source> open_input(const DenoiseOptions& o) {
@@ -155,7 +124,7 @@ void denoise_file(const DenoiseOptions& o) {
   // error or Ctrl-C never leaves a truncated file that looks finished.
   const std::unique_ptr<Sink> out =
       o.output == "-" ? open_raw_pcm_sink(1, R, out_ch, parse_pcm_format(o.raw), "stdout")
-                      : open_sound_file_sink(o.output, R, out_ch, output_format(o.output, in->sample_format(), R, out_ch));
+                      : open_sound_file_sink(o.output, R, out_ch, sound_file_format(o.output, R, out_ch, in->sample_format()));
 
   const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
   Resampler down(R, r, q), up(r, R, q);

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "ssm/c_api.h"
 #include "ssm/common.hpp"
 
 namespace ssm::cli {
@@ -17,7 +18,7 @@ namespace ssm::cli {
 int main(int argc, char** argv) {
   CLI::App app{"ssm: selective state-space models for audio and time series"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "ssm 0.1.0");
+  app.set_version_flag("--version", std::string("ssm ") + ssm_version());
   app.get_formatter()->column_width(36);
   app.option_defaults()->always_capture_default();
   ssm::cli::add_info_command(app);

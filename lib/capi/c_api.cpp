@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "ssm/blas.hpp"
 #include "ssm/default_model.hpp"
 #include "ssm/model.hpp"
 
@@ -44,9 +43,8 @@ ssm_denoiser* ssm_denoiser_create(const char* model_path_or_null) {
     const std::string path = model_path_or_null ? model_path_or_null : "";
     std::string description;
     ssm::Model m = ssm::load_denoiser(path, path.empty() ? nullptr : &description);
-    // Small blocks on the caller's thread: BLAS threads would only add
-    // overhead, and their hand-offs lock.
-    ssm::blas_set_threads(1);
+    // BLAS threading is the process's to choose (OPENBLAS_NUM_THREADS): a
+    // library does not change it behind its caller's back.
     t_last_error.clear();
     return new ssm_denoiser(std::move(m));
   } catch (const std::bad_alloc&) {
@@ -94,5 +92,7 @@ void ssm_denoiser_reset(ssm_denoiser* st) {
 void ssm_denoiser_destroy(ssm_denoiser* st) { delete st; }
 
 const char* ssm_last_error(void) { return t_last_error.c_str(); }
+
+const char* ssm_version(void) { return SSM_VERSION_STRING; }
 
 }  // extern "C"

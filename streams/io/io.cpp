@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "ssm/audio_file.hpp"
 #include "ssm/common.hpp"
 
 namespace fs = std::filesystem;
@@ -89,20 +90,16 @@ class SoundFileSink : public Sink {
     SF_INFO info{};
     info.samplerate = rate;
     info.channels = channels;
-    info.format = sf_format ? sf_format : format_from_extension(path);
+    info.format = sf_format ? sf_format : sound_file_format(path, rate, channels, SF_FORMAT_FLOAT);
     file_.reset(sf_open(part_.c_str(), SFM_WRITE, &info));
-    if (!file_) fail("cannot write sound file '" + path + "': " + sf_strerror(nullptr));
+    if (!file_) {
+      // libsndfile may have created the file before refusing the format.
+      const std::string why = sf_strerror(nullptr);
+      std::error_code ec;
+      fs::remove(part_, ec);
+      fail("cannot write sound file '" + path + "': " + why);
+    }
     sf_command(file_.get(), SFC_SET_CLIPPING, nullptr, SF_TRUE);
-  }
-  static int format_from_extension(const std::string& path) {
-    std::string ext = fs::path(path).extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (ext == ".wav") return SF_FORMAT_WAV | SF_FORMAT_FLOAT;
-    if (ext == ".flac") return SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
-    if (ext == ".ogg") return SF_FORMAT_OGG | SF_FORMAT_VORBIS;
-    if (ext == ".aif" || ext == ".aiff") return SF_FORMAT_AIFF | SF_FORMAT_PCM_16;
-    if (ext == ".w64") return SF_FORMAT_W64 | SF_FORMAT_FLOAT;
-    fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected .wav, .flac, .ogg, .aiff, .w64)");
   }
   ~SoundFileSink() override {
     if (file_) {

@@ -10,7 +10,10 @@
  *
  * Threading: one handle is used by one thread at a time; process() runs on
  * the calling thread, allocates nothing and takes no lock, so it may be
- * called from an audio callback. create() and destroy() allocate. */
+ * called from an audio callback. create() and destroy() allocate. The
+ * library never changes the process's BLAS thread count; an audio host that
+ * wants the matrix products on its own thread alone sets
+ * OPENBLAS_NUM_THREADS=1 (the ssm command-line tool does the same). */
 #ifndef SSM_C_API_H
 #define SSM_C_API_H
 
@@ -48,6 +51,9 @@ void ssm_denoiser_destroy(ssm_denoiser* st);
 
 /* The message of this thread's last failure, "" when there was none. */
 const char* ssm_last_error(void);
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+const char* ssm_version(void);
 
 #ifdef __cplusplus
 }  /* extern "C" */

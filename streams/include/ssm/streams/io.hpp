@@ -42,9 +42,10 @@ size_t pcm_bytes(PcmFormat f);
 // Reads a sound file in chunks.
 std::unique_ptr<Source> open_sound_file_source(const std::string& path);
 // Writes a sound file under a temporary name, renamed at close(); the format
-// is libsndfile's `sf_format` or, for 0, from the extension (wav and w64
-// float32, flac/aiff 16-bit, ogg Vorbis). Integer formats clip. A sink
-// destroyed without close() removes its partial file.
+// is libsndfile's `sf_format` or, for 0, sound_file_format(path, ..., float):
+// float where the container takes it (wav, w64, caf, aiff), else its own
+// encoding. Integer formats clip. A sink destroyed without close() removes
+// its partial file.
 std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels, int sf_format = 0);
 
 // Raw PCM on a file descriptor (0 = stdin, 1 = stdout); the descriptor is not closed.
