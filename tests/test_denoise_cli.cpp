@@ -299,3 +299,40 @@ TEST(DenoiseCli, MissingOrCorruptInputIsAClearError) {
   EXPECT_FALSE(fs::exists(out));
   fs::remove(bad);
 }
+
+// MP3 in, WAV out: the WAV gets the WAV container's encoding (16-bit PCM),
+// not the input's MP3 one, and holds the denoised decoded samples.
+TEST(DenoiseCli, Mp3InputGivesAPcmWav) {
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const auto mp3 = temp_path("in.mp3"), out = temp_path("from_mp3.wav");
+  SF_INFO probe{};
+  probe.samplerate = a.rate;
+  probe.channels = 1;
+  probe.format = SF_FORMAT_MPEG | SF_FORMAT_MPEG_LAYER_III;
+  if (sf_format_check(&probe)) {
+    ssm::write_audio(mp3, a.samples.data(), a.frames(), a.rate, 1);
+  } else {
+    const auto wav = temp_path("for_sox.wav");
+    ssm::write_audio(wav, a.samples.data(), a.frames(), a.rate, 1);
+    const auto sox = run({"sox", wav, mp3});
+    fs::remove(wav);
+    if (sox.status != 0)
+      GTEST_SKIP() << "neither libsndfile nor sox writes MP3 here, so no MP3 input can be made: " << sox.output;
+  }
+  const std::string model = small_model(2);
+  auto r = run({kSsm, "denoise", mp3, out, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+  SF_INFO info{};
+  SNDFILE* f = sf_open(out.c_str(), SFM_READ, &info);
+  ASSERT_NE(f, nullptr) << sf_strerror(nullptr);
+  sf_close(f);
+  EXPECT_EQ(info.format, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+  const ssm::Audio in = ssm::read_audio(mp3);
+  const ssm::Audio got = ssm::read_audio(out);
+  ASSERT_EQ(got.frames(), in.frames());
+  const std::vector<float> ref = reference(ssm::Model::load(model), in);
+  for (size_t i = 0; i < ref.size(); ++i)
+    ASSERT_NEAR(got.samples[i], std::clamp(ref[i], -1.0f, 32767.0f / 32768.0f), 1.5 / 32768) << "frame " << i;
+  for (const auto& p : {mp3, out, fs::path(model)}) fs::remove(p);
+}

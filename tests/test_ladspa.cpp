@@ -149,6 +149,35 @@ TEST_F(Ladspa, At48kHzResamplesInsideAndReportsItsLatency) {
   EXPECT_GT(c, correlation(y.data() + L - 1, ref.data(), n));
 }
 
+// sox's ladspa effect fills every input control from its arguments or the
+// port's default: with defaults on every control port, no argument is needed.
+// Its output is the plugin's: `ssm denoise` delayed by the reported latency.
+TEST_F(Ladspa, SoxRunsThePluginWithoutArguments) {
+  const std::string sox = ssm::testing::find_program("sox");
+  if (sox.empty()) GTEST_SKIP() << "sox is not installed: its ladspa effect cannot be tried";
+  const auto help = ssm::testing::run({sox, "--help-effect", "ladspa"});
+  if (help.output.find("ladspa MODULE") == std::string::npos)
+    GTEST_SKIP() << "this sox has no ladspa effect: " << help.output;
+  const std::vector<float> x = ssm::read_audio(kNoisy).samples;
+  const std::vector<float> ref = cli_denoise(x, 16000, model_);
+  const auto in = temp_path("sox_in.wav"), out = temp_path("sox_out.wav");
+  ssm::write_audio(in, x.data(), x.size(), 16000, 1, /*float_wav=*/true);
+  const fs::path plugin(SSM_LADSPA_PLUGIN);
+  auto r = ssm::testing::run({sox, in, "-e", "floating-point", out, "ladspa", plugin.filename().string()},
+                             {{"LADSPA_PATH", plugin.parent_path().string()}});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::vector<float> y = ssm::read_audio(out).samples;
+  ASSERT_EQ(y.size(), x.size());
+  // sox carries samples as 32-bit integers: full scale clips.
+  const size_t L = 4, n = x.size() - L;
+  std::vector<float> want(ref.begin(), ref.begin() + n), got(y.begin() + L, y.end());
+  for (auto* v : {&want, &got})
+    for (float& s : *v) s = std::clamp(s, -1.0f, 1.0f);
+  EXPECT_LT(rel_error(got.data(), want.data(), n), 1e-4);
+  fs::remove(in);
+  fs::remove(out);
+}
+
 #else
 TEST(Ladspa, NotBuilt) { GTEST_SKIP() << "the LADSPA plugin is not built (ladspa.h missing: Debian ladspa-sdk)"; }
 #endif

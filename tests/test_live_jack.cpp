@@ -25,23 +25,10 @@ using ssm::testing::correlation;
 namespace {
 
 using ssm::testing::kNoisy;
+using ssm::testing::find_program;
 using ssm::testing::kSsm;
 
 fs::path temp_path(const std::string& name) { return ssm::testing::temp_file("live", name); }
-
-std::string find_program(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string p = path ? path : "/usr/bin:/bin";
-  for (size_t start = 0; start <= p.size();) {
-    const size_t end = p.find(':', start);
-    const std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    const fs::path cand = fs::path(dir.empty() ? "." : dir) / name;
-    if (access(cand.c_str(), X_OK) == 0) return cand;
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return "";
-}
 
 // The lag of `rec` behind `ref` (in [0, max_lag)) that best matches a window
 // of ref starting at `from`.

@@ -147,7 +147,10 @@ const char* const kPortNames[kPortCount] = {"Input", "Output", "latency"};
 const LADSPA_PortDescriptor kPortKinds[kPortCount] = {
     LADSPA_PORT_INPUT | LADSPA_PORT_AUDIO, LADSPA_PORT_OUTPUT | LADSPA_PORT_AUDIO,
     LADSPA_PORT_OUTPUT | LADSPA_PORT_CONTROL};
-const LADSPA_PortRangeHint kPortHints[kPortCount] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+// Every control port has a default: hosts that fill controls from their
+// command line (sox's ladspa effect) need none given.
+const LADSPA_PortRangeHint kPortHints[kPortCount] = {
+    {0, 0, 0}, {0, 0, 0}, {LADSPA_HINT_BOUNDED_BELOW | LADSPA_HINT_INTEGER | LADSPA_HINT_DEFAULT_0, 0, 0}};
 
 const LADSPA_Descriptor kDescriptor = {
     /*UniqueID=*/4871,
