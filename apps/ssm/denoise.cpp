@@ -56,6 +56,7 @@ struct DenoiseOptions {
   std::string host_api, input_device, output_device, output_file;
   double duration = 0;  // seconds; 0 = until Ctrl-C
   double buffer_ms = 0;  // extra output buffering; 0 = automatic
+  double stall_timeout = 2;  // seconds without a device callback before the stream counts as lost
   std::string raw = "f32";  // raw PCM encoding for "-" and tcp: inputs/outputs
   int rate = 0, channels = 1;  // of raw PCM input
   double idle_timeout = 10;  // seconds a tcp: peer may stay silent
@@ -208,6 +209,12 @@ void denoise_file(const DenoiseOptions& o) {
 #ifdef SSM_WITH_PORTAUDIO
 namespace {
 
+std::string format_seconds(double s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f", s);
+  return b;
+}
+
 // dBFS of an RMS level, floored at -120 (digital silence reads as the floor).
 double to_db(double rms) { return rms > 1e-6 ? 20 * std::log10(rms) : -120; }
 
@@ -303,12 +310,22 @@ void denoise_live(const DenoiseOptions& o) {
     pipe.start();
     stream.start();
     std::fprintf(stderr, "running; Ctrl-C stops%s\n", o.duration > 0 ? " (or --duration)" : "");
-    auto last = t0;
+    auto last = t0, last_progress = t0;
+    uint64_t captured = 0;
     while (!g_interrupted.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const auto now = std::chrono::steady_clock::now();
       if (o.duration > 0 && std::chrono::duration<double>(now - t0).count() >= o.duration) break;
-      if (!stream.active()) fail("the audio stream stopped by itself (device gone?)");
+      if (!stream.active()) fail("the audio stream stopped by itself (device or sound server gone?)");
+      // A server that dies (JACK killed, PipeWire restarted) may leave the
+      // stream "active" with no callback ever again.
+      if (const uint64_t c = pipe.stats().captured; c != captured) {
+        captured = c;
+        last_progress = now;
+      } else if (std::chrono::duration<double>(now - last_progress).count() > o.stall_timeout) {
+        fail("no audio from '" + in.name + "' (" + in.host_api + ") for " + format_seconds(o.stall_timeout) +
+             " s: the device or its sound server has gone away");
+      }
       if (now - last >= std::chrono::milliseconds(tty ? 250 : 2000)) {
         status(false);
         last = now;
@@ -318,15 +335,19 @@ void denoise_live(const DenoiseOptions& o) {
     error = std::current_exception();
   }
   // Stop the device first, then let the pipeline process and write
-  // everything captured, so a recording loses nothing.
-  stream.stop();
+  // everything captured, so a recording loses nothing. A host API that no
+  // longer answers gets a bounded wait, then the stream is left to it.
+  if (!stream.stop()) std::fprintf(stderr, "the audio system did not confirm the stop; leaving the stream to it\n");
+  bool written = false;
   try {
     pipe.finish();
+    written = true;
   } catch (...) {
     if (!error) error = std::current_exception();
   }
   std::signal(SIGINT, previous);
   std::signal(SIGTERM, previous_term);
+  if (written && !o.output_file.empty() && error) std::fprintf(stderr, "wrote '%s' up to the failure\n", o.output_file.c_str());
   if (error) std::rethrow_exception(error);
   status(true);
   const PipelineStats st = pipe.stats();
@@ -353,6 +374,9 @@ void add_live_options(CLI::App* cmd, DenoiseOptions& o) {
                   "live: playback device, index or name (default: the default, unless --output-file alone)");
   cmd->add_option("--output-file", o.output_file, "live: record the denoised stream to this file");
   cmd->add_option("--duration", o.duration, "live: stop after this many seconds (default: at Ctrl-C)");
+  cmd->add_option("--stall-timeout", o.stall_timeout,
+                  "live: seconds without audio from the device before the run ends with an error")
+      ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--buffer-ms", o.buffer_ms,
                   "live: slack buffering for the processing thread, ms (default: one buffer or 20 ms)");
 }

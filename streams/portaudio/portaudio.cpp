@@ -1,18 +1,28 @@
 #include "ssm/streams/portaudio.hpp"
 
 #include <fcntl.h>
+#include <pa_jack.h>
 #include <portaudio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <chrono>
+#include <future>
 #include <string>
+#include <thread>
 
 #include "ssm/common.hpp"
 
 namespace ssm {
 
 namespace {
+
+// Set when a stream had to be left to a host API that no longer answers (a
+// JACK server killed under it): PortAudio is then not terminated either,
+// since Pa_Terminate would wait on that stream too.
+std::atomic<bool> g_abandoned{false};
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -64,11 +74,14 @@ AudioDevice describe(int i) {
 }  // namespace
 
 PortAudioSystem::PortAudioSystem(bool verbose) : verbose_(verbose) {
+  // The name other JACK clients see (and patchbays show) instead of "PortAudio".
+  PaJack_SetClientName("ssm");
   const PaError e = quietly(verbose_, [] { return Pa_Initialize(); });
   check(e, "cannot initialise PortAudio");
 }
 
 PortAudioSystem::~PortAudioSystem() {
+  if (g_abandoned.load()) return;
   quietly(verbose_, [] { return Pa_Terminate(); });
 }
 
@@ -151,6 +164,7 @@ struct PortAudioStream::Impl {
   Pipeline& pipeline;
   PaStream* stream = nullptr;
   int out_channels = 0;
+  bool abandoned = false;
   std::vector<float> mono;  // (kMaxFrames) the pipeline's output before it is spread over the channels
   static constexpr unsigned long kMaxFrames = 8192;
 
@@ -203,16 +217,39 @@ PortAudioStream::PortAudioStream(Pipeline& pipeline, const AudioDevice* in, cons
 }
 
 PortAudioStream::~PortAudioStream() {
-  if (impl_->stream) {
-    stop();
-    Pa_CloseStream(impl_->stream);
+  if (!impl_->stream) return;
+  stop();
+  if (impl_->abandoned) {
+    // The host API may still hold the callback's pointer: the state stays.
+    (void)impl_.release();
+    return;
   }
+  Pa_CloseStream(impl_->stream);
 }
 
 void PortAudioStream::start() { check(Pa_StartStream(impl_->stream), "cannot start the audio stream"); }
 
-void PortAudioStream::stop() {
-  if (Pa_IsStreamStopped(impl_->stream) == 0) Pa_StopStream(impl_->stream);
+bool PortAudioStream::stop(double timeout_s) {
+  Impl& s = *impl_;
+  if (s.abandoned) return false;
+  if (Pa_IsStreamStopped(s.stream) != 0) return true;
+  // Pa_StopStream waits for the host API to confirm the last callback; a
+  // server that has gone away never does. It runs on a helper thread, and
+  // after the timeout the stream is left to it.
+  auto stopped = std::make_shared<std::promise<void>>();
+  std::future<void> done = stopped->get_future();
+  std::thread helper([stream = s.stream, stopped] {
+    Pa_StopStream(stream);
+    stopped->set_value();
+  });
+  if (done.wait_for(std::chrono::duration<double>(timeout_s)) == std::future_status::ready) {
+    helper.join();
+    return true;
+  }
+  helper.detach();
+  s.abandoned = true;
+  g_abandoned.store(true);
+  return false;
 }
 
 bool PortAudioStream::active() const { return Pa_IsStreamActive(impl_->stream) == 1; }
