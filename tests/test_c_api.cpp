@@ -169,3 +169,21 @@ TEST(CApi, ErrorsAreReturnedNotThrown) {
   ssm_denoiser_destroy(nullptr);
   EXPECT_THROW(ssm::Denoiser("/nonexistent/x.safetensors"), std::runtime_error);
 }
+
+// The rule of every entry point: non-finite input samples are silence. The
+// output equals that of the same input with zeros in their place.
+TEST(CApi, NonFiniteInputIsSilence) {
+  const std::string path = saved_model(2);
+  auto x = ssm::testing::random_vector<float>(2000, 21, -0.5, 0.5);
+  std::vector<float> zeroed = x;
+  for (size_t i : {size_t{3}, size_t{700}, size_t{701}, size_t{1999}}) {
+    x[i] = i == 700 ? -INFINITY : NAN;
+    zeroed[i] = 0;
+  }
+  ssm::Denoiser a(path), b(path);
+  std::vector<float> ya(x.size()), yb(x.size());
+  a.process(ya.data(), x.data(), static_cast<int>(x.size()));
+  b.process(yb.data(), zeroed.data(), static_cast<int>(zeroed.size()));
+  EXPECT_EQ(ya, yb);
+  fs::remove(path);
+}

@@ -336,3 +336,102 @@ TEST(DenoiseCli, Mp3InputGivesAPcmWav) {
     ASSERT_NEAR(got.samples[i], std::clamp(ref[i], -1.0f, 32767.0f / 32768.0f), 1.5 / 32768) << "frame " << i;
   for (const auto& p : {mp3, out, fs::path(model)}) fs::remove(p);
 }
+
+// SIGTERM in the middle of a file: the run stops, saying so, and leaves
+// neither OUT nor OUT.part behind.
+TEST(DenoiseCli, SigtermDuringAFileRunLeavesNoPartialFile) {
+  const std::string model = ssm::testing::save_small_model(temp_path("tiny_term.safetensors"), 3, 0, /*width=*/8);
+  const auto in = temp_path("long_term.wav"), out = temp_path("term_out.wav"), log = temp_path("term.log");
+  {
+    std::vector<float> x(16000 * 300);  // 5 minutes: several seconds of work
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * std::sin(0.01f * static_cast<float>(i % 100000));
+    ssm::write_audio(in, x.data(), x.size(), 16000, 1);
+  }
+  ssm::testing::Child c({kSsm, "denoise", in, out, "--model", model}, log);
+  // Once output is being written, the run is in the middle of the file.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    std::error_code ec;
+    if (fs::file_size(out.string() + ".part", ec) > 64 * 1024 && !ec) break;
+    ASSERT_TRUE(c.alive()) << "finished before it could be interrupted:\n" << ssm::testing::read_text(log);
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  c.signal(SIGTERM);
+  const int status = c.wait(30);
+  const std::string said = ssm::testing::read_text(log);
+  EXPECT_EQ(status, 1) << said;
+  EXPECT_NE(said.find("interrupted by SIGTERM"), std::string::npos) << said;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+  for (const auto& p : {in, log, fs::path(model)}) fs::remove(p);
+}
+
+// A file cut short (WAV with its header's length, FLAC mid-frame): what can
+// be read is denoised, and a warning says the file is damaged, as sox does.
+TEST(DenoiseCli, TruncatedFilesAreDenoisedWithAWarning) {
+  const std::string model = small_model(1);
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  for (const std::string ext : {"wav", "flac"}) {
+    const auto whole = temp_path("whole." + ext), cut = temp_path("cut." + ext), out = temp_path("cut_out.wav");
+    ssm::write_audio(whole, a.samples.data(), a.frames(), a.rate, 1);
+    {
+      std::ifstream f(whole, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    }
+    auto r = run({kSsm, "denoise", cut, out, "--model", model});
+    ASSERT_EQ(r.status, 0) << ext << ": " << r.output;
+    EXPECT_NE(r.output.find("warning"), std::string::npos) << ext << ": " << r.output;
+    EXPECT_NE(r.output.find("truncated"), std::string::npos) << ext << ": " << r.output;
+    const size_t frames = ssm::read_audio(out).frames();
+    EXPECT_GT(frames, a.frames() / 3) << ext;
+    EXPECT_LT(frames, a.frames() * 2 / 3) << ext;
+    // The whole file gives no warning.
+    r = run({kSsm, "denoise", whole, out, "--model", model});
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find("warning"), std::string::npos) << r.output;
+    for (const auto& p : {whole, cut, out}) fs::remove(p);
+  }
+  fs::remove(model);
+}
+
+// The one rule for non-finite input at every entry point: NaN and infinity
+// are silence. The CLI says how many it met; the output is that of the same
+// file with zeros in their place.
+TEST(DenoiseCli, NonFiniteSamplesAreSilenceWithAWarning) {
+  const std::string model = small_model(2);
+  ssm::Audio a = ssm::read_audio(kNoisy);
+  std::vector<float> zeroed = a.samples;
+  for (size_t i : {size_t{100}, size_t{5000}, size_t{5001}, size_t{30000}}) {
+    a.samples[i] = i == 5001 ? INFINITY : NAN;
+    zeroed[i] = 0;
+  }
+  const auto bad = temp_path("nan.wav"), clean = temp_path("zeros.wav"), out1 = temp_path("nan_out.wav"),
+             out2 = temp_path("zeros_out.wav");
+  ssm::write_audio(bad, a.samples.data(), a.frames(), a.rate, 1, /*float_wav=*/true);
+  ssm::write_audio(clean, zeroed.data(), zeroed.size(), a.rate, 1, /*float_wav=*/true);
+  auto r = run({kSsm, "denoise", bad, out1, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("4 non-finite samples (NaN or infinite), the first at frame 100"), std::string::npos)
+      << r.output;
+  r = run({kSsm, "denoise", clean, out2, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(ssm::read_audio(out1).samples, ssm::read_audio(out2).samples);
+  for (const auto& p : {bad, clean, out1, out2, fs::path(model)}) fs::remove(p);
+}
+
+// A WAV piped to "-" (a stream that cannot seek) is read as a sound file;
+// with --rate, "-" is raw PCM as before.
+TEST(DenoiseCli, WavPipedToStdin) {
+  const std::string model = small_model(2), in_path = float_copy_of_sample();
+  const auto piped = temp_path("piped.wav"), direct = temp_path("direct.wav");
+  auto r = run({"/bin/sh", "-c", "cat '" + in_path + "' | '" + kSsm + "' denoise - '" + piped.string() + "' --model '" + model + "'"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run({kSsm, "denoise", in_path, direct, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ssm::Audio p = ssm::read_audio(piped), d = ssm::read_audio(direct);
+  EXPECT_EQ(p.rate, d.rate);
+  EXPECT_EQ(p.samples, d.samples);
+  for (const auto& f : {piped, direct, fs::path(model), fs::path(in_path)}) fs::remove(f);
+}

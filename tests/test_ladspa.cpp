@@ -149,6 +149,22 @@ TEST_F(Ladspa, At48kHzResamplesInsideAndReportsItsLatency) {
   EXPECT_GT(c, correlation(y.data() + L - 1, ref.data(), n));
 }
 
+// Non-finite input is silence, as everywhere: the output is that of zeros.
+TEST_F(Ladspa, NonFiniteInputIsSilence) {
+  Plugin p;
+  ASSERT_NE(p.d, nullptr) << dlerror();
+  std::vector<float> x = ssm::read_audio(kNoisy).samples, zeroed = x;
+  for (size_t i : {size_t{10}, size_t{4000}, size_t{4001}}) {
+    x[i] = i == 4000 ? INFINITY : NAN;
+    zeroed[i] = 0;
+  }
+  for (unsigned long rate : {16000ul, 48000ul}) {
+    float l1 = -1, l2 = -1;
+    const auto a = run_plugin(p, rate, x, {256}, &l1, false), b = run_plugin(p, rate, zeroed, {256}, &l2, false);
+    EXPECT_EQ(a, b) << rate << " Hz";
+  }
+}
+
 // sox's ladspa effect fills every input control from its arguments or the
 // port's default: with defaults on every control port, no argument is needed.
 // Its output is the plugin's: `ssm denoise` delayed by the reported latency.

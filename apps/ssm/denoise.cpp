@@ -75,19 +75,24 @@ ResampleQuality quality(const std::string& name, ResampleQuality fallback) {
   if (name == "best") return ResampleQuality::Best;
   if (name == "medium") return ResampleQuality::Medium;
   if (name == "fastest") return ResampleQuality::Fastest;
-  fail("--resample '" + name + "': expected best, medium or fastest");
+  usage_error("--resample '" + name + "': expected best, medium or fastest");
 }
 
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted.store(true); }
+// The signal that asked the run to stop (SIGINT, SIGTERM), 0 while none has.
+std::atomic<int> g_interrupted{0};
+extern "C" void on_sigint(int sig) { g_interrupted.store(sig); }
+
+const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
 
 // IN: a sound file, "-" (raw PCM on stdin) or tcp:[ADDRESS:]PORT (raw PCM
 // from one peer that connects there).
 std::unique_ptr<Source> open_input(const DenoiseOptions& o) {
+  // "-" without --rate: a sound file streamed on stdin (a WAV from a pipe).
+  if (o.input == "-" && o.rate == 0) return open_sound_file_source(0, "stdin");
   const bool raw = o.input == "-" || o.input.rfind("tcp:", 0) == 0;
   if (!raw) return open_sound_file_source(o.input);
-  require(o.rate > 0, "denoise: raw PCM input '" + o.input + "' needs --rate");
-  require(o.channels >= 1 && o.channels <= 64, "denoise: --channels must be in 1..64");
+  require_usage(o.rate > 0, "denoise: raw PCM input '" + o.input + "' needs --rate");
+  require_usage(o.channels >= 1 && o.channels <= 64, "denoise: --channels must be in 1..64");
   const PcmFormat f = parse_pcm_format(o.raw);
   if (o.input == "-") return open_raw_pcm_source(0, o.rate, o.channels, f, "stdin");
   TcpPcmOptions t;
@@ -95,7 +100,7 @@ std::unique_ptr<Source> open_input(const DenoiseOptions& o) {
   const size_t colon = spec.rfind(':');
   if (colon != std::string::npos) t.address = spec.substr(0, colon);
   const std::string port = colon == std::string::npos ? spec : spec.substr(colon + 1);
-  require(!port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) && std::stoi(port) < 65536,
+  require_usage(!port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) && std::stoi(port) < 65536,
           "denoise: '" + o.input + "': expected tcp:[ADDRESS:]PORT");
   t.port = static_cast<uint16_t>(std::stoi(port));
   t.rate = o.rate;
@@ -110,8 +115,9 @@ std::unique_ptr<Source> open_input(const DenoiseOptions& o) {
 }  // namespace
 
 void denoise_file(const DenoiseOptions& o) {
-  require(!o.input.empty() && !o.output.empty(), "denoise: give an input and an output file (or --live)");
-  require(o.block >= 1 && o.block <= 1 << 16, "denoise: --block must be in 1..65536, got " + std::to_string(o.block));
+  require_usage(!o.input.empty() && !o.output.empty(), "denoise: give an input and an output file (or --live)");
+  require_usage(o.block >= 1 && o.block <= 1 << 16, "denoise: --block must be in 1..65536, got " + std::to_string(o.block));
+  const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
   const std::unique_ptr<Source> in = open_input(o);
 
   std::string description;
@@ -127,7 +133,6 @@ void denoise_file(const DenoiseOptions& o) {
       o.output == "-" ? open_raw_pcm_sink(1, R, out_ch, parse_pcm_format(o.raw), "stdout")
                       : open_sound_file_sink(o.output, R, out_ch, sound_file_format(o.output, R, out_ch, in->sample_format()));
 
-  const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
   Resampler down(R, r, q), up(r, R, q);
   blas_set_threads(1);  // one stream of small blocks: threads would only add overhead
   Stream stream(model, o.block);
@@ -140,6 +145,7 @@ void denoise_file(const DenoiseOptions& o) {
   std::vector<float> o_inter(o_mono.size() * out_ch);     // (frames, out_ch) interleaved
 
   size_t read_total = 0, written = 0, dropped = 0;
+  size_t non_finite = 0, first_non_finite = 0;
   // Writes up to the input's length: the round trip through two resamplers
   // may come out a sample or two long.
   auto emit = [&](size_t n, size_t limit) {
@@ -157,19 +163,30 @@ void denoise_file(const DenoiseOptions& o) {
     emit(up.process(m_out.data() + skip, m - skip, o_mono.data(), o_mono.size(), end), limit);
   };
 
-  g_interrupted.store(false);
+  // SIGINT and SIGTERM end the run between chunks: the partial output is
+  // removed (the sink's destructor), never left as OUT.part.
+  g_interrupted.store(0);
   auto previous = std::signal(SIGINT, on_sigint);
+  auto previous_term = std::signal(SIGTERM, on_sigint);
   const auto t0 = std::chrono::steady_clock::now();
   try {
     for (;;) {
-      if (g_interrupted.load()) fail("interrupted: '" + o.output + "' was not written");
+      if (const int sig = g_interrupted.load())
+        fail(std::string("interrupted by ") + signal_name(sig) + ": '" + o.output + "' was not written");
       const size_t got = in->read(ibuf.data(), C);
       if (got == 0) break;
       for (size_t t = 0; t < got; ++t) {
+        // Non-finite samples (NaN, inf) are silence, counted: the rule of
+        // every entry point (c_api.h).
         float s = 0;
-        for (int c = 0; c < ch; ++c) s += ibuf[t * ch + c];
-        if (!std::isfinite(s))
-          fail("sound file '" + o.input + "': non-finite sample at frame " + std::to_string(read_total + t));
+        for (int c = 0; c < ch; ++c) {
+          float v = ibuf[t * ch + c];
+          if (!std::isfinite(v)) {
+            if (non_finite++ == 0) first_non_finite = read_total + t;
+            v = 0;
+          }
+          s += v;
+        }
         mono[t] = s / static_cast<float>(ch);
       }
       read_total += got;
@@ -195,9 +212,18 @@ void denoise_file(const DenoiseOptions& o) {
     out->close();
   } catch (...) {
     std::signal(SIGINT, previous);
+    std::signal(SIGTERM, previous_term);
     throw;
   }
   std::signal(SIGINT, previous);
+  std::signal(SIGTERM, previous_term);
+  if (const std::string damage = in->damage(); !damage.empty())
+    std::fprintf(stderr, "ssm denoise: warning: '%s': %s\n", o.input.c_str(), damage.c_str());
+  if (non_finite > 0)
+    std::fprintf(stderr,
+                 "ssm denoise: warning: '%s': %zu non-finite samples (NaN or infinite), the first at frame %zu, "
+                 "were taken as silence\n",
+                 o.input.c_str(), non_finite, first_non_finite);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double audio = static_cast<double>(read_total) / R;
   std::fprintf(stderr,
@@ -222,9 +248,9 @@ double to_db(double rms) { return rms > 1e-6 ? 20 * std::log10(rms) : -120; }
 
 // Microphone -> model -> speaker and/or file, through the real-time pipeline.
 void denoise_live(const DenoiseOptions& o) {
-  require(o.input.empty() && o.output.empty(),
+  require_usage(o.input.empty() && o.output.empty(),
           "denoise --live takes no input/output files (use --output-file to record the denoised stream)");
-  require(o.block >= 16 && o.block <= 8192, "denoise --live: --block must be in 16..8192 frames");
+  require_usage(o.block >= 16 && o.block <= 8192, "denoise --live: --block must be in 16..8192 frames");
   std::string description;
   const Model model = load_denoiser(o.model, &description);
   std::fprintf(stderr, "model: %s\n", description.c_str());
@@ -279,7 +305,7 @@ void denoise_live(const DenoiseOptions& o) {
                model_ms, buffer_ms, po.prefill, proc.holdback(), slack, device_ms,
                model_ms + buffer_ms + device_ms);
 
-  g_interrupted.store(false);
+  g_interrupted.store(0);
   auto previous = std::signal(SIGINT, on_sigint);
   auto previous_term = std::signal(SIGTERM, on_sigint);
   const bool tty = isatty(2);
@@ -312,7 +338,7 @@ void denoise_live(const DenoiseOptions& o) {
     std::fprintf(stderr, "running; Ctrl-C stops%s\n", o.duration > 0 ? " (or --duration)" : "");
     auto last = t0, last_progress = t0;
     uint64_t captured = 0;
-    while (!g_interrupted.load()) {
+    while (g_interrupted.load() == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const auto now = std::chrono::steady_clock::now();
       if (o.duration > 0 && std::chrono::duration<double>(now - t0).count() >= o.duration) break;
@@ -385,11 +411,12 @@ void add_denoise_command(CLI::App& app) {
   static DenoiseOptions o;
   auto* cmd = app.add_subcommand("denoise", "Denoise a sound file, or a live microphone with --live");
   cmd->add_option("input", o.input,
-                  "noisy sound file (any format libsndfile reads), - for raw PCM on stdin, or tcp:[ADDRESS:]PORT "
-                  "to take raw PCM from one peer connecting there");
+                  "noisy sound file (any format libsndfile reads); - for stdin: a sound file (WAV, AU) piped in, "
+                  "or raw PCM when --rate is given; or tcp:[ADDRESS:]PORT to take raw PCM from one peer connecting "
+                  "there");
   cmd->add_option("output", o.output, "denoised sound file (wav, flac, ogg, aiff, au, caf, w64), or - for raw PCM on stdout");
   cmd->add_option("--raw", o.raw, "raw PCM encoding of - and tcp: (f32 or s16, little-endian)");
-  cmd->add_option("--rate", o.rate, "raw PCM input: sample rate (Hz)");
+  cmd->add_option("--rate", o.rate, "raw PCM input: sample rate (Hz); with - it makes stdin raw PCM");
   cmd->add_option("--channels", o.channels, "raw PCM input: interleaved channels");
   cmd->add_option("--idle-timeout", o.idle_timeout, "tcp: input: seconds without data before giving up");
   cmd->add_option("--model", o.model, "model (.safetensors); default: the shipped denoiser");

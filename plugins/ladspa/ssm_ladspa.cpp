@@ -127,7 +127,10 @@ void run(LADSPA_Handle h, unsigned long n) {
       if (!p.down) {
         ssm_denoiser_process(p.st, out + done, in + done, static_cast<int>(c));
       } else {
-        const size_t k = p.down->process(in + done, c, p.m_in.data(), p.m_in.size());
+        // Non-finite samples are silence (c_api.h), before the converter too.
+        float x[kChunk];
+        for (unsigned long i = 0; i < c; ++i) x[i] = std::isfinite(in[done + i]) ? in[done + i] : 0.0f;
+        const size_t k = p.down->process(x, c, p.m_in.data(), p.m_in.size());
         ssm_denoiser_process(p.st, p.m_out.data(), p.m_in.data(), static_cast<int>(k));
         p.fifo_push(p.conv.data(), p.up->process(p.m_out.data(), k, p.conv.data(), p.conv.size()));
         const size_t got = p.fifo_pop(out + done, c);

@@ -91,6 +91,18 @@ std::vector<std::string> PortAudioSystem::host_apis() const {
   return names;
 }
 
+std::string PortAudioSystem::host_api(const std::string& name) const {
+  std::vector<std::string> hits;
+  for (const auto& n : host_apis())
+    if (lower(n) == lower(name)) return n;
+  for (const auto& n : host_apis())
+    if (lower(n).find(lower(name)) != std::string::npos) hits.push_back(n);
+  if (hits.size() == 1) return hits[0];
+  std::string all;
+  for (const auto& n : host_apis()) all += (all.empty() ? "" : ", ") + n;
+  fail("host API '" + name + "' " + (hits.empty() ? "not found" : "is ambiguous") + " (available: " + all + ")");
+}
+
 std::vector<AudioDevice> PortAudioSystem::devices() const {
   std::vector<AudioDevice> all;
   for (int i = 0; i < Pa_GetDeviceCount(); ++i) all.push_back(describe(i));
@@ -99,18 +111,7 @@ std::vector<AudioDevice> PortAudioSystem::devices() const {
 
 AudioDevice PortAudioSystem::find(const std::string& spec, const std::string& host_api, bool input) const {
   const char* kind = input ? "input" : "output";
-  std::string api;  // the host API's full name, "" = any
-  if (!host_api.empty()) {
-    std::vector<std::string> hits;
-    for (const auto& n : host_apis())
-      if (lower(n) == lower(host_api) || lower(n).find(lower(host_api)) != std::string::npos) hits.push_back(n);
-    if (hits.size() != 1) {
-      std::string all;
-      for (const auto& n : host_apis()) all += (all.empty() ? "" : ", ") + n;
-      fail("host API '" + host_api + "' " + (hits.empty() ? "not found" : "is ambiguous") + " (available: " + all + ")");
-    }
-    api = hits[0];
-  }
+  const std::string api = host_api.empty() ? std::string() : this->host_api(host_api);  // "" = any
   auto usable = [&](const AudioDevice& d) {
     return (api.empty() || d.host_api == api) && (input ? d.max_input_channels : d.max_output_channels) > 0;
   };

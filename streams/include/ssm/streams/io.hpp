@@ -23,6 +23,9 @@ class Source {
   virtual size_t read(float* out, size_t frames) = 0;
   // libsndfile's subtype of the stored samples (SF_FORMAT_PCM_16, _FLOAT, ...), 0 when unknown.
   virtual int sample_format() const { return 0; }
+  // What was found wrong with the input while reading it (a file shorter
+  // than its header says), "" when nothing: the caller warns about it.
+  virtual std::string damage() const { return ""; }
 };
 
 class Sink {
@@ -39,8 +42,10 @@ enum class PcmFormat { F32, S16 };
 PcmFormat parse_pcm_format(const std::string& name);  // "f32" / "s16"; throws naming it
 size_t pcm_bytes(PcmFormat f);
 
-// Reads a sound file in chunks.
+// Reads a sound file in chunks; or a sound file streamed on a descriptor
+// (a WAV, AU or raw-header format piped to stdin), named `name` in messages.
 std::unique_ptr<Source> open_sound_file_source(const std::string& path);
+std::unique_ptr<Source> open_sound_file_source(int fd, const std::string& name);
 // Writes a sound file under a temporary name, renamed at close(); the format
 // is libsndfile's `sf_format` or, for 0, sound_file_format(path, ..., float):
 // float where the container takes it (wav, w64, caf, aiff), else its own

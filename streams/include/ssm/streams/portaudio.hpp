@@ -30,6 +30,9 @@ class PortAudioSystem {
   PortAudioSystem& operator=(const PortAudioSystem&) = delete;
 
   std::vector<std::string> host_apis() const;
+  // The full name of the host API `name` names (exactly, else as a unique
+  // case-insensitive part); throws ssm::Error with the available ones.
+  std::string host_api(const std::string& name) const;
   std::vector<AudioDevice> devices() const;
   // `spec`: a device index, or a name (exact, else a unique case-insensitive
   // substring); empty = the default device of the host API (or of the system
