@@ -187,3 +187,31 @@ TEST(CApi, NonFiniteInputIsSilence) {
   EXPECT_EQ(ya, yb);
   fs::remove(path);
 }
+
+// ssm_denoiser_create_at: any rate and channel count, each channel its own
+// state; the controls mix the delayed input back in; bad values are errors.
+TEST(CApi, CreateAtRateAndChannelsAndTheMixControls) {
+  const std::string path = saved_model(2);
+  ssm_denoiser* st = ssm_denoiser_create_at(path.c_str(), 48000, 2);
+  ASSERT_NE(st, nullptr) << ssm_last_error();
+  EXPECT_EQ(ssm_denoiser_sample_rate(st), 48000);
+  EXPECT_EQ(ssm_denoiser_channels(st), 2);
+  EXPECT_GT(ssm_denoiser_latency(st), 6);  // the lookahead at 48 kHz and the converters' holdback
+  const auto a = ssm::testing::random_vector<float>(4800, 31, -0.5, 0.5);
+  std::vector<float> inter(2 * a.size()), y(inter.size());
+  for (size_t t = 0; t < a.size(); ++t) inter[2 * t] = inter[2 * t + 1] = a[t];
+  EXPECT_EQ(ssm_denoiser_process(st, y.data(), inter.data(), static_cast<int>(a.size())), 4800);
+  for (size_t t = 0; t < a.size(); ++t) ASSERT_EQ(y[2 * t], y[2 * t + 1]) << t;  // same input, same state
+  EXPECT_EQ(ssm_denoiser_set_mix(st, 1.5f), -1);
+  EXPECT_EQ(ssm_denoiser_set_attenuation_limit(st, -3), -1);
+  ssm_denoiser_destroy(st);
+  EXPECT_EQ(ssm_denoiser_create_at(path.c_str(), 0, 1), nullptr);
+
+  ssm::Denoiser d(path);
+  d.set_mix(0);
+  const int L = d.latency();
+  std::vector<float> out(a.size());
+  d.process(out.data(), a.data(), static_cast<int>(a.size()));
+  for (size_t t = 0; t < a.size(); ++t) ASSERT_EQ(out[t], t >= size_t(L) ? a[t - L] : 0.0f) << t;
+  fs::remove(path);
+}

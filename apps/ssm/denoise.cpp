@@ -4,14 +4,10 @@
 // the input is. `ssm denoise --live` (further down): microphone -> model ->
 // speaker and/or file through the real-time pipeline.
 //
-// Channel policy: the denoiser is mono, so the channels are mixed down; the
-// output keeps the input's rate and channel count (the denoised signal in every
-// channel) unless --mono asks for one channel.
-// Alignment: with latency d (the lookahead plus, for a model that reads
-// frames of F samples, the F - 1 samples waiting for the rest of a frame) the
-// streamed output at t estimates the clean sample t - d; the first d outputs
-// are dropped and d zeros flushed at the end,
-// so output sample i belongs to input sample i and both have the same length.
+// The work is the library's DenoiseChain (ssm/denoise_chain.hpp), Aligned:
+// every channel is denoised with its own stream state (--mono mixes them down
+// first and writes one channel); the output keeps the input's rate; output
+// sample i belongs to input sample i and both have the same length.
 #include <sndfile.h>
 
 #include <algorithm>
@@ -29,9 +25,10 @@
 #include "ssm/blas.hpp"
 #include "ssm/common.hpp"
 #include "ssm/default_model.hpp"
+#include "ssm/denoise_chain.hpp"
 #include "ssm/model.hpp"
 #include "ssm/streams/io.hpp"
-#include "ssm/streams/resampler.hpp"
+#include "ssm/resampler.hpp"
 #ifdef SSM_WITH_PORTAUDIO
 #include <unistd.h>
 
@@ -133,34 +130,27 @@ void denoise_file(const DenoiseOptions& o) {
       o.output == "-" ? open_raw_pcm_sink(1, R, out_ch, parse_pcm_format(o.raw), "stdout")
                       : open_sound_file_sink(o.output, R, out_ch, sound_file_format(o.output, R, out_ch, in->sample_format()));
 
-  Resampler down(R, r, q), up(r, R, q);
   blas_set_threads(1);  // one stream of small blocks: threads would only add overhead
-  Stream stream(model, o.block);
-  const size_t C = 4096;                      // input frames per chunk
-  std::vector<float> ibuf(C * ch);            // (C, ch) interleaved input
-  std::vector<float> mono(C);                 // (C)
-  std::vector<float> m_in(down.max_output(C));  // (<= C * r / R) at the model rate
-  std::vector<float> m_out(m_in.size());      // (same)
-  std::vector<float> o_mono(up.max_output(m_in.size()));  // (<= C) back at the file rate
-  std::vector<float> o_inter(o_mono.size() * out_ch);     // (frames, out_ch) interleaved
+  const size_t C = 4096;  // input frames per chunk
+  DenoiseChainOptions co;
+  co.rate = R;
+  co.channels = ch;
+  co.mono = o.mono;
+  co.max_block = C;
+  co.model_block = o.block;
+  co.quality = q;
+  co.timing = ChainTiming::Aligned;
+  DenoiseChain chain(model, co);
+  std::vector<float> ibuf(C * ch);                            // (C, ch) interleaved input
+  std::vector<float> obuf(chain.max_output(C) * out_ch);      // (frames, out_ch) interleaved output
 
-  size_t read_total = 0, written = 0, dropped = 0;
-  size_t non_finite = 0, first_non_finite = 0;
+  size_t read_total = 0, written = 0;
   // Writes up to the input's length: the round trip through two resamplers
   // may come out a sample or two long.
-  auto emit = [&](size_t n, size_t limit) {
-    n = std::min(n, limit - std::min(limit, written));
-    for (size_t t = 0; t < n; ++t)
-      for (int c = 0; c < out_ch; ++c) o_inter[t * out_ch + c] = o_mono[t];
-    out->write(o_inter.data(), n);
+  auto emit = [&](const float* y, size_t n) {
+    n = std::min(n, read_total - std::min(read_total, written));
+    out->write(y, n);
     written += n;
-  };
-  // m model-rate samples through the model, the latency dropped, back to the file rate.
-  auto through_model = [&](size_t m, bool end, size_t limit) {
-    stream.process(m_in.data(), m_out.data(), m);
-    const size_t skip = std::min(m, d - dropped);
-    dropped += skip;
-    emit(up.process(m_out.data() + skip, m - skip, o_mono.data(), o_mono.size(), end), limit);
   };
 
   // SIGINT and SIGTERM end the run between chunks: the partial output is
@@ -175,39 +165,19 @@ void denoise_file(const DenoiseOptions& o) {
         fail(std::string("interrupted by ") + signal_name(sig) + ": '" + o.output + "' was not written");
       const size_t got = in->read(ibuf.data(), C);
       if (got == 0) break;
-      for (size_t t = 0; t < got; ++t) {
-        // Non-finite samples (NaN, inf) are silence, counted: the rule of
-        // every entry point (c_api.h).
-        float s = 0;
-        for (int c = 0; c < ch; ++c) {
-          float v = ibuf[t * ch + c];
-          if (!std::isfinite(v)) {
-            if (non_finite++ == 0) first_non_finite = read_total + t;
-            v = 0;
-          }
-          s += v;
-        }
-        mono[t] = s / static_cast<float>(ch);
-      }
       read_total += got;
-      through_model(down.process(mono.data(), got, m_in.data(), m_in.size()), false, read_total);
+      emit(obuf.data(), chain.process(ibuf.data(), got, obuf.data()));
     }
     require(read_total > 0, "sound file '" + o.input + "' holds no samples");
-    through_model(down.process(nullptr, 0, m_in.data(), m_in.size(), true), false, read_total);
-    // The last d outputs need d more inputs: zeros.
-    for (size_t left = d; left > 0;) {
-      const size_t m = std::min(left, m_in.size());
-      std::fill_n(m_in.data(), m, 0.0f);
-      through_model(m, false, read_total);
-      left -= m;
-    }
-    emit(up.process(nullptr, 0, o_mono.data(), o_mono.size(), true), read_total);
+    std::vector<float> tail;
+    chain.flush(tail);
+    emit(tail.data(), tail.size() / out_ch);
     // Whatever the resamplers' rounding left short is silence, said out loud.
     if (written < read_total) {
       const size_t pad = read_total - written;
       if (pad > 4) std::fprintf(stderr, "ssm denoise: padded %zu missing frames at the end with silence\n", pad);
-      std::fill(o_mono.begin(), o_mono.end(), 0.0f);
-      while (written < read_total) emit(std::min(o_mono.size(), read_total - written), read_total);
+      std::fill(obuf.begin(), obuf.end(), 0.0f);
+      while (written < read_total) emit(obuf.data(), std::min(obuf.size() / out_ch, read_total - written));
     }
     out->close();
   } catch (...) {
@@ -219,11 +189,12 @@ void denoise_file(const DenoiseOptions& o) {
   std::signal(SIGTERM, previous_term);
   if (const std::string damage = in->damage(); !damage.empty())
     std::fprintf(stderr, "ssm denoise: warning: '%s': %s\n", o.input.c_str(), damage.c_str());
-  if (non_finite > 0)
+  if (chain.non_finite() > 0)
     std::fprintf(stderr,
-                 "ssm denoise: warning: '%s': %zu non-finite samples (NaN or infinite), the first at frame %zu, "
+                 "ssm denoise: warning: '%s': %llu non-finite samples (NaN or infinite), the first at frame %llu, "
                  "were taken as silence\n",
-                 o.input.c_str(), non_finite, first_non_finite);
+                 o.input.c_str(), static_cast<unsigned long long>(chain.non_finite()),
+                 static_cast<unsigned long long>(chain.first_non_finite()));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double audio = static_cast<double>(read_total) / R;
   std::fprintf(stderr,
