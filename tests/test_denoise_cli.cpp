@@ -442,3 +442,76 @@ TEST(DenoiseCli, WavPipedToStdin) {
   EXPECT_EQ(p.samples, d.samples);
   for (const auto& f : {piped, direct, fs::path(model), fs::path(in_path)}) fs::remove(f);
 }
+
+// Several inputs and -o DIR: each written there under its own name, the same
+// samples as a run of its own; -q prints nothing for clean files.
+TEST(DenoiseCli, SeveralInputsToADirectoryQuietly) {
+  const std::string model = small_model(2);
+  const fs::path dir = temp_path("outdir");
+  fs::create_directories(dir);
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const auto one = temp_path("one.wav"), two = temp_path("two.flac");
+  ssm::write_audio(one, a.samples.data(), a.frames(), a.rate, 1, /*float_wav=*/true);
+  ssm::write_audio(two, a.samples.data(), a.frames() / 2, a.rate, 1);
+  auto r = run({kSsm, "denoise", one, two, "-o", dir, "-m", model, "-q"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "");
+  for (const auto& in : {one, two}) {
+    const fs::path out = dir / in.filename();
+    ASSERT_TRUE(fs::exists(out)) << out;
+    const auto single = temp_path("single" + in.extension().string());
+    r = run({kSsm, "denoise", in, single, "--model", model});
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(ssm::read_audio(out).samples, ssm::read_audio(single).samples) << in;
+    fs::remove(single);
+  }
+  // A missing input fails alone: the others are written, the status is 1.
+  fs::remove(dir / one.filename());
+  r = run({kSsm, "denoise", "/nonexistent/x.wav", one, "-o", dir, "-m", model});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("1 of 2 files failed"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / one.filename()));
+  // -o with an input inside DIR would overwrite it.
+  r = run({kSsm, "denoise", (dir / one.filename()).string(), "-o", dir, "-m", model});
+  EXPECT_EQ(r.status, 2) << r.output;
+  fs::remove_all(dir);
+  for (const auto& p : {one, two, fs::path(model)}) fs::remove(p);
+}
+
+// The progress line: on a terminal it is rewritten in place and erased at the
+// end; into a pipe or a log, or with --quiet, there is none.
+TEST(DenoiseCli, ProgressLineOnlyOnATerminal) {
+  const std::string script = ssm::testing::find_program("script");
+  const std::string model = small_model(1), in = float_copy_of_sample();
+  const auto out = temp_path("progress.wav");
+  auto plain = run({kSsm, "denoise", in, out, "--model", model});
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_EQ(plain.output.find('\r'), std::string::npos) << plain.output;
+  if (script.empty()) GTEST_SKIP() << "no `script` (util-linux) to give the run a terminal";
+  const std::string cmd = "'" + kSsm + "' denoise '" + in + "' '" + out.string() + "' --model '" + model + "'";
+  auto tty = run({script, "-qec", cmd, "/dev/null"});
+  ASSERT_EQ(tty.status, 0) << tty.output;
+  EXPECT_NE(tty.output.find("\r" + in + ": "), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("% ("), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("\r\x1b[K"), std::string::npos) << tty.output;
+  auto quiet = run({script, "-qec", cmd + " -q", "/dev/null"});
+  ASSERT_EQ(quiet.status, 0) << quiet.output;
+  EXPECT_EQ(quiet.output.find('%'), std::string::npos) << quiet.output;
+  for (const auto& p : {fs::path(in), out, fs::path(model)}) fs::remove(p);
+}
+
+// --mix 0 is the input itself (aligned, so sample for sample); --atten-lim
+// mixes the input back at 10^(-limit/20) into the denoised output.
+TEST(DenoiseCli, MixAndAttenuationLimit) {
+  const std::string model = small_model(2), in = float_copy_of_sample();
+  const auto den = temp_path("den.wav"), dry = temp_path("dry.wav"), lim = temp_path("lim.wav");
+  ASSERT_EQ(run({kSsm, "denoise", in, den, "-m", model}).status, 0);
+  ASSERT_EQ(run({kSsm, "denoise", in, dry, "-m", model, "--mix", "0"}).status, 0);
+  ASSERT_EQ(run({kSsm, "denoise", in, lim, "-m", model, "-a", "20"}).status, 0);
+  const auto x = ssm::read_audio(in).samples, yd = ssm::read_audio(den).samples, y0 = ssm::read_audio(dry).samples,
+             yl = ssm::read_audio(lim).samples;
+  EXPECT_EQ(y0, x);
+  for (size_t t = 0; t < x.size(); ++t) ASSERT_NEAR(yl[t], 0.9f * yd[t] + 0.1f * x[t], 1e-5) << t;
+  EXPECT_EQ(run({kSsm, "denoise", in, lim, "-m", model, "--mix", "2"}).status, 2);
+  for (const auto& p : {fs::path(in), den, dry, lim, fs::path(model)}) fs::remove(p);
+}

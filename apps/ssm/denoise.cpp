@@ -45,7 +45,12 @@ namespace fs = std::filesystem;
 namespace ssm::cli {
 
 struct DenoiseOptions {
-  std::string input, output, model;
+  std::vector<std::string> files;  // IN OUT, or with -o the inputs
+  std::string output_dir;          // -o: every input to DIR/<its name>
+  std::string input, output, model;  // the one run of denoise_file
+  bool quiet = false;               // -q: only warnings and errors
+  float atten_limit_db = 0;         // the most the denoiser may attenuate; 0: no limit
+  float mix = 1;                    // share of the denoised signal (dry/wet)
   int block = 256;
   bool mono = false;
   // --live
@@ -109,18 +114,94 @@ std::unique_ptr<Source> open_input(const DenoiseOptions& o) {
   return src;
 }
 
+// The progress line of a long file on a terminal: rewritten in place four
+// times a second, erased at the end; nothing at all when stderr is not a
+// terminal (a log gets only the summary) or with --quiet.
+class Progress {
+ public:
+  Progress(std::string name, uint64_t total, int rate, bool on)
+      : name_(std::move(name)), total_(total), rate_(rate), on_(on), t0_(std::chrono::steady_clock::now()) {}
+  void update(uint64_t frames) {
+    if (!on_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(250)) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - t0_).count(), audio = double(frames) / rate_;
+    if (total_ > 0)
+      std::fprintf(stderr, "\r%s: %3.0f%% (%.1f of %.1f s of audio, %.1fx real time)\x1b[K", name_.c_str(),
+                   100.0 * frames / total_, audio, double(total_) / rate_, secs > 0 ? audio / secs : 0.0);
+    else
+      std::fprintf(stderr, "\r%s: %.1f s of audio (%.1fx real time)\x1b[K", name_.c_str(), audio,
+                   secs > 0 ? audio / secs : 0.0);
+    shown_ = true;
+  }
+  void done() {
+    if (shown_) std::fprintf(stderr, "\r\x1b[K");
+    shown_ = false;
+  }
+  ~Progress() { done(); }
+
+ private:
+  std::string name_;
+  uint64_t total_;
+  int rate_;
+  bool on_, shown_ = false;
+  std::chrono::steady_clock::time_point t0_, last_{};
+};
+
 }  // namespace
 
-void denoise_file(const DenoiseOptions& o) {
-  require_usage(!o.input.empty() && !o.output.empty(), "denoise: give an input and an output file (or --live)");
-  require_usage(o.block >= 1 && o.block <= 1 << 16, "denoise: --block must be in 1..65536, got " + std::to_string(o.block));
-  const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
-  const std::unique_ptr<Source> in = open_input(o);
+void denoise_file(const DenoiseOptions& o, const Model& model);
 
+// `ssm denoise IN OUT`, or `ssm denoise IN... -o DIR`: each input to
+// DIR/<its name>; one that fails is reported and the others still run.
+void denoise_files(DenoiseOptions o) {
+  require_usage(o.block >= 1 && o.block <= 1 << 16, "denoise: --block must be in 1..65536, got " + std::to_string(o.block));
+  require_usage(o.atten_limit_db >= 0 && o.atten_limit_db <= 200, "denoise: --atten-lim must be in 0..200 dB");
+  require_usage(o.mix >= 0 && o.mix <= 1, "denoise: --mix must be in 0..1");
+  quality(o.resample, ResampleQuality::Best);
+  std::vector<std::pair<std::string, std::string>> jobs;  // (input, output)
+  if (o.output_dir.empty()) {
+    require_usage(o.files.size() == 2, "denoise: give IN OUT, or one or more inputs with -o DIR (or --live)");
+    jobs.emplace_back(o.files[0], o.files[1]);
+  } else {
+    require_usage(!o.files.empty(), "denoise: -o DIR needs one or more input files");
+    std::error_code ec;
+    require(fs::is_directory(o.output_dir, ec), "denoise: -o '" + o.output_dir + "' is not a directory");
+    for (const std::string& in : o.files) {
+      require_usage(in != "-" && in.rfind("tcp:", 0) != 0, "denoise: with -o DIR the inputs are files, not '" + in + "'");
+      const fs::path out = fs::path(o.output_dir) / fs::path(in).filename();
+      require_usage(!fs::equivalent(in, out, ec), "denoise: '" + out.string() + "' would overwrite its input");
+      jobs.emplace_back(in, out.string());
+    }
+  }
   std::string description;
   const Model model = load_denoiser(o.model, &description);
+  if (!o.quiet) std::fprintf(stderr, "model: %s\n", description.c_str());
+  size_t failed = 0;
+  for (const auto& [in, out] : jobs) {
+    o.input = in;
+    o.output = out;
+    if (jobs.size() == 1) {
+      denoise_file(o, model);
+      continue;
+    }
+    try {
+      denoise_file(o, model);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "ssm: error: %s\n", e.what());
+      ++failed;
+      if (g_interrupted.load()) break;
+    }
+  }
+  if (failed) fail(std::to_string(failed) + " of " + std::to_string(jobs.size()) + " files failed");
+}
+
+// One input to one output with `model`.
+void denoise_file(const DenoiseOptions& o, const Model& model) {
+  const ResampleQuality q = quality(o.resample, ResampleQuality::Best);
+  const std::unique_ptr<Source> in = open_input(o);
   const ModelConfig& cfg = model.config();
-  std::fprintf(stderr, "model: %s\n", description.c_str());
   const int R = in->rate(), r = cfg.sample_rate, ch = in->channels();
   const int out_ch = o.mono ? 1 : ch;
   const size_t d = static_cast<size_t>(cfg.latency());
@@ -140,6 +221,8 @@ void denoise_file(const DenoiseOptions& o) {
   co.model_block = o.block;
   co.quality = q;
   co.timing = ChainTiming::Aligned;
+  co.attenuation_limit_db = o.atten_limit_db;
+  co.wet = o.mix;
   DenoiseChain chain(model, co);
   std::vector<float> ibuf(C * ch);                            // (C, ch) interleaved input
   std::vector<float> obuf(chain.max_output(C) * out_ch);      // (frames, out_ch) interleaved output
@@ -159,6 +242,7 @@ void denoise_file(const DenoiseOptions& o) {
   auto previous = std::signal(SIGINT, on_sigint);
   auto previous_term = std::signal(SIGTERM, on_sigint);
   const auto t0 = std::chrono::steady_clock::now();
+  Progress progress(o.input, in->length(), R, !o.quiet && isatty(2));
   try {
     for (;;) {
       if (const int sig = g_interrupted.load())
@@ -167,7 +251,9 @@ void denoise_file(const DenoiseOptions& o) {
       if (got == 0) break;
       read_total += got;
       emit(obuf.data(), chain.process(ibuf.data(), got, obuf.data()));
+      progress.update(read_total);
     }
+    progress.done();
     require(read_total > 0, "sound file '" + o.input + "' holds no samples");
     std::vector<float> tail;
     chain.flush(tail);
@@ -197,7 +283,8 @@ void denoise_file(const DenoiseOptions& o) {
                  static_cast<unsigned long long>(chain.first_non_finite()));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double audio = static_cast<double>(read_total) / R;
-  std::fprintf(stderr,
+  if (!o.quiet)
+    std::fprintf(stderr,
                "denoised '%s' -> '%s': %.2f s of audio (%d Hz, %d ch -> %d ch, model at %d Hz, latency %zu samples) in "
                "%.2f s: real-time factor %.3f\n",
                o.input.c_str(), o.output.c_str(), audio, R, ch, out_ch, r, d, secs, secs / audio);
@@ -219,7 +306,7 @@ double to_db(double rms) { return rms > 1e-6 ? 20 * std::log10(rms) : -120; }
 
 // Microphone -> model -> speaker and/or file, through the real-time pipeline.
 void denoise_live(const DenoiseOptions& o) {
-  require_usage(o.input.empty() && o.output.empty(),
+  require_usage(o.files.empty() && o.output_dir.empty(),
           "denoise --live takes no input/output files (use --output-file to record the denoised stream)");
   require_usage(o.block >= 16 && o.block <= 8192, "denoise --live: --block must be in 16..8192 frames");
   std::string description;
@@ -246,6 +333,10 @@ void denoise_live(const DenoiseOptions& o) {
   const size_t frames = static_cast<size_t>(o.block);
   // The medium converter: a third of the best one's delay, at a fraction of its cost.
   DenoiseProcessor proc(model, rate, std::max<size_t>(frames, 1024), quality(o.resample, ResampleQuality::Medium));
+  require_usage(o.atten_limit_db >= 0 && o.atten_limit_db <= 200 && o.mix >= 0 && o.mix <= 1,
+                "denoise --live: --atten-lim must be in 0..200 dB and --mix in 0..1");
+  proc.chain().set_attenuation_limit_db(o.atten_limit_db);
+  proc.chain().set_wet(o.mix);
   // Buffering: one device buffer (its output cannot carry its own input),
   // what the converters hold back, and slack for the processing thread.
   const size_t slack = o.buffer_ms > 0 ? static_cast<size_t>(o.buffer_ms * rate / 1000)
@@ -381,28 +472,37 @@ void add_live_options(CLI::App* cmd, DenoiseOptions& o) {
 void add_denoise_command(CLI::App& app) {
   static DenoiseOptions o;
   auto* cmd = app.add_subcommand("denoise", "Denoise a sound file, or a live microphone with --live");
-  cmd->add_option("input", o.input,
-                  "noisy sound file (any format libsndfile reads); - for stdin: a sound file (WAV, AU) piped in, "
-                  "or raw PCM when --rate is given; or tcp:[ADDRESS:]PORT to take raw PCM from one peer connecting "
-                  "there");
-  cmd->add_option("output", o.output, "denoised sound file (wav, flac, ogg, aiff, au, caf, w64), or - for raw PCM on stdout");
+  cmd->add_option("files", o.files,
+                  "IN OUT, or with -o DIR one or more IN. IN: a sound file (any format libsndfile reads); - for "
+                  "stdin: a sound file (WAV, AU) piped in, or raw PCM when --rate is given; or tcp:[ADDRESS:]PORT "
+                  "to take raw PCM from one peer connecting there. OUT: a sound file (wav, flac, ogg, opus, mp3, "
+                  "aiff, au, caf, w64; its container sets the encoding), or - for raw PCM on stdout");
+  cmd->add_option("-o,--output-dir", o.output_dir, "write each input to DIR under its own name");
+  cmd->add_flag("-q,--quiet", o.quiet, "print only warnings and errors (no model line, progress or summary)");
+  cmd->add_option("-a,--atten-lim", o.atten_limit_db,
+                  "the most the denoiser may attenuate, in dB (the input is mixed back in); 0 = no limit");
+  cmd->add_option("--mix", o.mix, "dry/wet: share of the denoised signal, 0..1 (0 = the input unchanged)");
   cmd->add_option("--raw", o.raw, "raw PCM encoding of - and tcp: (f32 or s16, little-endian)");
   cmd->add_option("--rate", o.rate, "raw PCM input: sample rate (Hz); with - it makes stdin raw PCM");
   cmd->add_option("--channels", o.channels, "raw PCM input: interleaved channels");
   cmd->add_option("--idle-timeout", o.idle_timeout, "tcp: input: seconds without data before giving up");
-  cmd->add_option("--model", o.model, "model (.safetensors); default: the shipped denoiser");
+  cmd->add_option("-m,--model", o.model, "model (.safetensors); default: the shipped denoiser, compiled in");
   cmd->add_option("--block", o.block, "samples per block through the model (file mode); frames per buffer (live)");
   cmd->add_flag("--mono", o.mono, "write one channel instead of the input's channel count");
   cmd->add_option("--resample", o.resample,
                   "rate converter when the audio is not at the model rate: best, medium or fastest "
                   "(default: best for files, medium live)");
   add_live_options(cmd, o);
+  cmd->footer(
+      "The shipped model runs at 16 kHz: audio at another rate is converted to 16 kHz and back, so at 44.1 or "
+      "48 kHz what lies above 8 kHz is not carried through (--atten-lim or --mix bring some of the input back).\n"
+      "Every channel is denoised on its own (--mono mixes them down); non-finite samples are taken as silence.");
   add_devices_command(app);
   cmd->callback([] {
     if (o.live)
       denoise_live(o);
     else
-      denoise_file(o);
+      denoise_files(o);
   });
 }
 

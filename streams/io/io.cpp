@@ -96,6 +96,9 @@ class SoundFileSource : public Source {
     return static_cast<size_t>(got);
   }
   std::string damage() const override { return damage_; }
+  uint64_t length() const override {
+    return info_.frames > 0 && info_.frames != SF_COUNT_MAX ? static_cast<uint64_t>(info_.frames) : 0;
+  }
 
  private:
   std::string path_;

@@ -26,6 +26,8 @@ class Source {
   // What was found wrong with the input while reading it (a file shorter
   // than its header says), "" when nothing: the caller warns about it.
   virtual std::string damage() const { return ""; }
+  // Frames the source announces (a file's header), 0 when unknown.
+  virtual uint64_t length() const { return 0; }
 };
 
 class Sink {
