@@ -515,3 +515,26 @@ TEST(DenoiseCli, MixAndAttenuationLimit) {
   EXPECT_EQ(run({kSsm, "denoise", in, lim, "-m", model, "--mix", "2"}).status, 2);
   for (const auto& p : {fs::path(in), den, dry, lim, fs::path(model)}) fs::remove(p);
 }
+
+// The quick start of docs/TRAINING.md on a folder of WAVs that is nothing but
+// speech: ssm train with the shipped quick-start config, then ssm denoise
+// with the model it wrote.
+TEST(DenoiseCli, TrainingQuickStartWorksOnAFolderOfWavs) {
+  const fs::path dir = temp_path("quickstart");
+  fs::create_directories(dir / "data" / "speech");
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const size_t piece = a.frames() / 10;
+  for (int i = 0; i < 10; ++i)
+    ssm::write_audio((dir / "data" / "speech" / ("u" + std::to_string(i) + ".wav")).string(),
+                     a.samples.data() + i * piece, piece, a.rate, 1);
+  const std::string cfg = SSM_SOURCE_DIR "/models/denoiser/quickstart/train.json";
+  auto r = run({"/bin/sh", "-c", "cd '" + dir.string() + "' && '" + kSsm + "' train --config '" + cfg + "' --steps 4"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const fs::path model = dir / "runs" / "quickstart" / "best.safetensors";
+  ASSERT_TRUE(fs::exists(model)) << r.output;
+  const auto in = dir / "data" / "speech" / "u0.wav", out = dir / "clean.wav";
+  r = run({kSsm, "denoise", in, out, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(ssm::read_audio(out).frames(), piece);
+  fs::remove_all(dir);
+}
