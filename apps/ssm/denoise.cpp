@@ -471,7 +471,7 @@ void add_live_options(CLI::App* cmd, DenoiseOptions& o) {
 
 void add_denoise_command(CLI::App& app) {
   static DenoiseOptions o;
-  auto* cmd = app.add_subcommand("denoise", "Denoise a sound file, or a live microphone with --live");
+  auto* cmd = app.add_subcommand("denoise", "Denoise sound files (IN OUT, or IN... -o DIR), or a live microphone with --live");
   cmd->add_option("files", o.files,
                   "IN OUT, or with -o DIR one or more IN. IN: a sound file (any format libsndfile reads); - for "
                   "stdin: a sound file (WAV, AU) piped in, or raw PCM when --rate is given; or tcp:[ADDRESS:]PORT "
