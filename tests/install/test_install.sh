@@ -52,4 +52,13 @@ if "$prefix/bin/ssm" denoise noisy.flac never.wav --model missing.safetensors 2>
 fi
 grep -q "missing.safetensors" "$work/missing.log" || { cat "$work/missing.log"; exit 1; }
 [ ! -e never.wav ] && [ ! -e never.wav.part ] || { echo "FAIL: output left behind"; exit 1; }
+step "the installed plugin runs the built-in model (sox's ladspa effect)"
+sox_help=$(sox --help-effect ladspa 2>&1 || true)
+if command -v sox >/dev/null && [[ $sox_help == *"ladspa MODULE"* ]]; then
+  LADSPA_PATH=$prefix/lib/ladspa sox noisy.flac -e floating-point plugin_builtin.wav ladspa ssm_denoise.so
+  SSM_DENOISER_MODEL=$model LADSPA_PATH=$prefix/lib/ladspa sox noisy.flac -e floating-point plugin_file.wav ladspa ssm_denoise.so
+  cmp plugin_builtin.wav plugin_file.wav || { echo "FAIL: the plugin's built-in model differs from the shipped one"; exit 1; }
+else
+  echo "skipped: no sox with a ladspa effect"
+fi
 echo "install test passed"
