@@ -15,6 +15,9 @@
 
 #include "ssm/common.hpp"
 
+// Only a PortAudio built with JACK has it: weak, so that one without links too.
+#pragma weak PaJack_SetClientName
+
 namespace ssm {
 
 namespace {
@@ -75,7 +78,7 @@ AudioDevice describe(int i) {
 
 PortAudioSystem::PortAudioSystem(bool verbose) : verbose_(verbose) {
   // The name other JACK clients see (and patchbays show) instead of "PortAudio".
-  PaJack_SetClientName("ssm");
+  if (&PaJack_SetClientName != nullptr) PaJack_SetClientName("ssm");
   const PaError e = quietly(verbose_, [] { return Pa_Initialize(); });
   check(e, "cannot initialise PortAudio");
 }
