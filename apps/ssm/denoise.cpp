@@ -9,6 +9,7 @@
 // first and writes one channel); the output keeps the input's rate; output
 // sample i belongs to input sample i and both have the same length.
 #include <sndfile.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -27,11 +28,9 @@
 #include "ssm/default_model.hpp"
 #include "ssm/denoise_chain.hpp"
 #include "ssm/model.hpp"
-#include "ssm/streams/io.hpp"
 #include "ssm/resampler.hpp"
+#include "ssm/streams/io.hpp"
 #ifdef SSM_WITH_PORTAUDIO
-#include <unistd.h>
-
 #include <cmath>
 #include <optional>
 #include <thread>
