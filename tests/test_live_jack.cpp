@@ -55,14 +55,15 @@ namespace {
 // system ports, recording to a file; returns once audio reaches the file.
 struct LiveOnDummyServer {
   std::unique_ptr<ssm::testing::Child> server, live;
-  std::string out, log, jack_log;
+  std::string out, log, jack_log, jackd, name;
+  bool killed = false;  // the server got SIGKILL: its registry slot is released at the end
 
   // Empty on success, else why the test cannot go on (a skip when jackd is absent).
   std::string start(const std::string& tag, bool* skip) {
-    const std::string jackd = find_program("jackd");
+    jackd = find_program("jackd");
     *skip = jackd.empty();
     if (jackd.empty()) return "jackd is not installed (Debian: jackd2): the live path cannot be tested";
-    const std::string name = "ssmtest" + std::to_string(getpid()) + tag;
+    name = "ssmtest" + std::to_string(getpid()) + tag;
     setenv("JACK_DEFAULT_SERVER", name.c_str(), 1);
     setenv("JACK_NO_START_SERVER", "1", 1);
     out = temp_path(tag + ".wav");
@@ -93,10 +94,33 @@ struct LiveOnDummyServer {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
+  // A server killed with SIGKILL leaves its slot in JACK's registry of
+  // servers (eight at most on a machine). A new server of the same name takes
+  // the dead one's slot, and a clean stop gives it back.
+  void release_killed_server() {
+    const std::string lsp = find_program("jack_lsp");
+    if (lsp.empty()) return;
+    server = std::make_unique<ssm::testing::Child>(
+        std::vector<std::string>{jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "16000", "-p", "256"},
+        jack_log);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (server->alive() && std::chrono::steady_clock::now() < give_up && ssm::testing::run({lsp}).status != 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    server.reset();  // SIGTERM: a clean stop
+  }
   ~LiveOnDummyServer() {
     live.reset();
+    if (killed) release_killed_server();
     server.reset();
     for (const auto& p : {out, out + ".part", log, jack_log}) fs::remove(p);
+    // The semaphores of the clients the server took with it (named after
+    // this test's unique server) stay in /dev/shm otherwise.
+    std::error_code ec;
+    if (!name.empty())
+      for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+        const std::string f = e.path().filename().string();
+        if (f.rfind("jack_sem.", 0) == 0 && f.find("_" + name + "_") != std::string::npos) fs::remove(e.path(), ec);
+      }
   }
 };
 
@@ -111,6 +135,7 @@ TEST(LiveJack, ServerKilledMidRunEndsWithAnErrorAndAFinishedFile) {
     const std::string why = run.start(sig == SIGKILL ? "kill" : "term", &skip);
     if (skip) GTEST_SKIP() << why;
     ASSERT_EQ(why, "");
+    run.killed = sig == SIGKILL;
     run.server->signal(sig);
     const int status = run.live->wait(30);
     const std::string log = ssm::testing::read_text(run.log);
