@@ -63,6 +63,21 @@ inline pid_t spawn(const std::vector<std::string>& argv, const std::string& log_
   return pid;
 }
 
+// The full path of `name` on $PATH, "" when it is not there.
+inline std::string find_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  const std::string p = path ? path : "/usr/bin:/bin";
+  for (size_t start = 0; start <= p.size();) {
+    const size_t end = p.find(':', start);
+    const std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const std::string cand = (dir.empty() ? std::string(".") : dir) + "/" + name;
+    if (access(cand.c_str(), X_OK) == 0) return cand;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return "";
+}
+
 inline std::string read_text(const std::string& path) {
   std::ifstream f(path);
   std::stringstream s;

@@ -3,7 +3,10 @@
 // message, never an exception.
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include <filesystem>
+#include <fstream>
 
 #include "denoise_testing.hpp"
 #include "ssm/c_api.h"
@@ -94,17 +97,57 @@ TEST(CApi, FramedModelReportsItsFrameWaitAndMatchesTheGraph) {
   fs::remove(path);
 }
 
-TEST(CApi, NullModelIsTheDefaultDenoiser) {
+// NULL is the shipped model, compiled in: the same samples as the file in
+// models/denoiser/, whatever the current directory holds.
+TEST(CApi, NullModelIsTheShippedDenoiserCompiledIn) {
+  const fs::path cwd = fs::current_path();
+  fs::current_path(fs::temp_directory_path());
   ssm_denoiser* st = ssm_denoiser_create(nullptr);
+  fs::current_path(cwd);
   ASSERT_NE(st, nullptr) << ssm_last_error();
-  const ssm::Model m = ssm::default_denoiser(nullptr);
+  const ssm::Model m = ssm::Model::load(SSM_SOURCE_DIR "/models/denoiser/denoiser.safetensors");
   EXPECT_EQ(ssm_denoiser_sample_rate(st), m.config().sample_rate);
+  EXPECT_EQ(ssm_denoiser_latency(st), m.config().latency());
   const auto x = ssm::testing::random_vector<float>(800, 2, -0.5, 0.5);
   std::vector<float> y(x.size());
   EXPECT_EQ(ssm_denoiser_process(st, y.data(), x.data(), static_cast<int>(x.size())), 800);
   const auto ref = stream_reference(m, x);
   EXPECT_LT(rel_error(y.data(), ref.data(), ref.size()), 1e-5);
   ssm_denoiser_destroy(st);
+  std::string description;
+  ssm::default_denoiser(&description);
+  EXPECT_NE(description.find("built-in"), std::string::npos) << description;
+}
+
+// A library leaves the process's BLAS threading alone.
+TEST(CApi, CreateAndProcessLeaveTheBlasThreadCountAlone) {
+  const int before = openblas_get_num_threads();
+  const int wanted = before > 1 ? before - 1 : 2;
+  openblas_set_num_threads(wanted);
+  ssm_denoiser* st = ssm_denoiser_create(nullptr);
+  ASSERT_NE(st, nullptr) << ssm_last_error();
+  std::vector<float> buf(512, 0.1f);
+  ssm_denoiser_process(st, buf.data(), buf.data(), static_cast<int>(buf.size()));
+  EXPECT_EQ(openblas_get_num_threads(), wanted);
+  ssm_denoiser_destroy(st);
+  openblas_set_num_threads(before);
+}
+
+// A model path that is not a readable model file is an error naming it,
+// never a fall back to something else.
+TEST(CApi, UnreadableModelIsAnErrorNamingIt) {
+  const std::string dir = fs::temp_directory_path().string();
+  EXPECT_EQ(ssm_denoiser_create(dir.c_str()), nullptr);
+  EXPECT_NE(std::string(ssm_last_error()).find(dir), std::string::npos) << ssm_last_error();
+  const fs::path junk = fs::temp_directory_path() / ("ssm_test_capi_junk_" + std::to_string(getpid()));
+  { std::ofstream(junk) << "not a model"; }
+  EXPECT_EQ(ssm_denoiser_create(junk.c_str()), nullptr);
+  EXPECT_NE(std::string(ssm_last_error()).find(junk.string()), std::string::npos) << ssm_last_error();
+  fs::remove(junk);
+  setenv("SSM_DENOISER_MODEL", "/nonexistent/env_model.safetensors", 1);
+  EXPECT_EQ(ssm_denoiser_create(nullptr), nullptr);
+  EXPECT_NE(std::string(ssm_last_error()).find("/nonexistent/env_model.safetensors"), std::string::npos);
+  unsetenv("SSM_DENOISER_MODEL");
 }
 
 TEST(CApi, ErrorsAreReturnedNotThrown) {
@@ -125,4 +168,50 @@ TEST(CApi, ErrorsAreReturnedNotThrown) {
   ssm_denoiser_destroy(st);
   ssm_denoiser_destroy(nullptr);
   EXPECT_THROW(ssm::Denoiser("/nonexistent/x.safetensors"), std::runtime_error);
+}
+
+// The rule of every entry point: non-finite input samples are silence. The
+// output equals that of the same input with zeros in their place.
+TEST(CApi, NonFiniteInputIsSilence) {
+  const std::string path = saved_model(2);
+  auto x = ssm::testing::random_vector<float>(2000, 21, -0.5, 0.5);
+  std::vector<float> zeroed = x;
+  for (size_t i : {size_t{3}, size_t{700}, size_t{701}, size_t{1999}}) {
+    x[i] = i == 700 ? -INFINITY : NAN;
+    zeroed[i] = 0;
+  }
+  ssm::Denoiser a(path), b(path);
+  std::vector<float> ya(x.size()), yb(x.size());
+  a.process(ya.data(), x.data(), static_cast<int>(x.size()));
+  b.process(yb.data(), zeroed.data(), static_cast<int>(zeroed.size()));
+  EXPECT_EQ(ya, yb);
+  fs::remove(path);
+}
+
+// ssm_denoiser_create_at: any rate and channel count, each channel its own
+// state; the controls mix the delayed input back in; bad values are errors.
+TEST(CApi, CreateAtRateAndChannelsAndTheMixControls) {
+  const std::string path = saved_model(2);
+  ssm_denoiser* st = ssm_denoiser_create_at(path.c_str(), 48000, 2);
+  ASSERT_NE(st, nullptr) << ssm_last_error();
+  EXPECT_EQ(ssm_denoiser_sample_rate(st), 48000);
+  EXPECT_EQ(ssm_denoiser_channels(st), 2);
+  EXPECT_GT(ssm_denoiser_latency(st), 6);  // the lookahead at 48 kHz and the converters' holdback
+  const auto a = ssm::testing::random_vector<float>(4800, 31, -0.5, 0.5);
+  std::vector<float> inter(2 * a.size()), y(inter.size());
+  for (size_t t = 0; t < a.size(); ++t) inter[2 * t] = inter[2 * t + 1] = a[t];
+  EXPECT_EQ(ssm_denoiser_process(st, y.data(), inter.data(), static_cast<int>(a.size())), 4800);
+  for (size_t t = 0; t < a.size(); ++t) ASSERT_EQ(y[2 * t], y[2 * t + 1]) << t;  // same input, same state
+  EXPECT_EQ(ssm_denoiser_set_mix(st, 1.5f), -1);
+  EXPECT_EQ(ssm_denoiser_set_attenuation_limit(st, -3), -1);
+  ssm_denoiser_destroy(st);
+  EXPECT_EQ(ssm_denoiser_create_at(path.c_str(), 0, 1), nullptr);
+
+  ssm::Denoiser d(path);
+  d.set_mix(0);
+  const int L = d.latency();
+  std::vector<float> out(a.size());
+  d.process(out.data(), a.data(), static_cast<int>(a.size()));
+  for (size_t t = 0; t < a.size(); ++t) ASSERT_EQ(out[t], t >= size_t(L) ? a[t - L] : 0.0f) << t;
+  fs::remove(path);
 }

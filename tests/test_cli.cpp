@@ -73,3 +73,34 @@ TEST(Cli, InfoDescribesAModel) {
   EXPECT_TRUE(contains(r.output, "\"d_model\": 32")) << r.output;
   std::filesystem::remove(path);
 }
+
+// Every usage error exits 2, whoever finds it (CLI11 or a command's own
+// checks); a failure at run time (a missing file) exits 1.
+TEST(Cli, UsageErrorsExitTwoAndRunTimeErrorsOne) {
+  for (const char* args : {"frobnicate", "denoise", "denoise --no-such-flag", "denoise --block 0 a.wav b.wav",
+                           "denoise --resample sloppy a.wav b.wav", "info", "denoise - out.wav --rate 16000 --channels 0",
+                           "devices --host-api no-such-host-api"}) {
+    const CliRun r = run_ssm(args);
+    EXPECT_EQ(r.status, 2) << args << ": " << r.output;
+  }
+  const CliRun missing = run_ssm("denoise /nonexistent/in.wav /tmp/never.wav");
+  EXPECT_EQ(missing.status, 1) << missing.output;
+}
+
+// `ssm devices --host-api` with a name no host API has: an error listing the
+// ones there are, not an empty table with status 0.
+TEST(Cli, DevicesWithAnUnknownHostApiNamesTheAvailableOnes) {
+  const CliRun r = run_ssm("devices --host-api no-such-host-api");
+  EXPECT_EQ(r.status, 2) << r.output;
+#ifdef SSM_WITH_PORTAUDIO
+  EXPECT_TRUE(contains(r.output, "'no-such-host-api' not found (available: ")) << r.output;
+#endif
+}
+
+// `ssm info` of a sound file says what the file is and what info expects.
+TEST(Cli, InfoOfASoundFileSaysItIsNotAModel) {
+  const CliRun r = run_ssm(std::string("info ") + SSM_SOURCE_DIR "/samples/noisy_speech.flac");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "noisy_speech.flac' is a sound file (16000 Hz, 1 channel")) << r.output;
+  EXPECT_TRUE(contains(r.output, "not a model")) << r.output;
+}

@@ -117,10 +117,11 @@ TEST(DenoiseCli, FramedModelOutputIsAlignedWithItsInput) {
   for (const auto& p : {out.string(), model, in_path}) fs::remove(p);
 }
 
-TEST(DenoiseCli, ResampledStereoFloatFileMatchesWholeSignalStream) {
+// 44.1 kHz stereo, float, with different channels: each channel is denoised
+// with its own stream state (resampled to 16 kHz and back), as if it were a
+// mono file of its own; --mono denoises the mix into one channel.
+TEST(DenoiseCli, ResampledStereoFileDenoisesEachChannelOnItsOwn) {
   const std::string model = small_model(3);
-  // 44.1 kHz stereo, float, with different channels: mixed down, resampled to
-  // 16 kHz, denoised, resampled back, the same signal in both channels.
   const ssm::Audio mono16 = ssm::read_audio(kNoisy);
   std::vector<float> x44 = ssm::resample(mono16.samples.data(), mono16.frames(), 16000, 44100);
   ssm::Audio st;
@@ -129,7 +130,7 @@ TEST(DenoiseCli, ResampledStereoFloatFileMatchesWholeSignalStream) {
   st.samples.resize(2 * x44.size());
   for (size_t t = 0; t < x44.size(); ++t) {
     st.samples[2 * t] = x44[t];
-    st.samples[2 * t + 1] = 0.5f * x44[t] + 0.01f * std::sin(0.01f * t);
+    st.samples[2 * t + 1] = 0.5f * x44[(t + 3000) % x44.size()] + 0.01f * std::sin(0.01f * t);
   }
   const auto in = temp_path("in44.wav"), out = temp_path("out44.wav");
   ssm::write_audio(in, st.samples.data(), st.frames(), st.rate, 2, /*float_wav=*/true);
@@ -139,37 +140,43 @@ TEST(DenoiseCli, ResampledStereoFloatFileMatchesWholeSignalStream) {
   EXPECT_EQ(got.rate, 44100);
   ASSERT_EQ(got.channels, 2);
   ASSERT_EQ(got.frames(), st.frames());
-  const std::vector<float> ref = reference(ssm::Model::load(model), st);
-  const auto left = channel(got, 0), right = channel(got, 1);
-  EXPECT_EQ(left, right);
-  // Float output: only the chunked vs whole-signal resampling may differ.
-  EXPECT_LT(rel_error(left.data(), ref.data(), ref.size()), 1e-4);
+  const ssm::Model m = ssm::Model::load(model);
+  for (int c = 0; c < 2; ++c) {
+    ssm::Audio one;
+    one.rate = st.rate;
+    one.channels = 1;
+    one.samples = channel(st, c);
+    const std::vector<float> ref = reference(m, one);
+    // Float output: only the chunked vs whole-signal resampling may differ.
+    EXPECT_LT(rel_error(channel(got, c).data(), ref.data(), ref.size()), 1e-4) << "channel " << c;
+  }
 
-  // --mono writes one channel with the same samples.
+  // --mono writes one channel: the mix, denoised.
   const auto out_mono = temp_path("out44m.w64");
   r = run({kSsm, "denoise", in, out_mono, "--model", model, "--mono"});
   ASSERT_EQ(r.status, 0) << r.output;
-  const ssm::Audio m = ssm::read_audio(out_mono);
-  ASSERT_EQ(m.channels, 1);
-  ASSERT_EQ(m.frames(), st.frames());
-  EXPECT_LT(rel_error(m.samples.data(), left.data(), left.size()), 1e-5);  // other block size: rounding only
+  const ssm::Audio mixed = ssm::read_audio(out_mono);
+  ASSERT_EQ(mixed.channels, 1);
+  ASSERT_EQ(mixed.frames(), st.frames());
+  const std::vector<float> ref = reference(m, st);
+  EXPECT_LT(rel_error(mixed.samples.data(), ref.data(), ref.size()), 1e-4);
   for (const auto& p : {in, out, out_mono}) fs::remove(p);
   fs::remove(model);
 }
 
-TEST(DenoiseCli, DefaultModelIsUsedWithoutModelOption) {
+// Without --model: the shipped model, compiled in, and said so.
+TEST(DenoiseCli, DefaultModelIsTheShippedOneCompiledIn) {
   const auto out = temp_path("default.wav");
   const std::string in_path = float_copy_of_sample();
   auto r = run({kSsm, "denoise", in_path, out});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("model: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("model: built-in"), std::string::npos) << r.output;
   const ssm::Audio in = ssm::read_audio(in_path);
   const ssm::Audio got = ssm::read_audio(out);
   ASSERT_EQ(got.frames(), in.frames());
-  std::string description;
-  const ssm::Model m = ssm::default_denoiser(&description);
+  const ssm::Model m = ssm::Model::load(SSM_SOURCE_DIR "/models/denoiser/denoiser.safetensors");
   const std::vector<float> ref = reference(m, in);
-  EXPECT_LT(rel_error(got.samples.data(), ref.data(), ref.size()), 1e-5) << description;
+  EXPECT_LT(rel_error(got.samples.data(), ref.data(), ref.size()), 1e-5);
   fs::remove(out);
   fs::remove(in_path);
 }
@@ -298,4 +305,236 @@ TEST(DenoiseCli, MissingOrCorruptInputIsAClearError) {
   EXPECT_NE(r.output.find("/nonexistent/model.safetensors"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out));
   fs::remove(bad);
+}
+
+// MP3 in, WAV out: the WAV gets the WAV container's encoding (16-bit PCM),
+// not the input's MP3 one, and holds the denoised decoded samples.
+TEST(DenoiseCli, Mp3InputGivesAPcmWav) {
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const auto mp3 = temp_path("in.mp3"), out = temp_path("from_mp3.wav");
+  SF_INFO probe{};
+  probe.samplerate = a.rate;
+  probe.channels = 1;
+  probe.format = SF_FORMAT_MPEG | SF_FORMAT_MPEG_LAYER_III;
+  if (sf_format_check(&probe)) {
+    ssm::write_audio(mp3, a.samples.data(), a.frames(), a.rate, 1);
+  } else {
+    const auto wav = temp_path("for_sox.wav");
+    ssm::write_audio(wav, a.samples.data(), a.frames(), a.rate, 1);
+    const auto sox = run({"sox", wav, mp3});
+    fs::remove(wav);
+    if (sox.status != 0)
+      GTEST_SKIP() << "neither libsndfile nor sox writes MP3 here, so no MP3 input can be made: " << sox.output;
+  }
+  const std::string model = small_model(2);
+  auto r = run({kSsm, "denoise", mp3, out, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+  SF_INFO info{};
+  SNDFILE* f = sf_open(out.c_str(), SFM_READ, &info);
+  ASSERT_NE(f, nullptr) << sf_strerror(nullptr);
+  sf_close(f);
+  EXPECT_EQ(info.format, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+  const ssm::Audio in = ssm::read_audio(mp3);
+  const ssm::Audio got = ssm::read_audio(out);
+  ASSERT_EQ(got.frames(), in.frames());
+  const std::vector<float> ref = reference(ssm::Model::load(model), in);
+  for (size_t i = 0; i < ref.size(); ++i)
+    ASSERT_NEAR(got.samples[i], std::clamp(ref[i], -1.0f, 32767.0f / 32768.0f), 1.5 / 32768) << "frame " << i;
+  for (const auto& p : {mp3, out, fs::path(model)}) fs::remove(p);
+}
+
+// SIGTERM in the middle of a file: the run stops, saying so, and leaves
+// neither OUT nor OUT.part behind.
+TEST(DenoiseCli, SigtermDuringAFileRunLeavesNoPartialFile) {
+  const std::string model = ssm::testing::save_small_model(temp_path("tiny_term.safetensors"), 3, 0, /*width=*/8);
+  const auto in = temp_path("long_term.wav"), out = temp_path("term_out.wav"), log = temp_path("term.log");
+  {
+    std::vector<float> x(16000 * 300);  // 5 minutes: several seconds of work
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * std::sin(0.01f * static_cast<float>(i % 100000));
+    ssm::write_audio(in, x.data(), x.size(), 16000, 1);
+  }
+  ssm::testing::Child c({kSsm, "denoise", in, out, "--model", model}, log);
+  // Once output is being written, the run is in the middle of the file.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    std::error_code ec;
+    if (fs::file_size(out.string() + ".part", ec) > 64 * 1024 && !ec) break;
+    ASSERT_TRUE(c.alive()) << "finished before it could be interrupted:\n" << ssm::testing::read_text(log);
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  c.signal(SIGTERM);
+  const int status = c.wait(30);
+  const std::string said = ssm::testing::read_text(log);
+  EXPECT_EQ(status, 1) << said;
+  EXPECT_NE(said.find("interrupted by SIGTERM"), std::string::npos) << said;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out.string() + ".part"));
+  for (const auto& p : {in, log, fs::path(model)}) fs::remove(p);
+}
+
+// A file cut short (WAV with its header's length, FLAC mid-frame): what can
+// be read is denoised, and a warning says the file is damaged, as sox does.
+TEST(DenoiseCli, TruncatedFilesAreDenoisedWithAWarning) {
+  const std::string model = small_model(1);
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  for (const std::string ext : {"wav", "flac"}) {
+    const auto whole = temp_path("whole." + ext), cut = temp_path("cut." + ext), out = temp_path("cut_out.wav");
+    ssm::write_audio(whole, a.samples.data(), a.frames(), a.rate, 1);
+    {
+      std::ifstream f(whole, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    }
+    auto r = run({kSsm, "denoise", cut, out, "--model", model});
+    ASSERT_EQ(r.status, 0) << ext << ": " << r.output;
+    EXPECT_NE(r.output.find("warning"), std::string::npos) << ext << ": " << r.output;
+    EXPECT_NE(r.output.find("truncated"), std::string::npos) << ext << ": " << r.output;
+    const size_t frames = ssm::read_audio(out).frames();
+    EXPECT_GT(frames, a.frames() / 3) << ext;
+    EXPECT_LT(frames, a.frames() * 2 / 3) << ext;
+    // The whole file gives no warning.
+    r = run({kSsm, "denoise", whole, out, "--model", model});
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find("warning"), std::string::npos) << r.output;
+    for (const auto& p : {whole, cut, out}) fs::remove(p);
+  }
+  fs::remove(model);
+}
+
+// The one rule for non-finite input at every entry point: NaN and infinity
+// are silence. The CLI says how many it met; the output is that of the same
+// file with zeros in their place.
+TEST(DenoiseCli, NonFiniteSamplesAreSilenceWithAWarning) {
+  const std::string model = small_model(2);
+  ssm::Audio a = ssm::read_audio(kNoisy);
+  std::vector<float> zeroed = a.samples;
+  for (size_t i : {size_t{100}, size_t{5000}, size_t{5001}, size_t{30000}}) {
+    a.samples[i] = i == 5001 ? INFINITY : NAN;
+    zeroed[i] = 0;
+  }
+  const auto bad = temp_path("nan.wav"), clean = temp_path("zeros.wav"), out1 = temp_path("nan_out.wav"),
+             out2 = temp_path("zeros_out.wav");
+  ssm::write_audio(bad, a.samples.data(), a.frames(), a.rate, 1, /*float_wav=*/true);
+  ssm::write_audio(clean, zeroed.data(), zeroed.size(), a.rate, 1, /*float_wav=*/true);
+  auto r = run({kSsm, "denoise", bad, out1, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("4 non-finite samples (NaN or infinite), the first at frame 100"), std::string::npos)
+      << r.output;
+  r = run({kSsm, "denoise", clean, out2, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(ssm::read_audio(out1).samples, ssm::read_audio(out2).samples);
+  for (const auto& p : {bad, clean, out1, out2, fs::path(model)}) fs::remove(p);
+}
+
+// A WAV piped to "-" (a stream that cannot seek) is read as a sound file;
+// with --rate, "-" is raw PCM as before.
+TEST(DenoiseCli, WavPipedToStdin) {
+  const std::string model = small_model(2), in_path = float_copy_of_sample();
+  const auto piped = temp_path("piped.wav"), direct = temp_path("direct.wav");
+  auto r = run({"/bin/sh", "-c", "cat '" + in_path + "' | '" + kSsm + "' denoise - '" + piped.string() + "' --model '" + model + "'"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run({kSsm, "denoise", in_path, direct, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ssm::Audio p = ssm::read_audio(piped), d = ssm::read_audio(direct);
+  EXPECT_EQ(p.rate, d.rate);
+  EXPECT_EQ(p.samples, d.samples);
+  for (const auto& f : {piped, direct, fs::path(model), fs::path(in_path)}) fs::remove(f);
+}
+
+// Several inputs and -o DIR: each written there under its own name, the same
+// samples as a run of its own; -q prints nothing for clean files.
+TEST(DenoiseCli, SeveralInputsToADirectoryQuietly) {
+  const std::string model = small_model(2);
+  const fs::path dir = temp_path("outdir");
+  fs::create_directories(dir);
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const auto one = temp_path("one.wav"), two = temp_path("two.flac");
+  ssm::write_audio(one, a.samples.data(), a.frames(), a.rate, 1, /*float_wav=*/true);
+  ssm::write_audio(two, a.samples.data(), a.frames() / 2, a.rate, 1);
+  auto r = run({kSsm, "denoise", one, two, "-o", dir, "-m", model, "-q"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "");
+  for (const auto& in : {one, two}) {
+    const fs::path out = dir / in.filename();
+    ASSERT_TRUE(fs::exists(out)) << out;
+    const auto single = temp_path("single" + in.extension().string());
+    r = run({kSsm, "denoise", in, single, "--model", model});
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(ssm::read_audio(out).samples, ssm::read_audio(single).samples) << in;
+    fs::remove(single);
+  }
+  // A missing input fails alone: the others are written, the status is 1.
+  fs::remove(dir / one.filename());
+  r = run({kSsm, "denoise", "/nonexistent/x.wav", one, "-o", dir, "-m", model});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("1 of 2 files failed"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / one.filename()));
+  // -o with an input inside DIR would overwrite it.
+  r = run({kSsm, "denoise", (dir / one.filename()).string(), "-o", dir, "-m", model});
+  EXPECT_EQ(r.status, 2) << r.output;
+  fs::remove_all(dir);
+  for (const auto& p : {one, two, fs::path(model)}) fs::remove(p);
+}
+
+// The progress line: on a terminal it is rewritten in place and erased at the
+// end; into a pipe or a log, or with --quiet, there is none.
+TEST(DenoiseCli, ProgressLineOnlyOnATerminal) {
+  const std::string script = ssm::testing::find_program("script");
+  const std::string model = small_model(1), in = float_copy_of_sample();
+  const auto out = temp_path("progress.wav");
+  auto plain = run({kSsm, "denoise", in, out, "--model", model});
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_EQ(plain.output.find('\r'), std::string::npos) << plain.output;
+  if (script.empty()) GTEST_SKIP() << "no `script` (util-linux) to give the run a terminal";
+  const std::string cmd = "'" + kSsm + "' denoise '" + in + "' '" + out.string() + "' --model '" + model + "'";
+  auto tty = run({script, "-qec", cmd, "/dev/null"});
+  ASSERT_EQ(tty.status, 0) << tty.output;
+  EXPECT_NE(tty.output.find("\r" + in + ": "), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("% ("), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("\r\x1b[K"), std::string::npos) << tty.output;
+  auto quiet = run({script, "-qec", cmd + " -q", "/dev/null"});
+  ASSERT_EQ(quiet.status, 0) << quiet.output;
+  EXPECT_EQ(quiet.output.find('%'), std::string::npos) << quiet.output;
+  for (const auto& p : {fs::path(in), out, fs::path(model)}) fs::remove(p);
+}
+
+// --mix 0 is the input itself (aligned, so sample for sample); --atten-lim
+// mixes the input back at 10^(-limit/20) into the denoised output.
+TEST(DenoiseCli, MixAndAttenuationLimit) {
+  const std::string model = small_model(2), in = float_copy_of_sample();
+  const auto den = temp_path("den.wav"), dry = temp_path("dry.wav"), lim = temp_path("lim.wav");
+  ASSERT_EQ(run({kSsm, "denoise", in, den, "-m", model}).status, 0);
+  ASSERT_EQ(run({kSsm, "denoise", in, dry, "-m", model, "--mix", "0"}).status, 0);
+  ASSERT_EQ(run({kSsm, "denoise", in, lim, "-m", model, "-a", "20"}).status, 0);
+  const auto x = ssm::read_audio(in).samples, yd = ssm::read_audio(den).samples, y0 = ssm::read_audio(dry).samples,
+             yl = ssm::read_audio(lim).samples;
+  EXPECT_EQ(y0, x);
+  for (size_t t = 0; t < x.size(); ++t) ASSERT_NEAR(yl[t], 0.9f * yd[t] + 0.1f * x[t], 1e-5) << t;
+  EXPECT_EQ(run({kSsm, "denoise", in, lim, "-m", model, "--mix", "2"}).status, 2);
+  for (const auto& p : {fs::path(in), den, dry, lim, fs::path(model)}) fs::remove(p);
+}
+
+// The quick start of docs/TRAINING.md on a folder of WAVs that is nothing but
+// speech: ssm train with the shipped quick-start config, then ssm denoise
+// with the model it wrote.
+TEST(DenoiseCli, TrainingQuickStartWorksOnAFolderOfWavs) {
+  const fs::path dir = temp_path("quickstart");
+  fs::create_directories(dir / "data" / "speech");
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  const size_t piece = a.frames() / 10;
+  for (int i = 0; i < 10; ++i)
+    ssm::write_audio((dir / "data" / "speech" / ("u" + std::to_string(i) + ".wav")).string(),
+                     a.samples.data() + i * piece, piece, a.rate, 1);
+  const std::string cfg = SSM_SOURCE_DIR "/models/denoiser/quickstart/train.json";
+  auto r = run({"/bin/sh", "-c", "cd '" + dir.string() + "' && '" + kSsm + "' train --config '" + cfg + "' --steps 4"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const fs::path model = dir / "runs" / "quickstart" / "best.safetensors";
+  ASSERT_TRUE(fs::exists(model)) << r.output;
+  const auto in = dir / "data" / "speech" / "u0.wav", out = dir / "clean.wav";
+  r = run({kSsm, "denoise", in, out, "--model", model});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(ssm::read_audio(out).frames(), piece);
+  fs::remove_all(dir);
 }

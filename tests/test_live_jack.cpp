@@ -25,23 +25,10 @@ using ssm::testing::correlation;
 namespace {
 
 using ssm::testing::kNoisy;
+using ssm::testing::find_program;
 using ssm::testing::kSsm;
 
 fs::path temp_path(const std::string& name) { return ssm::testing::temp_file("live", name); }
-
-std::string find_program(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string p = path ? path : "/usr/bin:/bin";
-  for (size_t start = 0; start <= p.size();) {
-    const size_t end = p.find(':', start);
-    const std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    const fs::path cand = fs::path(dir.empty() ? "." : dir) / name;
-    if (access(cand.c_str(), X_OK) == 0) return cand;
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return "";
-}
 
 // The lag of `rec` behind `ref` (in [0, max_lag)) that best matches a window
 // of ref starting at `from`.
@@ -60,6 +47,130 @@ size_t find_lag(const std::vector<float>& rec, const std::vector<float>& ref, si
 }
 
 }  // namespace
+
+#ifdef SSM_WITH_PORTAUDIO
+namespace {
+
+// A dummy JACK server (killed by the guard) and `ssm denoise --live` on its
+// system ports, recording to a file; returns once audio reaches the file.
+struct LiveOnDummyServer {
+  std::unique_ptr<ssm::testing::Child> server, live;
+  std::string out, log, jack_log, jackd, name;
+  bool killed = false;  // the server got SIGKILL: its registry slot is released at the end
+
+  // Empty on success, else why the test cannot go on (a skip when jackd is absent).
+  std::string start(const std::string& tag, bool* skip) {
+    jackd = find_program("jackd");
+    *skip = jackd.empty();
+    if (jackd.empty()) return "jackd is not installed (Debian: jackd2): the live path cannot be tested";
+    name = "ssmtest" + std::to_string(getpid()) + tag;
+    setenv("JACK_DEFAULT_SERVER", name.c_str(), 1);
+    setenv("JACK_NO_START_SERVER", "1", 1);
+    out = temp_path(tag + ".wav");
+    log = temp_path(tag + ".log");
+    jack_log = temp_path(tag + "_jackd.log");
+    server = std::make_unique<ssm::testing::Child>(
+        std::vector<std::string>{jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "16000", "-p", "256"},
+        jack_log);
+    // The server is up when a client can see its ports: ssm retries until then.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (int attempt = 0;; ++attempt) {
+      live = std::make_unique<ssm::testing::Child>(
+          std::vector<std::string>{kSsm, "denoise", "--live", "--host-api", "JACK", "--output-file", out}, log);
+      // Audio is flowing once the recording grows past its header.
+      for (;;) {
+        std::error_code ec;
+        const auto size = fs::file_size(out + ".part", ec);
+        if (!ec && size > 44 + 4 * 4096) return "";
+        if (!live->alive()) break;
+        if (std::chrono::steady_clock::now() > give_up)
+          return "ssm denoise --live never recorded anything:\n" + ssm::testing::read_text(log);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      // Exited: the server was not up yet (no JACK host API or no device).
+      if (std::chrono::steady_clock::now() > give_up || !server->alive())
+        return "ssm denoise --live exited:\n" + ssm::testing::read_text(log) + "\njackd:\n" +
+               ssm::testing::read_text(jack_log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  // A server killed with SIGKILL leaves its slot in JACK's registry of
+  // servers (eight at most on a machine). A new server of the same name takes
+  // the dead one's slot, and a clean stop gives it back.
+  void release_killed_server() {
+    const std::string lsp = find_program("jack_lsp");
+    if (lsp.empty()) return;
+    server = std::make_unique<ssm::testing::Child>(
+        std::vector<std::string>{jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "16000", "-p", "256"},
+        jack_log);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (server->alive() && std::chrono::steady_clock::now() < give_up && ssm::testing::run({lsp}).status != 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    server.reset();  // SIGTERM: a clean stop
+  }
+  ~LiveOnDummyServer() {
+    live.reset();
+    if (killed) release_killed_server();
+    server.reset();
+    for (const auto& p : {out, out + ".part", log, jack_log}) fs::remove(p);
+    // The semaphores of the clients the server took with it (named after
+    // this test's unique server) stay in /dev/shm otherwise.
+    std::error_code ec;
+    if (!name.empty())
+      for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+        const std::string f = e.path().filename().string();
+        if (f.rfind("jack_sem.", 0) == 0 && f.find("_" + name + "_") != std::string::npos) fs::remove(e.path(), ec);
+      }
+  }
+};
+
+}  // namespace
+
+// The sound server dies under a running `ssm denoise --live`: it notices,
+// finishes the recording, and exits non-zero saying why, within a bound.
+TEST(LiveJack, ServerKilledMidRunEndsWithAnErrorAndAFinishedFile) {
+  for (int sig : {SIGKILL, SIGTERM}) {
+    LiveOnDummyServer run;
+    bool skip = false;
+    const std::string why = run.start(sig == SIGKILL ? "kill" : "term", &skip);
+    if (skip) GTEST_SKIP() << why;
+    ASSERT_EQ(why, "");
+    run.killed = sig == SIGKILL;
+    run.server->signal(sig);
+    const int status = run.live->wait(30);
+    const std::string log = ssm::testing::read_text(run.log);
+    std::printf("server stopped by signal %d; ssm said:\n%s\n", sig, log.c_str());
+    ASSERT_NE(status, -1) << "ssm denoise --live did not exit after the server died:\n" << log;
+    EXPECT_EQ(status, 1) << log;
+    EXPECT_TRUE(log.find("gone") != std::string::npos || log.find("stopped by itself") != std::string::npos) << log;
+    EXPECT_FALSE(fs::exists(run.out + ".part"));
+    ASSERT_TRUE(fs::exists(run.out)) << log;
+    const ssm::Audio a = ssm::read_audio(run.out);
+    EXPECT_GE(a.frames(), 4096u);
+    EXPECT_EQ(a.rate, 16000);
+  }
+}
+
+// SIGTERM (as a service manager stops it) ends a live run cleanly: exit 0,
+// the recording finished. The JACK client is named after the program.
+TEST(LiveJack, SigtermStopsTheLiveRunAndFinishesTheFile) {
+  LiveOnDummyServer run;
+  bool skip = false;
+  const std::string why = run.start("sigterm", &skip);
+  if (skip) GTEST_SKIP() << why;
+  ASSERT_EQ(why, "");
+  if (const std::string lsp = find_program("jack_lsp"); !lsp.empty()) {
+    const auto ports = ssm::testing::run({lsp});
+    EXPECT_NE(ports.output.find("ssm:"), std::string::npos) << ports.output;
+  }
+  run.live->signal(SIGTERM);
+  const int status = run.live->wait(30);
+  const std::string log = ssm::testing::read_text(run.log);
+  ASSERT_EQ(status, 0) << log;
+  EXPECT_FALSE(fs::exists(run.out + ".part"));
+  EXPECT_GE(ssm::read_audio(run.out).frames(), 4096u);
+}
+#endif
 
 #ifdef SSM_WITH_JACK
 namespace {

@@ -26,4 +26,11 @@ void add_bench_stream(CLI::App& bench);
 // For subcommands whose capability is not built yet: say so plainly, exit 2.
 [[noreturn]] void not_available(const std::string& what, const std::string& why);
 
+// A command line that parsed but does not make sense (a value out of range,
+// a missing input): reported like CLI11's own errors, exit status 2.
+[[noreturn]] inline void usage_error(const std::string& what) { throw CLI::ValidationError(what, 2); }
+inline void require_usage(bool ok, const std::string& what) {
+  if (!ok) usage_error(what);
+}
+
 }  // namespace ssm::cli

@@ -19,17 +19,20 @@ void add_devices_command(CLI::App& app) {
   cmd->callback([] {
 #ifdef SSM_WITH_PORTAUDIO
     PortAudioSystem pa(verbose);
+    std::string api;  // the full name, "" = every host API
+    if (!host_api.empty()) {
+      try {
+        api = pa.host_api(host_api);
+      } catch (const Error& e) {
+        usage_error(std::string("--host-api: ") + e.what());
+      }
+    }
     std::printf("host APIs:");
     for (const auto& h : pa.host_apis()) std::printf(" [%s]", h.c_str());
     std::printf("\n%5s  %-12s %-40s %5s %5s %8s\n", "index", "host API", "name", "in", "out", "rate");
     int shown = 0;
     for (const auto& d : pa.devices()) {
-      if (!host_api.empty()) {
-        std::string a = d.host_api, b = host_api;
-        for (auto& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        for (auto& c : b) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        if (a.find(b) == std::string::npos) continue;
-      }
+      if (!api.empty() && d.host_api != api) continue;
       std::printf("%5d  %-12s %-40s %5d %5d %8.0f%s%s\n", d.index, d.host_api.c_str(), d.name.c_str(),
                   d.max_input_channels, d.max_output_channels, d.default_rate, d.default_input ? "  default in" : "",
                   d.default_output ? "  default out" : "");

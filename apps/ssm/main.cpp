@@ -3,6 +3,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "ssm/c_api.h"
 #include "ssm/common.hpp"
 
 namespace ssm::cli {
@@ -17,7 +18,7 @@ namespace ssm::cli {
 int main(int argc, char** argv) {
   CLI::App app{"ssm: selective state-space models for audio and time series"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "ssm 0.1.0");
+  app.set_version_flag("--version", std::string("ssm ") + ssm_version());
   app.get_formatter()->column_width(36);
   app.option_defaults()->always_capture_default();
   ssm::cli::add_info_command(app);
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every usage error exits 2.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const ssm::Error& e) {
     std::fprintf(stderr, "ssm: error: %s\n", e.what());
     return 1;

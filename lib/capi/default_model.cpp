@@ -1,86 +1,58 @@
 #include "ssm/default_model.hpp"
 
-#include <dlfcn.h>
-
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
-#include <vector>
 
 #include "ssm/common.hpp"
+#include "ssm/detector.hpp"  // model_from_safetensors_bytes
 
-namespace fs = std::filesystem;
+// Generated at build time from models/denoiser/denoiser.safetensors
+// (cmake/embed_file.cmake).
+extern const unsigned char ssm_builtin_denoiser[];
+extern const std::size_t ssm_builtin_denoiser_size;
 
 namespace ssm {
 
-namespace {
-
-// The file holding this code: the ssm executable, a test, or a plugin .so
-// loaded by a host whose executable is elsewhere.
-fs::path this_binary_dir() {
-  Dl_info info{};
-  std::error_code ec;
-  if (dladdr(reinterpret_cast<void*>(&find_default_denoiser), &info) && info.dli_fname) {
-    fs::path p = fs::canonical(info.dli_fname, ec);
-    if (!ec) return p.parent_path();
-  }
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path() : exe.parent_path();
+std::span<const uint8_t> builtin_denoiser_bytes() {
+  return {reinterpret_cast<const uint8_t*>(ssm_builtin_denoiser), ssm_builtin_denoiser_size};
 }
 
-bool is_file(const fs::path& p) {
+namespace {
+
+// A named model file: it must be a readable regular file, and the error says
+// which path was wrong before the safetensors reader says anything else.
+Model load_file(const std::string& path, const std::string& what) {
   std::error_code ec;
-  return fs::is_regular_file(p, ec);
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) fail(what + " '" + path + "' does not exist");
+  require(std::filesystem::is_regular_file(status), what + " '" + path + "' is not a file");
+  return Model::load(path);
 }
 
 }  // namespace
 
-std::string find_default_denoiser() {
-  if (const char* env = std::getenv("SSM_DENOISER_MODEL"); env && *env) {
-    require(is_file(env), std::string("SSM_DENOISER_MODEL names '") + env + "', which is not a readable file");
-    return env;
-  }
-  const fs::path rel = fs::path("models") / "denoiser" / "denoiser.safetensors";
-  if (fs::path dir = this_binary_dir(); !dir.empty()) {
-    for (const fs::path& p : {dir / rel, dir.parent_path() / rel, dir.parent_path().parent_path() / rel,
-                              dir.parent_path() / "share" / "ssm" / "denoiser.safetensors"})
-      if (is_file(p)) return p.string();
-  }
-#ifdef SSM_MODELS_DIR
-  if (const fs::path p = fs::path(SSM_MODELS_DIR) / "denoiser" / "denoiser.safetensors"; is_file(p))
-    return p.string();
-#endif
-  return "";
-}
-
 Model default_denoiser(std::string* description) {
-  if (const std::string path = find_default_denoiser(); !path.empty()) {
-    Model m = Model::load(path);
-    if (description) *description = "trained weights from " + path;
+  if (const char* env = std::getenv("SSM_DENOISER_MODEL"); env && *env) {
+    Model m = load_file(env, "SSM_DENOISER_MODEL names");
+    if (description) *description = std::string("weights from ") + env + " ($SSM_DENOISER_MODEL)";
     return m;
   }
-  Model m{ModelConfig{}};
-  m.init(kDefaultDenoiserSeed);
-  const std::string notice =
-      "no trained denoiser found (models/denoiser/denoiser.safetensors, or set SSM_DENOISER_MODEL): using the "
-      "default architecture with untrained weights (seed " +
-      std::to_string(kDefaultDenoiserSeed) + "), which does not remove noise";
-  if (description)
-    *description = notice;
-  else
-    std::fprintf(stderr, "ssm: notice: %s\n", notice.c_str());
+  const std::span<const uint8_t> bytes = builtin_denoiser_bytes();
+  Model m = model_from_safetensors_bytes(std::vector<uint8_t>(bytes.begin(), bytes.end()), "built-in denoiser");
+  if (description) *description = "built-in weights (models/denoiser/denoiser.safetensors, compiled in)";
   return m;
 }
 
 Model load_denoiser(const std::string& path, std::string* description) {
-  Model m = path.empty() ? default_denoiser(description) : Model::load(path);
+  Model m = path.empty() ? default_denoiser(description) : load_file(path, "model");
   if (!path.empty() && description) *description = "weights from " + path;
   const ModelConfig& c = m.config();
+  const std::string name = path.empty() ? std::string("default") : path;
   require(c.in_channels == 1 && c.out_channels == 1,
-          "model '" + (path.empty() ? std::string("default") : path) + "' has " + std::to_string(c.in_channels) +
-              " input and " + std::to_string(c.out_channels) + " output channels; a denoiser is mono in and out");
-  require(c.lookahead >= 0, "model '" + path + "': negative lookahead");
+          "model '" + name + "' has " + std::to_string(c.in_channels) + " input and " +
+              std::to_string(c.out_channels) + " output channels; a denoiser is mono in and out");
+  require(c.lookahead >= 0, "model '" + name + "': negative lookahead");
   return m;
 }
 

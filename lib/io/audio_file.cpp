@@ -79,22 +79,50 @@ std::vector<float> read_mono(const std::string& path, int rate) {
   return resample(mono.data(), mono.size(), audio.rate, rate);
 }
 
+int sound_file_format(const std::string& path, int rate, int channels, int preferred) {
+  const std::string ext = lower_extension(path);
+  struct Container {
+    const char* ext;
+    int major, encoding;  // the container and its own encoding
+  };
+  static const Container kContainers[] = {
+      {"wav", SF_FORMAT_WAV, SF_FORMAT_PCM_16},     {"w64", SF_FORMAT_W64, SF_FORMAT_PCM_16},
+      {"flac", SF_FORMAT_FLAC, SF_FORMAT_PCM_16},   {"ogg", SF_FORMAT_OGG, SF_FORMAT_VORBIS},
+      {"oga", SF_FORMAT_OGG, SF_FORMAT_VORBIS},     {"opus", SF_FORMAT_OGG, SF_FORMAT_OPUS},
+      {"mp3", SF_FORMAT_MPEG, SF_FORMAT_MPEG_LAYER_III}, {"aiff", SF_FORMAT_AIFF, SF_FORMAT_PCM_16},
+      {"aif", SF_FORMAT_AIFF, SF_FORMAT_PCM_16},    {"au", SF_FORMAT_AU, SF_FORMAT_PCM_16},
+      {"snd", SF_FORMAT_AU, SF_FORMAT_PCM_16},      {"caf", SF_FORMAT_CAF, SF_FORMAT_PCM_16},
+      {"raw", SF_FORMAT_RAW, SF_FORMAT_FLOAT},      {"f32", SF_FORMAT_RAW, SF_FORMAT_FLOAT},
+  };
+  const Container* c = nullptr;
+  for (const Container& k : kContainers)
+    if (ext == k.ext) c = &k;
+  if (!c)
+    fail("cannot write '" + path + "': unknown extension '" + ext +
+         "' (expected wav, w64, flac, ogg, opus, mp3, aiff, au, caf or raw)");
+  // Only a plain encoding carries over from elsewhere: a compressed one
+  // (the input's MP3 or Vorbis) is the input container's business.
+  static const int kPlain[] = {SF_FORMAT_PCM_S8, SF_FORMAT_PCM_U8, SF_FORMAT_PCM_16, SF_FORMAT_PCM_24,
+                               SF_FORMAT_PCM_32, SF_FORMAT_FLOAT,  SF_FORMAT_DOUBLE};
+  const bool plain = std::find(std::begin(kPlain), std::end(kPlain), preferred) != std::end(kPlain);
+  SF_INFO probe{};
+  probe.samplerate = rate;
+  probe.channels = channels;
+  for (int sub : {plain ? preferred : 0, c->encoding}) {
+    if (!sub) continue;
+    probe.format = c->major | sub;
+    if (sf_format_check(&probe)) return probe.format;
+  }
+  fail("cannot write '" + path + "': no sample encoding of that container takes " + std::to_string(channels) +
+       " channels at " + std::to_string(rate) + " Hz");
+}
+
 void write_audio(const std::string& path, const float* samples, size_t frames, int rate, int channels,
                  bool float_wav) {
   SF_INFO info{};
   info.samplerate = rate;
   info.channels = channels;
-  const std::string ext = lower_extension(path);
-  if (ext == "wav")
-    info.format = SF_FORMAT_WAV | (float_wav ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16);
-  else if (ext == "flac")
-    info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
-  else if (ext == "ogg")
-    info.format = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
-  else if (ext == "raw" || ext == "f32")
-    info.format = SF_FORMAT_RAW | SF_FORMAT_FLOAT;
-  else
-    fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected wav, flac, ogg or raw)");
+  info.format = sound_file_format(path, rate, channels, float_wav ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16);
   SndfilePtr file(sf_open(path.c_str(), SFM_WRITE, &info));
   if (!file) fail("cannot write sound file '" + path + "': " + sf_strerror(nullptr));
   // Integer formats clip instead of wrapping around.

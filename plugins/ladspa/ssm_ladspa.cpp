@@ -1,178 +1,136 @@
-// LADSPA plugin "ssm_denoise": the default denoiser (or $SSM_DENOISER_MODEL)
-// on a mono stream, through the C API.
+// LADSPA plugins "ssm_denoise" (mono) and "ssm_denoise_stereo" (two channels,
+// each denoised with its own stream state): the default denoiser (or
+// $SSM_DENOISER_MODEL) through the library's DenoiseChain, Fixed timing.
 //
-// Rates: the model runs at its own rate (16 kHz). At any other host rate the
-// plugin converts inside: host -> model rate -> denoiser -> host rate with
-// streaming libsamplerate converters made in instantiate(). The converters
-// hold samples back, so the output is primed with that much silence; the
-// total delay (priming + the model's lookahead) is reported on the "latency"
+// Rates: the model runs at its own rate (16 kHz); at any other host rate the
+// chain converts inside (libsamplerate's medium converter) and primes its
+// output with the frames the converters hold back. The total delay (priming
+// plus the model's lookahead and frame wait) is reported on the "latency"
 // control output port, in host frames, for hosts that compensate.
+// Controls: "attenuation limit (dB)" (0 = none) and "dry/wet" (1 = denoised
+// only); every control port has a default, so hosts that fill controls from
+// a command line (sox's ladspa effect) need none given.
 // run() allocates nothing and takes no lock; instantiate() does the allocating.
 #include <ladspa.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <memory>
-#include <new>
-#include <vector>
+#include <string>
 
-#include "ssm/c_api.h"
-#include "ssm/streams/resampler.hpp"
+#include "ssm/default_model.hpp"
+#include "ssm/denoise_chain.hpp"
 
 namespace {
 
-enum Port : unsigned long { kInput = 0, kOutput = 1, kLatency = 2, kPortCount = 3 };
-constexpr unsigned long kChunk = 256;  // host frames converted per step: bounds the scratch buffers
+constexpr unsigned long kChunk = 256;  // host frames per pass through the chain: bounds the scratch buffers
+constexpr unsigned long kMaxPorts = 7;
+
+// Where each port is, per variant.
+struct Layout {
+  int channels;
+  unsigned long in[2], out[2], latency, limit, wet, count;
+};
+constexpr Layout kMono{1, {0, 0}, {1, 1}, 2, 3, 4, 5};
+constexpr Layout kStereo{2, {0, 1}, {2, 3}, 4, 5, 6, 7};
 
 struct Instance {
-  ssm_denoiser* st = nullptr;
-  unsigned long host_rate = 0;
-  int model_rate = 0;
-  std::unique_ptr<ssm::Resampler> down, up;  // null when the host runs at the model rate
-  size_t prime = 0;                           // host frames of silence the output starts with
-  float latency = 0;                          // host frames, reported on the port
-  std::vector<float> m_in, m_out;             // (down->max_output(kChunk)) at the model rate
-  std::vector<float> fifo;                    // (capacity) host-rate output waiting to be played
-  size_t head = 0, count = 0;                 // fifo read position and fill
-  std::vector<float> conv;                    // (up->max_output(m_in.size())) one step's output
-  LADSPA_Data* ports[kPortCount] = {nullptr, nullptr, nullptr};
-
-  ~Instance() { ssm_denoiser_destroy(st); }
-
-  void fifo_push(const float* x, size_t n) {
-    // Sized in instantiate() for the most that can be waiting; never grows.
-    n = std::min(n, fifo.size() - count);
-    for (size_t i = 0; i < n; ++i) fifo[(head + count + i) % fifo.size()] = x[i];
-    count += n;
-  }
-  size_t fifo_pop(float* y, size_t n) {
-    n = std::min(n, count);
-    for (size_t i = 0; i < n; ++i) y[i] = fifo[(head + i) % fifo.size()];
-    head = (head + n) % fifo.size();
-    count -= n;
-    return n;
-  }
-  void reset() {
-    ssm_denoiser_reset(st);
-    if (down) {
-      down->reset();
-      up->reset();
-    }
-    head = 0;
-    count = 0;
-    std::fill(conv.begin(), conv.end(), 0.0f);
-    for (size_t left = prime; left > 0;) {
-      const size_t k = std::min(left, conv.size());
-      fifo_push(conv.data(), k);
-      left -= k;
-    }
-  }
+  const Layout* layout = nullptr;
+  std::unique_ptr<ssm::Model> model;
+  std::unique_ptr<ssm::DenoiseChain> chain;
+  float latency = 0;  // host frames, reported on the port
+  LADSPA_Data* ports[kMaxPorts] = {};
+  float in[kChunk * 2] = {}, out[kChunk * 2] = {};  // (kChunk, channels) interleaved
 };
 
-LADSPA_Handle instantiate(const LADSPA_Descriptor*, unsigned long rate) {
+LADSPA_Handle instantiate(const LADSPA_Descriptor* d, unsigned long rate) {
   try {
     auto p = std::make_unique<Instance>();
-    p->st = ssm_denoiser_create(nullptr);
-    if (!p->st) {
-      std::fprintf(stderr, "ssm_denoise (LADSPA): %s\n", ssm_last_error());
-      return nullptr;
-    }
-    p->host_rate = rate;
-    p->model_rate = ssm_denoiser_sample_rate(p->st);
-    const double lookahead = ssm_denoiser_latency(p->st) * static_cast<double>(rate) / p->model_rate;
-    if (static_cast<int>(rate) != p->model_rate) {
-      const auto q = ssm::ResampleQuality::Medium;
-      p->down = std::make_unique<ssm::Resampler>(static_cast<int>(rate), p->model_rate, q);
-      p->up = std::make_unique<ssm::Resampler>(p->model_rate, static_cast<int>(rate), q);
-      p->prime = ssm::resampler_pair_holdback(static_cast<int>(rate), p->model_rate, q);
-      p->m_in.resize(p->down->max_output(kChunk));
-      p->m_out.resize(p->m_in.size());
-      p->conv.resize(p->up->max_output(p->m_in.size()));
-      p->fifo.resize(p->prime + p->conv.size() + kChunk);
-    }
-    p->latency = static_cast<float>(p->prime + std::lround(lookahead));
-    p->reset();
+    p->layout = static_cast<const Layout*>(d->ImplementationData);
+    p->model = std::make_unique<ssm::Model>(ssm::load_denoiser(""));
+    ssm::DenoiseChainOptions o;
+    o.rate = static_cast<int>(rate);
+    o.channels = p->layout->channels;
+    o.max_block = kChunk;
+    o.quality = ssm::ResampleQuality::Medium;
+    o.timing = ssm::ChainTiming::Fixed;
+    p->chain = std::make_unique<ssm::DenoiseChain>(*p->model, o);
+    p->latency = static_cast<float>(p->chain->total_latency());
     return p.release();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "ssm_denoise (LADSPA): cannot instantiate at %lu Hz: %s\n", rate, e.what());
+    std::fprintf(stderr, "%s (LADSPA): cannot instantiate at %lu Hz: %s\n", d->Label, rate, e.what());
   } catch (...) {
   }
   return nullptr;
 }
 
 void connect_port(LADSPA_Handle h, unsigned long port, LADSPA_Data* where) {
-  if (port < kPortCount) static_cast<Instance*>(h)->ports[port] = where;
+  auto& p = *static_cast<Instance*>(h);
+  if (port < p.layout->count) p.ports[port] = where;
 }
 
-void activate(LADSPA_Handle h) {
-  try {
-    static_cast<Instance*>(h)->reset();
-  } catch (...) {
-  }
-}
+void activate(LADSPA_Handle h) { static_cast<Instance*>(h)->chain->reset(); }
 
 void run(LADSPA_Handle h, unsigned long n) {
   Instance& p = *static_cast<Instance*>(h);
-  if (p.ports[kLatency]) *p.ports[kLatency] = p.latency;
-  const LADSPA_Data* in = p.ports[kInput];
-  LADSPA_Data* out = p.ports[kOutput];
-  if (!in || !out) return;
+  const Layout& L = *p.layout;
+  const int C = L.channels;
+  if (p.ports[L.latency]) *p.ports[L.latency] = p.latency;
+  if (p.ports[L.limit]) p.chain->set_attenuation_limit_db(*p.ports[L.limit]);
+  if (p.ports[L.wet]) p.chain->set_wet(*p.ports[L.wet]);
+  for (int c = 0; c < C; ++c)
+    if (!p.ports[L.in[c]] || !p.ports[L.out[c]]) return;
   try {
     // Step by step: each step reads its input before writing its output, so
     // hosts may pass the same buffer for both.
     for (unsigned long done = 0; done < n;) {
-      const unsigned long c = std::min(kChunk, n - done);
-      if (!p.down) {
-        ssm_denoiser_process(p.st, out + done, in + done, static_cast<int>(c));
-      } else {
-        const size_t k = p.down->process(in + done, c, p.m_in.data(), p.m_in.size());
-        ssm_denoiser_process(p.st, p.m_out.data(), p.m_in.data(), static_cast<int>(k));
-        p.fifo_push(p.conv.data(), p.up->process(p.m_out.data(), k, p.conv.data(), p.conv.size()));
-        const size_t got = p.fifo_pop(out + done, c);
-        std::fill(out + done + got, out + done + c, 0.0f);  // cannot happen with the priming
-      }
-      done += c;
+      const unsigned long k = std::min(kChunk, n - done);
+      for (unsigned long t = 0; t < k; ++t)
+        for (int c = 0; c < C; ++c) p.in[t * C + c] = p.ports[L.in[c]][done + t];
+      p.chain->process(p.in, k, p.out);
+      for (unsigned long t = 0; t < k; ++t)
+        for (int c = 0; c < C; ++c) p.ports[L.out[c]][done + t] = p.out[t * C + c];
+      done += k;
     }
   } catch (...) {
     // Nothing may unwind into the host: play silence rather than crash.
-    std::fill(out, out + n, 0.0f);
+    for (int c = 0; c < C; ++c) std::fill(p.ports[L.out[c]], p.ports[L.out[c]] + n, 0.0f);
   }
 }
 
 void cleanup(LADSPA_Handle h) { delete static_cast<Instance*>(h); }
 
-const char* const kPortNames[kPortCount] = {"Input", "Output", "latency"};
-const LADSPA_PortDescriptor kPortKinds[kPortCount] = {
-    LADSPA_PORT_INPUT | LADSPA_PORT_AUDIO, LADSPA_PORT_OUTPUT | LADSPA_PORT_AUDIO,
-    LADSPA_PORT_OUTPUT | LADSPA_PORT_CONTROL};
-const LADSPA_PortRangeHint kPortHints[kPortCount] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+constexpr LADSPA_PortDescriptor kAudioIn = LADSPA_PORT_INPUT | LADSPA_PORT_AUDIO;
+constexpr LADSPA_PortDescriptor kAudioOut = LADSPA_PORT_OUTPUT | LADSPA_PORT_AUDIO;
+constexpr LADSPA_PortDescriptor kControlIn = LADSPA_PORT_INPUT | LADSPA_PORT_CONTROL;
+constexpr LADSPA_PortDescriptor kControlOut = LADSPA_PORT_OUTPUT | LADSPA_PORT_CONTROL;
+constexpr LADSPA_PortRangeHint kAudio{0, 0, 0};
+constexpr LADSPA_PortRangeHint kLatencyHint{LADSPA_HINT_BOUNDED_BELOW | LADSPA_HINT_INTEGER | LADSPA_HINT_DEFAULT_0, 0, 0};
+constexpr LADSPA_PortRangeHint kLimitHint{
+    LADSPA_HINT_BOUNDED_BELOW | LADSPA_HINT_BOUNDED_ABOVE | LADSPA_HINT_DEFAULT_MINIMUM, 0, 100};
+constexpr LADSPA_PortRangeHint kWetHint{
+    LADSPA_HINT_BOUNDED_BELOW | LADSPA_HINT_BOUNDED_ABOVE | LADSPA_HINT_DEFAULT_MAXIMUM, 0, 1};
 
-const LADSPA_Descriptor kDescriptor = {
-    /*UniqueID=*/4871,
-    /*Label=*/"ssm_denoise",
-    /*Properties=*/0,
-    /*Name=*/"ssm denoiser (selective state-space model, mono)",
-    /*Maker=*/"ssm",
-    /*Copyright=*/"see the ssm project",
-    /*PortCount=*/kPortCount,
-    /*PortDescriptors=*/kPortKinds,
-    /*PortNames=*/kPortNames,
-    /*PortRangeHints=*/kPortHints,
-    /*ImplementationData=*/nullptr,
-    instantiate,
-    connect_port,
-    activate,
-    run,
-    /*run_adding=*/nullptr,
-    /*set_run_adding_gain=*/nullptr,
-    /*deactivate=*/nullptr,
-    cleanup,
+const char* const kMonoNames[] = {"Input", "Output", "latency", "attenuation limit (dB, 0 = none)", "dry/wet"};
+const LADSPA_PortDescriptor kMonoKinds[] = {kAudioIn, kAudioOut, kControlOut, kControlIn, kControlIn};
+const LADSPA_PortRangeHint kMonoHints[] = {kAudio, kAudio, kLatencyHint, kLimitHint, kWetHint};
+
+const char* const kStereoNames[] = {"Input L", "Input R", "Output L", "Output R", "latency",
+                                    "attenuation limit (dB, 0 = none)", "dry/wet"};
+const LADSPA_PortDescriptor kStereoKinds[] = {kAudioIn, kAudioIn, kAudioOut, kAudioOut, kControlOut, kControlIn, kControlIn};
+const LADSPA_PortRangeHint kStereoHints[] = {kAudio, kAudio, kAudio, kAudio, kLatencyHint, kLimitHint, kWetHint};
+
+const LADSPA_Descriptor kDescriptors[] = {
+    {4871, "ssm_denoise", 0, "ssm denoiser (selective state-space model, mono)", "ssm", "MIT", kMono.count,
+     kMonoKinds, kMonoNames, kMonoHints, const_cast<Layout*>(&kMono), instantiate, connect_port, activate, run,
+     nullptr, nullptr, nullptr, cleanup},
+    {4872, "ssm_denoise_stereo", 0, "ssm denoiser (selective state-space model, stereo)", "ssm", "MIT",
+     kStereo.count, kStereoKinds, kStereoNames, kStereoHints, const_cast<Layout*>(&kStereo), instantiate,
+     connect_port, activate, run, nullptr, nullptr, nullptr, cleanup},
 };
 
 }  // namespace
 
 extern "C" const LADSPA_Descriptor* ladspa_descriptor(unsigned long index) {
-  return index == 0 ? &kDescriptor : nullptr;
+  return index < 2 ? &kDescriptors[index] : nullptr;
 }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "ssm/audio_file.hpp"
 #include "ssm/common.hpp"
 
 namespace fs = std::filesystem;
@@ -61,25 +62,51 @@ using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
 
 class SoundFileSource : public Source {
  public:
-  explicit SoundFileSource(const std::string& path) : path_(path) {
-    file_.reset(sf_open(path.c_str(), SFM_READ, &info_));
+  // A file by path, or (fd >= 0) a stream on a descriptor such as a pipe,
+  // named `path` in messages.
+  SoundFileSource(const std::string& path, int fd = -1) : path_(path) {
+    file_.reset(fd >= 0 ? sf_open_fd(fd, SFM_READ, &info_, SF_FALSE) : sf_open(path.c_str(), SFM_READ, &info_));
     if (!file_) fail("cannot read sound file '" + path + "': " + sf_strerror(nullptr));
     require(info_.channels > 0 && info_.samplerate > 0, "sound file '" + path + "': invalid channels or rate");
+    // libsndfile trims a length the header claims beyond the file's end, and
+    // says so only in its log ("data : N (should be M)").
+    char log[4096] = {0};
+    sf_command(file_.get(), SFC_GET_LOG_INFO, log, sizeof log);
+    if (std::strstr(log, "should be")) damage_ = "its header claims more data than it holds (truncated?)";
   }
   int rate() const override { return info_.samplerate; }
   int channels() const override { return info_.channels; }
   int sample_format() const override { return info_.format & SF_FORMAT_SUBMASK; }
   size_t read(float* out, size_t frames) override {
+    if (ended_) return 0;
     const sf_count_t got = sf_readf_float(file_.get(), out, static_cast<sf_count_t>(frames));
-    if (got < 0 || (got == 0 && sf_error(file_.get())))
-      fail("sound file '" + path_ + "': read error: " + sf_strerror(file_.get()));
+    if (got < 0 || (got == 0 && sf_error(file_.get()))) {
+      const std::string why = sf_strerror(file_.get());
+      if (read_ == 0) fail("sound file '" + path_ + "': read error: " + why);
+      // What decoded so far is kept, as sox does, and the damage reported.
+      damage_ = "decoding stopped after " + std::to_string(read_) + " frames: " + why + " (truncated or damaged?)";
+      ended_ = true;
+      return 0;
+    }
+    read_ += static_cast<size_t>(got);
+    if (got == 0 && frames > 0 && info_.frames > 0 && info_.frames != SF_COUNT_MAX &&
+        read_ < static_cast<size_t>(info_.frames) && damage_.empty())
+      damage_ = "its header announces " + std::to_string(info_.frames) + " frames, only " + std::to_string(read_) +
+                " could be decoded (truncated?)";
     return static_cast<size_t>(got);
+  }
+  std::string damage() const override { return damage_; }
+  uint64_t length() const override {
+    return info_.frames > 0 && info_.frames != SF_COUNT_MAX ? static_cast<uint64_t>(info_.frames) : 0;
   }
 
  private:
   std::string path_;
   SF_INFO info_{};
   SndfilePtr file_;
+  size_t read_ = 0;
+  bool ended_ = false;
+  std::string damage_;
 };
 
 class SoundFileSink : public Sink {
@@ -89,20 +116,16 @@ class SoundFileSink : public Sink {
     SF_INFO info{};
     info.samplerate = rate;
     info.channels = channels;
-    info.format = sf_format ? sf_format : format_from_extension(path);
+    info.format = sf_format ? sf_format : sound_file_format(path, rate, channels, SF_FORMAT_FLOAT);
     file_.reset(sf_open(part_.c_str(), SFM_WRITE, &info));
-    if (!file_) fail("cannot write sound file '" + path + "': " + sf_strerror(nullptr));
+    if (!file_) {
+      // libsndfile may have created the file before refusing the format.
+      const std::string why = sf_strerror(nullptr);
+      std::error_code ec;
+      fs::remove(part_, ec);
+      fail("cannot write sound file '" + path + "': " + why);
+    }
     sf_command(file_.get(), SFC_SET_CLIPPING, nullptr, SF_TRUE);
-  }
-  static int format_from_extension(const std::string& path) {
-    std::string ext = fs::path(path).extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (ext == ".wav") return SF_FORMAT_WAV | SF_FORMAT_FLOAT;
-    if (ext == ".flac") return SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
-    if (ext == ".ogg") return SF_FORMAT_OGG | SF_FORMAT_VORBIS;
-    if (ext == ".aif" || ext == ".aiff") return SF_FORMAT_AIFF | SF_FORMAT_PCM_16;
-    if (ext == ".w64") return SF_FORMAT_W64 | SF_FORMAT_FLOAT;
-    fail("cannot write '" + path + "': unknown extension '" + ext + "' (expected .wav, .flac, .ogg, .aiff, .w64)");
   }
   ~SoundFileSink() override {
     if (file_) {
@@ -202,6 +225,9 @@ class RawPcmSink : public Sink {
 
 std::unique_ptr<Source> open_sound_file_source(const std::string& path) {
   return std::make_unique<SoundFileSource>(path);
+}
+std::unique_ptr<Source> open_sound_file_source(int fd, const std::string& name) {
+  return std::make_unique<SoundFileSource>(name, fd);
 }
 std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels, int sf_format) {
   return std::make_unique<SoundFileSink>(path, rate, channels, sf_format);

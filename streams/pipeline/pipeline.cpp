@@ -9,36 +9,24 @@
 
 namespace ssm {
 
+DenoiseChainOptions DenoiseProcessor::options(int device_rate, size_t max_block, ResampleQuality q) {
+  DenoiseChainOptions o;
+  o.rate = device_rate;
+  o.max_block = max_block;
+  o.quality = q;
+  o.timing = ChainTiming::Streaming;
+  return o;
+}
+
 DenoiseProcessor::DenoiseProcessor(const Model& model, int device_rate, size_t max_block, ResampleQuality q)
-    : model_(model),
-      device_rate_(device_rate),
-      max_block_(max_block),
-      down_(device_rate, model.config().sample_rate, q),
-      up_(model.config().sample_rate, device_rate, q),
-      stream_(model, static_cast<int>(std::min<size_t>(down_.max_output(max_block), 4096))) {
-  require(model.config().in_channels == 1 && model.config().out_channels == 1, "denoiser: the model must be mono");
-  m_in_.resize(down_.max_output(max_block));
-  m_out_.resize(m_in_.size());
-  holdback_ = resampler_pair_holdback(device_rate, model.config().sample_rate, q);
-}
-
-size_t DenoiseProcessor::max_output(size_t n) const { return up_.max_output(down_.max_output(n)); }
-
-size_t DenoiseProcessor::process(const float* in, size_t n, float* out) {
-  require(n <= max_block_, "denoiser: block larger than max_block");
-  const size_t m = down_.process(in, n, m_in_.data(), m_in_.size());
-  stream_.process(m_in_.data(), m_out_.data(), m);
-  return up_.process(m_out_.data(), m, out, max_output(n));
-}
+    : chain_(model, options(device_rate, max_block, q)) {}
 
 size_t DenoiseProcessor::flush(float* out, size_t cap) {
-  const size_t m = down_.process(nullptr, 0, m_in_.data(), m_in_.size(), true);
-  stream_.process(m_in_.data(), m_out_.data(), m);
-  return up_.process(m_out_.data(), m, out, cap, true);
-}
-
-double DenoiseProcessor::model_latency_frames() const {
-  return model_.config().latency() * static_cast<double>(device_rate_) / model_.config().sample_rate;
+  std::vector<float> tail;
+  chain_.flush(tail);
+  const size_t n = std::min(cap, tail.size());
+  std::copy_n(tail.begin(), n, out);
+  return n;
 }
 
 Pipeline::Pipeline(BlockProcessor& proc, const PipelineOptions& o, Sink* tap)

@@ -1,18 +1,31 @@
 #include "ssm/streams/portaudio.hpp"
 
 #include <fcntl.h>
+#include <pa_jack.h>
 #include <portaudio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <chrono>
+#include <future>
 #include <string>
+#include <thread>
 
 #include "ssm/common.hpp"
+
+// Only a PortAudio built with JACK has it: weak, so that one without links too.
+#pragma weak PaJack_SetClientName
 
 namespace ssm {
 
 namespace {
+
+// Set when a stream had to be left to a host API that no longer answers (a
+// JACK server killed under it): PortAudio is then not terminated either,
+// since Pa_Terminate would wait on that stream too.
+std::atomic<bool> g_abandoned{false};
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -64,11 +77,14 @@ AudioDevice describe(int i) {
 }  // namespace
 
 PortAudioSystem::PortAudioSystem(bool verbose) : verbose_(verbose) {
+  // The name other JACK clients see (and patchbays show) instead of "PortAudio".
+  if (&PaJack_SetClientName != nullptr) PaJack_SetClientName("ssm");
   const PaError e = quietly(verbose_, [] { return Pa_Initialize(); });
   check(e, "cannot initialise PortAudio");
 }
 
 PortAudioSystem::~PortAudioSystem() {
+  if (g_abandoned.load()) return;
   quietly(verbose_, [] { return Pa_Terminate(); });
 }
 
@@ -76,6 +92,18 @@ std::vector<std::string> PortAudioSystem::host_apis() const {
   std::vector<std::string> names;
   for (int i = 0; i < Pa_GetHostApiCount(); ++i) names.push_back(Pa_GetHostApiInfo(i)->name);
   return names;
+}
+
+std::string PortAudioSystem::host_api(const std::string& name) const {
+  std::vector<std::string> hits;
+  for (const auto& n : host_apis())
+    if (lower(n) == lower(name)) return n;
+  for (const auto& n : host_apis())
+    if (lower(n).find(lower(name)) != std::string::npos) hits.push_back(n);
+  if (hits.size() == 1) return hits[0];
+  std::string all;
+  for (const auto& n : host_apis()) all += (all.empty() ? "" : ", ") + n;
+  fail("host API '" + name + "' " + (hits.empty() ? "not found" : "is ambiguous") + " (available: " + all + ")");
 }
 
 std::vector<AudioDevice> PortAudioSystem::devices() const {
@@ -86,18 +114,7 @@ std::vector<AudioDevice> PortAudioSystem::devices() const {
 
 AudioDevice PortAudioSystem::find(const std::string& spec, const std::string& host_api, bool input) const {
   const char* kind = input ? "input" : "output";
-  std::string api;  // the host API's full name, "" = any
-  if (!host_api.empty()) {
-    std::vector<std::string> hits;
-    for (const auto& n : host_apis())
-      if (lower(n) == lower(host_api) || lower(n).find(lower(host_api)) != std::string::npos) hits.push_back(n);
-    if (hits.size() != 1) {
-      std::string all;
-      for (const auto& n : host_apis()) all += (all.empty() ? "" : ", ") + n;
-      fail("host API '" + host_api + "' " + (hits.empty() ? "not found" : "is ambiguous") + " (available: " + all + ")");
-    }
-    api = hits[0];
-  }
+  const std::string api = host_api.empty() ? std::string() : this->host_api(host_api);  // "" = any
   auto usable = [&](const AudioDevice& d) {
     return (api.empty() || d.host_api == api) && (input ? d.max_input_channels : d.max_output_channels) > 0;
   };
@@ -151,6 +168,7 @@ struct PortAudioStream::Impl {
   Pipeline& pipeline;
   PaStream* stream = nullptr;
   int out_channels = 0;
+  bool abandoned = false;
   std::vector<float> mono;  // (kMaxFrames) the pipeline's output before it is spread over the channels
   static constexpr unsigned long kMaxFrames = 8192;
 
@@ -203,16 +221,41 @@ PortAudioStream::PortAudioStream(Pipeline& pipeline, const AudioDevice* in, cons
 }
 
 PortAudioStream::~PortAudioStream() {
-  if (impl_->stream) {
-    stop();
-    Pa_CloseStream(impl_->stream);
+  if (!impl_->stream) return;
+  stop();
+  if (impl_->abandoned) {
+    // The host API may still hold the callback's pointer: the state stays,
+    // reachable from here (so leak checkers see it kept, not lost).
+    static auto* kept = new std::vector<Impl*>;
+    kept->push_back(impl_.release());
+    return;
   }
+  Pa_CloseStream(impl_->stream);
 }
 
 void PortAudioStream::start() { check(Pa_StartStream(impl_->stream), "cannot start the audio stream"); }
 
-void PortAudioStream::stop() {
-  if (Pa_IsStreamStopped(impl_->stream) == 0) Pa_StopStream(impl_->stream);
+bool PortAudioStream::stop(double timeout_s) {
+  Impl& s = *impl_;
+  if (s.abandoned) return false;
+  if (Pa_IsStreamStopped(s.stream) != 0) return true;
+  // Pa_StopStream waits for the host API to confirm the last callback; a
+  // server that has gone away never does. It runs on a helper thread, and
+  // after the timeout the stream is left to it.
+  auto stopped = std::make_shared<std::promise<void>>();
+  std::future<void> done = stopped->get_future();
+  std::thread helper([stream = s.stream, stopped] {
+    Pa_StopStream(stream);
+    stopped->set_value();
+  });
+  if (done.wait_for(std::chrono::duration<double>(timeout_s)) == std::future_status::ready) {
+    helper.join();
+    return true;
+  }
+  helper.detach();
+  s.abandoned = true;
+  g_abandoned.store(true);
+  return false;
 }
 
 bool PortAudioStream::active() const { return Pa_IsStreamActive(impl_->stream) == 1; }

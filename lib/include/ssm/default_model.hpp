@@ -1,29 +1,24 @@
 // The denoiser that `ssm denoise`, the C API and the LADSPA plugin use when no
-// model is named: the trained weights shipped in models/denoiser/ when they can
-// be found, otherwise the default architecture with seeded (untrained) weights.
+// model is named: the trained weights of models/denoiser/denoiser.safetensors,
+// compiled into the library at build time (as rnnoise does), so that an
+// installed binary, library or plugin needs no file beside it. Nothing ever
+// falls back to untrained weights.
 #pragma once
 #include <string>
+
+#include <cstdint>
+#include <span>
 
 #include "ssm/model.hpp"
 
 namespace ssm {
 
-// Seed of the untrained fallback, so that every entry point builds the same model.
-constexpr uint64_t kDefaultDenoiserSeed = 1;
+// The bytes of the compiled-in default denoiser (a safetensors file).
+std::span<const uint8_t> builtin_denoiser_bytes();
 
-// Where the trained default denoiser is looked for, first match wins:
-//   1. $SSM_DENOISER_MODEL (set but unreadable is an error, not a fallback);
-//   2. models/denoiser/denoiser.safetensors beside the executable or shared
-//      object holding this code, or one or two folders up from it, or
-//      ../share/ssm/denoiser.safetensors from it (an installed layout);
-//   3. the source tree's models/denoiser/denoiser.safetensors, a path fixed
-//      at build time.
-// Returns "" when none exists.
-std::string find_default_denoiser();
-
-// The default denoiser. `description`, when given, receives where it came
-// from ("trained weights from PATH" or the untrained notice); when it is null
-// the untrained notice goes to stderr instead, so the fallback is never silent.
+// The default denoiser: the file named by $SSM_DENOISER_MODEL when it is set
+// (unreadable is an error naming it, never a fallback), else the built-in
+// weights. `description`, when given, receives which one it is.
 Model default_denoiser(std::string* description = nullptr);
 
 // A model file (.safetensors) or, for an empty path, default_denoiser().

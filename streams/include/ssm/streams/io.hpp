@@ -23,6 +23,11 @@ class Source {
   virtual size_t read(float* out, size_t frames) = 0;
   // libsndfile's subtype of the stored samples (SF_FORMAT_PCM_16, _FLOAT, ...), 0 when unknown.
   virtual int sample_format() const { return 0; }
+  // What was found wrong with the input while reading it (a file shorter
+  // than its header says), "" when nothing: the caller warns about it.
+  virtual std::string damage() const { return ""; }
+  // Frames the source announces (a file's header), 0 when unknown.
+  virtual uint64_t length() const { return 0; }
 };
 
 class Sink {
@@ -39,12 +44,15 @@ enum class PcmFormat { F32, S16 };
 PcmFormat parse_pcm_format(const std::string& name);  // "f32" / "s16"; throws naming it
 size_t pcm_bytes(PcmFormat f);
 
-// Reads a sound file in chunks.
+// Reads a sound file in chunks; or a sound file streamed on a descriptor
+// (a WAV, AU or raw-header format piped to stdin), named `name` in messages.
 std::unique_ptr<Source> open_sound_file_source(const std::string& path);
+std::unique_ptr<Source> open_sound_file_source(int fd, const std::string& name);
 // Writes a sound file under a temporary name, renamed at close(); the format
-// is libsndfile's `sf_format` or, for 0, from the extension (wav and w64
-// float32, flac/aiff 16-bit, ogg Vorbis). Integer formats clip. A sink
-// destroyed without close() removes its partial file.
+// is libsndfile's `sf_format` or, for 0, sound_file_format(path, ..., float):
+// float where the container takes it (wav, w64, caf, aiff), else its own
+// encoding. Integer formats clip. A sink destroyed without close() removes
+// its partial file.
 std::unique_ptr<Sink> open_sound_file_sink(const std::string& path, int rate, int channels, int sf_format = 0);
 
 // Raw PCM on a file descriptor (0 = stdin, 1 = stdout); the descriptor is not closed.

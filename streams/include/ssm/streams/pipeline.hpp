@@ -25,9 +25,10 @@
 #include <thread>
 #include <vector>
 
+#include "ssm/denoise_chain.hpp"
 #include "ssm/model.hpp"
 #include "ssm/streams/io.hpp"
-#include "ssm/streams/resampler.hpp"
+#include "ssm/resampler.hpp"
 #include "ssm/streams/ring.hpp"
 
 namespace ssm {
@@ -47,27 +48,23 @@ class BlockProcessor {
   virtual size_t holdback() const { return 0; }
 };
 
-// The denoiser as a processor: device rate -> model rate -> Stream -> device
-// rate. The model's latency (its lookahead and frame wait) is not removed
-// here (a live stream cannot look ahead): it adds model_latency_frames().
+// The denoiser as a processor: the library's DenoiseChain, Streaming, mono
+// at the device rate. The model's latency (its lookahead and frame wait) is
+// not removed (a live stream cannot look ahead): it adds model_latency_frames().
 class DenoiseProcessor : public BlockProcessor {
  public:
   DenoiseProcessor(const Model& model, int device_rate, size_t max_block,
                    ResampleQuality q = ResampleQuality::Medium);
-  size_t max_output(size_t n) const override;
-  size_t process(const float* in, size_t n, float* out) override;
+  size_t max_output(size_t n) const override { return chain_.max_output(n); }
+  size_t process(const float* in, size_t n, float* out) override { return chain_.process(in, n, out); }
   size_t flush(float* out, size_t cap) override;
-  size_t holdback() const override { return holdback_; }
-  double model_latency_frames() const;  // the model's latency at the device rate
+  size_t holdback() const override { return chain_.holdback(); }
+  double model_latency_frames() const { return chain_.latency_frames(); }
+  DenoiseChain& chain() { return chain_; }
 
  private:
-  const Model& model_;
-  int device_rate_;
-  size_t max_block_;
-  Resampler down_, up_;
-  Stream stream_;
-  std::vector<float> m_in_, m_out_;  // (down_.max_output(max_block)) at the model rate
-  size_t holdback_ = 0;
+  static DenoiseChainOptions options(int device_rate, size_t max_block, ResampleQuality q);
+  DenoiseChain chain_;
 };
 
 struct PipelineOptions {

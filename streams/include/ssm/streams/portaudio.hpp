@@ -19,7 +19,7 @@ struct AudioDevice {
   bool default_input = false, default_output = false;  // the default of its host API
 };
 
-// Pa_Initialize / Pa_Terminate. Host APIs that probe hardware may print
+// Pa_Initialize / Pa_Terminate; the JACK client is named "ssm". Host APIs that probe hardware may print
 // diagnostics of their own (ALSA on a machine without a sound card): they
 // are silenced unless `verbose`.
 class PortAudioSystem {
@@ -30,6 +30,9 @@ class PortAudioSystem {
   PortAudioSystem& operator=(const PortAudioSystem&) = delete;
 
   std::vector<std::string> host_apis() const;
+  // The full name of the host API `name` names (exactly, else as a unique
+  // case-insensitive part); throws ssm::Error with the available ones.
+  std::string host_api(const std::string& name) const;
   std::vector<AudioDevice> devices() const;
   // `spec`: a device index, or a name (exact, else a unique case-insensitive
   // substring); empty = the default device of the host API (or of the system
@@ -55,7 +58,10 @@ class PortAudioStream {
   PortAudioStream& operator=(const PortAudioStream&) = delete;
 
   void start();
-  void stop();  // waits for the last callback; idempotent
+  // Waits up to `timeout_s` for the last callback; idempotent. False when
+  // the host API did not confirm in time (its server gone): the stream is
+  // then abandoned to it, and neither it nor PortAudio is closed.
+  bool stop(double timeout_s = 3.0);
   bool active() const;
   double input_latency() const;   // seconds, as the host API reports them
   double output_latency() const;

@@ -1,4 +1,4 @@
-#include "ssm/streams/resampler.hpp"
+#include "ssm/resampler.hpp"
 
 #include <samplerate.h>
 
