@@ -247,6 +247,66 @@ __global__ void sigmoid_gate_backward_kernel(float* dx, float* dg, const float* 
   }
 }
 
+__global__ void log_power_forward_kernel(float* y, const float* x, int64_t n, float eps) {
+  SSM_FLAT_STRIDE(i, n) {
+    const float a = x[2 * i], b = x[2 * i + 1];
+    y[i] = logf(a * a + b * b + eps);
+  }
+}
+
+__global__ void log_power_backward_kernel(float* dx, const float* dy, const float* x, int64_t n, float eps) {
+  SSM_FLAT_STRIDE(i, n) {
+    const float a = x[2 * i], b = x[2 * i + 1];
+    const float g = 2.0f * dy[i] / (a * a + b * b + eps);
+    dx[2 * i] = g * a;
+    dx[2 * i + 1] = g * b;
+  }
+}
+
+// Frame tau of batch b: x for tau >= 0, the tail (or zeros) before.
+__device__ __forceinline__ float unfold_frame(const float* x, const float* tail, int b, int64_t tau, int c, int T,
+                                              int C, int W) {
+  if (tau >= 0) return x[(int64_t(b) * T + tau) * C + c];
+  return tail ? tail[(int64_t(b) * (W - 1) + tau + W - 1) * C + c] : 0.0f;
+}
+
+__global__ void unfold_forward_kernel(float* y, const float* x, const float* tail, int B, int T, int C, int W) {
+  const int64_t n = int64_t(B) * T * W * C;
+  SSM_FLAT_STRIDE(i, n) {
+    const int c = static_cast<int>(i % C);
+    const int j = static_cast<int>((i / C) % W);
+    const int64_t bt = i / (int64_t(C) * W);
+    const int b = static_cast<int>(bt / T);
+    const int64_t t = bt % T;
+    y[i] = unfold_frame(x, tail, b, t - (W - 1 - j), c, T, C, W);
+  }
+}
+
+__global__ void unfold_tail_kernel(float* next_tail, const float* x, const float* tail, int B, int T, int C, int W) {
+  const int64_t n = int64_t(B) * (W - 1) * C;
+  SSM_FLAT_STRIDE(i, n) {
+    const int c = static_cast<int>(i % C);
+    const int k = static_cast<int>((i / C) % (W - 1));
+    const int b = static_cast<int>(i / (int64_t(C) * (W - 1)));
+    next_tail[i] = unfold_frame(x, tail, b, int64_t(T) - (W - 1) + k, c, T, C, W);
+  }
+}
+
+__global__ void unfold_backward_kernel(float* dx, const float* dy, int B, int T, int C, int W) {
+  const int64_t n = int64_t(B) * T * C;
+  SSM_FLAT_STRIDE(i, n) {
+    const int c = static_cast<int>(i % C);
+    const int64_t bt = i / C;
+    const int64_t t = bt % T;
+    float s = 0.0f;
+    for (int j = 0; j < W; ++j) {
+      const int64_t u = t + (W - 1 - j);
+      if (u < T) s += dy[((bt - t + u) * W + j) * C + c];
+    }
+    dx[i] = s;
+  }
+}
+
 __global__ void add_into_kernel(float* dst, const float* src, int64_t n) { SSM_FLAT_STRIDE(i, n) dst[i] += src[i]; }
 
 __global__ void copy_cols_kernel(float* dst, int ld_dst, const float* src, int ld_src, int64_t R, int w) {
@@ -453,6 +513,31 @@ void sigmoid_gate_backward_launch(float* dx, float* dg, const float* dy, const f
                                   cudaStream_t stream) {
   sigmoid_gate_backward_kernel<<<flat_blocks(n), kThreads, 0, stream>>>(dx, dg, dy, x, g, n);
   check_op_launch("sigmoid gate backward");
+}
+
+void log_power_forward_launch(float* y, const float* x, int64_t n, float eps, cudaStream_t stream) {
+  log_power_forward_kernel<<<flat_blocks(n), kThreads, 0, stream>>>(y, x, n, eps);
+  check_op_launch("log power forward");
+}
+
+void log_power_backward_launch(float* dx, const float* dy, const float* x, int64_t n, float eps,
+                               cudaStream_t stream) {
+  log_power_backward_kernel<<<flat_blocks(n), kThreads, 0, stream>>>(dx, dy, x, n, eps);
+  check_op_launch("log power backward");
+}
+
+void unfold_forward_launch(float* y, float* next_tail, const float* x, const float* tail, int B, int T, int C, int W,
+                           cudaStream_t stream) {
+  unfold_forward_kernel<<<flat_blocks(int64_t(B) * T * W * C), kThreads, 0, stream>>>(y, x, tail, B, T, C, W);
+  check_op_launch("unfold forward");
+  if (!next_tail || W == 1) return;
+  unfold_tail_kernel<<<flat_blocks(int64_t(B) * (W - 1) * C), kThreads, 0, stream>>>(next_tail, x, tail, B, T, C, W);
+  check_op_launch("unfold tail");
+}
+
+void unfold_backward_launch(float* dx, const float* dy, int B, int T, int C, int W, cudaStream_t stream) {
+  unfold_backward_kernel<<<flat_blocks(int64_t(B) * T * C), kThreads, 0, stream>>>(dx, dy, B, T, C, W);
+  check_op_launch("unfold backward");
 }
 
 void add_into_launch(float* dst, const float* src, int64_t n, cudaStream_t stream) {

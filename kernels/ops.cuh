@@ -94,6 +94,11 @@ void norm_backward_launch(float* dx,            // (R, C)  =
 
 void silu_forward_launch(float* y, const float* x, int64_t n, cudaStream_t stream);  // y may alias x
 void silu_backward_launch(float* dx, const float* dy, const float* x, int64_t n, cudaStream_t stream);
+void log_power_forward_launch(float* y, const float* x, int64_t n, float eps, cudaStream_t stream);
+void log_power_backward_launch(float* dx, const float* dy, const float* x, int64_t n, float eps, cudaStream_t stream);
+void unfold_forward_launch(float* y, float* next_tail, const float* x, const float* tail, int B, int T, int C, int W,
+                           cudaStream_t stream);
+void unfold_backward_launch(float* dx, const float* dy, int B, int T, int C, int W, cudaStream_t stream);
 void sigmoid_gate_forward_launch(float* y, const float* x, const float* g, int64_t n, cudaStream_t stream);
 void sigmoid_gate_backward_launch(float* dx, float* dg, const float* dy, const float* x, const float* g, int64_t n,
                                   cudaStream_t stream);  // dx may be null

@@ -95,4 +95,29 @@ inline void expect_gradients_match_finite_differences(const Model& m, int B, int
   EXPECT_LT(rel_error(din, numeric_gradient(loss, in)), 1e-6);
 }
 
+// The fp64 graph over B rows of T1 + T2 input steps (samples, for a framed
+// model) equals the graph over the first T1, its state carried into the
+// next T2, within 1e-12.
+inline void expect_state_carry_matches_whole(const Model& m, int B, int T1, int T2, uint64_t seed) {
+  const ModelConfig& cfg = m.config();
+  const int T = T1 + T2;
+  auto in = random_vector<double>(static_cast<size_t>(B) * T, seed);
+  std::vector<double> P(m.params().data(), m.params().data() + m.params().size());
+  ModelGraph<double> g(cfg, m.table());
+  std::vector<double> whole(in.size());
+  g.forward(whole.data(), in.data(), P.data(), B, T);
+  std::vector<double> a(static_cast<size_t>(B) * T1), b(static_cast<size_t>(B) * T2), oa(a.size()), ob(b.size());
+  for (int i = 0; i < B; ++i) {
+    std::copy(in.begin() + i * T, in.begin() + i * T + T1, a.begin() + i * T1);
+    std::copy(in.begin() + i * T + T1, in.begin() + (i + 1) * T, b.begin() + i * T2);
+  }
+  std::vector<double> s1(B * ssm::model_state_size(cfg)), s2(s1.size());
+  g.forward(oa.data(), a.data(), P.data(), B, T1, nullptr, s1.data());
+  g.forward(ob.data(), b.data(), P.data(), B, T2, s1.data(), s2.data());
+  for (int i = 0; i < B; ++i) {
+    EXPECT_LT(rel_error(oa.data() + i * T1, whole.data() + i * T, T1), 1e-12) << "row " << i;
+    EXPECT_LT(rel_error(ob.data() + i * T2, whole.data() + i * T + T1, T2), 1e-12) << "row " << i;
+  }
+}
+
 }  // namespace ssm::testing

@@ -210,6 +210,45 @@ void gate_cases(std::vector<Case>& out) {
   }
 }
 
+void log_power_cases(std::vector<Case>& out) {
+  for (const long n : {1L, 77L, 4096L}) {
+    const size_t N = n;
+    // Bins in [0.05, 2] keep the power away from eps, where float and double
+    // rightly part (the log of a power near eps is all rounding).
+    out.push_back(make_case("log_power", dims_text({{"n", n}}),
+                            {{"x", 2 * N, Kind::in, 0.05, 2}, {"dy", N, Kind::in}, {"y", N, Kind::out},
+                             {"dx", 2 * N, Kind::out}},
+                            [n](const auto& be, auto& p) {
+                              if (!be.log_power_forward || !be.log_power_backward) return false;
+                              be.log_power_forward(be.ctx, {p("y"), p("x"), n, 1e-8});
+                              be.log_power_backward(be.ctx, {p("dx"), p("dy"), p("x"), n, 1e-8});
+                              return true;
+                            }));
+  }
+}
+
+void unfold_cases(std::vector<Case>& out) {
+  struct S {
+    ssm::ops::UnfoldDims d;
+    bool tails;
+  };
+  for (const S s : {S{{1, 1, 1, 1}, false}, S{{2, 13, 5, 4}, true}, S{{3, 40, 32, 8}, false}, S{{1, 3, 7, 6}, true}}) {
+    const auto& d = s.d;
+    const size_t nx = size_t(d.B) * d.T * d.C, ny = nx * d.W, tail = size_t(d.B) * (d.W - 1) * d.C;
+    std::vector<BufSpec> b = {{"x", nx, Kind::in}, {"dy", ny, Kind::in}, {"y", ny, Kind::out}, {"dx", nx, Kind::out}};
+    const bool tails = s.tails && tail;
+    if (tails) b.insert(b.end(), {{"tail", tail, Kind::in}, {"next_tail", tail, Kind::out}});
+    out.push_back(make_case("unfold", dims_text({{"B", d.B}, {"T", d.T}, {"C", d.C}, {"W", d.W}, {"tails", tails}}),
+                            b, [d, tails](const auto& be, auto& p) {
+                              if (!be.unfold_forward || !be.unfold_backward) return false;
+                              auto t = [&](const char* n) { return tails ? p(n) : nullptr; };
+                              be.unfold_forward(be.ctx, {p("y"), t("next_tail"), p("x"), t("tail"), d});
+                              be.unfold_backward(be.ctx, {p("dx"), p("dy"), d});
+                              return true;
+                            }));
+  }
+}
+
 void conv1d_cases(std::vector<Case>& out) {
   struct S {
     ssm::Conv1dDims d;
@@ -393,6 +432,8 @@ std::vector<Case> cases() {
   rmsnorm_cases(all);
   silu_cases(all);
   gate_cases(all);
+  log_power_cases(all);
+  unfold_cases(all);
   conv1d_cases(all);
   ssd_cases(all);
   scan_cases(all);

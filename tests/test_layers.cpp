@@ -222,6 +222,76 @@ TEST(Layers, SigmoidGate) {
   EXPECT_EQ(dg_only, dg);
 }
 
+// log(a^2 + b^2 + eps) per pair: the value against long double, the
+// gradient against central differences.
+TEST(Layers, LogPower) {
+  const int n = 30;
+  const double eps = 1e-6;
+  auto x = random_vector(2 * n, 113, -2, 2);
+  vec y(n), ref(n);
+  ssm::log_power_forward(y.data(), x.data(), n, eps);
+  for (int i = 0; i < n; ++i) {
+    const long double a = x[2 * i], b = x[2 * i + 1];
+    ref[i] = static_cast<double>(logl(a * a + b * b + eps));
+  }
+  EXPECT_LE(rel_error(y, ref), 1e-15);
+  const auto dy = random_vector(n, 114);
+  auto loss = [&] {
+    vec out(n);
+    ssm::log_power_forward(out.data(), x.data(), n, eps);
+    return weighted_sum(out, dy);
+  };
+  const auto gx = numeric_gradient(loss, x);
+  vec dx(2 * n);
+  ssm::log_power_backward(dx.data(), dy.data(), x.data(), n, eps);
+  EXPECT_LE(rel_error(dx, gx), 1e-6);
+}
+
+// The window of the last W frames against its definition written out, the
+// tail carried across a split, and the fold against central differences.
+TEST(Layers, Unfold) {
+  const int B = 2, T = 7, C = 3, W = 4;
+  const auto x = random_vector(B * T * C, 115);
+  vec y(static_cast<size_t>(B) * T * W * C);
+  ssm::unfold_forward<double>(y.data(), nullptr, x.data(), nullptr, B, T, C, W);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int j = 0; j < W; ++j)
+        for (int c = 0; c < C; ++c) {
+          const int tau = t - (W - 1 - j);
+          const double want = tau >= 0 ? x[(b * T + tau) * C + c] : 0.0;
+          ASSERT_EQ(y[((b * T + t) * W + j) * C + c], want) << b << " " << t << " " << j << " " << c;
+        }
+  // Steps [0, 3) then [3, 7) with the tail between them give the whole.
+  const int T1 = 3, T2 = T - T1;
+  vec x1, x2;
+  for (int b = 0; b < B; ++b) {
+    x1.insert(x1.end(), x.begin() + b * T * C, x.begin() + (b * T + T1) * C);
+    x2.insert(x2.end(), x.begin() + (b * T + T1) * C, x.begin() + (b + 1) * T * C);
+  }
+  vec y1(static_cast<size_t>(B) * T1 * W * C), y2(static_cast<size_t>(B) * T2 * W * C);
+  vec tail(static_cast<size_t>(B) * (W - 1) * C);
+  ssm::unfold_forward<double>(y1.data(), tail.data(), x1.data(), nullptr, B, T1, C, W);
+  ssm::unfold_forward<double>(y2.data(), nullptr, x2.data(), tail.data(), B, T2, C, W);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < W * C; ++k) {
+        const double got = t < T1 ? y1[(b * T1 + t) * W * C + k] : y2[(b * T2 + t - T1) * W * C + k];
+        ASSERT_EQ(got, y[(b * T + t) * W * C + k]) << b << " " << t << " " << k;
+      }
+  const auto dy = random_vector(y.size(), 116);
+  auto xv = x;
+  auto loss = [&] {
+    vec out(y.size());
+    ssm::unfold_forward<double>(out.data(), nullptr, xv.data(), nullptr, B, T, C, W);
+    return weighted_sum(out, dy);
+  };
+  const auto gx = numeric_gradient(loss, xv);
+  vec dx(x.size());
+  ssm::unfold_backward(dx.data(), dy.data(), B, T, C, W);
+  EXPECT_LE(rel_error(dx, gx), 1e-8);
+}
+
 template <typename Real>
 void check_extremes() {
   const std::vector<Real> x = {-1e30, -1000, -100, -30, 0, 30, 100, 1000, 1e30};

@@ -137,27 +137,7 @@ TEST_P(ModelByKind, ChunkedPerSampleAndRandomBlocksAgree) {
 }
 
 TEST_P(ModelByKind, StateCarryWithBatch) {
-  const ModelConfig cfg = small_config(GetParam());
-  Model m = make_model(cfg, 15);
-  const int B = 3, T1 = 37, T2 = 50, T = T1 + T2;
-  auto in = random_vector<double>(static_cast<size_t>(B) * T, 16);
-  auto P = params_as_double(m);
-  ModelGraph<double> g(cfg, m.table());
-  std::vector<double> whole(B * T);
-  g.forward(whole.data(), in.data(), P.data(), B, T);
-  // Split each batch row at T1 and carry the state.
-  std::vector<double> a(B * T1), b(B * T2), oa(B * T1), ob(B * T2);
-  for (int i = 0; i < B; ++i) {
-    std::copy(in.begin() + i * T, in.begin() + i * T + T1, a.begin() + i * T1);
-    std::copy(in.begin() + i * T + T1, in.begin() + (i + 1) * T, b.begin() + i * T2);
-  }
-  std::vector<double> s1(B * ssm::model_state_size(cfg)), s2(s1.size());
-  g.forward(oa.data(), a.data(), P.data(), B, T1, nullptr, s1.data());
-  g.forward(ob.data(), b.data(), P.data(), B, T2, s1.data(), s2.data());
-  for (int i = 0; i < B; ++i) {
-    EXPECT_LT(rel_error(oa.data() + i * T1, whole.data() + i * T, T1), 1e-12);
-    EXPECT_LT(rel_error(ob.data() + i * T2, whole.data() + i * T + T1, T2), 1e-12);
-  }
+  ssm::testing::expect_state_carry_matches_whole(make_model(small_config(GetParam()), 15), 3, 37, 50, 16);
 }
 
 TEST_P(ModelByKind, SnapshotRestoreContinuesExactly) {

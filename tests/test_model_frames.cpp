@@ -236,12 +236,15 @@ TEST_P(MaskingByKind, ConstantMaskIsTheFilterbankAlone) {
   EXPECT_LT(rel_error(out, ref), 1e-12);
 }
 
-TEST_P(MaskingByKind, StreamIsTheSequenceDelayedAndSnapshotsContinue) {
-  const int F = 4, T = 480;
-  ModelConfig cfg = masking_config(GetParam(), F, 12);
+namespace {
+
+// The streamed output, in random blocks, is the fp64 sequence output
+// delayed by F - 1 samples; a snapshot taken mid-frame continues exactly.
+void expect_stream_is_the_sequence_delayed(const ModelConfig& cfg, uint64_t seed) {
+  const int F = cfg.frame, T = 480;
   Model m(cfg);
-  m.init(51);
-  auto in = random_vector<float>(T, 52);
+  m.init(seed);
+  auto in = random_vector<float>(T, seed + 1);
   std::vector<double> P(m.params().data(), m.params().data() + m.params().size());
   auto ind = ssm::testing::cast_vector<double>(in);
   std::vector<double> ref(T), delayed(T, 0.0);
@@ -249,7 +252,7 @@ TEST_P(MaskingByKind, StreamIsTheSequenceDelayedAndSnapshotsContinue) {
   std::copy(ref.begin(), ref.end() - (F - 1), delayed.begin() + (F - 1));
   ssm::Stream s(m, 16);
   std::vector<float> o(T);
-  std::mt19937 rng(53);
+  std::mt19937 rng(seed + 2);
   for (int t = 0; t < T;) {
     const int n = std::min(T - t, static_cast<int>(rng() % 40) + 1);
     s.process(&in[t], &o[t], n);
@@ -266,6 +269,12 @@ TEST_P(MaskingByKind, StreamIsTheSequenceDelayedAndSnapshotsContinue) {
   c.restore(b.snapshot());
   c.process(in.data() + cut, ob.data() + cut, T - cut);
   for (int t = 0; t < T; ++t) ASSERT_EQ(oa[t], ob[t]) << t;
+}
+
+}  // namespace
+
+TEST_P(MaskingByKind, StreamIsTheSequenceDelayedAndSnapshotsContinue) {
+  expect_stream_is_the_sequence_delayed(masking_config(GetParam(), 4, 12), 51);
 }
 
 INSTANTIATE_TEST_SUITE_P(Blocks, MaskingByKind, ::testing::Values(BlockKind::Mamba2, BlockKind::Mamba1),
@@ -286,4 +295,114 @@ TEST(ModelMasking, ConfigRoundTripShapesAndChecks) {
   EXPECT_EQ(m.table().shape("synthesis.weight"), (std::vector<int64_t>{16, 48}));
   Model plain(framed_config(BlockKind::Mamba2, 16));
   EXPECT_FALSE(plain.table().contains("analysis.weight"));
+}
+
+// ------------------------------------------- windowed analysis, log-power input
+// The analysis reads the last W frames (ModelConfig::analysis_frames) and the
+// encoder the log power of its bin pairs (ModelConfig::log_power_input).
+
+namespace {
+
+ModelConfig windowed_config(BlockKind kind, bool log_power) {
+  ModelConfig c = masking_config(kind, 4, 12);
+  c.analysis_frames = 3;
+  c.log_power_input = log_power;
+  return c;
+}
+
+class WindowedByKind : public ::testing::TestWithParam<BlockKind> {};
+
+}  // namespace
+
+TEST_P(WindowedByKind, GradientsMatchFiniteDifferences) {
+  for (const bool log_power : {false, true}) {
+    SCOPED_TRACE(log_power ? "log-power input" : "sample input");
+    ModelConfig cfg = masking_config(GetParam(), 3, 6);
+    cfg.analysis_frames = 3;
+    cfg.log_power_input = log_power;
+    cfg.d_model = 6;
+    cfg.head_dim = 4;
+    cfg.d_state = 3;
+    Model m(cfg);
+    m.init(61);
+    for (const char* name : {"head.weight", "head.bias"}) {
+      float* p = m.params().data() + m.table().offset(name);
+      const auto r = random_vector<float>(m.table().numel(name), 62, -1, 1);
+      std::copy(r.begin(), r.end(), p);
+    }
+    ssm::testing::expect_gradients_match_finite_differences(m, 2, 15, 63, 1e-4);
+  }
+}
+
+TEST_P(WindowedByKind, StreamIsTheSequenceDelayedAndSnapshotsContinue) {
+  for (const bool log_power : {false, true}) {
+    SCOPED_TRACE(log_power ? "log-power input" : "sample input");
+    expect_stream_is_the_sequence_delayed(windowed_config(GetParam(), log_power), 71);
+  }
+}
+
+// The window's earlier frames travel in the state: a sequence split in two
+// with the state carried gives the whole sequence's output.
+TEST_P(WindowedByKind, StateCarriesTheWindow) {
+  Model m(windowed_config(GetParam(), true));
+  m.init(81);
+  ssm::testing::expect_state_carry_matches_whole(m, 2, 5 * m.config().frame, 9 * m.config().frame, 82);
+}
+
+// At initialisation the synthesis inverts the windowed analysis onto the
+// current frame (K >= W F): with the masks held at sigmoid(3), whatever the
+// layers compute, the model gives 0.953 of its input back.
+TEST_P(WindowedByKind, UntrainedModelPassesItsInputThrough) {
+  const ModelConfig cfg = windowed_config(GetParam(), true);
+  Model m(cfg);
+  m.init(91);
+  const ssm::ParamTable& t = m.table();
+  float* P = m.params().data();
+  const int K = cfg.mask_bins, F = cfg.frame, I = cfg.analysis_in();
+  const float* A = P + t.offset("analysis.weight");   // (K, W F)
+  const float* S = P + t.offset("synthesis.weight");  // (F, K)
+  for (int i = 0; i < F; ++i)
+    for (int j = 0; j < I; ++j) {
+      double v = 0;
+      for (int k = 0; k < K; ++k) v += double(S[i * K + k]) * A[k * I + j];
+      EXPECT_NEAR(v, j == I - F + i ? 1.0 : 0.0, 1e-4) << i << "," << j;
+    }
+  EXPECT_EQ(P[t.offset("head.bias")], 3.0f);
+  std::fill(P + t.offset("head.weight"), P + t.offset("head.weight") + t.numel("head.weight"), 0.0f);
+  const int T = 40 * F;
+  const auto in = random_vector<double>(T, 92);
+  std::vector<double> Pd(P, P + m.params().size()), out(T), ref(T);
+  ModelGraph<double>(cfg, t).forward(out.data(), in.data(), Pd.data(), 1, T);
+  for (int i = 0; i < T; ++i) ref[i] = in[i] / (1 + std::exp(-3.0));
+  EXPECT_LT(rel_error(out, ref), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Blocks, WindowedByKind, ::testing::Values(BlockKind::Mamba2, BlockKind::Mamba1),
+                         [](const auto& info) { return std::string(ssm::block_kind_name(info.param)); });
+
+TEST(ModelWindowed, ConfigRoundTripShapesAndChecks) {
+  const ModelConfig c = windowed_config(BlockKind::Mamba2, true);
+  const std::string text = c.to_json_text();
+  const ModelConfig back = ModelConfig::from_json_text(text, "t");
+  EXPECT_EQ(back.analysis_frames, 3);
+  EXPECT_TRUE(back.log_power_input);
+  const ModelConfig plain = masking_config(BlockKind::Mamba2, 4, 12);
+  EXPECT_EQ(plain.to_json_text().find("analysis_frames"), std::string::npos);  // defaults are not written
+  EXPECT_EQ(plain.to_json_text().find("log_power_input"), std::string::npos);
+  Model m(c);
+  EXPECT_EQ(m.table().shape("analysis.weight"), (std::vector<int64_t>{12, 12}));
+  EXPECT_EQ(m.table().shape("encoder.weight"), (std::vector<int64_t>{16, 6}));
+  EXPECT_EQ(ssm::model_state_size(c), ssm::model_state_size(plain) + 2 * 4);
+  const auto fails_with = [](const std::string& json, const std::string& what) {
+    try {
+      ModelConfig::from_json_text(json, "t");
+      ADD_FAILURE() << json << " was accepted";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  fails_with(R"({"frame": 4, "analysis_frames": 3})", "'analysis_frames' > 1 needs a masking head");
+  fails_with(R"({"frame": 4, "mask_bins": 12, "analysis_frames": 0})", "'analysis_frames' must be in");
+  fails_with(R"({"frame": 4, "log_power_input": true})", "'log_power_input' needs a masking head");
+  fails_with(R"({"frame": 4, "mask_bins": 11, "log_power_input": true})", "even 'mask_bins'");
 }

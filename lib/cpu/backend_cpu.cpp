@@ -50,6 +50,16 @@ struct Cpu {
   static void gate_backward(void*, const GateBwd<Real>& a) {
     ssm::sigmoid_gate_backward(a.dx, a.dg, a.dy, a.x, a.g, a.n);
   }
+  static void log_power_forward(void*, const LogPowerFwd<Real>& a) { ssm::log_power_forward(a.y, a.x, a.n, a.eps); }
+  static void log_power_backward(void*, const LogPowerBwd<Real>& a) {
+    ssm::log_power_backward(a.dx, a.dy, a.x, a.n, a.eps);
+  }
+  static void unfold_forward(void*, const UnfoldFwd<Real>& a) {
+    ssm::unfold_forward(a.y, a.next_tail, a.x, a.tail, a.dims.B, a.dims.T, a.dims.C, a.dims.W);
+  }
+  static void unfold_backward(void*, const UnfoldBwd<Real>& a) {
+    ssm::unfold_backward(a.dx, a.dy, a.dims.B, a.dims.T, a.dims.C, a.dims.W);
+  }
   static void conv1d_forward(void*, const Conv1dFwd<Real>& a) {
     ssm::conv1d_forward(a.y, a.final_tail, a.x, a.weight, a.bias, a.initial_tail, a.d);
   }

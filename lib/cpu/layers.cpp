@@ -206,6 +206,83 @@ void sigmoid_gate_backward(Real* dx, Real* dg, const Real* dy, const Real* x, co
 }
 
 template <typename Real>
+void log_power_forward(Real* y, const Real* x, long n, double eps) {
+  require(n >= 0 && eps > 0, "log_power_forward: n must be >= 0 and eps > 0");
+  if (n > 0) check_ptrs("log_power_forward", {{"y", y}, {"x", x}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) {
+    const Real a = x[2 * i], b = x[2 * i + 1];
+    y[i] = std::log(a * a + b * b + static_cast<Real>(eps));
+  }
+}
+
+template <typename Real>
+void log_power_backward(Real* dx, const Real* dy, const Real* x, long n, double eps) {
+  require(n >= 0 && eps > 0, "log_power_backward: n must be >= 0 and eps > 0");
+  if (n > 0) check_ptrs("log_power_backward", {{"dx", dx}, {"dy", dy}, {"x", x}});
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long i = 0; i < n; ++i) {
+    const Real a = x[2 * i], b = x[2 * i + 1];
+    const Real g = Real(2) * dy[i] / (a * a + b * b + static_cast<Real>(eps));
+    dx[2 * i] = g * a;
+    dx[2 * i + 1] = g * b;
+  }
+}
+
+namespace {
+void check_unfold(const char* fn, int B, int T, int C, int W) {
+  if (B < 1 || T < 1 || C < 1 || W < 1)
+    fail(std::string(fn) + ": B, T, C, W must be >= 1, got B = " + std::to_string(B) + ", T = " + std::to_string(T) +
+         ", C = " + std::to_string(C) + ", W = " + std::to_string(W));
+}
+}  // namespace
+
+template <typename Real>
+void unfold_forward(Real* y, Real* next_tail, const Real* x, const Real* tail, int B, int T, int C, int W) {
+  const char* fn = "unfold_forward";
+  check_unfold(fn, B, T, C, W);
+  check_ptrs(fn, {{"y", y}, {"x", x}});
+  // Frame tau of batch b: x for tau >= 0, the tail (or zeros) before.
+  auto frame = [&](int b, long tau, int c) -> Real {
+    if (tau >= 0) return x[(static_cast<long>(b) * T + tau) * C + c];
+    return tail ? tail[(static_cast<long>(b) * (W - 1) + tau + W - 1) * C + c] : Real(0);
+  };
+#pragma omp parallel for schedule(static) if (static_cast<long>(B) * T * W * C >= kParallelMin)
+  for (long bt = 0; bt < static_cast<long>(B) * T; ++bt) {
+    const int b = static_cast<int>(bt / T);
+    const long t = bt % T;
+    Real* row = y + bt * W * C;
+    for (int j = 0; j < W; ++j)
+      for (int c = 0; c < C; ++c) row[j * C + c] = frame(b, t - (W - 1 - j), c);
+  }
+  if (!next_tail) return;
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < W - 1; ++i)
+      for (int c = 0; c < C; ++c)
+        next_tail[(static_cast<long>(b) * (W - 1) + i) * C + c] = frame(b, static_cast<long>(T) - (W - 1) + i, c);
+}
+
+template <typename Real>
+void unfold_backward(Real* dx, const Real* dy, int B, int T, int C, int W) {
+  const char* fn = "unfold_backward";
+  check_unfold(fn, B, T, C, W);
+  check_ptrs(fn, {{"dx", dx}, {"dy", dy}});
+#pragma omp parallel for schedule(static) if (static_cast<long>(B) * T * W * C >= kParallelMin)
+  for (long bt = 0; bt < static_cast<long>(B) * T; ++bt) {
+    const long t = bt % T;
+    for (int c = 0; c < C; ++c) {
+      Real s = 0;
+      // Frame t sits at window slot j of step t + (W - 1 - j).
+      for (int j = 0; j < W; ++j) {
+        const long u = t + (W - 1 - j);
+        if (u < T) s += dy[((bt - t + u) * W + j) * C + c];
+      }
+      dx[bt * C + c] = s;
+    }
+  }
+}
+
+template <typename Real>
 void softplus_forward(Real* y, const Real* x, long n) {
   require(n >= 0, "softplus_forward: n must be >= 0");
   if (n > 0) check_ptrs("softplus_forward", {{"y", y}, {"x", x}});
@@ -266,6 +343,10 @@ void linear_backward(std::type_identity_t<Real>* dx, Real* dW, std::type_identit
   template void silu_backward<Real>(Real*, const Real*, const Real*, long);                                      \
   template void sigmoid_gate_forward<Real>(Real*, const Real*, const Real*, long);                               \
   template void sigmoid_gate_backward<Real>(Real*, Real*, const Real*, const Real*, const Real*, long);          \
+  template void log_power_forward<Real>(Real*, const Real*, long, double);                                       \
+  template void log_power_backward<Real>(Real*, const Real*, const Real*, long, double);                         \
+  template void unfold_forward<Real>(Real*, Real*, const Real*, const Real*, int, int, int, int);                \
+  template void unfold_backward<Real>(Real*, const Real*, int, int, int, int);                                   \
   template void softplus_forward<Real>(Real*, const Real*, long);                                                \
   template void softplus_backward<Real>(Real*, const Real*, const Real*, long);                                  \
   template void linear_forward<Real>(Real*, const Real*, const Real*, const Real*, int, int, int);               \

@@ -114,6 +114,18 @@ struct Cuda {
   static void gate_backward(void* c, const GateBwd<float>& a) {
     sigmoid_gate_backward_cuda(a.dx, a.dg, a.dy, a.x, a.g, a.n, ctx_of(c).stream);
   }
+  static void log_power_forward(void* c, const LogPowerFwd<float>& a) {
+    log_power_forward_cuda(a.y, a.x, a.n, a.eps, ctx_of(c).stream);
+  }
+  static void log_power_backward(void* c, const LogPowerBwd<float>& a) {
+    log_power_backward_cuda(a.dx, a.dy, a.x, a.n, a.eps, ctx_of(c).stream);
+  }
+  static void unfold_forward(void* c, const UnfoldFwd<float>& a) {
+    unfold_forward_cuda(a.y, a.next_tail, a.x, a.tail, a.dims.B, a.dims.T, a.dims.C, a.dims.W, ctx_of(c).stream);
+  }
+  static void unfold_backward(void* c, const UnfoldBwd<float>& a) {
+    unfold_backward_cuda(a.dx, a.dy, a.dims.B, a.dims.T, a.dims.C, a.dims.W, ctx_of(c).stream);
+  }
   static void conv1d_forward(void* c, const Conv1dFwd<float>& a) {
     conv1d_forward_cuda(a.y, a.final_tail, a.x, a.weight, a.bias, a.initial_tail, a.d, ctx_of(c).stream);
   }

@@ -126,6 +126,47 @@ void sigmoid_gate_backward_cuda(float* dx, float* dg, const float* dy, const flo
   kernels::sigmoid_gate_backward_launch(dx, dg, dy, x, g, n, stream);
 }
 
+void log_power_forward_cuda(float* y, const float* x, long n, double eps, cudaStream_t stream) {
+  const char* fn = "log_power_forward_cuda";
+  check_count(fn, n);
+  require(eps > 0, std::string(fn) + ": eps must be > 0");
+  if (n == 0) return;
+  require_ptrs(fn, {{"y", y}, {"x", x}});
+  kernels::log_power_forward_launch(y, x, n, static_cast<float>(eps), stream);
+}
+
+void log_power_backward_cuda(float* dx, const float* dy, const float* x, long n, double eps, cudaStream_t stream) {
+  const char* fn = "log_power_backward_cuda";
+  check_count(fn, n);
+  require(eps > 0, std::string(fn) + ": eps must be > 0");
+  if (n == 0) return;
+  require_ptrs(fn, {{"dx", dx}, {"dy", dy}, {"x", x}});
+  kernels::log_power_backward_launch(dx, dy, x, n, static_cast<float>(eps), stream);
+}
+
+namespace {
+void check_unfold_dims(const char* fn, int B, int T, int C, int W) {
+  require(B >= 1 && T >= 1 && C >= 1 && W >= 1, std::string(fn) + ": B, T, C, W must be >= 1, got B = " +
+                                                    std::to_string(B) + ", T = " + std::to_string(T) + ", C = " +
+                                                    std::to_string(C) + ", W = " + std::to_string(W));
+}
+}  // namespace
+
+void unfold_forward_cuda(float* y, float* next_tail, const float* x, const float* tail, int B, int T, int C, int W,
+                         cudaStream_t stream) {
+  const char* fn = "unfold_forward_cuda";
+  check_unfold_dims(fn, B, T, C, W);
+  require_ptrs(fn, {{"y", y}, {"x", x}});
+  kernels::unfold_forward_launch(y, next_tail, x, tail, B, T, C, W, stream);
+}
+
+void unfold_backward_cuda(float* dx, const float* dy, int B, int T, int C, int W, cudaStream_t stream) {
+  const char* fn = "unfold_backward_cuda";
+  check_unfold_dims(fn, B, T, C, W);
+  require_ptrs(fn, {{"dx", dx}, {"dy", dy}});
+  kernels::unfold_backward_launch(dx, dy, B, T, C, W, stream);
+}
+
 void add_into_cuda(float* dst, const float* src, long n, cudaStream_t stream) {
   const char* fn = "add_into_cuda";
   check_count(fn, n);

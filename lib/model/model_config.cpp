@@ -37,6 +37,12 @@ void ModelConfig::validate() const {
   positive(frame, "frame");
   require(frame <= 4096, "model config: 'frame' must be <= 4096 samples");
   require(mask_bins >= 0 && mask_bins <= 65536, "model config: 'mask_bins' must be in [0, 65536] (0 = a mapping head)");
+  require(analysis_frames >= 1 && analysis_frames <= 4096, "model config: 'analysis_frames' must be in [1, 4096]");
+  require(analysis_frames == 1 || masking(), "model config: 'analysis_frames' > 1 needs a masking head ('mask_bins' > 0)");
+  require(!log_power_input || (masking() && mask_bins % 2 == 0),
+          "model config: 'log_power_input' needs a masking head with an even 'mask_bins' (bins pair up)");
+  require(int64_t{analysis_frames} * frame * in_channels <= (int64_t{1} << 24),
+          "model config: analysis_frames * frame * in_channels is beyond what this library supports");
   require(int64_t{frame} * std::max(in_channels, out_channels) <= (int64_t{1} << 24),
           "model config: frame * channels is beyond what this library supports");
   require(d_model <= 65536 && n_layers <= 1024 && expand <= 64 && d_state <= 4096 && d_conv <= 64,
@@ -62,6 +68,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   const detail::JsonFields f(j, source, "",
                              {"block", "d_model", "n_layers", "expand", "head_dim", "d_state", "d_conv", "n_groups",
                               "dt_rank", "chunk", "in_channels", "out_channels", "sample_rate", "lookahead", "frame", "mask_bins",
+                              "analysis_frames", "log_power_input",
                               "dt_min", "dt_max", "dt_init_floor", "norm_eps"});
   ModelConfig c;
   std::string block;
@@ -87,6 +94,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   f.get("lookahead", c.lookahead);
   f.get("frame", c.frame);
   f.get("mask_bins", c.mask_bins);
+  f.get("analysis_frames", c.analysis_frames);
+  f.get("log_power_input", c.log_power_input);
   f.get("dt_min", c.dt_min);
   f.get("dt_max", c.dt_max);
   f.get("dt_init_floor", c.dt_init_floor);
@@ -146,6 +155,8 @@ nlohmann::json ModelConfig::to_json() const {
   // of sample-by-sample models stay as they were before frames existed.
   if (frame != 1) j["frame"] = frame;
   if (mask_bins != 0) j["mask_bins"] = mask_bins;
+  if (analysis_frames != 1) j["analysis_frames"] = analysis_frames;
+  if (log_power_input) j["log_power_input"] = true;
   return j;
 }
 

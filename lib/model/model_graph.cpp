@@ -75,7 +75,7 @@ template <typename Real>
 struct BackwardScratch {
   explicit BackwardScratch(const ops::OpsTable<Real>* be)
       : dh(be), dh_prev(be), dhn(be), din(be), e1(be), e2(be), e3(be), e4(be), dt(be), bc1(be), bc2(be), c1(be),
-        c2(be), c3(be), proj(be), dun(be), low(be), dbins(be) {}
+        c2(be), c3(be), proj(be), dun(be), low(be), dbins(be), dfeat(be), dpow(be), dwin(be) {}
   Buf<Real> dh, dh_prev, dhn, din;  // (R, D), (R, D), (R, D), (R, step_in)
   Buf<Real> e1, e2, e3, e4;         // (R, E) each
   Buf<Real> dt;                     // (R, H) Mamba-2, (R, E) Mamba-1
@@ -85,13 +85,16 @@ struct BackwardScratch {
   Buf<Real> dun;                    // (R, D)
   Buf<Real> low;                    // (R, rank)
   Buf<Real> dbins;                  // (R, K) masking head
+  Buf<Real> dfeat;                  // (R, K / 2) log-power features
+  Buf<Real> dpow;                   // (R, K) the features' share of dbins
+  Buf<Real> dwin;                   // (R, analysis_in) the analysis window
 };
 
 template <typename Real>
 struct ModelGraph<Real>::Impl {
   explicit Impl(const ops::OpsTable<Real>& be)
-      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), mask_logit(&be), bins(&be), masked(&be),
-        scratch_a(&be), scratch_b(&be), g(&be) {}
+      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), win_saved(&be), feat(&be), mask_logit(&be),
+        bins(&be), masked(&be), scratch_a(&be), scratch_b(&be), g(&be) {}
   const ops::OpsTable<Real>& ops;
   ModelConfig cfg;
   size_t enc_w, enc_b, norm_f, head_w, head_b;
@@ -100,6 +103,8 @@ struct ModelGraph<Real>::Impl {
   std::vector<LayerActs<Real>> acts;
   Buf<Real> h_last, rstd_f, hn;  // (R, D), (R), (R, D)
   Buf<Real> in_saved;            // (R, frame * in_channels)
+  Buf<Real> win_saved;           // (R, analysis_in) the analysis window (analysis_frames > 1)
+  Buf<Real> feat;                // (R, K / 2) log-power features (log_power_input)
   Buf<Real> mask_logit, bins, masked;  // (R, K) each: head output, analysis of the input, bins after the mask
   Buf<Real> scratch_a, scratch_b;
   BackwardScratch<Real> g;
@@ -185,11 +190,30 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   const size_t R = static_cast<size_t>(B) * T;
   const int D = cfg.d_model, Ci = cfg.step_in();
   gather(in_saved.grow(R * Ci), in, R, Ci, 0, Ci);
-  // Encoder into the first layer's input.
-  linear(acts[0].u.grow(R * D), in, P + enc_w, P + enc_b, R, Ci, D);
-  // State layout: per layer, a (B, K-1, Cc) conv tail then a (B, E, N) SSM state.
+  // State layout: per layer, a (B, K-1, Cc) conv tail then a (B, E, N) SSM
+  // state; after the layers, the analysis's (B, W - 1, Ci) earlier frames.
   const size_t tail_n = static_cast<size_t>(B) * (cfg.d_conv - 1) * cfg.conv_channels();
   const size_t layer_n = tail_n + static_cast<size_t>(B) * cfg.inner() * cfg.d_state;
+  const Real* enc_in = in_saved.data();  // (R, encoder_in)
+  if (cfg.masking()) {
+    // The analysis of the last W frames; the mask applies to these bins.
+    const int K = cfg.mask_bins, W = cfg.analysis_frames;
+    const Real* win = in_saved.data();  // (R, W * Ci)
+    if (W > 1) {
+      const size_t at = cfg.n_layers * layer_n;
+      ops.unfold_forward(ctx(), {win_saved.grow(R * cfg.analysis_in()), next_state ? next_state + at : nullptr,
+                                 in_saved.data(), state ? state + at : nullptr, ops::UnfoldDims{B, T, Ci, W}});
+      win = win_saved.data();
+    }
+    linear(bins.grow(R * K), win, P + ana_w, nullptr, R, cfg.analysis_in(), K);
+    if (cfg.log_power_input) {
+      ops.log_power_forward(ctx(), {feat.grow(R * (K / 2)), bins.data(), static_cast<long>(R * (K / 2)),
+                                    ModelConfig::kLogPowerEps});
+      enc_in = feat.data();
+    }
+  }
+  // Encoder into the first layer's input.
+  linear(acts[0].u.grow(R * D), enc_in, P + enc_w, P + enc_b, R, cfg.encoder_in(), D);
   for (int l = 0; l < cfg.n_layers; ++l) {
     Real* u_next = l + 1 < cfg.n_layers ? acts[l + 1].u.grow(R * D) : h_last.grow(R * D);
     const Real* st = state ? state + l * layer_n : nullptr;
@@ -204,7 +228,6 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   if (!cfg.masking()) return linear(out, hn.data(), P + head_w, P + head_b, R, D, cfg.step_out());
   const int K = cfg.mask_bins;
   linear(mask_logit.grow(R * K), hn.data(), P + head_w, P + head_b, R, D, K);
-  linear(bins.grow(R * K), in_saved.data(), P + ana_w, nullptr, R, Ci, K);
   ops.gate_forward(ctx(), {masked.grow(R * K), bins.data(), mask_logit.data(), static_cast<long>(R * K)});
   linear(out, masked.data(), P + syn_w, nullptr, R, K, cfg.step_out());
 }
@@ -301,13 +324,33 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
       mamba1_backward(dh_prev, acts[l], off[l], P, dP, dh);
     std::swap(dh, dh_prev);
   }
-  Real* din_ptr = din ? din : g.din.grow(R * cfg.step_in());
-  linear_bwd(din_ptr, dP + enc_w, dP + enc_b, dh, in_saved.data(), P + enc_w, R, cfg.step_in(), D);
+  const int Ci = cfg.step_in();
+  bool din_set = false;  // din holds the encoder's share
+  if (!cfg.log_power_input) {
+    linear_bwd(din, dP + enc_w, dP + enc_b, dh, in_saved.data(), P + enc_w, R, Ci, D);
+    din_set = din != nullptr;
+  } else {
+    // The encoder read the bins' log power: its gradient joins the mask's in dbins.
+    const int K = cfg.mask_bins;
+    Real* dfeat = g.dfeat.grow(R * (K / 2));  // (R, K / 2)
+    linear_bwd(dfeat, dP + enc_w, dP + enc_b, dh, feat.data(), P + enc_w, R, K / 2, D);
+    Real* dpow = g.dpow.grow(R * K);  // (R, K)
+    ops.log_power_backward(ctx(), {dpow, dfeat, bins.data(), static_cast<long>(R * (K / 2)),
+                                   ModelConfig::kLogPowerEps});
+    add(dbins, dpow, R * K);
+  }
   if (dbins) {
     // The analysis sees the input too: its weight's gradient, and its share of din.
-    Real* din_ana = din ? g.din.grow(R * cfg.step_in()) : nullptr;
-    linear_bwd(din_ana, dP + ana_w, nullptr, dbins, in_saved.data(), P + ana_w, R, cfg.step_in(), cfg.mask_bins);
-    if (din) add(din, din_ana, R * cfg.step_in());
+    const int W = cfg.analysis_frames, I = cfg.analysis_in();
+    Real* din_ana = din ? (din_set ? g.din.grow(R * Ci) : din) : nullptr;  // (R, Ci)
+    if (W == 1) {
+      linear_bwd(din_ana, dP + ana_w, nullptr, dbins, in_saved.data(), P + ana_w, R, I, cfg.mask_bins);
+    } else {
+      Real* dwin = din ? g.dwin.grow(R * I) : nullptr;  // (R, W * Ci)
+      linear_bwd(dwin, dP + ana_w, nullptr, dbins, win_saved.data(), P + ana_w, R, I, cfg.mask_bins);
+      if (din) ops.unfold_backward(ctx(), {din_ana, dwin, ops::UnfoldDims{B, T, Ci, W}});
+    }
+    if (din_set) add(din, din_ana, R * Ci);
   }
 }
 

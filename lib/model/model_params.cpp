@@ -13,6 +13,72 @@ namespace {
 
 std::string layer_prefix(int i) { return "layers." + std::to_string(i) + "."; }
 
+// The analysis over a window of W frames starts as a windowed Fourier
+// basis, (cosine, sine) row pairs at K / 2 frequencies spread over (0, pi),
+// so that log_power_input reads a short-time power spectrum; the window
+// rises over the older frames and is flat over the current one. (Inputs of
+// several channels start from random rows instead.) The synthesis is the
+// least-squares inverse onto the current frame, S = E A^T (A A^T + l I)^-1,
+// so the untrained model, masks at 1, gives its input back.
+void windowed_filterbank_init(float* A_out, float* S_out, const ModelConfig& cfg, std::mt19937_64& rng) {
+  const int K = cfg.mask_bins, Ci = cfg.in_channels, F = cfg.frame, Ns = cfg.analysis_frames * F;
+  const int I = cfg.analysis_in(), Fo = cfg.step_out();
+  std::vector<double> A(static_cast<size_t>(K) * I);  // (K, I)
+  if (Ci == 1) {
+    const int rise = Ns - F;
+    const double pi = std::acos(-1.0), scale = std::sqrt(2.0 / Ns);
+    for (int n = 0; n < Ns; ++n) {
+      const double r = n < rise ? std::sin(0.5 * pi * (n + 0.5) / rise) : 1.0;
+      const double w = r * r * scale;
+      for (int i = 0; i < K / 2; ++i) {
+        const double om = pi * (i + 0.5) / (K / 2);
+        A[static_cast<size_t>(2 * i) * I + n] = w * std::cos(om * n);
+        A[static_cast<size_t>(2 * i + 1) * I + n] = w * std::sin(om * n);
+      }
+      if (K % 2) A[static_cast<size_t>(K - 1) * I + n] = w;
+    }
+  } else {
+    std::normal_distribution<double> gauss(0.0, 1.0 / std::sqrt(static_cast<double>(K)));
+    for (double& v : A) v = gauss(rng);
+  }
+  // M = A A^T + l I (K, K), factored as L L^T.
+  std::vector<double> M(static_cast<size_t>(K) * K);
+  double trace = 0;
+  for (int a = 0; a < K; ++a)
+    for (int b = 0; b <= a; ++b) {
+      double d = 0;
+      for (int n = 0; n < I; ++n) d += A[static_cast<size_t>(a) * I + n] * A[static_cast<size_t>(b) * I + n];
+      M[static_cast<size_t>(a) * K + b] = d;
+      if (a == b) trace += d;
+    }
+  const double lambda = 1e-6 * trace / K;
+  for (int a = 0; a < K; ++a) {
+    M[static_cast<size_t>(a) * K + a] += lambda;
+    for (int b = 0; b <= a; ++b) {
+      double v = M[static_cast<size_t>(a) * K + b];
+      for (int k = 0; k < b; ++k) v -= M[static_cast<size_t>(a) * K + k] * M[static_cast<size_t>(b) * K + k];
+      M[static_cast<size_t>(a) * K + b] = a == b ? std::sqrt(v) : v / M[static_cast<size_t>(b) * K + b];
+    }
+  }
+  // Row o of S solves M s = A[:, c] for the current frame's column c of output o.
+  std::vector<double> s(K);
+  for (int o = 0; o < Fo; ++o) {
+    const int c = (cfg.analysis_frames - 1) * cfg.step_in() + o;
+    const bool has = o < cfg.step_in();
+    for (int k = 0; k < K; ++k) s[k] = has ? A[static_cast<size_t>(k) * I + c] : 0.0;
+    for (int a = 0; a < K; ++a) {  // L y = s
+      for (int k = 0; k < a; ++k) s[a] -= M[static_cast<size_t>(a) * K + k] * s[k];
+      s[a] /= M[static_cast<size_t>(a) * K + a];
+    }
+    for (int a = K - 1; a >= 0; --a) {  // L^T x = y
+      for (int k = a + 1; k < K; ++k) s[a] -= M[static_cast<size_t>(k) * K + a] * s[k];
+      s[a] /= M[static_cast<size_t>(a) * K + a];
+    }
+    for (int k = 0; k < K; ++k) S_out[static_cast<size_t>(o) * K + k] = static_cast<float>(s[k]);
+  }
+  for (size_t i = 0; i < A.size(); ++i) A_out[i] = static_cast<float>(A[i]);
+}
+
 }  // namespace
 
 ParamTable model_param_table(const ModelConfig& cfg) {
@@ -20,7 +86,7 @@ ParamTable model_param_table(const ModelConfig& cfg) {
   const int64_t D = cfg.d_model, E = cfg.inner(), N = cfg.d_state, K = cfg.d_conv;
   const int64_t Cc = cfg.conv_channels();
   ParamTable t;
-  t.add({"encoder.weight", {D, cfg.step_in()}, 1.0f});
+  t.add({"encoder.weight", {D, cfg.encoder_in()}, 1.0f});
   t.add({"encoder.bias", {D}, 0.0f});
   for (int i = 0; i < cfg.n_layers; ++i) {
     const std::string p = layer_prefix(i);
@@ -51,7 +117,7 @@ ParamTable model_param_table(const ModelConfig& cfg) {
   t.add({"head.weight", {cfg.head_out(), D}, 1.0f});
   t.add({"head.bias", {cfg.head_out()}, 0.0f});
   if (cfg.masking()) {
-    t.add({"analysis.weight", {cfg.mask_bins, cfg.step_in()}, 1.0f});
+    t.add({"analysis.weight", {cfg.mask_bins, cfg.analysis_in()}, 1.0f});
     t.add({"synthesis.weight", {cfg.step_out(), cfg.mask_bins}, 1.0f});
   }
   return t;
@@ -109,7 +175,11 @@ void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed
   }
   fill(params.at("norm_f.weight"), t.numel("norm_f.weight"), 1.0f);
   linear("head.weight");
-  if (cfg.masking()) {
+  if (cfg.masking() && (cfg.analysis_frames > 1 || cfg.log_power_input)) {
+    windowed_filterbank_init(params.at("analysis.weight"), params.at("synthesis.weight"), cfg, rng);
+    linear("head.weight", 0.1);
+    fill(params.at("head.bias"), t.numel("head.bias"), 3.0f);  // sigmoid(3) = 0.95
+  } else if (cfg.masking()) {
     // The filterbank starts as a tight frame (S A = I on the frame when
     // K >= F) and the masks near 1: the untrained model passes its input
     // through, a little quieter, and learns what to take away.
@@ -143,7 +213,8 @@ void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed
 size_t model_state_size(const ModelConfig& cfg) {
   const size_t tail = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
   const size_t ssm = static_cast<size_t>(cfg.inner()) * cfg.d_state;  // H*P*N == E*N
-  return cfg.n_layers * (tail + ssm);
+  // Then the frames before the current one that the analysis reads.
+  return cfg.n_layers * (tail + ssm) + static_cast<size_t>(cfg.analysis_frames - 1) * cfg.step_in();
 }
 
 double model_flops_per_step(const ModelConfig& cfg) {
@@ -162,10 +233,11 @@ double model_flops_per_step(const ModelConfig& cfg) {
     per_layer += E * N * 6 + 6 * E;                // exp per (e, n), update, readout, gate
   }
   per_layer += 2 * E * D + D;  // out_proj + residual
-  const double head = cfg.masking() ? 2.0 * D * cfg.mask_bins + 2.0 * cfg.step_in() * cfg.mask_bins +
-                                           5.0 * cfg.mask_bins + 2.0 * cfg.mask_bins * cfg.step_out()
+  const double head = cfg.masking() ? 2.0 * D * cfg.mask_bins + 2.0 * cfg.analysis_in() * cfg.mask_bins +
+                                           5.0 * cfg.mask_bins + 2.0 * cfg.mask_bins * cfg.step_out() +
+                                           (cfg.log_power_input ? 2.0 * cfg.mask_bins : 0.0)
                                      : 2.0 * D * cfg.step_out();
-  return cfg.n_layers * per_layer + 2.0 * cfg.step_in() * D + 4 * D + head;
+  return cfg.n_layers * per_layer + 2.0 * cfg.encoder_in() * D + 4 * D + head;
 }
 
 Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)), params_(model_param_table(cfg_)) {}

@@ -27,7 +27,9 @@ struct Stream::Impl {
   std::vector<LayerOffsets> off;
   int max_block;
   size_t layer_state, tail_size;
-  std::vector<float> state;  // per layer: conv tail (K-1, Cc), then SSM state (E, N) = (H, P, N)
+  // Per layer: conv tail (K-1, Cc), then SSM state (E, N) = (H, P, N);
+  // after the layers, the (W - 1, step_in) frames the analysis window holds.
+  std::vector<float> state;
   // Frames (F = cfg.frame > 1): input samples gather until a frame is whole;
   // the frame's outputs are handed out one per input sample after it.
   int fill = 0;                   // samples of the current frame received
@@ -48,6 +50,9 @@ struct Stream::Impl {
   std::vector<float> o;      // (n, D)
   std::vector<float> logit;  // (n, K) masking head: mask logits
   std::vector<float> bins;   // (n, K) masking head: the input's bins, then masked
+  std::vector<float> win;    // (n, W * step_in) masking head: the analysis window (W > 1)
+  std::vector<float> win_tail;  // (W - 1, step_in) the window's next tail
+  std::vector<float> feat;   // (n, K / 2) log-power features (log_power_input)
 
   Impl(const Model& m, int max_block_) : cfg(m.config()), P(m.params().data()), max_block(max_block_) {
     const ParamTable& t = m.table();
@@ -84,6 +89,11 @@ struct Stream::Impl {
     o.resize(n * D);
     logit.resize(n * cfg.mask_bins);
     bins.resize(n * cfg.mask_bins);
+    if (cfg.analysis_frames > 1) {
+      win.resize(n * cfg.analysis_in());
+      win_tail.resize(static_cast<size_t>(cfg.analysis_frames - 1) * cfg.step_in());
+    }
+    if (cfg.log_power_input) feat.resize(n * (cfg.mask_bins / 2));
   }
 
   void block(const float* in, float* out, int n);
@@ -147,8 +157,24 @@ void Stream::Impl::mamba1_layer(const LayerOffsets& L, float* st, int n) {
 }
 
 void Stream::Impl::block(const float* in, float* out, int n) {
-  const int D = cfg.d_model;
-  linear_forward(h.data(), in, P + enc_w, P + enc_b, n, cfg.step_in(), D);
+  const int D = cfg.d_model, K = cfg.mask_bins;
+  const float* enc_in = in;  // (n, encoder_in)
+  if (cfg.masking()) {
+    // The analysis of the last W frames (the earlier ones kept in the state).
+    const float* w = in;  // (n, W * step_in)
+    if (cfg.analysis_frames > 1) {
+      float* tail = state.data() + cfg.n_layers * layer_state;
+      unfold_forward(win.data(), win_tail.data(), in, tail, 1, n, cfg.step_in(), cfg.analysis_frames);
+      std::copy(win_tail.begin(), win_tail.end(), tail);
+      w = win.data();
+    }
+    linear_forward(bins.data(), w, P + ana_w, nullptr, n, cfg.analysis_in(), K);
+    if (cfg.log_power_input) {
+      log_power_forward(feat.data(), bins.data(), static_cast<long>(n) * (K / 2), ModelConfig::kLogPowerEps);
+      enc_in = feat.data();
+    }
+  }
+  linear_forward(h.data(), enc_in, P + enc_w, P + enc_b, n, cfg.encoder_in(), D);
   for (int l = 0; l < cfg.n_layers; ++l) {
     float* st = state.data() + l * layer_state;
     if (cfg.block == BlockKind::Mamba2)
@@ -158,9 +184,7 @@ void Stream::Impl::block(const float* in, float* out, int n) {
   }
   rmsnorm_forward(un.data(), rstd.data(), h.data(), P + norm_f, n, D, cfg.norm_eps);
   if (!cfg.masking()) return linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.step_out());
-  const int K = cfg.mask_bins;
   linear_forward(logit.data(), un.data(), P + head_w, P + head_b, n, D, K);
-  linear_forward(bins.data(), in, P + ana_w, nullptr, n, cfg.step_in(), K);
   sigmoid_gate_forward(bins.data(), bins.data(), logit.data(), static_cast<long>(n) * K);
   linear_forward(out, bins.data(), P + syn_w, nullptr, n, K, cfg.step_out());
 }

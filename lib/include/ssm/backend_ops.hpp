@@ -108,6 +108,42 @@ struct GateBwd {
   long n;
 };
 
+// ---- log power of (cosine, sine) bin pairs: y[i] = log(x[2i]^2 + x[2i+1]^2 + eps) ----
+template <typename Real>
+struct LogPowerFwd {
+  Real* y;        // (n)
+  const Real* x;  // (2n)
+  long n;
+  double eps;
+};
+template <typename Real>
+struct LogPowerBwd {
+  Real* dx;        // (2n)  =
+  const Real* dy;  // (n)
+  const Real* x;   // (2n)
+  long n;
+  double eps;
+};
+
+// ---- the last W frames at each step (ssm/layers.hpp's unfold) ----
+struct UnfoldDims {
+  int B, T, C, W;
+};
+template <typename Real>
+struct UnfoldFwd {
+  Real* y;           // (B, T, W, C)
+  Real* next_tail;   // (B, W - 1, C) or null
+  const Real* x;     // (B, T, C)
+  const Real* tail;  // (B, W - 1, C) or null (zeros)
+  UnfoldDims dims;
+};
+template <typename Real>
+struct UnfoldBwd {
+  Real* dx;        // (B, T, C)  =
+  const Real* dy;  // (B, T, W, C)
+  UnfoldDims dims;
+};
+
 // ---- data movement: the column blocks of a row-major matrix, and the residual add ----
 // Columns [c0_src, c0_src + w) of a (R, ld_src) matrix to columns
 // [c0_dst, c0_dst + w) of a (R, ld_dst) one.
@@ -249,6 +285,10 @@ struct OpsTable {
   void (*silu_backward)(void* ctx, const SiluBwd<Real>&);
   void (*gate_forward)(void* ctx, const GateFwd<Real>&);
   void (*gate_backward)(void* ctx, const GateBwd<Real>&);
+  void (*log_power_forward)(void* ctx, const LogPowerFwd<Real>&);
+  void (*log_power_backward)(void* ctx, const LogPowerBwd<Real>&);
+  void (*unfold_forward)(void* ctx, const UnfoldFwd<Real>&);
+  void (*unfold_backward)(void* ctx, const UnfoldBwd<Real>&);
   void (*conv1d_forward)(void* ctx, const Conv1dFwd<Real>&);
   void (*conv1d_backward)(void* ctx, const Conv1dBwd<Real>&);
   void (*ssd_forward)(void* ctx, const SsdFwd<Real>&);
@@ -285,6 +325,10 @@ OpsTable<Real> make_ops_table(const char* name, void* ctx) {
   SSM_OPS_ENTRY(silu_backward);
   SSM_OPS_ENTRY(gate_forward);
   SSM_OPS_ENTRY(gate_backward);
+  SSM_OPS_ENTRY(log_power_forward);
+  SSM_OPS_ENTRY(log_power_backward);
+  SSM_OPS_ENTRY(unfold_forward);
+  SSM_OPS_ENTRY(unfold_backward);
   SSM_OPS_ENTRY(conv1d_forward);
   SSM_OPS_ENTRY(conv1d_backward);
   SSM_OPS_ENTRY(ssd_forward);

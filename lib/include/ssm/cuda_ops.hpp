@@ -61,6 +61,13 @@ void silu_backward_cuda(float* dx, const float* dy, const float* x, long n, cuda
 void sigmoid_gate_forward_cuda(float* y, const float* x, const float* g, long n, cudaStream_t stream = nullptr);
 void sigmoid_gate_backward_cuda(float* dx, float* dg, const float* dy, const float* x, const float* g, long n,
                                 cudaStream_t stream = nullptr);
+// ssm/layers.hpp's log_power (n pairs in, n values out) and unfold.
+void log_power_forward_cuda(float* y, const float* x, long n, double eps, cudaStream_t stream = nullptr);
+void log_power_backward_cuda(float* dx, const float* dy, const float* x, long n, double eps,
+                             cudaStream_t stream = nullptr);
+void unfold_forward_cuda(float* y, float* next_tail, const float* x, const float* tail, int B, int T, int C, int W,
+                         cudaStream_t stream = nullptr);
+void unfold_backward_cuda(float* dx, const float* dy, int B, int T, int C, int W, cudaStream_t stream = nullptr);
 // dst[i] += src[i]
 void add_into_cuda(float* dst, const float* src, long n, cudaStream_t stream = nullptr);
 

@@ -82,6 +82,37 @@ void sigmoid_gate_backward(Real* dx,        // (n)  =  (or null)
                            const Real* g,   // (n)
                            long n);
 
+// y[i] = log(x[2i]^2 + x[2i+1]^2 + eps) over n pairs: the log power of
+// bins that come in (cosine, sine) pairs, the features of a filterbank
+// whose level changes by decades.
+template <typename Real>
+void log_power_forward(Real* y,        // (n)
+                       const Real* x,  // (2n)
+                       long n, double eps);
+
+template <typename Real>
+void log_power_backward(Real* dx,        // (2n)  =
+                        const Real* dy,  // (n)
+                        const Real* x,   // (2n)
+                        long n, double eps);
+
+// The last W frames of C values at each of T steps, oldest first: y[b, t,
+// j] = x[b, t - (W - 1 - j)]. Steps before the first come from `tail` (the
+// W - 1 frames before t = 0, oldest first; zeros when null), and
+// `next_tail` (nullable) gets the W - 1 frames before t = T. The backward
+// folds dy back onto dx (the tail's share is dropped: it starts from zeros).
+template <typename Real>
+void unfold_forward(Real* y,            // (B, T, W, C)
+                    Real* next_tail,    // (B, W - 1, C) or null
+                    const Real* x,      // (B, T, C)
+                    const Real* tail,   // (B, W - 1, C) or null
+                    int B, int T, int C, int W);
+
+template <typename Real>
+void unfold_backward(Real* dx,        // (B, T, C)  =
+                     const Real* dy,  // (B, T, W, C)
+                     int B, int T, int C, int W);
+
 // y = log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow for
 // large x, no loss of the tail for very negative x. y may alias x.
 template <typename Real>

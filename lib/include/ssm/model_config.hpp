@@ -37,6 +37,15 @@ struct ModelConfig {
   // K) the synthesis of the frame x: the model can only attenuate what each
   // bin already holds, which keeps the voice's level and spectrum.
   int mask_bins = 0;
+  // Frames the analysis A reads (masking head): the current frame and the
+  // W - 1 before it, so A is (K, W * F * in_channels). A long window gives
+  // the bins a fine frequency resolution while the output still comes a
+  // frame at a time: the latency stays F - 1 samples.
+  int analysis_frames = 1;
+  // What the encoder reads: the frame's samples, or (masking head, K even)
+  // the log power of the K / 2 (cosine, sine) pairs of bins, which keeps
+  // the features' scale the same from a whisper to a shout.
+  bool log_power_input = false;
   double dt_min = 0.001;  // dt initialisation range
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
@@ -50,6 +59,9 @@ struct ModelConfig {
   int step_out() const { return frame * out_channels; }  // values written per time step
   bool masking() const { return mask_bins > 0; }
   int head_out() const { return masking() ? mask_bins : step_out(); }  // rows of head.weight
+  int analysis_in() const { return analysis_frames * step_in(); }       // columns of analysis.weight
+  int encoder_in() const { return log_power_input ? mask_bins / 2 : step_in(); }  // columns of encoder.weight
+  static constexpr double kLogPowerEps = 1e-10;  // the floor of log_power_input's power
   // Samples from an input sample to the streamed output that estimates it:
   // the lookahead plus the wait for the rest of its frame.
   int latency() const { return lookahead + frame - 1; }
