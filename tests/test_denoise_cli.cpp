@@ -134,7 +134,8 @@ TEST(DenoiseCli, ResampledStereoFileDenoisesEachChannelOnItsOwn) {
   }
   const auto in = temp_path("in44.wav"), out = temp_path("out44.wav");
   ssm::write_audio(in, st.samples.data(), st.frames(), st.rate, 2, /*float_wav=*/true);
-  auto r = run({kSsm, "denoise", in, out, "--model", model, "--block", "64"});
+  // The converters' path alone (the band above the model's: further down).
+  auto r = run({kSsm, "denoise", in, out, "--model", model, "--block", "64", "--high-band", "drop"});
   ASSERT_EQ(r.status, 0) << r.output;
   const ssm::Audio got = ssm::read_audio(out);
   EXPECT_EQ(got.rate, 44100);
@@ -153,7 +154,7 @@ TEST(DenoiseCli, ResampledStereoFileDenoisesEachChannelOnItsOwn) {
 
   // --mono writes one channel: the mix, denoised.
   const auto out_mono = temp_path("out44m.w64");
-  r = run({kSsm, "denoise", in, out_mono, "--model", model, "--mono"});
+  r = run({kSsm, "denoise", in, out_mono, "--model", model, "--mono", "--high-band", "drop"});
   ASSERT_EQ(r.status, 0) << r.output;
   const ssm::Audio mixed = ssm::read_audio(out_mono);
   ASSERT_EQ(mixed.channels, 1);
@@ -514,6 +515,43 @@ TEST(DenoiseCli, MixAndAttenuationLimit) {
   for (size_t t = 0; t < x.size(); ++t) ASSERT_NEAR(yl[t], 0.9f * yd[t] + 0.1f * x[t], 1e-5) << t;
   EXPECT_EQ(run({kSsm, "denoise", in, lim, "-m", model, "--mix", "2"}).status, 2);
   for (const auto& p : {fs::path(in), den, dry, lim, fs::path(model)}) fs::remove(p);
+}
+
+// 48 kHz: the band above the model's 8 kHz is carried through by default,
+// at the gain the model applies below it (here a model that scales its
+// input by a known factor), and gone with --high-band drop. At 16 kHz there
+// is none: the option changes nothing. --help says which.
+TEST(DenoiseCli, HighBandIsCarriedByDefaultOrDropped) {
+  float scale = 0;
+  const std::string model = temp_path("scale.safetensors");
+  ssm::testing::scaling_model(-1.0f, &scale).save(model);
+  const ssm::Audio a = ssm::read_audio(kNoisy);
+  std::vector<float> x = ssm::resample(a.samples.data(), a.frames(), a.rate, 48000);
+  const double tone = 0.1;
+  for (size_t t = 0; t < x.size(); ++t) x[t] = 0.5f * x[t] + static_cast<float>(tone * std::sin(M_PI / 2 * t));
+  const auto in = temp_path("tone48.wav"), carried = temp_path("carried48.wav"), dropped = temp_path("dropped48.wav");
+  ssm::write_audio(in, x.data(), x.size(), 48000, 1, /*float_wav=*/true);
+  ASSERT_EQ(run({kSsm, "denoise", in, carried, "-m", model}).status, 0);
+  auto r = run({kSsm, "denoise", in, dropped, "-m", model, "--high-band", "drop"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto yc = ssm::read_audio(carried).samples, yd = ssm::read_audio(dropped).samples;
+  ASSERT_EQ(yc.size(), x.size());
+  ASSERT_EQ(yd.size(), x.size());
+  const size_t from = 24000, n = 48000;  // a second, once the gain has settled
+  EXPECT_NEAR(ssm::testing::tone_amplitude(yc, from, n, 48000, 12000) / tone, scale, 0.02 * scale);
+  EXPECT_LT(20 * std::log10(ssm::testing::tone_amplitude(yd, from, n, 48000, 12000) / tone), -60);
+  EXPECT_EQ(run({kSsm, "denoise", in, dropped, "-m", model, "--high-band", "keep"}).status, 2);
+
+  const std::string in16 = float_copy_of_sample();
+  const auto out16 = temp_path("out16_carry.wav"), out16d = temp_path("out16_drop.wav");
+  ASSERT_EQ(run({kSsm, "denoise", in16, out16, "-m", model}).status, 0);
+  ASSERT_EQ(run({kSsm, "denoise", in16, out16d, "-m", model, "--high-band", "drop"}).status, 0);
+  EXPECT_EQ(ssm::read_audio(out16).samples, ssm::read_audio(out16d).samples);
+
+  r = run({kSsm, "denoise", "--help"});
+  EXPECT_NE(r.output.find("--high-band"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("carried through"), std::string::npos) << r.output;
+  for (const auto& p : {fs::path(model), in, carried, dropped, fs::path(in16), out16, out16d}) fs::remove(p);
 }
 
 // The quick start of docs/TRAINING.md on a folder of WAVs that is nothing but

@@ -205,6 +205,25 @@ TEST(Pipeline, TheCallbackDoesNotAllocate) {
   EXPECT_GT(g_armed_allocations.load(), 0);
 }
 
+// The denoiser's own process() at 48 kHz (converters, model, the carried
+// band above the model's) allocates nothing either: it runs on audio threads.
+TEST(Pipeline, ResamplingProcessorDoesNotAllocate) {
+  const ssm::Model m = small_model();
+  ssm::DenoiseProcessor proc(m, 48000, 1024);
+  ASSERT_TRUE(proc.chain().carries_high_band());
+  std::vector<float> x(1024), y(proc.max_output(1024));
+  std::mt19937 rng(6);
+  g_armed_allocations = 0;
+  for (int i = 0; i < 200; ++i) {
+    const size_t n = 1 + rng() % 1024;
+    for (size_t t = 0; t < n; ++t) x[t] = 0.3f * std::sin(0.05f * t) + 0.1f * std::sin(2.5f * t);
+    t_armed = true;
+    proc.process(x.data(), n, y.data());
+    t_armed = false;
+  }
+  EXPECT_EQ(g_armed_allocations.load(), 0);
+}
+
 TEST(Pipeline, ResamplingProcessorKeepsItsHoldbackPromise) {
   // At 48 kHz the processor converts to 16 kHz and back; after k inputs it
   // must have produced at least k - holdback outputs, for any block sizes.

@@ -52,6 +52,7 @@ struct DenoiseOptions {
   float mix = 1;                    // share of the denoised signal (dry/wet)
   int block = 256;
   bool mono = false;
+  std::string high_band = "carry";  // above the model's band: carry (at its attenuation) or drop
   // --live
   bool live = false;
   std::string host_api, input_device, output_device, output_file;
@@ -70,6 +71,13 @@ void add_live_options(CLI::App* cmd, DenoiseOptions& o);
 void add_devices_command(CLI::App& app);
 
 namespace {
+
+// --high-band: whether the band above the model's range is carried through.
+bool carry_high_band(const std::string& name) {
+  if (name == "carry") return true;
+  if (name == "drop") return false;
+  usage_error("--high-band '" + name + "': expected carry or drop");
+}
 
 ResampleQuality quality(const std::string& name, ResampleQuality fallback) {
   if (name.empty()) return fallback;
@@ -159,6 +167,7 @@ void denoise_files(DenoiseOptions o) {
   require_usage(o.atten_limit_db >= 0 && o.atten_limit_db <= 200, "denoise: --atten-lim must be in 0..200 dB");
   require_usage(o.mix >= 0 && o.mix <= 1, "denoise: --mix must be in 0..1");
   quality(o.resample, ResampleQuality::Best);
+  carry_high_band(o.high_band);
   std::vector<std::pair<std::string, std::string>> jobs;  // (input, output)
   if (o.output_dir.empty()) {
     require_usage(o.files.size() == 2, "denoise: give IN OUT, or one or more inputs with -o DIR (or --live)");
@@ -222,6 +231,7 @@ void denoise_file(const DenoiseOptions& o, const Model& model) {
   co.timing = ChainTiming::Aligned;
   co.attenuation_limit_db = o.atten_limit_db;
   co.wet = o.mix;
+  co.carry_high_band = carry_high_band(o.high_band);
   DenoiseChain chain(model, co);
   std::vector<float> ibuf(C * ch);                            // (C, ch) interleaved input
   std::vector<float> obuf(chain.max_output(C) * out_ch);      // (frames, out_ch) interleaved output
@@ -331,7 +341,8 @@ void denoise_live(const DenoiseOptions& o) {
   blas_set_threads(1);
   const size_t frames = static_cast<size_t>(o.block);
   // The medium converter: a third of the best one's delay, at a fraction of its cost.
-  DenoiseProcessor proc(model, rate, std::max<size_t>(frames, 1024), quality(o.resample, ResampleQuality::Medium));
+  DenoiseProcessor proc(model, rate, std::max<size_t>(frames, 1024), quality(o.resample, ResampleQuality::Medium),
+                        carry_high_band(o.high_band));
   require_usage(o.atten_limit_db >= 0 && o.atten_limit_db <= 200 && o.mix >= 0 && o.mix <= 1,
                 "denoise --live: --atten-lim must be in 0..200 dB and --mix in 0..1");
   proc.chain().set_attenuation_limit_db(o.atten_limit_db);
@@ -488,13 +499,18 @@ void add_denoise_command(CLI::App& app) {
   cmd->add_option("-m,--model", o.model, "model (.safetensors); default: the shipped denoiser, compiled in");
   cmd->add_option("--block", o.block, "samples per block through the model (file mode); frames per buffer (live)");
   cmd->add_flag("--mono", o.mono, "write one channel instead of the input's channel count");
+  cmd->add_option("--high-band", o.high_band,
+                  "above the model's band (audio at a higher rate): carry it through, attenuated as the model "
+                  "attenuates the top of its own band, or drop it (default: carry)");
   cmd->add_option("--resample", o.resample,
                   "rate converter when the audio is not at the model rate: best, medium or fastest "
                   "(default: best for files, medium live)");
   add_live_options(cmd, o);
   cmd->footer(
-      "The shipped model runs at 16 kHz: audio at another rate is converted to 16 kHz and back, so at 44.1 or "
-      "48 kHz what lies above 8 kHz is not carried through (--atten-lim or --mix bring some of the input back).\n"
+      "The shipped model runs at 16 kHz: audio at another rate is converted to 16 kHz and back. At 44.1 or 48 kHz "
+      "the band above 8 kHz is not denoised by the model: by default it is carried through at the gain the model "
+      "applies to 4-8 kHz (measured every 10 ms), so it fades where the model removes noise; --high-band drop "
+      "removes it instead.\n"
       "Every channel is denoised on its own (--mono mixes them down); non-finite samples are taken as silence.");
   add_devices_command(app);
   cmd->callback([] {

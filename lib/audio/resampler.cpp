@@ -54,7 +54,8 @@ size_t Resampler::max_output(size_t n) const {
 
 size_t Resampler::process(const float* in, size_t n, float* out, size_t out_cap, bool end) {
   if (!state_) {
-    require(out_cap >= n, "resampler: output buffer too small");
+    // (Tested before the message is made: process() runs on audio threads.)
+    if (out_cap < n) fail("resampler: output buffer too small");
     if (n && out != in) std::memmove(out, in, n * sizeof(float));
     return n;
   }
@@ -75,7 +76,7 @@ size_t Resampler::process(const float* in, size_t n, float* out, size_t out_cap,
     n -= static_cast<size_t>(d.input_frames_used);
     written += static_cast<size_t>(d.output_frames_gen);
     if (n == 0 && (!end || d.output_frames_gen == 0)) break;
-    require(written < out_cap || (n == 0 && !end), "resampler: output buffer too small");
+    if (written >= out_cap && (n != 0 || end)) fail("resampler: output buffer too small");
   }
   return written;
 }

@@ -9,17 +9,20 @@
 
 namespace ssm {
 
-DenoiseChainOptions DenoiseProcessor::options(int device_rate, size_t max_block, ResampleQuality q) {
+DenoiseChainOptions DenoiseProcessor::options(int device_rate, size_t max_block, ResampleQuality q,
+                                              bool carry_high_band) {
   DenoiseChainOptions o;
   o.rate = device_rate;
   o.max_block = max_block;
   o.quality = q;
   o.timing = ChainTiming::Streaming;
+  o.carry_high_band = carry_high_band;
   return o;
 }
 
-DenoiseProcessor::DenoiseProcessor(const Model& model, int device_rate, size_t max_block, ResampleQuality q)
-    : chain_(model, options(device_rate, max_block, q)) {}
+DenoiseProcessor::DenoiseProcessor(const Model& model, int device_rate, size_t max_block, ResampleQuality q,
+                                   bool carry_high_band)
+    : chain_(model, options(device_rate, max_block, q, carry_high_band)) {}
 
 size_t DenoiseProcessor::flush(float* out, size_t cap) {
   std::vector<float> tail;

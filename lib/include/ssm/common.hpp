@@ -20,5 +20,10 @@ struct Error : std::runtime_error {
 inline void require(bool ok, const std::string& what) {
   if (!ok) fail(what);
 }
+// A fixed message becomes a string only on failure, so checks on the audio
+// threads' paths (a literal longer than the small-string buffer) allocate nothing.
+inline void require(bool ok, const char* what) {
+  if (!ok) fail(what);
+}
 
 }  // namespace ssm

@@ -27,6 +27,22 @@
 // the input alone. At rates where the model latency is not a whole number of
 // frames the dry path is delayed by the nearest whole number.
 //
+// The band above the model's (carry_high_band; at rates above the model's
+// only): the converters keep what lies below half the model's rate, so
+// each channel's high band is its input less that input through the same
+// conversion (the model's input brought back to the audio rate):
+//   high = x - up(down(x))      (exact complement: low + high = x)
+// It joins the denoised signal, delayed as the dry path is, at a gain that
+// follows how much the model took out of the top of its own band (the
+// quarter of its rate up to half, 4-8 kHz at 16 kHz): per 10 ms block of
+// the model's output, sqrt(band energy out / band energy in), at most 1,
+// smoothed (fast to open, slower to close), applied a block late so that
+// it is known before any output needs it (causal: every block size and
+// timing gives the same samples) and ramped linearly across a block:
+//   denoised_full = denoised + gain * high
+// The mix above then works on the full band, so the attenuation limit and
+// dry/wet hold above the model's band as they do within it.
+//
 // process() allocates nothing and takes no lock (the plugin's run() and the
 // C API call it on audio threads); the constructor and flush() allocate.
 #pragma once
@@ -52,6 +68,9 @@ struct DenoiseChainOptions {
   ChainTiming timing = ChainTiming::Aligned;
   float attenuation_limit_db = 0;  // > 0: the most the chain may attenuate; 0: no limit
   float wet = 1;                   // 0..1: share of the denoised signal
+  // Rates above the model's: carry the band above the model's range through
+  // at the model's attenuation (true), or drop it as the converters do (false).
+  bool carry_high_band = true;
 };
 
 class DenoiseChain {
@@ -84,6 +103,10 @@ class DenoiseChain {
   void set_attenuation_limit_db(float db);
   void set_wet(float wet);
 
+  // Whether the band above the model's range is carried through (the
+  // option, at a rate above the model's).
+  bool carries_high_band() const;
+
   // The model's latency at the audio rate (frames; not whole at some rates).
   double latency_frames() const;
   // Frames the converters can hold back (0 at the model's rate).
@@ -96,8 +119,12 @@ class DenoiseChain {
 
  private:
   struct Channel;
+  struct Carry;
   void mix(float* out, size_t frames);
   size_t run(const float* in, size_t n, float* out);
+  size_t through_model(Channel& k, size_t m);
+  void split_high_band(int c, size_t m, bool end);
+  float carry_gain(const Carry& k, uint64_t pos) const;
 
   const Model& model_;
   DenoiseChainOptions o_;
@@ -108,6 +135,7 @@ class DenoiseChain {
   std::vector<std::unique_ptr<Channel>> ch_;
   std::vector<float> mono_;                 // (max_block) one channel's input
   std::vector<float> dry_;                  // (dry_cap, out_channels) ring of the inputs, for the mix
+  std::vector<float> high_;                 // carry: (dry_cap, out_channels) ring of the inputs' high band
   size_t dry_cap_ = 0;
   uint64_t in_count_ = 0, out_count_ = 0;   // frames in and out of the variable-rate part
   std::vector<float> fifo_;                 // Fixed: (fifo_cap, out_channels) ring of mixed output
@@ -115,6 +143,8 @@ class DenoiseChain {
   std::vector<float> stage_;                // Fixed: (max_output(max_block), out_channels) one call's output
   uint64_t non_finite_ = 0, first_non_finite_ = 0;
   float wet_ = 1, dry_gain_ = 0, wet_gain_ = 1;
+  int carry_block_ = 1;                      // carry: model-rate samples per measured block
+  float carry_open_ = 0, carry_close_ = 0;   // carry: per-block smoothing of a rising / falling gain
 };
 
 }  // namespace ssm

@@ -54,7 +54,7 @@ class BlockProcessor {
 class DenoiseProcessor : public BlockProcessor {
  public:
   DenoiseProcessor(const Model& model, int device_rate, size_t max_block,
-                   ResampleQuality q = ResampleQuality::Medium);
+                   ResampleQuality q = ResampleQuality::Medium, bool carry_high_band = true);
   size_t max_output(size_t n) const override { return chain_.max_output(n); }
   size_t process(const float* in, size_t n, float* out) override { return chain_.process(in, n, out); }
   size_t flush(float* out, size_t cap) override;
@@ -63,7 +63,7 @@ class DenoiseProcessor : public BlockProcessor {
   DenoiseChain& chain() { return chain_; }
 
  private:
-  static DenoiseChainOptions options(int device_rate, size_t max_block, ResampleQuality q);
+  static DenoiseChainOptions options(int device_rate, size_t max_block, ResampleQuality q, bool carry_high_band);
   DenoiseChain chain_;
 };
 
