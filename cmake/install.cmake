@@ -1,6 +1,7 @@
 # What `cmake --install` puts under the prefix P:
 #   P/bin/ssm                          the command-line tool
 #   P/lib/libssm.so (SSM_BUILD_SHARED), P/lib/libssm.a (SSM_BUILD_STATIC)
+#   P/lib/libssm_cuda.so (SSM_CUDA)    the CUDA backend, loaded at run time (lib/cuda/module.hpp)
 #   P/include/ssm/                     c_api.h and the C++ API
 #   P/lib/cmake/ssm/                   find_package(ssm) -> ssm::ssm
 #   P/lib/pkgconfig/ssm.pc             pkg-config --cflags --libs ssm
@@ -16,9 +17,6 @@ if(SSM_BUILD_SHARED)
 endif()
 if(SSM_BUILD_STATIC)
   list(APPEND _ssm_exported ssm_core)
-  if(TARGET ssm_kernels)
-    list(APPEND _ssm_exported ssm_kernels)
-  endif()
 endif()
 if(_ssm_exported)
   install(TARGETS ${_ssm_exported} EXPORT ssmTargets

@@ -1,41 +1,51 @@
-// CPU-only builds: BatchedStreamCuda (ssm/cuda_stream.hpp) exists, as every
-// CUDA entry point does (backend.cpp), and its constructor says plainly that
-// CUDA is not built. No object can exist, so the other members are never run.
-#ifndef SSM_WITH_CUDA
+// BatchedStreamCuda (ssm/cuda_stream.hpp) in every build: a forwarder to the
+// CUDA module's BatchedStreamDevice (lib/cuda/module.hpp), loaded by the
+// constructor's first use (lib/backend.cpp). Without the module or a GPU the
+// constructor throws ssm::Error saying why, so no object exists to call the
+// other members on.
+#include <memory>
 #include <string>
 
+#include "cuda/module.hpp"
 #include "ssm/common.hpp"
 #include "ssm/cuda_stream.hpp"
 
 namespace ssm {
-namespace {
-[[noreturn]] void no_cuda(const char* fn) {
-  fail(std::string("BatchedStreamCuda::") + fn +
-       ": this build of ssm has no CUDA backend (configure with -DSSM_CUDA=ON)");
+
+struct BatchedStreamCuda::Impl {
+  std::unique_ptr<BatchedStreamDevice> device;
+};
+
+BatchedStreamCuda::BatchedStreamCuda(const Model& model, int streams, cudaStream_t stream, Options options)
+    : impl_(std::make_unique<Impl>()) {
+  std::string why;
+  const CudaModule* m = cuda_module(&why);
+  if (!m) fail("BatchedStreamCuda: " + why);
+  impl_->device.reset(m->make_batched_stream(model, streams, stream, options));
 }
-}  // namespace
-
-struct BatchedStreamCuda::Impl {};
-
-BatchedStreamCuda::BatchedStreamCuda(const Model&, int, cudaStream_t, Options) { no_cuda("BatchedStreamCuda"); }
 BatchedStreamCuda::~BatchedStreamCuda() = default;
 BatchedStreamCuda::BatchedStreamCuda(BatchedStreamCuda&&) noexcept = default;
 BatchedStreamCuda& BatchedStreamCuda::operator=(BatchedStreamCuda&&) noexcept = default;
 
-const ModelConfig& BatchedStreamCuda::config() const { no_cuda("config"); }
-int BatchedStreamCuda::streams() const { no_cuda("streams"); }
-size_t BatchedStreamCuda::state_size() const { no_cuda("state_size"); }
-void BatchedStreamCuda::step(const float*, float*) { no_cuda("step"); }
-void BatchedStreamCuda::step_many(const float*, float*, int) { no_cuda("step_many"); }
-void BatchedStreamCuda::step_host(const float*, float*) { no_cuda("step_host"); }
-void BatchedStreamCuda::step_many_host(const float*, float*, int) { no_cuda("step_many_host"); }
-void BatchedStreamCuda::step_subset_host(const int*, const float*, float*, int) { no_cuda("step_subset_host"); }
-void BatchedStreamCuda::get_states(const int*, int, float*) const { no_cuda("get_states"); }
-void BatchedStreamCuda::reset(int) { no_cuda("reset"); }
-void BatchedStreamCuda::reset_all() { no_cuda("reset_all"); }
-void BatchedStreamCuda::get_state(int, float*) const { no_cuda("get_state"); }
-void BatchedStreamCuda::set_state(int, const float*) { no_cuda("set_state"); }
-std::string BatchedStreamCuda::launch_description() const { no_cuda("launch_description"); }
+const ModelConfig& BatchedStreamCuda::config() const { return impl_->device->config(); }
+int BatchedStreamCuda::streams() const { return impl_->device->streams(); }
+size_t BatchedStreamCuda::state_size() const { return impl_->device->state_size(); }
+void BatchedStreamCuda::step(const float* in, float* out) { impl_->device->step_many(in, out, 1); }
+void BatchedStreamCuda::step_many(const float* in, float* out, int n) { impl_->device->step_many(in, out, n); }
+void BatchedStreamCuda::step_host(const float* in, float* out) { impl_->device->step_many_host(in, out, 1); }
+void BatchedStreamCuda::step_many_host(const float* in, float* out, int n) {
+  impl_->device->step_many_host(in, out, n);
+}
+void BatchedStreamCuda::step_subset_host(const int* slots, const float* in, float* out, int count) {
+  impl_->device->step_subset_host(slots, in, out, count);
+}
+void BatchedStreamCuda::get_states(const int* slots, int count, float* dst) const {
+  impl_->device->get_states(slots, count, dst);
+}
+void BatchedStreamCuda::reset(int stream) { impl_->device->reset(stream); }
+void BatchedStreamCuda::reset_all() { impl_->device->reset_all(); }
+void BatchedStreamCuda::get_state(int stream, float* dst) const { impl_->device->get_state(stream, dst); }
+void BatchedStreamCuda::set_state(int stream, const float* src) { impl_->device->set_state(stream, src); }
+std::string BatchedStreamCuda::launch_description() const { return impl_->device->launch_description(); }
 
 }  // namespace ssm
-#endif  // SSM_WITH_CUDA

@@ -17,9 +17,9 @@ struct CliRun {
   std::string output;  // stdout and stderr
 };
 
-CliRun run_ssm(const std::string& args) {
-  const std::string cmd = std::string(SSM_BINARY_DIR) + "/apps/ssm " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
+// `env`: assignments put before the command ("LD_DEBUG=libs").
+CliRun run_shell(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
   std::array<char, 4096> buf;
@@ -29,9 +29,46 @@ CliRun run_ssm(const std::string& args) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
+CliRun run_ssm(const std::string& args, const std::string& env = "") {
+  return run_shell(env + " " + std::string(SSM_BINARY_DIR) + "/apps/ssm " + args);
+}
+
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
+
+// CPU-only work loads no CUDA library, in a CUDA build too: the CUDA backend
+// is the module libssm_cuda.so, loaded at run time by the first GPU call
+// (lib/cuda/module.hpp). LD_DEBUG=libs makes the dynamic loader name every
+// library it loads.
+TEST(Cli, CpuRunsLoadNoCudaLibrary) {
+  const auto out = std::filesystem::temp_directory_path() / ("ssm_cli_nocuda_" + std::to_string(::getpid()) + ".wav");
+  for (const std::string args : {std::string("--version"), "denoise -q " + std::string(SSM_SOURCE_DIR) +
+                                                               "/samples/noisy_speech.flac " + out.string()}) {
+    const CliRun r = run_ssm(args, "LD_DEBUG=libs");
+    ASSERT_EQ(r.status, 0) << args << ": " << r.output;
+    ASSERT_TRUE(contains(r.output, "calling init")) << "LD_DEBUG=libs traced nothing: " << r.output;
+    for (const char* lib : {"libcudart", "libcublas", "libcufft", "libcuda.so", "libssm_cuda"})
+      EXPECT_FALSE(contains(r.output, lib)) << "`ssm " << args << "` loaded " << lib << ":\n" << r.output;
+  }
+  std::filesystem::remove(out);
+}
+
+// The same for the library and the plugin: neither needs a CUDA library to load.
+TEST(Cli, LibraryAndPluginNeedNoCudaLibrary) {
+  int checked = 0;
+  for (const char* rel : {"/lib/libssm.so", "/plugins/ladspa/ssm_denoise.so", "/apps/ssm"}) {
+    const std::string file = std::string(SSM_BINARY_DIR) + rel;
+    if (!std::filesystem::exists(file)) continue;  // not built in this configuration
+    const CliRun r = run_shell("readelf -d " + file);
+    ASSERT_EQ(r.status, 0) << r.output;
+    ASSERT_TRUE(contains(r.output, "(NEEDED)")) << r.output;
+    for (const char* lib : {"libcudart", "libcublas", "libcufft", "libcuda.so", "libssm_cuda"})
+      EXPECT_FALSE(contains(r.output, lib)) << file << " needs " << lib << ":\n" << r.output;
+    ++checked;
+  }
+  EXPECT_GE(checked, 1);
+}
 
 TEST(Cli, EverySubcommandHasHelp) {
   const CliRun root = run_ssm("--help");

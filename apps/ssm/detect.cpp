@@ -50,7 +50,9 @@ void run_detect(DetectArgs& a) {
   auto det = std::make_shared<const Detector>(Forecaster::load(a.model), dc);
   DetectServer server(a.server, det, a.events == "stdout" ? &std::cout : nullptr, &std::cerr);
   detect_log(std::cerr, std::string("forecaster on ") +
-                            (a.server.device == "cuda" ? "the GPU (" + cuda_device_description() + ")" : "the CPU") +
+                            (a.server.device == "cuda" ? "the GPU (" + cuda_device_description() + ")"
+                             : a.device == "auto"      ? "the CPU (--device auto: " + cuda_device_description() + ")"
+                                                       : "the CPU") +
                             "; " + std::to_string(det->state_bytes()) + " bytes of detector state per series");
   // The server logs "listening on ..." once the restore is done.
   if (!server.run(/*handle_signals=*/true)) {

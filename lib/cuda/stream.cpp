@@ -1,6 +1,7 @@
-// BatchedStreamCuda (ssm/cuda_stream.hpp): packs the model's weights for the
-// batched step kernel (kernels/model_step.cu), owns every stream's state on
-// the device, and chooses how the streams are cut into thread blocks.
+// The work of BatchedStreamCuda (ssm/cuda_stream.hpp) in the CUDA module
+// (lib/cuda/module.hpp): packs the model's weights for the batched step
+// kernel (kernels/model_step.cu), owns every stream's state on the device, and
+// chooses how the streams are cut into thread blocks.
 #include "model_step.cuh"
 
 #include "cuda_check.cuh"
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "device_array.hpp"
 #include "ssm/common.hpp"
 #include "ssm/cuda.hpp"
+#include "module.hpp"
 #include "ssm/cuda_stream.hpp"
 
 namespace ssm {
@@ -36,9 +39,32 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // with room left for the L1 that caches the weights.
 constexpr size_t kSmemBudget = 96 * 1024;
 
+// BatchedStreamDevice on the kernels; the public class forwards to it.
+class BatchedStreamKernels final : public BatchedStreamDevice {
+ public:
+  using Options = BatchedStreamCudaOptions;
+  BatchedStreamKernels(const Model& model, int streams, cudaStream_t stream, const Options& options);
+  const ModelConfig& config() const override;
+  int streams() const override;
+  size_t state_size() const override;
+  void step_many(const float* in, float* out, int n) override;
+  void step_many_host(const float* in, float* out, int n) override;
+  void step_subset_host(const int* slots, const float* in, float* out, int count) override;
+  void reset(int stream) override;
+  void reset_all() override;
+  void get_state(int stream, float* dst) const override;
+  void set_state(int stream, const float* src) override;
+  void get_states(const int* slots, int count, float* dst) const override;
+  std::string launch_description() const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace
 
-struct BatchedStreamCuda::Impl {
+struct BatchedStreamKernels::Impl {
   ModelConfig cfg;
   int S = 0;
   cudaStream_t stream = nullptr;
@@ -93,7 +119,7 @@ struct BatchedStreamCuda::Impl {
   }
 };
 
-BatchedStreamCuda::Impl::Impl(const Model& model, int streams, cudaStream_t st, const Options& opt)
+BatchedStreamKernels::Impl::Impl(const Model& model, int streams, cudaStream_t st, const Options& opt)
     : cfg(model.config()), S(streams), stream(st) {
   cfg.validate();
   require(cfg.block == BlockKind::Mamba2,
@@ -146,7 +172,7 @@ BatchedStreamCuda::Impl::Impl(const Model& model, int streams, cudaStream_t st, 
 // per row) is held in at most kStepMaxUnits units per thread when it fits,
 // which keeps it in registers across the samples of a launch. Few streams
 // per GPU get fewer per block, so that every SM has blocks to run.
-void BatchedStreamCuda::Impl::choose_cut(int streams_per_block) {
+void BatchedStreamKernels::Impl::choose_cut(int streams_per_block) {
   int dev = 0, sms = 1, smem_optin = 48 * 1024;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
@@ -187,7 +213,7 @@ void BatchedStreamCuda::Impl::choose_cut(int streams_per_block) {
   blocks = ceil_div(S, St);
 }
 
-void BatchedStreamCuda::Impl::pack_weights(const Model& model) {
+void BatchedStreamKernels::Impl::pack_weights(const Model& model) {
   const ParamTable& t = model.table();
   const float* P = model.params().data();
   const int D = cfg.d_model, E = cfg.inner(), H = cfg.heads(), Cc = cfg.conv_channels(), K = cfg.d_conv;
@@ -240,19 +266,20 @@ void BatchedStreamCuda::Impl::pack_weights(const Model& model) {
   args.weights = weights.data();
 }
 
-BatchedStreamCuda::BatchedStreamCuda(const Model& model, int streams, cudaStream_t stream, Options options)
+BatchedStreamKernels::BatchedStreamKernels(const Model& model, int streams, cudaStream_t stream,
+                                           const Options& options)
     : impl_(std::make_unique<Impl>(model, streams, stream, options)) {}
-BatchedStreamCuda::~BatchedStreamCuda() = default;
-BatchedStreamCuda::BatchedStreamCuda(BatchedStreamCuda&&) noexcept = default;
-BatchedStreamCuda& BatchedStreamCuda::operator=(BatchedStreamCuda&&) noexcept = default;
 
-const ModelConfig& BatchedStreamCuda::config() const { return impl_->cfg; }
-int BatchedStreamCuda::streams() const { return impl_->S; }
-size_t BatchedStreamCuda::state_size() const { return impl_->cfg.n_layers * (impl_->tail_floats + impl_->ssm_floats); }
+BatchedStreamDevice* make_batched_stream_device(const Model& model, int streams, cudaStream_t stream,
+                                                const BatchedStreamCudaOptions& options) {
+  return new BatchedStreamKernels(model, streams, stream, options);
+}
 
-void BatchedStreamCuda::step(const float* in, float* out) { step_many(in, out, 1); }
+const ModelConfig& BatchedStreamKernels::config() const { return impl_->cfg; }
+int BatchedStreamKernels::streams() const { return impl_->S; }
+size_t BatchedStreamKernels::state_size() const { return impl_->cfg.n_layers * (impl_->tail_floats + impl_->ssm_floats); }
 
-void BatchedStreamCuda::step_many(const float* in, float* out, int n) {
+void BatchedStreamKernels::step_many(const float* in, float* out, int n) {
   Impl& m = *impl_;
   require(n >= 0, "BatchedStreamCuda::step_many: n must be >= 0, got " + std::to_string(n));
   if (n == 0) return;
@@ -267,9 +294,7 @@ void BatchedStreamCuda::step_many(const float* in, float* out, int n) {
   }
 }
 
-void BatchedStreamCuda::step_host(const float* in, float* out) { step_many_host(in, out, 1); }
-
-void BatchedStreamCuda::step_many_host(const float* in, float* out, int n) {
+void BatchedStreamKernels::step_many_host(const float* in, float* out, int n) {
   Impl& m = *impl_;
   require(n >= 0, "BatchedStreamCuda::step_many_host: n must be >= 0, got " + std::to_string(n));
   if (n == 0) return;
@@ -312,7 +337,7 @@ void check_slots(const int* slots, int count, int S, std::vector<uint8_t>& seen,
 // The chosen streams' states are gathered into a compact batch, stepped as
 // a batch of `count` streams, and scattered back: two extra passes over
 // their state, none over the others'.
-void BatchedStreamCuda::step_subset_host(const int* slots, const float* in, float* out, int count) {
+void BatchedStreamKernels::step_subset_host(const int* slots, const float* in, float* out, int count) {
   Impl& m = *impl_;
   check_slots(slots, count, m.S, m.seen, "step_subset_host");
   if (count == 0) return;
@@ -340,7 +365,7 @@ void BatchedStreamCuda::step_subset_host(const int* slots, const float* in, floa
   check_cuda(cudaStreamSynchronize(m.stream), "the step of a subset");
 }
 
-void BatchedStreamCuda::get_states(const int* slots, int count, float* dst) const {
+void BatchedStreamKernels::get_states(const int* slots, int count, float* dst) const {
   Impl& m = *impl_;
   check_slots(slots, count, m.S, m.seen, "get_states");
   if (count == 0) return;
@@ -366,7 +391,7 @@ void BatchedStreamCuda::get_states(const int* slots, int count, float* dst) cons
     }
 }
 
-void BatchedStreamCuda::reset(int stream) {
+void BatchedStreamKernels::reset(int stream) {
   Impl& m = *impl_;
   m.check_index(stream, "reset");
   for (int l = 0; l < m.cfg.n_layers; ++l) {
@@ -379,14 +404,14 @@ void BatchedStreamCuda::reset(int stream) {
   }
 }
 
-void BatchedStreamCuda::reset_all() {
+void BatchedStreamKernels::reset_all() {
   Impl& m = *impl_;
   check_cuda(cudaMemsetAsync(m.ssm.data(), 0, m.ssm.capacity() * sizeof(float), m.stream), "resetting the SSM states");
   check_cuda(cudaMemsetAsync(m.tail.data(), 0, m.tail.capacity() * sizeof(float), m.stream), "resetting the conv tails");
 }
 
 // Stream's layout per layer: conv tail (K-1, Cc), then SSM state (E, N).
-void BatchedStreamCuda::get_state(int stream, float* dst) const {
+void BatchedStreamKernels::get_state(int stream, float* dst) const {
   const Impl& m = *impl_;
   m.check_index(stream, "get_state");
   require(dst != nullptr, "BatchedStreamCuda::get_state: dst must not be null");
@@ -405,7 +430,7 @@ void BatchedStreamCuda::get_state(int stream, float* dst) const {
   check_cuda(cudaStreamSynchronize(m.stream), "reading a state");
 }
 
-void BatchedStreamCuda::set_state(int stream, const float* src) {
+void BatchedStreamKernels::set_state(int stream, const float* src) {
   Impl& m = *impl_;
   m.check_index(stream, "set_state");
   require(src != nullptr, "BatchedStreamCuda::set_state: src must not be null");
@@ -426,7 +451,7 @@ void BatchedStreamCuda::set_state(int stream, const float* src) {
   check_cuda(cudaStreamSynchronize(m.stream), "writing a state");
 }
 
-std::string BatchedStreamCuda::launch_description() const {
+std::string BatchedStreamKernels::launch_description() const {
   const Impl& m = *impl_;
   const kernels::StepArgs& a = m.args;
   std::string s = std::to_string(a.streams_per_block) + " streams per block (" + std::to_string(m.blocks) +

@@ -1,4 +1,5 @@
-// One training step on the GPU (ssm/cuda_train.hpp): the same sequence as
+// One training step on the GPU (ssm/cuda_train.hpp; TrainStepDevice of the
+// CUDA module, lib/cuda/module.hpp): the same sequence as
 // Trainer's CPU step (lib/train/trainer.cpp). The model is the one
 // ModelGraph over the CUDA backend's ops (ssm/backend_ops.hpp), on that
 // backend's stream; the losses and the update use the ops of ssm/cuda_*.hpp
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "device_array.hpp"
@@ -15,11 +17,28 @@
 #include "ssm/backend_ops.hpp"
 #include "ssm/model.hpp"
 #include "ssm/cuda_ops.hpp"
+#include "module.hpp"
 #include "ssm/cuda_train.hpp"
 
 namespace ssm {
+namespace {
 
-struct TrainStepCuda::Impl {
+class TrainStepKernels final : public TrainStepDevice {
+ public:
+  TrainStepKernels(const ModelConfig& model, const ParamTable& table, const TrainerConfig& cfg);
+  void upload(const float* params, const float* m, const float* v) override;
+  void download(float* params, float* m, float* v) override;
+  CudaStepResult step(const float* in, const float* target, int B, int T, bool update, int64_t t,
+                      double lr) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace
+
+struct TrainStepKernels::Impl {
   ModelConfig mc;
   TrainerConfig cfg;
   AdamWConfig adam;
@@ -88,11 +107,14 @@ struct TrainStepCuda::Impl {
   }
 };
 
-TrainStepCuda::TrainStepCuda(const ModelConfig& model, const ParamTable& table, const TrainerConfig& cfg)
+TrainStepKernels::TrainStepKernels(const ModelConfig& model, const ParamTable& table, const TrainerConfig& cfg)
     : impl_(std::make_unique<Impl>(model, table, cfg)) {}
-TrainStepCuda::~TrainStepCuda() = default;
 
-void TrainStepCuda::upload(const float* params, const float* m, const float* v) {
+TrainStepDevice* make_train_step_device(const ModelConfig& model, const ParamTable& table, const TrainerConfig& cfg) {
+  return new TrainStepKernels(model, table, cfg);
+}
+
+void TrainStepKernels::upload(const float* params, const float* m, const float* v) {
   Impl& s = *impl_;
   s.copy_in(s.params.data(), params, s.total, "the parameters");
   s.copy_in(s.m.data(), m, s.total, "the AdamW first moments");
@@ -100,7 +122,7 @@ void TrainStepCuda::upload(const float* params, const float* m, const float* v) 
   cuda_check(cudaStreamSynchronize(s.stream), "training on cuda: upload");
 }
 
-void TrainStepCuda::download(float* params, float* m, float* v) {
+void TrainStepKernels::download(float* params, float* m, float* v) {
   Impl& s = *impl_;
   const size_t bytes = sizeof(float) * s.total;
   if (params)
@@ -110,8 +132,8 @@ void TrainStepCuda::download(float* params, float* m, float* v) {
   cuda_check(cudaStreamSynchronize(s.stream), "training on cuda: download");
 }
 
-CudaStepResult TrainStepCuda::step(const float* in, const float* target, int B, int T, bool update, int64_t t,
-                                   double lr) {
+CudaStepResult TrainStepKernels::step(const float* in, const float* target, int B, int T, bool update, int64_t t,
+                                      double lr) {
   Impl& s = *impl_;
   const size_t n_in = static_cast<size_t>(B) * T * s.mc.in_channels;
   const size_t n_out = static_cast<size_t>(B) * T * s.mc.out_channels;

@@ -46,6 +46,18 @@ grep -q "built-in" "$work/builtin.log" || { echo "FAIL: ssm did not say it used 
 "$prefix/bin/ssm" denoise noisy.flac file.wav --model "$model" 2>"$work/file.log" || { cat "$work/file.log"; exit 1; }
 cmp builtin.wav file.wav || { echo "FAIL: the built-in model's output differs from the shipped model's"; exit 1; }
 
+if [ -e "$build/lib/libssm_cuda.so" ]; then
+  step "the installed ssm finds the installed CUDA module (P/lib/libssm_cuda.so)"
+  check_file lib/libssm_cuda.so
+  # A bad --math fails fast once the module is loaded (with a GPU); without
+  # a GPU the module says so. Either way no "CUDA module ... not found".
+  "$prefix/bin/ssm" bench kernels --math bogus >"$work/module.log" 2>&1 || true
+  if grep -q "CUDA module" "$work/module.log" || ! grep -qE "no usable GPU|--math" "$work/module.log"; then
+    echo "FAIL: the installed ssm did not load its CUDA module:"; cat "$work/module.log"; exit 1
+  fi
+  cat "$work/module.log"
+fi
+
 step "a missing --model is an error naming it"
 if "$prefix/bin/ssm" denoise noisy.flac never.wav --model missing.safetensors 2>"$work/missing.log"; then
   echo "FAIL: a missing model was accepted"; exit 1

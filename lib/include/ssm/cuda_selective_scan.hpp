@@ -11,7 +11,8 @@
 // errors in the arguments or in a launch throw ssm::Error.
 //
 // Limits of the kernels: N <= 64, B <= 65535; any T >= 1, any E, any G with
-// E % G == 0. Defined in CUDA builds (SSM_WITH_CUDA) only.
+// E % G == 0. Defined in the CUDA module only (libssm_cuda.so, lib/cuda/module.hpp),
+// which the GPU tests link; the rest of the library reaches it through ops::cuda.
 //
 // Backward: activation gradients (dx, ddt_raw, dBm, dCm, dz, dinitial_state)
 // are assigned (=); parameter gradients (dA_log, dD, ddt_bias) accumulate (+=).
