@@ -22,6 +22,7 @@ struct Series {
   SeriesState state;
   int slot = -1;  // its model state's slot in the ForecastBatch (GPU), -1 without one
   size_t snapshot_at = SIZE_MAX;  // its place in a snapshot under way that has not reached it yet
+  uint64_t seen = 0;  // the sequence number of its last value (across partitions)
 };
 
 // Series by name (open addressing over (hash, pointer) slots, so a lookup
