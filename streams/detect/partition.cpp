@@ -111,13 +111,23 @@ void Partition::handle(Batch* b) {
 
 // Values are scored one behind the lookup: the series of the newest is
 // looked up and its state prefetched while the one before is scored, so
-// that the cache misses of a state overlap work instead of stalling it.
+// that the cache misses of a state overlap work instead of stalling it; the
+// table slots of values further ahead, and then their series, are fetched
+// earlier still.
 void Partition::score(Batch& b) {
+  constexpr size_t kSlotAhead = 16, kSeriesAhead = 8;
+  const size_t n = b.values.size();
+  auto path_of = [&b](const Batch::Value& v) { return std::string_view(b.paths.data() + v.path_at, v.path_len); };
+  hashes_.resize(n);
+  for (size_t i = 0; i < n; ++i) hashes_[i] = SeriesTable::hash_of(path_of(b.values[i]));
   Series* pending = nullptr;
   const Batch::Value* pending_v = nullptr;
-  for (const Batch::Value& v : b.values) {
-    const std::string_view path(b.paths.data() + v.path_at, v.path_len);
-    Series* s = table_.find(path);
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kSlotAhead < n) table_.prefetch_slot(hashes_[i + kSlotAhead]);
+    if (i + kSeriesAhead < n) table_.prefetch_series(hashes_[i + kSeriesAhead]);
+    const Batch::Value& v = b.values[i];
+    const std::string_view path = path_of(v);
+    Series* s = table_.find(path, hashes_[i]);
     if (!s) {
       if (pending) process(*pending, *pending_v, pending->name, b);  // a new series may evict the pending one
       pending = nullptr;

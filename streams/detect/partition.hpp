@@ -161,7 +161,7 @@ class Partition {
   SeriesTable table_;
   std::unique_ptr<ForecastBatch> gpu_;  // device "cuda": the series' model states and their queued steps
   PartitionCounts counts_;
-  std::string line_;  // scratch for one output line
+  std::vector<uint64_t> hashes_;  // (values of a batch) their table hashes
   // A snapshot under way: the series still to save, oldest first, with their
   // last value's sequence number when it began (a null entry: evicted
   // before its turn).

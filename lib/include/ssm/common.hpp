@@ -20,5 +20,10 @@ struct Error : std::runtime_error {
 inline void require(bool ok, const std::string& what) {
   if (!ok) fail(what);
 }
+// A literal message becomes a string only when the check fails, so a check
+// on a hot path (a detector's update per value) allocates nothing.
+inline void require(bool ok, const char* what) {
+  if (!ok) fail(what);
+}
 
 }  // namespace ssm
