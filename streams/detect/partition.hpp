@@ -133,7 +133,6 @@ class Partition {
   // Serving thread, only while the partition's thread is not running
   // (before start() or after the stop batch came back): every series.
   StateFileSegment save_all();
-  size_t size() const { return table_.size(); }
 
  private:
   void loop();
