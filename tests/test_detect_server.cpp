@@ -253,6 +253,9 @@ TEST(DetectServer, PartialLineAtDisconnectIsCountedAndNeverScored) {
 TEST(DetectServer, EvictsTheLeastRecentlySeenOrRefuses) {
   ssm::DetectServerConfig c;
   c.max_series = 2;
+  // One partition: with several, the series of each scoring thread come
+  // into the table in an order of their own, and the LRU is per partition.
+  c.threads = 1;
   {
     Running r(c);
     Client sub(r.server->scores_port());
@@ -409,6 +412,13 @@ TEST(DetectServer, ConfigErrorsNameTheField) {
     const std::string e = error_of(c);
     EXPECT_TRUE(e.find("GPU") != std::string::npos || e.find("CUDA") != std::string::npos) << e;
   }
+}
+
+// The lines of each series, in the order they came.
+std::map<std::string, std::vector<std::string>> lines_by_series(const std::vector<std::string>& lines) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& l : lines) out[l.substr(0, l.find(' '))].push_back(l);
+  return out;
 }
 
 // The score of each line, by series, parsed.
@@ -600,10 +610,10 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
       for (size_t i = 0; i < names.size(); ++i) text += point(names[i], xs[i][t], kT0 + 300 * int64_t(t));
     in.send(text);
   };
-  // Uninterrupted.
+  // Uninterrupted, one scoring thread.
   std::vector<std::string> whole;
   {
-    Process p({}, dir.path / "whole.log");
+    Process p({"--threads", "1"}, dir.path / "whole.log");
     ASSERT_GT(p.port, 0) << p.log();
     Client sub(p.scores);
     ASSERT_TRUE(p.subscriber_joined()) << p.log();  // before values flow
@@ -613,11 +623,12 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
     ASSERT_EQ(whole.size(), n * names.size());
     EXPECT_EQ(p.terminate(), 0);
   }
-  // Stopped with SIGTERM after `cut` values, restarted on the same state dir.
+  // Stopped with SIGTERM after `cut` values, restarted on the same state dir
+  // (two scoring threads, then three).
   const std::string state = (dir.path / "state").string();
   std::vector<std::string> first, second;
   {
-    Process p({"--state-dir", state}, dir.path / "first.log");
+    Process p({"--state-dir", state, "--threads", "2"}, dir.path / "first.log");
     ASSERT_GT(p.port, 0) << p.log();
     Client sub(p.scores);
     ASSERT_TRUE(p.subscriber_joined()) << p.log();
@@ -629,7 +640,7 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
         << p.log();
   }
   {
-    Process p({"--state-dir", state}, dir.path / "second.log");
+    Process p({"--state-dir", state, "--threads", "3"}, dir.path / "second.log");
     ASSERT_GT(p.port, 0) << p.log();
     EXPECT_NE(p.log().find("restored 3 series"), std::string::npos) << p.log();
     Client sub(p.scores);
@@ -642,7 +653,9 @@ TEST(DetectServerProcess, RestartMidStreamEqualsAnUninterruptedRun) {
   std::vector<std::string> resumed = first;
   resumed.insert(resumed.end(), second.begin(), second.end());
   ASSERT_EQ(resumed.size(), whole.size());
-  EXPECT_EQ(resumed, whole);
+  // The lines of different scoring threads interleave; a series' own keep
+  // their order.
+  EXPECT_EQ(lines_by_series(resumed), lines_by_series(whole));
 }
 
 
@@ -977,6 +990,78 @@ TEST(DetectServer, StuckDownstreamWithDropStaysBounded) {
   const auto st = r.server->stats();
   EXPECT_LE(st.max_held, c.max_pending);
   EXPECT_GT(st.dropped_lines, 0u);
+}
+
+// ---------------------------------------------------------------- scoring threads
+
+// Values of `series` series, `per` each, interleaved round-robin (series i's
+// values are series_values(.., 100 + i)) from value `from` on.
+std::string interleaved(size_t series, size_t from, size_t to) {
+  std::vector<std::vector<double>> xs;
+  for (size_t i = 0; i < series; ++i) xs.push_back(series_values(to, 100 + i));
+  std::string text;
+  for (size_t t = from; t < to; ++t)
+    for (size_t i = 0; i < series; ++i) text += point("mt.s" + std::to_string(i), xs[i][t], kT0 + 300 * int64_t(t));
+  return text;
+}
+
+// Every score line of a server with `threads` scoring threads for `text`
+// (sent over one connection), by series.
+std::map<std::string, std::vector<std::string>> served(int threads, const std::string& text, size_t lines,
+                                                       const std::string& state_dir = "") {
+  ssm::DetectServerConfig c;
+  c.threads = threads;
+  c.state_dir = state_dir;
+  Running r(c);
+  Client sub(r.server->scores_port());
+  EXPECT_TRUE(r.wait_for([](const auto& s) { return s.subscribers == 1; }));
+  Client in(r.server->port());
+  in.send(text);
+  const auto got = sub.lines(lines, 60s);
+  EXPECT_EQ(got.size(), lines);
+  return lines_by_series(got);
+}
+
+// Scores of a series depend on its own values only: any number of scoring
+// threads gives every series the scores of one thread, in its order.
+TEST(DetectServerThreads, ManyThreadsScoreAsOne) {
+  const size_t series = 2000, per = 12;
+  const std::string text = interleaved(series, 0, per);
+  const auto one = served(1, text, series * per);
+  ASSERT_EQ(one.size(), series);
+  EXPECT_EQ(one.at("anomaly.mt.s7.score").size(), per);
+  for (int threads : {2, 3}) {
+    const auto many = served(threads, text, series * per);
+    EXPECT_TRUE(many == one) << threads << " threads";
+  }
+}
+
+// A state dir written by a server with some number of scoring threads is
+// restored by one with another number; the state file does not depend on it.
+TEST(DetectServerThreads, RestartWithOtherThreadsRestoresTheSameState) {
+  TempDir dir;
+  const size_t series = 300, cut = 20, n = 40;
+  const fs::path one = dir.path / "one", two = dir.path / "two";
+  served(1, interleaved(series, 0, cut), series * cut, one.string());
+  served(2, interleaved(series, 0, cut), series * cut, two.string());
+  auto bytes = [](const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string file = bytes(one / "series.state");
+  EXPECT_GT(file.size(), series * 100);
+  EXPECT_TRUE(file == bytes(two / "series.state")) << "the state files of 1 and 2 threads differ";
+  // Go on from the two-thread state with three threads, and from the
+  // one-thread state with one: the same scores as an uninterrupted run.
+  const auto whole = served(1, interleaved(series, 0, n), series * n);
+  const auto after3 = served(3, interleaved(series, cut, n), series * (n - cut), two.string());
+  const auto after1 = served(1, interleaved(series, cut, n), series * (n - cut), one.string());
+  ASSERT_EQ(after3.size(), series);
+  EXPECT_TRUE(after3 == after1);
+  for (const auto& [name, lines] : whole) {
+    const std::vector<std::string> tail(lines.begin() + cut, lines.end());
+    ASSERT_EQ(after3.at(name), tail) << name;
+  }
 }
 
 }  // namespace

@@ -96,6 +96,8 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--device", args->device,
                   "where the forecaster steps: auto (the GPU when one is usable), cpu, or cuda (all series' steps of a "
                   "read in one GPU launch)");
+  cmd->add_option("--threads", s.threads,
+                  "scoring threads, each owning the series whose names hash to it (0: one per core)");
   cmd->add_option("--model", args->model, "forecaster (.safetensors); default: the built-in one");
   cmd->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   cmd->add_option("--train-config", args->train_config,

@@ -1,10 +1,12 @@
-// The detection server: accept loops, per-connection parsing and scoring,
-// output sinks with their slow policies, state restore and snapshots, the
-// periodic chores (idle inputs, slow outputs, stats) and the graceful
-// shutdown. The series table (series_table.hpp), the state file's format
-// (state_file.hpp) and the output lines (output_lines.hpp) live apart.
-// Serving runs on run()'s thread; the state file is read and written by
-// threads of their own that hand their results back through the io_context.
+// The detection server: accept loops, per-connection parsing, the hand-over
+// of values to the scoring partitions and of their lines to the output
+// sinks with their slow policies, state restore and snapshots, the periodic
+// chores (idle inputs, slow outputs, stats) and the graceful shutdown. The
+// partitions (partition.hpp: series table, scoring, their parts of the
+// state), the state file's format (state_file.hpp) and the output lines
+// (output_lines.hpp) live apart. Serving runs on run()'s thread, scoring on
+// one thread per partition; the state file is read and written by threads
+// of their own that hand their results back through the io_context.
 #include "ssm/streams/detect_server.hpp"
 
 #include <utility>  // before Asio: see DESIGN.md §6
@@ -32,8 +34,7 @@
 #include <vector>
 
 #include "output_lines.hpp"
-#include "series_table.hpp"
-#include "ssm/forecast_batch.hpp"
+#include "partition.hpp"
 #include "ssm/safetensors.hpp"  // atomic_write_file
 #include "ssm/streams/graphite.hpp"
 #include "state_file.hpp"
@@ -46,12 +47,11 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 namespace fs = std::filesystem;
 
-using detect::Series;
-using detect::SeriesTable;
+using detect::Batch;
+using detect::Partition;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kSnapshotChunk = 256;  // series saved per turn of the loop
-constexpr size_t kRestoreChunk = 1024;  // series loaded per turn
+constexpr int kMaxThreads = 64;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -133,6 +133,8 @@ void DetectServerConfig::validate() const {
   check(std::isfinite(drain_seconds) && drain_seconds >= 0, "drain_seconds", "must be >= 0");
   check(log_errors_per_connection >= 0, "log_errors_per_connection", "must be >= 0");
   check(device == "cpu" || device == "cuda", "--device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+  check(threads >= 0 && threads <= kMaxThreads, "--threads", "must be in 0 .. " + std::to_string(kMaxThreads));
+  check(device != "cuda" || threads <= 1, "--threads", "must be 1 (or 0) with --device cuda: one thread drives the GPU");
   auto graphite_name = [&](const std::string& text, const char* flag) {
     for (char c : text)
       check(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':', flag,
@@ -140,6 +142,12 @@ void DetectServerConfig::validate() const {
   };
   graphite_name(score_prefix, "--prefix");
   graphite_name(stats_prefix, "--stats-prefix");
+}
+
+size_t DetectServerConfig::partitions() const {
+  if (device == "cuda") return 1;
+  if (threads > 0) return static_cast<size_t>(threads);
+  return std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxThreads);
 }
 
 struct DetectServer::Impl {
@@ -177,21 +185,12 @@ struct DetectServer::Impl {
   using ConnPtr = std::shared_ptr<Conn>;
   using SinkPtr = std::shared_ptr<Sink>;
 
-  // The state file read at start: filled by the reader thread, then handed
-  // to the loop.
-  struct RestoreRead {
-    std::vector<uint8_t> bytes;
-    std::vector<detect::StateFileEntry> entries;  // views into bytes
-    std::string error;
-  };
-  // A snapshot under way: the series still to save, oldest first (a null
-  // entry: evicted before its turn).
+  // A snapshot under way: each partition saves its series and hands its
+  // part back; the parts are merged and written by the writer thread.
   struct SnapshotRun {
-    bool active = false;
-    std::vector<Series*> order;
-    size_t at = 0;
-    std::unique_ptr<detect::StateFileWriter> out;
-    Clock::time_point started;
+    size_t waiting = 0;  // partitions still saving; 0: none under way
+    bool given_up = false;  // a partition gave its part up (a stop)
+    std::vector<std::unique_ptr<detect::StateFileSegment>> parts;  // (partitions)
   };
 
   DetectServerConfig cfg;
@@ -202,8 +201,18 @@ struct DetectServer::Impl {
   tcp::acceptor in_acc{io}, scores_acc{io}, events_acc{io};
   asio::steady_timer snap_timer{io}, redial_timer{io}, drain_timer{io}, accept_retry{io}, chores_timer{io};
   asio::signal_set signals{io};
-  SeriesTable table;
-  std::unique_ptr<ForecastBatch> batch;  // device "cuda": the series' model states and their queued steps
+  // Scoring: series partitioned by name, one thread each.
+  std::atomic<bool> quit{false};        // the partitions' threads end at their next step
+  std::atomic<size_t> series_total{0};  // series held by all partitions (at most max_series)
+  std::vector<std::unique_ptr<Partition>> parts;
+  std::vector<Batch*> filling;          // (partitions) the current read's values for each, or null
+  std::vector<detect::PartitionCounts> part_counts;   // (partitions) as of each one's last batch back
+  std::unique_ptr<std::atomic<bool>[]> drain_posted;  // (partitions) a drain of its batches is queued
+  uint64_t next_seq = 1;                // of the next value parsed: arrival order across partitions
+  size_t restore_waiting = 0;           // partitions still loading (or clearing) the state file
+  std::string restore_error;            // why a partition could not load it
+  size_t stop_waiting = 0;              // partitions that have not yet handed their stop back
+  bool stop_sent = false;
   std::vector<ConnPtr> conns;
   std::vector<ConnPtr> parked;
   std::vector<SinkPtr> sinks;  // subscribers of scores and events
@@ -211,7 +220,7 @@ struct DetectServer::Impl {
   bool downstream_dialing = false, downstream_failed_logged = false;
   std::string events_text;     // for the events stream, written once per batch
   bool events_lost = false;    // the events stream failed (a closed stdout): no more writes
-  std::string line;            // scratch for one output line
+  std::string line;            // scratch for the metrics' lines
   bool stopping = false, finished = false, paused = false, final_ok = true;
   bool restoring = false;  // the state file is being read or loaded
   bool serving = false;    // the listeners listen (the restore is over)
@@ -223,8 +232,9 @@ struct DetectServer::Impl {
   DetectServerStats shared_stats;
   std::thread reader, writer;  // the state file's reader (start) and a snapshot's writer
   int reader_cancel[2] = {-1, -1};  // a pipe: a byte written ends the reader's wait
-  // Keeps run() running while only the reader has work.
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> reading_state;
+  // Keeps run() running until finish(), also while only the reader or the
+  // partitions have work.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> running;
   std::atomic<bool> writer_done{true};
   SnapshotRun snap;
 
@@ -232,7 +242,11 @@ struct DetectServer::Impl {
       : cfg(std::move(c)), det(std::move(d)), events_out(ev), log(lg) {
     require(det != nullptr, "detect server: no detector");
     cfg.validate();
-    if (cfg.device == "cuda") batch = std::make_unique<ForecastBatch>(*det, static_cast<int>(cfg.max_series), "cuda");
+    const size_t n = cfg.partitions();
+    for (size_t i = 0; i < n; ++i) parts.push_back(std::make_unique<Partition>(i, n, cfg, *det, series_total, quit));
+    filling.assign(n, nullptr);
+    part_counts.assign(n, {});
+    drain_posted = std::make_unique<std::atomic<bool>[]>(n);
     bind(in_acc, cfg.listen, "--listen");
     if (!cfg.scores_listen.empty()) bind(scores_acc, cfg.scores_listen, "--scores");
     if (!cfg.events_listen.empty()) bind(events_acc, cfg.events_listen, "--events-listen");
@@ -250,6 +264,8 @@ struct DetectServer::Impl {
 
   ~Impl() {
     unblock_reader();
+    quit.store(true, std::memory_order_release);
+    for (auto& p : parts) p->join();
     if (reader.joinable()) reader.join();
     if (writer.joinable()) writer.join();
     for (int fd : reader_cancel)
@@ -280,11 +296,31 @@ struct DetectServer::Impl {
     return a.is_open() ? a.local_endpoint(ec).port() : 0;
   }
 
+  // The partitions' counts, summed into st.
+  void sum_counts() {
+    detect::PartitionCounts sum;
+    for (const auto& c : part_counts) {
+      sum.points += c.points;
+      sum.repeats += c.repeats;
+      sum.out_of_order += c.out_of_order;
+      sum.events += c.events;
+      sum.evicted += c.evicted;
+      sum.refused += c.refused;
+    }
+    st.points = sum.points;
+    st.repeats = sum.repeats;
+    st.out_of_order = sum.out_of_order;
+    st.events = sum.events;
+    st.evicted = sum.evicted;
+    st.refused = sum.refused;
+    st.series = series_total.load(std::memory_order_relaxed);
+  }
+
   void publish() {
-    st.series = table.size();
+    sum_counts();
     st.open_connections = conns.size();
     st.subscribers = sinks.size();
-    st.snapshot_busy = snap.active || !writer_done.load(std::memory_order_acquire);
+    st.snapshot_busy = snap.waiting > 0 || !writer_done.load(std::memory_order_acquire);
     std::lock_guard<std::mutex> g(stats_mu);
     shared_stats = st;
   }
@@ -305,6 +341,7 @@ struct DetectServer::Impl {
 
   void start(bool handle_signals) {
     if (stopping) return;  // stop() came before run()
+    running.emplace(io.get_executor());
     if (handle_signals) {
       std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or peer is an error of that write, not the end
       signals.add(SIGTERM);
@@ -317,6 +354,16 @@ struct DetectServer::Impl {
         }
       });
     }
+    for (size_t i = 0; i < parts.size(); ++i)
+      parts[i]->start([this, i] {
+        // On the partition's thread: one drain queued on the loop at a time.
+        if (!drain_posted[i].exchange(true, std::memory_order_acq_rel))
+          asio::post(io, [this, i] {
+            drain_posted[i].exchange(false, std::memory_order_acq_rel);
+            drain(i);
+            after_drain();
+          });
+      });
     const fs::path path = fs::path(cfg.state_dir) / detect::kStateFile;
     std::error_code fec;
     if (cfg.state_dir.empty() || !fs::exists(fs::symlink_status(path, fec))) {
@@ -325,9 +372,8 @@ struct DetectServer::Impl {
     }
     restoring = true;
     say("restoring series from " + path.string() + "; connections are taken once it is done");
-    auto rr = std::make_shared<RestoreRead>();
+    auto rr = std::make_shared<detect::StateRead>();
     const size_t max_name = cfg.max_line;
-    reading_state.emplace(io.get_executor());
     require(::pipe2(reader_cancel, O_CLOEXEC) == 0,
             std::string("detect server: cannot create a pipe: ") + std::strerror(errno));
     reader = std::thread([this, rr, path, max_name] {
@@ -351,9 +397,9 @@ struct DetectServer::Impl {
     }
   }
 
-  void restore_read(const std::shared_ptr<RestoreRead>& rr) {
+  // The file is read: each partition loads its series of it.
+  void restore_read(const std::shared_ptr<detect::StateRead>& rr) {
     if (reader.joinable()) reader.join();
-    reading_state.reset();
     if (!restoring) return;  // stopped meanwhile
     const std::string path = (fs::path(cfg.state_dir) / detect::kStateFile).string();
     if (!rr->error.empty()) {
@@ -365,33 +411,35 @@ struct DetectServer::Impl {
     if (skip > 0)
       say("state file " + path + " holds " + std::to_string(rr->entries.size()) + " series, more than --max-series " +
           std::to_string(cfg.max_series) + ": the newest " + std::to_string(cfg.max_series) + " are kept");
-    restore_step(rr, skip);
+    next_seq = rr->entries.size() + 1;  // a restored series' last value is its place in the file
+    restore_error.clear();
+    restore_waiting = parts.size();
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Batch* b = free_batch(i);
+      b->reset(Batch::Kind::restore);
+      b->restore = rr;
+      b->restore_from = skip;
+      parts[i]->submit(b);
+    }
   }
 
-  void restore_step(const std::shared_ptr<RestoreRead>& rr, size_t at) {
-    if (!restoring) return;
-    const size_t end = std::min(rr->entries.size(), at + kRestoreChunk);
-    try {
-      for (; at < end; ++at) {
-        const auto& e = rr->entries[at];
-        SeriesState state = det->load(e.state);
-        if (!table.find(e.name)) add_series(std::string(e.name), std::move(state));
-      }
-    } catch (const Error& e) {
+  // A partition's restore (or clear) came back.
+  void restore_returned(Batch& b) {
+    if (!b.error.empty() && restore_error.empty()) restore_error = b.error;
+    if (--restore_waiting > 0 || !restoring) return;
+    const std::string path = (fs::path(cfg.state_dir) / detect::kStateFile).string();
+    if (!restore_error.empty() && series_total.load(std::memory_order_relaxed) > 0) {
       // Nothing of a file that is not this detector's is kept.
-      while (auto s = table.pop_oldest())
-        if (batch) batch->detach(s->slot);
-      say("state file " + (fs::path(cfg.state_dir) / detect::kStateFile).string() + " not used: " + e.what() +
-          "; starting with no series");
-      return restore_done();
-    }
-    if (at < rr->entries.size()) {
-      asio::post(io, [this, rr, at] { restore_step(rr, at); });
+      restore_waiting = parts.size();
+      for (size_t i = 0; i < parts.size(); ++i) submit_command(i, Batch::Kind::clear);
       return;
     }
-    st.restored = table.size();
-    say("restored " + std::to_string(table.size()) + " series from " +
-        (fs::path(cfg.state_dir) / detect::kStateFile).string());
+    if (!restore_error.empty()) {
+      say("state file " + path + " not used: " + restore_error + "; starting with no series");
+    } else {
+      st.restored = series_total.load(std::memory_order_relaxed);
+      say("restored " + std::to_string(st.restored) + " series from " + path);
+    }
     restore_done();
   }
 
@@ -513,9 +561,9 @@ struct DetectServer::Impl {
     c.last_read = Clock::now();
     c.parser.feed(
         std::span<const char>(c.buf.get(), n),
-        [this](std::string_view path, double value, int64_t epoch) { score(path, value, epoch); },
+        [this](std::string_view path, double value, int64_t epoch) { hand_over(path, value, epoch); },
         [this, &c](GraphiteError kind, std::string_view detail) { malformed(c, kind, detail); });
-    flush_pending();
+    submit_filling();
     const uint64_t nans = c.parser.stats().nan_values;
     if (nans != c.nan_seen) {
       if (st.nan_values == 0)
@@ -580,108 +628,110 @@ struct DetectServer::Impl {
 
   // ------------------------------------------------------------ scoring
 
-  // The first 10 of a kind of notable value, then every 10000th.
-  static bool worth_logging(uint64_t n) { return n <= 10 || n % 10000 == 0; }
+  // A value to the batch of its series' partition; the batches of one read
+  // go out together at its end.
+  void hand_over(std::string_view path, double value, int64_t epoch) {
+    const size_t i = detect::partition_of(path, parts.size());
+    Batch*& b = filling[i];
+    if (!b) {
+      b = free_batch(i);
+      b->reset(Batch::Kind::values);
+    }
+    b->add_value(path, value, epoch, next_seq++);
+  }
 
-  Series* series_for(std::string_view path) {
-    if (Series* s = table.find(path)) return s;
-    if (table.size() >= cfg.max_series) {
-      if (cfg.overflow == SeriesOverflow::refuse) {
-        ++st.refused;
-        if (worth_logging(st.refused))
-          say("refused new series '" + std::string(path) + "': --max-series (" + std::to_string(cfg.max_series) +
-              ") reached (" + std::to_string(st.refused) + " refused values so far)");
-        return nullptr;
+  void submit_filling() {
+    for (size_t i = 0; i < parts.size(); ++i)
+      if (Batch* b = std::exchange(filling[i], nullptr)) parts[i]->submit(b);
+  }
+
+  // A free batch of partition i: when all are in flight, the loop waits
+  // for one to come back (the inputs wait meanwhile: TCP pushes back).
+  Batch* free_batch(size_t i) {
+    Partition& p = *parts[i];
+    for (;;) {
+      if (Batch* b = p.free_batch()) return b;
+      const uint32_t seen = p.returned_count();
+      drain(i);
+      if (Batch* b = p.free_batch()) return b;
+      p.wait_returned(seen);
+    }
+  }
+
+  void submit_command(size_t i, Batch::Kind kind) {
+    Batch* b = free_batch(i);
+    b->reset(kind);
+    parts[i]->submit(b);
+  }
+
+  // The batches partition i handed back: their lines to the outputs, their
+  // log lines to the log, their counts and state parts to the server.
+  void drain(size_t i) {
+    Partition& p = *parts[i];
+    while (Batch* b = p.take()) {
+      part_counts[i] = b->counts;
+      for (const std::string& text : b->log) say(text);
+      switch (b->kind) {
+        case Batch::Kind::values:
+          deliver(*b);
+          break;
+        case Batch::Kind::snapshot:
+          snapshot_returned(i, std::move(b->snapshot));
+          break;
+        case Batch::Kind::restore:
+        case Batch::Kind::clear:
+          restore_returned(*b);
+          break;
+        case Batch::Kind::stop:
+          --stop_waiting;
+          break;
       }
-      const auto old = table.pop_oldest();
-      if (old->snapshot_at != SIZE_MAX) snap.order[old->snapshot_at] = nullptr;
-      if (batch) batch->detach(old->slot);
-      ++st.evicted;
-      if (worth_logging(st.evicted))
-        say("evicted series '" + old->name + "' (least recently seen; --max-series " +
-            std::to_string(cfg.max_series) + ", " + std::to_string(st.evicted) + " evicted so far)");
+      p.recycle(b);
     }
-    return add_series(std::string(path), det->new_series());
   }
 
-  Series* add_series(std::string name, SeriesState state) {
-    Series* s = table.add(std::move(name), std::move(state));
-    if (batch) s->slot = batch->attach(s->state);
-    return s;
+  // After a drain on the loop: the outputs write, paused inputs may read.
+  void after_drain() {
+    flush_outputs();
+    resume_if_clear();
+    if (stopping) maybe_finish();
   }
 
-  // Values are scored one behind the parser: the series of the newest is
-  // looked up and its state prefetched while the one before is scored, so
-  // that the cache misses of a state overlap work instead of stalling it.
-  struct Pending {
-    Series* s = nullptr;
-    double value = 0;
-    int64_t epoch = 0;
-  } pending;
-
-  void score(std::string_view path, double value, int64_t epoch) {
-    Series* s = table.find(path);
-    if (!s) {
-      flush_pending();  // a new series may evict the pending one
-      s = series_for(path);
-      if (!s) return;
+  void deliver(const Batch& b) {
+    if (b.score_lines > 0) {
+      for (const auto& k : sinks)
+        if (k->kind == SinkKind::scores) append(*k, b.scores);
+      if (downstream)
+        append(*downstream, b.scores);
+      else if (!cfg.downstream.empty())
+        st.dropped_lines += b.score_lines;
     }
-    det->prefetch(s->state, epoch);
-    flush_pending();
-    pending = {s, value, epoch};
+    if (!b.events.empty()) {
+      if (events_out && !events_lost) events_text.append(b.events);
+      for (const auto& k : sinks)
+        if (k->kind == SinkKind::events) append(*k, b.events);
+    }
   }
 
-  void flush_pending() {
-    if (!pending.s) return;
-    Series* s = pending.s;
-    pending.s = nullptr;
-    process(*s, pending.value, pending.epoch);
-  }
-
-  void append(Sink& k, const std::string& text) {
+  // Whole lines of `text` to an output; a "drop" output over max_pending
+  // takes the lines that fit and loses the rest (counted).
+  void append(Sink& k, std::string_view text) {
+    size_t take = text.size();
     if (k.policy == SlowPolicy::drop && k.held() + text.size() > cfg.max_pending) {
+      const size_t room = cfg.max_pending > k.held() ? cfg.max_pending - k.held() : 0;
+      const size_t cut = room == 0 ? std::string_view::npos : text.rfind('\n', room - 1);
+      take = cut == std::string_view::npos ? 0 : cut + 1;
+      const uint64_t lost = static_cast<uint64_t>(std::count(text.begin() + take, text.end(), '\n'));
       if (!k.dropping)
         say(std::string(kind_name(k.kind)) + " " + k.peer + " is " + std::to_string(k.held()) +
             " bytes behind (--max-pending): its lines are dropped until it catches up (" + policy_flag(k.kind) +
             " drop)");
       k.dropping = true;
-      ++k.dropped;
-      ++st.dropped_lines;
-      return;
+      k.dropped += lost;
+      st.dropped_lines += lost;
     }
-    k.pending.append(text);
+    k.pending.append(text.substr(0, take));
     st.max_held = std::max<uint64_t>(st.max_held, k.held());
-  }
-
-  void process(Series& series, double value, int64_t epoch) {
-    const std::string_view path = series.name;
-    const DetectorResult r =
-        batch ? batch->update(series.slot, series.state, epoch, value) : det->update(series.state, epoch, value);
-    ++st.points;
-    if (r.kind == PointKind::repeat && worth_logging(++st.repeats))
-      say("series '" + series.name + "': epoch " + std::to_string(epoch) +
-          " again: scored as a repeat, the state keeps the first value of an epoch (" + std::to_string(st.repeats) +
-          " repeats so far)");
-    if (r.kind == PointKind::out_of_order && worth_logging(++st.out_of_order))
-      say("series '" + series.name + "': epoch " + std::to_string(epoch) +
-          " is before the last one: scored, the state unchanged (" + std::to_string(st.out_of_order) +
-          " out-of-order values so far)");
-    line.clear();
-    detect::append_score_line(line, cfg.score_prefix, path, r.score, epoch);
-    for (const auto& k : sinks)
-      if (k->kind == SinkKind::scores) append(*k, line);
-    if (downstream)
-      append(*downstream, line);
-    else if (!cfg.downstream.empty())
-      ++st.dropped_lines;
-    if (r.kind != PointKind::repeat && r.score >= cfg.event_threshold) {
-      ++st.events;
-      line.clear();
-      detect::append_event_line(line, path, epoch, value, r);
-      if (events_out && !events_lost) events_text.append(line);
-      for (const auto& k : sinks)
-        if (k->kind == SinkKind::events) append(*k, line);
-    }
   }
 
   // ------------------------------------------------------------ outputs
@@ -699,8 +749,6 @@ struct DetectServer::Impl {
   }
 
   void flush_outputs() {
-    // The read's values are scored; their forecaster steps run now, in one launch.
-    if (batch) batch->run();
     write_events_stream();
     for (size_t i = 0; i < sinks.size(); ++i) kick(sinks[i]);
     if (downstream) kick(downstream);
@@ -913,23 +961,25 @@ struct DetectServer::Impl {
     flush_outputs();
   }
 
-  std::string summary() const {
+  std::string summary() {
+    sum_counts();
     const DetectServerStats& s = st;
     return std::to_string(s.points) + " points (" + std::to_string(s.repeats) + " repeats, " +
            std::to_string(s.out_of_order) + " out of order), not scored: " + std::to_string(s.errors) +
            " malformed lines, " + std::to_string(s.nan_values) + " nan values, " + std::to_string(s.refused) +
-           " refused; " + std::to_string(table.size()) + " series, " + std::to_string(s.evicted) + " evicted, " +
+           " refused; " + std::to_string(s.series) + " series, " + std::to_string(s.evicted) + " evicted, " +
            std::to_string(s.events) + " events, " + std::to_string(s.dropped_lines) + " output lines dropped";
   }
 
   // The counts as Graphite metrics, to the scores outputs.
   void send_metrics() {
+    sum_counts();
     const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count();
     const std::pair<const char*, uint64_t> m[] = {
         {"points", st.points},         {"repeats", st.repeats},       {"out_of_order", st.out_of_order},
         {"malformed", st.errors},      {"nan_values", st.nan_values}, {"refused", st.refused},
-        {"series", table.size()},      {"evicted", st.evicted},       {"events", st.events},
+        {"series", st.series},      {"evicted", st.evicted},       {"events", st.events},
         {"dropped_lines", st.dropped_lines}, {"connections", conns.size()}, {"subscribers", sinks.size()},
         {"pauses", st.pauses},         {"snapshots", st.snapshots},   {"snapshot_failures", st.snapshot_failures},
     };
@@ -952,68 +1002,45 @@ struct DetectServer::Impl {
     });
   }
 
-  // The model states come back from the GPU first.
-  void fetch_from_gpu(std::span<Series* const> series) {
-    if (!batch) return;
-    std::vector<int> slots;
-    std::vector<SeriesState*> states;
-    for (Series* s : series)
-      if (s) {
-        slots.push_back(s->slot);
-        states.push_back(&s->state);
-      }
-    batch->fetch(slots, states);
-  }
-
   void begin_snapshot() {
-    if (snap.active || !writer_done.load(std::memory_order_acquire)) {
+    if (snap.waiting > 0 || !writer_done.load(std::memory_order_acquire)) {
       say("state snapshot skipped: the one before is still being written");
       return;
     }
     if (writer.joinable()) writer.join();
-    snap.active = true;
-    snap.started = Clock::now();
-    snap.order.clear();
-    snap.order.reserve(table.size());
-    table.for_each_oldest_first([&](Series& s) {
-      s.snapshot_at = snap.order.size();
-      snap.order.push_back(&s);
-    });
-    snap.at = 0;
-    snap.out = std::make_unique<detect::StateFileWriter>();
+    snap = SnapshotRun{};
+    snap.parts.resize(parts.size());
+    snap.waiting = parts.size();
+    for (size_t i = 0; i < parts.size(); ++i) submit_command(i, Batch::Kind::snapshot);
     publish();
-    asio::post(io, [this] { snapshot_step(); });
   }
 
-  void snapshot_step() {
-    if (!snap.active) return;
-    const size_t end = std::min(snap.order.size(), snap.at + kSnapshotChunk);
-    fetch_from_gpu(std::span<Series* const>(snap.order.data() + snap.at, end - snap.at));
-    for (; snap.at < end; ++snap.at)
-      if (Series* s = snap.order[snap.at]) {
-        snap.out->add(s->name, det->save(s->state));
-        s->snapshot_at = SIZE_MAX;
-      }
-    if (snap.at < snap.order.size()) {
-      asio::post(io, [this] { snapshot_step(); });
-      return;
-    }
-    snap.active = false;
-    auto bytes = std::make_shared<std::vector<uint8_t>>(snap.out->finish());
-    snap.out.reset();
-    snap.order.clear();
+  // Partition i's part (null: given up at a stop); with the last one the
+  // writer thread merges and writes them.
+  void snapshot_returned(size_t i, std::unique_ptr<detect::StateFileSegment> part) {
+    if (!part) snap.given_up = true;
+    snap.parts[i] = std::move(part);
+    if (--snap.waiting > 0 || snap.given_up) return;
+    auto pieces = std::make_shared<std::vector<std::unique_ptr<detect::StateFileSegment>>>(std::move(snap.parts));
+    snap.parts.clear();
     writer_done.store(false, std::memory_order_release);
     const fs::path path = fs::path(cfg.state_dir) / detect::kStateFile;
-    writer = std::thread([this, bytes, path] {
+    writer = std::thread([this, pieces, path] {
       std::string error;
       try {
-        atomic_write_file(path, *bytes);
+        write_state(path, *pieces);
       } catch (const Error& e) {
         error = e.what();
       }
       writer_done.store(true, std::memory_order_release);
       asio::post(io, [this, error] { snapshot_written(error); });
     });
+  }
+
+  static void write_state(const fs::path& path, const std::vector<std::unique_ptr<detect::StateFileSegment>>& pieces) {
+    std::vector<const detect::StateFileSegment*> ptrs;
+    for (const auto& p : pieces) ptrs.push_back(p.get());
+    atomic_write_file(path, detect::merge_state_file(ptrs));
   }
 
   void snapshot_written(const std::string& error) {
@@ -1026,23 +1053,21 @@ struct DetectServer::Impl {
     publish();
   }
 
-  // At shutdown: a snapshot under way is dropped, the one being written
-  // waits, and all series are written here.
+  // At shutdown, once the partitions' threads have ended: a snapshot being
+  // written is waited for, and all series are written here.
   bool final_snapshot() {
     if (cfg.state_dir.empty()) return true;
-    for (Series* s : snap.order)
-      if (s) s->snapshot_at = SIZE_MAX;
-    snap = SnapshotRun{};
     if (writer.joinable()) writer.join();
-    std::vector<Series*> all;
-    table.for_each_oldest_first([&](Series& s) { all.push_back(&s); });
-    fetch_from_gpu(all);
-    detect::StateFileWriter out;
-    for (const Series* s : all) out.add(s->name, det->save(s->state));
+    std::vector<std::unique_ptr<detect::StateFileSegment>> pieces;
+    size_t n = 0;
+    for (auto& p : parts) {
+      pieces.push_back(std::make_unique<detect::StateFileSegment>(p->save_all()));
+      n += pieces.back()->count();
+    }
     try {
-      atomic_write_file(fs::path(cfg.state_dir) / detect::kStateFile, out.finish());
+      write_state(fs::path(cfg.state_dir) / detect::kStateFile, pieces);
       ++st.snapshots;
-      say("state written: " + std::to_string(all.size()) + " series");
+      say("state written: " + std::to_string(n) + " series");
       return true;
     } catch (const Error& e) {
       ++st.snapshot_failures;
@@ -1070,7 +1095,8 @@ struct DetectServer::Impl {
       // Nothing was served: the state file stays exactly as it was.
       restoring = false;
       unblock_reader();
-      reading_state.reset();
+      quit.store(true, std::memory_order_release);  // a restore under way ends at once
+      for (auto& p : parts) p->wake();
       say(std::string("stopped ") + (cfg.state_dir.empty() ? "before serving" : "during the restore: the state file is left as it was"));
       state_written = true;
       finish();
@@ -1097,7 +1123,16 @@ struct DetectServer::Impl {
   bool state_written = false;
   void maybe_finish() {
     if (finished || !conns.empty()) return;
+    // The partitions score what they hold, then their threads end.
+    if (!stop_sent) {
+      stop_sent = true;
+      submit_filling();
+      stop_waiting = parts.size();
+      for (size_t i = 0; i < parts.size(); ++i) submit_command(i, Batch::Kind::stop);
+    }
+    if (stop_waiting > 0) return;
     if (!state_written) {
+      for (auto& p : parts) p->join();
       state_written = true;
       if (!final_snapshot()) final_ok = false;
       flush_outputs();
@@ -1118,6 +1153,7 @@ struct DetectServer::Impl {
     for (const auto& k : std::vector<SinkPtr>(sinks)) k->sock.close(ec);
     if (downstream) downstream->sock.close(ec);
     publish();
+    running.reset();
     io.stop();
   }
 };
@@ -1152,7 +1188,7 @@ size_t DetectServer::series_bytes(size_t name_bytes) const {
   // The Series with its detector state, the model state buffer, a long
   // name's heap, and the hash slots (at most 4 per series, 16 bytes each).
   const size_t name_heap = name_bytes > 15 ? name_bytes + 1 : 0;
-  return sizeof(Series) + impl_->det->forecaster().state_size() * sizeof(float) + name_heap + 4 * 16;
+  return sizeof(detect::Series) + impl_->det->forecaster().state_size() * sizeof(float) + name_heap + 4 * 16;
 }
 
 }  // namespace ssm

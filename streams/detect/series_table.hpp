@@ -22,6 +22,7 @@ struct Series {
   SeriesState state;
   int slot = -1;  // its model state's slot in the ForecastBatch (GPU), -1 without one
   size_t snapshot_at = SIZE_MAX;  // its place in a snapshot under way that has not reached it yet
+  uint64_t seen = 0;  // the sequence number of its last value (across partitions)
 };
 
 // Series by name (open addressing over (hash, pointer) slots, so a lookup
@@ -43,9 +44,12 @@ class SeriesTable {
   size_t size() const { return live_; }
   size_t slot_bytes() const { return slots_.size() * sizeof(Slot); }
 
-  Series* find(std::string_view name) {
+  static uint64_t hash_of(std::string_view name) { return std::hash<std::string_view>{}(name); }
+
+  Series* find(std::string_view name) { return find(name, hash_of(name)); }
+  // h: hash_of(name).
+  Series* find(std::string_view name, uint64_t h) {
     if (slots_.empty()) return nullptr;
-    const uint64_t h = hash_of(name);
     for (size_t i = h & mask(); slots_[i].s; i = (i + 1) & mask()) {
       Series* s = slots_[i].s;
       if (s != tomb() && slots_[i].hash == h && s->name == name) {
@@ -55,6 +59,17 @@ class SeriesTable {
       }
     }
     return nullptr;
+  }
+  // A lookup of hash h soon: its first slot towards the cache, and then (a
+  // second call, later) the series that slot holds when the hash matches,
+  // so that the lookup itself does not wait on memory.
+  void prefetch_slot(uint64_t h) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[h & mask()]);
+  }
+  void prefetch_series(uint64_t h) const {
+    if (slots_.empty()) return;
+    const Slot& slot = slots_[h & mask()];
+    if (slot.hash == h && slot.s != tomb()) __builtin_prefetch(slot.s);
   }
   // `name` must not be in the table.
   Series* add(std::string name, SeriesState state) {
@@ -95,7 +110,6 @@ class SeriesTable {
     uint64_t hash = 0;
     Series* s = nullptr;  // null: never used; tomb(): emptied by an eviction
   };
-  static uint64_t hash_of(std::string_view name) { return std::hash<std::string_view>{}(name); }
   static Series* tomb() { return reinterpret_cast<Series*>(alignof(Series)); }
   size_t mask() const { return slots_.size() - 1; }
   void rehash(size_t n) {

@@ -11,18 +11,13 @@
 #include <cstring>
 
 #include "ssm/common.hpp"
+#include "ssm/hash.hpp"
 
 namespace ssm::detect {
 
 namespace {
 
 constexpr char kMagic[8] = {'S', 'S', 'M', 'D', 'S', 'T', 'S', '1'};
-
-uint64_t fnv1a(const uint8_t* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
 
 void put(std::vector<uint8_t>& out, const void* p, size_t n) {
   const auto* b = static_cast<const uint8_t*>(p);
@@ -31,22 +26,42 @@ void put(std::vector<uint8_t>& out, const void* p, size_t n) {
 
 }  // namespace
 
-StateFileWriter::StateFileWriter() : out_(kMagic, kMagic + sizeof(kMagic)) { out_.resize(16); }
-
-void StateFileWriter::add(std::string_view name, std::span<const uint8_t> state) {
+void StateFileSegment::add(uint64_t seen, std::string_view name, std::span<const uint8_t> state) {
+  starts_.emplace_back(seen, records_.size());
   const auto nl = static_cast<uint32_t>(name.size()), bl = static_cast<uint32_t>(state.size());
-  put(out_, &nl, 4);
-  put(out_, name.data(), nl);
-  put(out_, &bl, 4);
-  put(out_, state.data(), bl);
-  ++count_;
+  put(records_, &nl, 4);
+  put(records_, name.data(), nl);
+  put(records_, &bl, 4);
+  put(records_, state.data(), bl);
 }
 
-std::vector<uint8_t> StateFileWriter::finish() {
-  std::memcpy(out_.data() + 8, &count_, 8);
-  const uint64_t sum = fnv1a(out_.data(), out_.size());
-  put(out_, &sum, 8);
-  return std::move(out_);
+std::vector<uint8_t> merge_state_file(std::span<const StateFileSegment* const> parts) {
+  size_t bytes = 24;
+  uint64_t count = 0;
+  for (const StateFileSegment* p : parts)
+    if (p) {
+      bytes += p->records_.size();
+      count += p->count();
+    }
+  std::vector<uint8_t> out(kMagic, kMagic + sizeof(kMagic));
+  out.reserve(bytes);
+  put(out, &count, 8);
+  // A k-way merge by `seen`: each part is in ascending order already.
+  std::vector<size_t> next(parts.size(), 0);
+  for (uint64_t done = 0; done < count; ++done) {
+    size_t best = SIZE_MAX;
+    for (size_t k = 0; k < parts.size(); ++k)
+      if (parts[k] && next[k] < parts[k]->count() &&
+          (best == SIZE_MAX || parts[k]->starts_[next[k]].first < parts[best]->starts_[next[best]].first))
+        best = k;
+    const StateFileSegment& p = *parts[best];
+    const size_t i = next[best]++;
+    const size_t from = p.starts_[i].second, to = i + 1 < p.count() ? p.starts_[i + 1].second : p.records_.size();
+    put(out, p.records_.data() + from, to - from);
+  }
+  const uint64_t sum = fnv1a(out.data(), out.size());
+  put(out, &sum, 8);
+  return out;
 }
 
 std::vector<StateFileEntry> parse_state_file(std::span<const uint8_t> bytes, size_t max_name) {

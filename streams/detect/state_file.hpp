@@ -1,5 +1,6 @@
 // The detection server's state file, <state_dir>/series.state: every series'
-// name and Detector::save bytes, oldest first (streams/detect only).
+// name and Detector::save bytes, oldest first by its last value (streams/detect
+// only). The file does not depend on the number of scoring partitions.
 //
 //   "SSMDSTS1"                      magic
 //   u64 count
@@ -21,18 +22,24 @@ namespace ssm::detect {
 
 inline constexpr const char* kStateFile = "series.state";
 
-// Builds a state file's bytes one series at a time.
-class StateFileWriter {
+// One scoring partition's part of a state file: its series oldest first,
+// each with the sequence number of its last value (the order the values
+// came in across partitions), so that the parts merge into one file with
+// every series in that order whatever the number of partitions.
+class StateFileSegment {
  public:
-  StateFileWriter();
-  void add(std::string_view name, std::span<const uint8_t> state);
-  uint64_t count() const { return count_; }
-  std::vector<uint8_t> finish();  // count and checksum in; the writer is spent
+  void add(uint64_t seen, std::string_view name, std::span<const uint8_t> state);
+  size_t count() const { return starts_.size(); }
 
  private:
-  std::vector<uint8_t> out_;
-  uint64_t count_ = 0;
+  friend std::vector<uint8_t> merge_state_file(std::span<const StateFileSegment* const> parts);
+  std::vector<uint8_t> records_;  // count x { u32 name bytes, name, u32 state bytes, state }
+  std::vector<std::pair<uint64_t, size_t>> starts_;  // (seen, offset in records_), seen ascending
 };
+
+// A state file's bytes: the parts' series merged by their last value, oldest
+// first (a series of a null part is none).
+std::vector<uint8_t> merge_state_file(std::span<const StateFileSegment* const> parts);
 
 struct StateFileEntry {
   std::string_view name;

@@ -20,8 +20,8 @@ struct Error : std::runtime_error {
 inline void require(bool ok, const std::string& what) {
   if (!ok) fail(what);
 }
-// A fixed message becomes a string only on failure, so checks on the audio
-// threads' paths (a literal longer than the small-string buffer) allocate nothing.
+// A literal message becomes a string only when the check fails, so checks
+// on hot paths (the audio threads, a detector's update per value) allocate nothing.
 inline void require(bool ok, const char* what) {
   if (!ok) fail(what);
 }

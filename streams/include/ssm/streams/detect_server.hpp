@@ -11,14 +11,23 @@
 //                stream (stdout for the CLI) and every subscriber of
 //                events_listen
 //
-// One thread runs the serving (Boost.Asio): no locks on the scoring path,
-// and a connection's values are scored in the order they arrive. Threads of
-// their own read the state file at start and write snapshots.
+// One thread runs the serving (Boost.Asio): accepting, reading, parsing and
+// writing. Scoring runs on `threads` threads, each owning a partition of the
+// series (by a hash of the name, so a series always goes to the same one):
+// the serving thread hands each partition batches of values and gets them
+// back with their score and event lines (partition.hpp), no locks on the
+// scoring path. A series' values are scored in the order they arrive, so its
+// scores depend on its own values only and equal a one-thread server's; the
+// lines of different partitions may interleave, those of one series never
+// change order. Threads of their own read the state file at start and write
+// snapshots.
 //
 // Bounded: a line is at most max_line bytes (longer ones are errors), each
 // connection holds one read chunk and one partial line, at most max_series
-// series are kept (the least recently seen is evicted with a log line, or
-// new ones are refused: `overflow`), and each output holds at most
+// series are kept in all partitions together (then a new series evicts the
+// least recently seen series of its own partition, with a log line, or is
+// refused: `overflow`; a partition that holds none refuses), and each output
+// holds at most
 // max_pending bytes. What an output over max_pending does is its policy
 // (SlowPolicy, one per kind of output: scores subscribers, events
 // subscribers, the downstream):
@@ -43,13 +52,16 @@
 // State: with state_dir, every series' detector state is written to
 // <state_dir>/series.state (atomically: temp file + rename) every
 // snapshot_seconds and at shutdown, and read back at start, so a restarted
-// server scores on exactly as an uninterrupted one would. A snapshot is
-// taken a few hundred series per turn of the serving loop (so ingestion
-// goes on meanwhile; a series changed during it is saved as it is when its
-// turn comes) and written by a thread of its own. The restore runs before
-// the listeners listen: run() reads the file on a thread, loads it in turns
-// of the loop (a stop is honoured at any moment; then the file is left as it
-// was), keeps the newest max_series, and only then accepts connections.
+// server scores on exactly as an uninterrupted one would, with any number of
+// threads. A snapshot is taken by each partition a few hundred series
+// between its batches of values (so scoring goes on meanwhile; a series
+// changed during it is saved as it is when its turn comes); a thread of its
+// own merges the parts (oldest first by the last value, whatever the
+// partitions) and writes the file. The restore runs before the listeners
+// listen: run() reads the file on a thread, the partitions load their
+// series of it (a stop is honoured at any moment; then the file is left as
+// it was), the newest max_series are kept, and only then are connections
+// accepted.
 // Temp files of a snapshot whose process was killed are removed at start.
 // A file written by another detector (model or config) is ignored with a
 // log line.
@@ -112,8 +124,12 @@ struct DetectServerConfig {
   // "cuda" (the model states of all series on the GPU, the steps of the
   // values of one read batched into one launch: ssm/forecast_batch.hpp).
   std::string device = "cpu";
+  // Scoring threads (partitions of the series by a hash of the name); 0 =
+  // one per core, at most 64. The GPU (device "cuda") is driven by one.
+  int threads = 0;
 
   void validate() const;  // throws ssm::Error naming the `ssm detect` flag
+  size_t partitions() const;  // `threads` resolved
 };
 
 struct DetectServerStats {
