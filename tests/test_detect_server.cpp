@@ -693,7 +693,7 @@ TEST(DetectServerProcess, SighupWritesTheStateAndAFailedSnapshotFailsTheExit) {
     Process p({"--state-dir", state}, dir.path / "hup.log");
     ASSERT_GT(p.port, 0) << p.log();
     Client sub(p.scores);
-    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(p.subscriber_joined()) << p.log();  // before values flow
     Client in(p.port);
     in.send("h.a 1 100\nh.b 2 100\n");
     ASSERT_EQ(sub.lines(2).size(), 2u);
