@@ -2,7 +2,8 @@
 #   P/bin/ssm                          the command-line tool
 #   P/lib/libssm.so (SSM_BUILD_SHARED), P/lib/libssm.a (SSM_BUILD_STATIC)
 #   P/lib/libssm_cuda.so (SSM_CUDA)    the CUDA backend, loaded at run time (lib/cuda/module.hpp)
-#   P/include/ssm/                     c_api.h and the C++ API
+#   P/include/ssm/                     c_api.h and the C++ API (lib/include/ssm; the
+#                                      internal headers of lib/internal/ssm stay out)
 #   P/lib/cmake/ssm/                   find_package(ssm) -> ssm::ssm
 #   P/lib/pkgconfig/ssm.pc             pkg-config --cflags --libs ssm
 #   P/lib/ladspa/ssm_denoise.so        the LADSPA plugin (plugins/ladspa)

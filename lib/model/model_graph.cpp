@@ -142,6 +142,9 @@ struct ModelGraph<Real>::Impl {
 };
 
 template <typename Real>
+ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t) : ModelGraph(cfg, t, ops::cpu<Real>()) {}
+
+template <typename Real>
 ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t, const ops::OpsTable<Real>& backend)
     : impl_(std::make_unique<Impl>(backend)) {
   Impl& m = *impl_;

@@ -22,6 +22,23 @@ for f in bin/ssm lib/libssm.so include/ssm/c_api.h include/ssm/model.hpp lib/cma
 done
 model=$prefix/share/ssm/denoiser/denoiser.safetensors
 
+step "the installed headers: the public ones (lib/include/ssm), no internal one (lib/internal/ssm)"
+for h in "$src"/lib/include/ssm/*; do
+  check_file "include/ssm/$(basename "$h")"
+done
+# blas.hpp by name as well, so that the check cannot pass on an empty lib/internal.
+for h in "$src"/lib/internal/ssm/* "$src"/lib/internal/ssm/blas.hpp; do
+  if [ -e "$prefix/include/ssm/$(basename "$h")" ]; then
+    echo "FAIL: cmake --install installed the internal header ssm/$(basename "$h")"; exit 1
+  fi
+done
+# Every installed header compiles against the installed tree alone: none of
+# them includes an internal header.
+all_headers=$work/all_headers.cpp
+for h in "$prefix"/include/ssm/*; do echo "#include \"ssm/$(basename "$h")\""; done >"$all_headers"
+${CXX:-c++} -std=c++20 -fsyntax-only -I"$prefix/include" "$all_headers" 2>"$work/headers.log" ||
+  { echo "FAIL: the installed headers do not compile on their own:"; cat "$work/headers.log"; exit 1; }
+
 run_dir=$work/elsewhere
 mkdir -p "$run_dir"
 

@@ -19,11 +19,17 @@
 #include <string>
 #include <vector>
 
-#include "ssm/backend_ops.hpp"
 #include "ssm/model_config.hpp"
 #include "ssm/params.hpp"
 
 namespace ssm {
+
+namespace ops {
+// The backend interface (lib/internal/ssm/backend_ops.hpp); ModelGraph takes
+// a table of it, and without one runs on the CPU.
+template <typename Real>
+struct OpsTable;
+}  // namespace ops
 
 // Names, shapes and weight-decay multipliers of every parameter of `cfg`.
 ParamTable model_param_table(const ModelConfig& cfg);
@@ -62,13 +68,14 @@ class Model {
 
 // Forward and backward over whole sequences (the chunked mode), templated so
 // that fp64 serves as the test reference, and written once over the ops of a
-// backend (ssm/backend_ops.hpp; the CPU one of Real by default). Every
-// pointer passed in is memory of that backend. Holds the saved activations
+// backend (ssm/backend_ops.hpp, internal; the CPU one of Real when none is
+// given). Every pointer passed in is memory of that backend. Holds the saved activations
 // of the last forward; buffers grow to the largest (B, T) seen and are reused.
 template <typename Real>
 class ModelGraph {
  public:
-  ModelGraph(const ModelConfig& cfg, const ParamTable& table, const ops::OpsTable<Real>& backend = ops::cpu<Real>());
+  ModelGraph(const ModelConfig& cfg, const ParamTable& table);  // on ops::cpu<Real>()
+  ModelGraph(const ModelConfig& cfg, const ParamTable& table, const ops::OpsTable<Real>& backend);
   ~ModelGraph();
   ModelGraph(ModelGraph&&) noexcept;
   ModelGraph& operator=(ModelGraph&&) noexcept;
