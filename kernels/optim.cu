@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(kAdamThreads) adamw_kernel(float* params, floa
                                                              const float* decay_mult, size_t n, AdamWStep s) {
   for (size_t i = size_t(blockIdx.x) * kAdamThreads + threadIdx.x; i < n; i += size_t(gridDim.x) * kAdamThreads) {
     const float mult = decay_mult[i];
-    if (mult < 0.0f) continue;  // alignment gap
+    if (mult < 0.0f) continue;  // alignment gap or untrainable tensor
     const float decay = static_cast<float>(1.0 - s.lr_wd * static_cast<double>(mult));
     const float gi = grads[i] * s.grad_scale;
     const float mi = s.beta1 * m[i] + s.one_m_beta1 * gi;

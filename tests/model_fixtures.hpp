@@ -72,7 +72,8 @@ inline TrainerConfig short_training_run(int64_t steps) {
 // The fp64 graph's parameter and input gradients of a random weighted sum
 // of its outputs against central finite differences: all parameters within
 // 1e-6, each tensor within `per_tensor` (tiny tensors sit nearer the finite
-// differences' own rounding), the input within 1e-6.
+// differences' own rounding), the input within 1e-6. Untrainable tensors
+// (ParamSpec::trainable false) get no gradient: theirs must stay exactly 0.
 inline void expect_gradients_match_finite_differences(const Model& m, int B, int T, uint64_t seed,
                                                       double per_tensor) {
   const ModelConfig& cfg = m.config();
@@ -88,10 +89,17 @@ inline void expect_gradients_match_finite_differences(const Model& m, int B, int
   loss();
   std::vector<double> dP(P.size(), 0.0), din(in.size());
   g.backward(dP.data(), din.data(), w.data(), P.data());
-  const auto num = numeric_gradient(loss, P);
+  auto num = numeric_gradient(loss, P);
+  for (const auto& e : m.table().entries()) {
+    if (e.spec.trainable) continue;
+    size_t nonzero = 0;
+    for (size_t i = 0; i < e.numel; ++i) nonzero += dP[e.offset + i] != 0.0;
+    EXPECT_EQ(nonzero, 0u) << e.spec.name << " is not trained but got a gradient";
+    std::fill(num.begin() + e.offset, num.begin() + e.offset + e.numel, 0.0);
+  }
   EXPECT_LT(rel_error(dP, num), 1e-6);
   for (const auto& e : m.table().entries())
-    EXPECT_LT(rel_error(dP.data() + e.offset, num.data() + e.offset, e.numel), per_tensor) << e.spec.name;
+    if (e.spec.trainable) EXPECT_LT(rel_error(dP.data() + e.offset, num.data() + e.offset, e.numel), per_tensor) << e.spec.name;
   EXPECT_LT(rel_error(din, numeric_gradient(loss, in)), 1e-6);
 }
 

@@ -132,20 +132,24 @@ void data_movement_cases(std::vector<Case>& out) {
 void linear_cases(std::vector<Case>& out) {
   struct S {
     int R, I, O;
-    bool bias;
+    bool bias, fixed_weight = false;  // fixed_weight: no dW (a tensor the model does not train)
   };
-  for (const S s : {S{1, 1, 1, true}, S{7, 5, 3, false}, S{33, 16, 24, true}, S{64, 48, 96, true}}) {
+  for (const S s : {S{1, 1, 1, true}, S{7, 5, 3, false}, S{33, 16, 24, true}, S{64, 48, 96, true},
+                    S{40, 12, 24, false, true}}) {
     const size_t R = s.R, I = s.I, O = s.O;
-    std::vector<BufSpec> b = {{"x", R * I, Kind::in},   {"W", O * I, Kind::in},    {"dy", R * O, Kind::in},
-                              {"y", R * O, Kind::out},  {"dx", R * I, Kind::out},  {"dW", O * I, Kind::acc}};
+    std::vector<BufSpec> b = {{"x", R * I, Kind::in}, {"W", O * I, Kind::in}, {"dy", R * O, Kind::in},
+                              {"y", R * O, Kind::out}, {"dx", R * I, Kind::out}};
+    if (!s.fixed_weight) b.push_back({"dW", O * I, Kind::acc});
     if (s.bias) b.insert(b.end(), {{"bias", O, Kind::in}, {"dbias", O, Kind::acc}});
-    out.push_back(make_case("linear", dims_text({{"R", s.R}, {"I", s.I}, {"O", s.O}, {"bias", s.bias}}), b,
-                            [s](const auto& be, auto& p) {
+    out.push_back(make_case("linear",
+                            dims_text({{"R", s.R}, {"I", s.I}, {"O", s.O}, {"bias", s.bias}, {"dW", !s.fixed_weight}}),
+                            b, [s](const auto& be, auto& p) {
                               if (!be.linear_forward || !be.linear_backward) return false;
                               be.linear_forward(be.ctx, {p("y"), p("x"), p("W"), s.bias ? p("bias") : nullptr, s.R,
                                                          s.I, s.O});
-                              be.linear_backward(be.ctx, {p("dx"), p("dW"), s.bias ? p("dbias") : nullptr, p("dy"),
-                                                          p("x"), p("W"), s.R, s.I, s.O});
+                              be.linear_backward(be.ctx, {p("dx"), s.fixed_weight ? nullptr : p("dW"),
+                                                          s.bias ? p("dbias") : nullptr, p("dy"), p("x"), p("W"), s.R,
+                                                          s.I, s.O});
                               return true;
                             }));
   }

@@ -372,6 +372,10 @@ TEST(Layers, LinearForwardAndBackward) {
   vec dW2 = dW0;
   ssm::linear_backward(nullptr, dW2.data(), nullptr, g.data(), x.data(), W.data(), R, I, O);
   EXPECT_LE(rel_error(minus(dW2, dW0), gW), 1e-6);
+  // A fixed weight: dx alone.
+  vec dx3(R * I, 5.0);
+  ssm::linear_backward(dx3.data(), static_cast<double*>(nullptr), nullptr, g.data(), x.data(), W.data(), R, I, O);
+  EXPECT_LE(rel_error(dx3, gx), 1e-6);
 }
 
 TEST(Layers, BadArgumentsThrow) {

@@ -7,6 +7,7 @@
 
 #include "ssm/common.hpp"
 #include "ssm/model.hpp"
+#include "ssm/optim.hpp"
 #include "model_fixtures.hpp"
 #include "testing.hpp"
 
@@ -407,4 +408,177 @@ TEST(ModelWindowed, ConfigRoundTripShapesAndChecks) {
   fails_with(R"({"frame": 4, "mask_bins": 12, "analysis_frames": 0})", "'analysis_frames' must be in");
   fails_with(R"({"frame": 4, "log_power_input": true})", "'log_power_input' needs a masking head");
   fails_with(R"({"frame": 4, "mask_bins": 11, "log_power_input": true})", "even 'mask_bins'");
+}
+
+// --------------------------------------- band gains, fixed filterbank
+// The head writes mask_bands band logits, spread over the bin pairs by a
+// fixed matrix (ModelConfig::mask_bands); the filterbank can be held fixed
+// (ModelConfig::fixed_filterbank).
+
+namespace {
+
+ModelConfig banded_config(BlockKind kind, bool fixed) {
+  ModelConfig c = windowed_config(kind, true);  // K = 12: 6 pairs
+  c.mask_bands = 3;
+  c.fixed_filterbank = fixed;
+  return c;
+}
+
+class BandsByKind : public ::testing::TestWithParam<BlockKind> {};
+
+}  // namespace
+
+TEST_P(BandsByKind, GradientsMatchFiniteDifferences) {
+  for (const bool fixed : {false, true}) {
+    SCOPED_TRACE(fixed ? "fixed filterbank" : "learned filterbank");
+    ModelConfig cfg = banded_config(GetParam(), fixed);
+    cfg.frame = 3;
+    cfg.mask_bins = 6;
+    cfg.d_model = 6;
+    cfg.head_dim = 4;
+    cfg.d_state = 3;
+    Model m(cfg);
+    m.init(101);
+    for (const char* name : {"head.weight", "head.bias"}) {
+      float* p = m.params().data() + m.table().offset(name);
+      const auto r = random_vector<float>(m.table().numel(name), 102, -1, 1);
+      std::copy(r.begin(), r.end(), p);
+    }
+    // Per tensor as loose as the windowed model's, and a little more: the
+    // tiny Mamba-1 A_log sits at 5.2e-4 here; the whole gradient holds 1e-6.
+    ssm::testing::expect_gradients_match_finite_differences(m, 2, 15, 103, 1e-3);
+  }
+}
+
+TEST_P(BandsByKind, StreamIsTheSequenceDelayedAndStateCarries) {
+  expect_stream_is_the_sequence_delayed(banded_config(GetParam(), true), 111);
+  Model m(banded_config(GetParam(), false));
+  m.init(112);
+  ssm::testing::expect_state_carry_matches_whole(m, 2, 5 * m.config().frame, 9 * m.config().frame, 113);
+}
+
+// Equal band logits are equal bin logits: with the head's weight at zero the
+// untrained banded model passes its input through at sigmoid(3), as the
+// per-bin one does.
+TEST_P(BandsByKind, UntrainedModelPassesItsInputThrough) {
+  const ModelConfig cfg = banded_config(GetParam(), true);
+  Model m(cfg);
+  m.init(121);
+  const ssm::ParamTable& t = m.table();
+  float* P = m.params().data();
+  std::fill(P + t.offset("head.weight"), P + t.offset("head.weight") + t.numel("head.weight"), 0.0f);
+  const int T = 40 * cfg.frame;
+  const auto in = random_vector<double>(T, 122);
+  std::vector<double> Pd(P, P + m.params().size()), out(T), ref(T);
+  ModelGraph<double>(cfg, t).forward(out.data(), in.data(), Pd.data(), 1, T);
+  for (int i = 0; i < T; ++i) ref[i] = in[i] / (1 + std::exp(-3.0));
+  EXPECT_LT(rel_error(out, ref), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Blocks, BandsByKind, ::testing::Values(BlockKind::Mamba2, BlockKind::Mamba1),
+                         [](const auto& info) { return std::string(ssm::block_kind_name(info.param)); });
+
+// The band-to-bin matrix of the shipped shape (256 bins at 16 kHz, 32 bands):
+// rows are interpolation weights (>= 0, summing to 1, on at most two
+// neighbouring bands); both bins of a pair alike; the centres at least one
+// pair apart, their spacing growing with frequency as the ERB scale's does.
+TEST(ModelBands, ExpansionInterpolatesBetweenErbSpacedCentres) {
+  ModelConfig cfg = windowed_config(BlockKind::Mamba2, true);
+  cfg.frame = 32;
+  cfg.analysis_frames = 8;
+  cfg.mask_bins = 256;
+  cfg.mask_bands = 32;
+  Model m(cfg);
+  m.init(131);
+  const int K = 256, B = 32;
+  const float* X = m.params().data() + m.table().offset("band_expand.weight");  // (K, B)
+  EXPECT_EQ(m.table().shape("band_expand.weight"), (std::vector<int64_t>{K, B}));
+  EXPECT_EQ(m.table().shape("head.weight"), (std::vector<int64_t>{B, cfg.d_model}));
+  std::vector<double> centre;  // pairs where a band's weight is 1
+  for (int i = 0; i < K / 2; ++i) {
+    double sum = 0;
+    int first = -1, count = 0;
+    for (int b = 0; b < B; ++b) {
+      const float w = X[2 * i * B + b];
+      EXPECT_EQ(w, X[(2 * i + 1) * B + b]) << "pair " << i;
+      EXPECT_GE(w, 0.0f);
+      if (w > 0) {
+        if (first < 0) first = b;
+        EXPECT_LE(b - first, 1) << "pair " << i << " mixes bands that are not neighbours";
+        ++count;
+      }
+      sum += w;
+      if (w == 1.0f) centre.push_back(i);
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-6) << "pair " << i;
+    EXPECT_LE(count, 2);
+  }
+  // Whole-pair centres land exactly; the first bands are one pair apart (the
+  // ERB bandwidth is below the 62.5 Hz pair spacing there), the top band sits
+  // on the last pair, and the widest gap is far above the narrowest.
+  ASSERT_GE(centre.size(), 4u);
+  EXPECT_EQ(centre[0], 0);
+  EXPECT_EQ(centre[1], 1);
+  EXPECT_EQ(centre.back(), K / 2 - 1);
+  EXPECT_EQ(X[(K - 1) * B + B - 1], 1.0f);
+  // With one band per pair the matrix is the identity on pairs.
+  cfg.mask_bands = K / 2;
+  Model per_pair(cfg);
+  per_pair.init(132);
+  const float* Y = per_pair.params().data() + per_pair.table().offset("band_expand.weight");  // (K, K / 2)
+  for (int k = 0; k < K; ++k)
+    for (int b = 0; b < K / 2; ++b) ASSERT_EQ(Y[k * (K / 2) + b], b == k / 2 ? 1.0f : 0.0f) << k << "," << b;
+}
+
+// Untrainable tensors are left alone by the optimizer, whatever their
+// gradient; the rest move. The per-element multipliers the CUDA update
+// reads say the same (-1: do not move).
+TEST(ModelBands, OptimizerLeavesTheFixedTensorsAlone) {
+  Model m(banded_config(BlockKind::Mamba2, true));
+  m.init(141);
+  const ssm::ParamTable& t = m.table();
+  ssm::ParamBlock<float> grads(t);
+  for (size_t i = 0; i < grads.size(); ++i) grads.data()[i] = 0.5f;
+  const std::vector<float> before(m.params().data(), m.params().data() + m.params().size());
+  ssm::AdamW<float> opt(t, ssm::AdamWConfig{});
+  opt.step(m.params(), grads, 1e-2);
+  const std::vector<float> mult = t.update_multipliers();
+  ASSERT_EQ(mult.size(), t.total());
+  for (const auto& e : t.entries()) {
+    const bool fixed = e.spec.name == "analysis.weight" || e.spec.name == "synthesis.weight" ||
+                       e.spec.name == "band_expand.weight";
+    EXPECT_EQ(e.spec.trainable, !fixed) << e.spec.name;
+    size_t moved = 0;
+    for (size_t i = 0; i < e.numel; ++i) moved += m.params().data()[e.offset + i] != before[e.offset + i];
+    EXPECT_EQ(moved, fixed ? 0u : e.numel) << e.spec.name;
+    EXPECT_EQ(mult[e.offset], fixed ? -1.0f : e.spec.weight_decay_mult) << e.spec.name;
+  }
+  // A learned filterbank trains; the band matrix never does.
+  Model learned(banded_config(BlockKind::Mamba2, false));
+  EXPECT_TRUE(learned.table().entry("analysis.weight").spec.trainable);
+  EXPECT_FALSE(learned.table().entry("band_expand.weight").spec.trainable);
+}
+
+TEST(ModelBands, ConfigRoundTripAndChecks) {
+  const ModelConfig c = banded_config(BlockKind::Mamba2, true);
+  const ModelConfig back = ModelConfig::from_json_text(c.to_json_text(), "t");
+  EXPECT_EQ(back.mask_bands, 3);
+  EXPECT_TRUE(back.fixed_filterbank);
+  const std::string plain = windowed_config(BlockKind::Mamba2, true).to_json_text();
+  EXPECT_EQ(plain.find("mask_bands"), std::string::npos);  // defaults are not written
+  EXPECT_EQ(plain.find("fixed_filterbank"), std::string::npos);
+  const auto fails_with = [](const std::string& json, const std::string& what) {
+    try {
+      ModelConfig::from_json_text(json, "t");
+      ADD_FAILURE() << json << " was accepted";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  fails_with(R"({"frame": 4, "mask_bands": 2})", "'mask_bands' needs a masking head");
+  fails_with(R"({"frame": 4, "mask_bins": 11, "mask_bands": 2})", "even 'mask_bins'");
+  fails_with(R"({"frame": 4, "mask_bins": 12, "mask_bands": 7})", "at most mask_bins / 2");
+  fails_with(R"({"frame": 4, "mask_bins": 12, "mask_bands": -1})", "'mask_bands'");
+  fails_with(R"({"frame": 4, "mask_bins": 12, "fixed_filterbank": true})", "'fixed_filterbank' needs");
+  fails_with(R"({"frame": 4, "fixed_filterbank": true})", "'fixed_filterbank' needs");
 }

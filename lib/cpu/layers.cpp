@@ -320,9 +320,9 @@ void linear_backward(std::type_identity_t<Real>* dx, Real* dW, std::type_identit
   if (R < 1 || I < 1 || O < 1)
     fail(std::string(fn) + ": R, I, O must be >= 1, got R = " + std::to_string(R) + ", I = " + std::to_string(I) +
          ", O = " + std::to_string(O));
-  check_ptrs(fn, {{"dW", dW}, {"dy", dy}, {"x", x}, {"W", W}});
+  check_ptrs(fn, {{"dy", dy}, {"x", x}, {"W", W}});
   if (dx) gemm<Real>(false, false, R, I, O, Real(1), dy, O, W, I, Real(0), dx, I);
-  gemm<Real>(true, false, O, I, R, Real(1), dy, O, x, I, Real(1), dW, I);
+  if (dW) gemm<Real>(true, false, O, I, R, Real(1), dy, O, x, I, Real(1), dW, I);
   if (!dbias) return;
 #pragma omp parallel for schedule(static) if (static_cast<long>(R) * O >= kParallelMin)
   for (int o = 0; o < O; ++o) {

@@ -39,9 +39,7 @@ struct Context {
   }
   const float* decay_for(const ParamTable& t) {
     if (!(decay_table == t) || decay_mult.capacity() < t.total()) {
-      std::vector<float> mult(t.total(), -1.0f);
-      for (const ParamEntry& e : t.entries())
-        std::fill(mult.begin() + e.offset, mult.begin() + e.offset + e.numel, e.spec.weight_decay_mult);
+      const std::vector<float> mult = t.update_multipliers();  // (total)
       check_cuda(cudaMemcpy(decay_mult.grow(t.total()), mult.data(), sizeof(float) * t.total(), cudaMemcpyHostToDevice),
                  "upload of the decay multipliers");
       decay_table = t;

@@ -103,14 +103,13 @@ void linear_backward_cuda(cublasHandle_t blas, float* dx, float* dW, float* dbia
                           const float* W, int R, int I, int O, cudaStream_t stream) {
   const char* fn = "linear_backward_cuda";
   check_sizes(fn, blas, R, I, O);
-  require_ptr(fn, dW, "dW");
   require_ptr(fn, dy, "dy");
   require_ptr(fn, x, "x");
   require_ptr(fn, W, "W");
   {
     const BlasCall call(blas, stream, fn);
     if (dx) call.gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, R, O, W, I, dy, O, 0.0f, dx, I, "dx = dy W");
-    call.gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, R, x, I, dy, O, 1.0f, dW, I, "dW += dy^T x");
+    if (dW) call.gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, R, x, I, dy, O, 1.0f, dW, I, "dW += dy^T x");
   }
   if (dbias) kernels::col_sum_add_launch(dbias, dy, R, O, stream);
 }

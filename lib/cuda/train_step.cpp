@@ -63,10 +63,7 @@ struct TrainStepKernels::Impl {
     grads.grow(total);
     m.grow(total);
     v.grow(total);
-    // Per element: its tensor's decay multiplier; -1 marks the alignment gaps.
-    std::vector<float> mult(total, -1.0f);
-    for (const ParamEntry& e : table.entries())
-      std::fill(mult.begin() + e.offset, mult.begin() + e.offset + e.numel, e.spec.weight_decay_mult);
+    const std::vector<float> mult = table.update_multipliers();  // (total)
     cuda_check(cudaMemcpy(decay_mult.grow(total), mult.data(), sizeof(float) * total, cudaMemcpyHostToDevice),
                "training on cuda: upload of the decay multipliers");
     norm_sq.grow(1);

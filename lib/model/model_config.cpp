@@ -41,6 +41,12 @@ void ModelConfig::validate() const {
   require(analysis_frames == 1 || masking(), "model config: 'analysis_frames' > 1 needs a masking head ('mask_bins' > 0)");
   require(!log_power_input || (masking() && mask_bins % 2 == 0),
           "model config: 'log_power_input' needs a masking head with an even 'mask_bins' (bins pair up)");
+  require(mask_bands >= 0 && (mask_bands == 0 || (masking() && mask_bins % 2 == 0 && mask_bands <= mask_bins / 2)),
+          "model config: 'mask_bands' needs a masking head with an even 'mask_bins', and at most mask_bins / 2 bands "
+          "(one per pair of bins)");
+  require(!fixed_filterbank || (masking() && in_channels == 1 && (analysis_frames > 1 || log_power_input)),
+          "model config: 'fixed_filterbank' needs a one-channel masking head with the windowed Fourier analysis "
+          "('analysis_frames' > 1 or 'log_power_input')");
   require(int64_t{analysis_frames} * frame * in_channels <= (int64_t{1} << 24),
           "model config: analysis_frames * frame * in_channels is beyond what this library supports");
   require(int64_t{frame} * std::max(in_channels, out_channels) <= (int64_t{1} << 24),
@@ -68,6 +74,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   const detail::JsonFields f(j, source, "",
                              {"block", "d_model", "n_layers", "expand", "head_dim", "d_state", "d_conv", "n_groups",
                               "dt_rank", "chunk", "in_channels", "out_channels", "sample_rate", "lookahead", "frame", "mask_bins",
+                              "mask_bands", "fixed_filterbank",
                               "analysis_frames", "log_power_input",
                               "dt_min", "dt_max", "dt_init_floor", "norm_eps"});
   ModelConfig c;
@@ -96,6 +103,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   f.get("mask_bins", c.mask_bins);
   f.get("analysis_frames", c.analysis_frames);
   f.get("log_power_input", c.log_power_input);
+  f.get("mask_bands", c.mask_bands);
+  f.get("fixed_filterbank", c.fixed_filterbank);
   f.get("dt_min", c.dt_min);
   f.get("dt_max", c.dt_max);
   f.get("dt_init_floor", c.dt_init_floor);
@@ -157,6 +166,8 @@ nlohmann::json ModelConfig::to_json() const {
   if (mask_bins != 0) j["mask_bins"] = mask_bins;
   if (analysis_frames != 1) j["analysis_frames"] = analysis_frames;
   if (log_power_input) j["log_power_input"] = true;
+  if (mask_bands != 0) j["mask_bands"] = mask_bands;
+  if (fixed_filterbank) j["fixed_filterbank"] = true;
   return j;
 }
 

@@ -75,7 +75,7 @@ template <typename Real>
 struct BackwardScratch {
   explicit BackwardScratch(const ops::OpsTable<Real>* be)
       : dh(be), dh_prev(be), dhn(be), din(be), e1(be), e2(be), e3(be), e4(be), dt(be), bc1(be), bc2(be), c1(be),
-        c2(be), c3(be), proj(be), dun(be), low(be), dbins(be), dfeat(be), dpow(be), dwin(be) {}
+        c2(be), c3(be), proj(be), dun(be), low(be), dbins(be), dfeat(be), dpow(be), dwin(be), dband(be) {}
   Buf<Real> dh, dh_prev, dhn, din;  // (R, D), (R, D), (R, D), (R, step_in)
   Buf<Real> e1, e2, e3, e4;         // (R, E) each
   Buf<Real> dt;                     // (R, H) Mamba-2, (R, E) Mamba-1
@@ -88,23 +88,26 @@ struct BackwardScratch {
   Buf<Real> dfeat;                  // (R, K / 2) log-power features
   Buf<Real> dpow;                   // (R, K) the features' share of dbins
   Buf<Real> dwin;                   // (R, analysis_in) the analysis window
+  Buf<Real> dband;                  // (R, mask_bands) band logits
 };
 
 template <typename Real>
 struct ModelGraph<Real>::Impl {
   explicit Impl(const ops::OpsTable<Real>& be)
-      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), win_saved(&be), feat(&be), mask_logit(&be),
-        bins(&be), masked(&be), scratch_a(&be), scratch_b(&be), g(&be) {}
+      : ops(be), h_last(&be), rstd_f(&be), hn(&be), in_saved(&be), win_saved(&be), feat(&be), band_logit(&be),
+        mask_logit(&be), bins(&be), masked(&be), scratch_a(&be), scratch_b(&be), g(&be) {}
   const ops::OpsTable<Real>& ops;
   ModelConfig cfg;
   size_t enc_w, enc_b, norm_f, head_w, head_b;
   size_t ana_w = 0, syn_w = 0;  // masking head (cfg.masking())
+  size_t band_x = 0;            // masking head with bands: the fixed band-to-bin matrix
   std::vector<LayerOffsets> off;
   std::vector<LayerActs<Real>> acts;
   Buf<Real> h_last, rstd_f, hn;  // (R, D), (R), (R, D)
   Buf<Real> in_saved;            // (R, frame * in_channels)
   Buf<Real> win_saved;           // (R, analysis_in) the analysis window (analysis_frames > 1)
   Buf<Real> feat;                // (R, K / 2) log-power features (log_power_input)
+  Buf<Real> band_logit;          // (R, mask_bands) the head's output (mask_bands > 0)
   Buf<Real> mask_logit, bins, masked;  // (R, K) each: head output, analysis of the input, bins after the mask
   Buf<Real> scratch_a, scratch_b;
   BackwardScratch<Real> g;
@@ -127,6 +130,8 @@ struct ModelGraph<Real>::Impl {
   void gather(Real* dst, const Real* src, size_t R, int ld, int c0, int w) const { cols(dst, w, 0, src, ld, c0, R, w); }
   void scatter(Real* dst, const Real* src, size_t R, int ld, int c0, int w) const { cols(dst, ld, c0, src, w, 0, R, w); }
   void add(Real* dst, const Real* src, size_t n) const { ops.add_into(ctx(), {dst, src, static_cast<long>(n)}); }
+  // Where a filterbank tensor's gradient goes: nowhere when it is fixed.
+  Real* filterbank_grad(Real* dP, size_t offset) const { return cfg.fixed_filterbank ? nullptr : dP + offset; }
 
   void forward(Real* out, const Real* in, const Real* P, int B_, int T_, const Real* state, Real* next_state,
                int chunk);
@@ -157,6 +162,7 @@ ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t, const 
   if (cfg.masking()) {
     m.ana_w = t.offset("analysis.weight");
     m.syn_w = t.offset("synthesis.weight");
+    if (cfg.mask_bands > 0) m.band_x = t.offset("band_expand.weight");
   }
   m.off = model_layer_offsets(cfg, t);
   for (int l = 0; l < cfg.n_layers; ++l) m.acts.emplace_back(&backend);
@@ -229,8 +235,13 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   ops.rmsnorm_forward(ctx(), {hn.grow(R * D), rstd_f.grow(R), h_last.data(), nullptr, P + norm_f,
                               static_cast<int>(R), D, 1, cfg.norm_eps});
   if (!cfg.masking()) return linear(out, hn.data(), P + head_w, P + head_b, R, D, cfg.step_out());
-  const int K = cfg.mask_bins;
-  linear(mask_logit.grow(R * K), hn.data(), P + head_w, P + head_b, R, D, K);
+  const int K = cfg.mask_bins, Bd = cfg.mask_bands;
+  if (Bd > 0) {
+    linear(band_logit.grow(R * Bd), hn.data(), P + head_w, P + head_b, R, D, Bd);
+    linear(mask_logit.grow(R * K), band_logit.data(), P + band_x, nullptr, R, Bd, K);
+  } else {
+    linear(mask_logit.grow(R * K), hn.data(), P + head_w, P + head_b, R, D, K);
+  }
   ops.gate_forward(ctx(), {masked.grow(R * K), bins.data(), mask_logit.data(), static_cast<long>(R * K)});
   linear(out, masked.data(), P + syn_w, nullptr, R, K, cfg.step_out());
 }
@@ -309,14 +320,20 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   if (!cfg.masking()) {
     linear_bwd(dhn, dP + head_w, dP + head_b, dout, hn.data(), P + head_w, R, D, cfg.step_out());
   } else {
-    const int K = cfg.mask_bins;
+    const int K = cfg.mask_bins, Bd = cfg.mask_bands;
     const long RK = static_cast<long>(R * K);
     Real* dmasked = scratch_a.grow(R * K);  // (R, K)
     Real* dlogit = scratch_b.grow(R * K);   // (R, K)
     dbins = g.dbins.grow(R * K);
-    linear_bwd(dmasked, dP + syn_w, nullptr, dout, masked.data(), P + syn_w, R, K, cfg.step_out());
+    linear_bwd(dmasked, filterbank_grad(dP, syn_w), nullptr, dout, masked.data(), P + syn_w, R, K, cfg.step_out());
     ops.gate_backward(ctx(), {dbins, dlogit, dmasked, bins.data(), mask_logit.data(), RK});
-    linear_bwd(dhn, dP + head_w, dP + head_b, dlogit, hn.data(), P + head_w, R, D, K);
+    if (Bd > 0) {
+      Real* dband = g.dband.grow(R * Bd);  // (R, Bd)
+      linear_bwd(dband, nullptr, nullptr, dlogit, band_logit.data(), P + band_x, R, Bd, K);
+      linear_bwd(dhn, dP + head_w, dP + head_b, dband, hn.data(), P + head_w, R, D, Bd);
+    } else {
+      linear_bwd(dhn, dP + head_w, dP + head_b, dlogit, hn.data(), P + head_w, R, D, K);
+    }
   }
   ops.rmsnorm_backward(ctx(), {dh, nullptr, dP + norm_f, dhn, rstd_f.data(), h_last.data(), nullptr, P + norm_f,
                                static_cast<int>(R), D, 1});
@@ -347,10 +364,10 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
     const int W = cfg.analysis_frames, I = cfg.analysis_in();
     Real* din_ana = din ? (din_set ? g.din.grow(R * Ci) : din) : nullptr;  // (R, Ci)
     if (W == 1) {
-      linear_bwd(din_ana, dP + ana_w, nullptr, dbins, in_saved.data(), P + ana_w, R, I, cfg.mask_bins);
+      linear_bwd(din_ana, filterbank_grad(dP, ana_w), nullptr, dbins, in_saved.data(), P + ana_w, R, I, cfg.mask_bins);
     } else {
       Real* dwin = din ? g.dwin.grow(R * I) : nullptr;  // (R, W * Ci)
-      linear_bwd(dwin, dP + ana_w, nullptr, dbins, win_saved.data(), P + ana_w, R, I, cfg.mask_bins);
+      linear_bwd(dwin, filterbank_grad(dP, ana_w), nullptr, dbins, win_saved.data(), P + ana_w, R, I, cfg.mask_bins);
       if (din) ops.unfold_backward(ctx(), {din_ana, dwin, ops::UnfoldDims{B, T, Ci, W}});
     }
     if (din_set) add(din, din_ana, R * Ci);

@@ -117,10 +117,53 @@ ParamTable model_param_table(const ModelConfig& cfg) {
   t.add({"head.weight", {cfg.head_out(), D}, 1.0f});
   t.add({"head.bias", {cfg.head_out()}, 0.0f});
   if (cfg.masking()) {
-    t.add({"analysis.weight", {cfg.mask_bins, cfg.analysis_in()}, 1.0f});
-    t.add({"synthesis.weight", {cfg.step_out(), cfg.mask_bins}, 1.0f});
+    const bool learned = !cfg.fixed_filterbank;
+    t.add({"analysis.weight", {cfg.mask_bins, cfg.analysis_in()}, learned ? 1.0f : 0.0f, learned});
+    t.add({"synthesis.weight", {cfg.step_out(), cfg.mask_bins}, learned ? 1.0f : 0.0f, learned});
+    if (cfg.mask_bands > 0) t.add({"band_expand.weight", {cfg.mask_bins, cfg.mask_bands}, 0.0f, false});
   }
   return t;
+}
+
+// Band logits to bin logits, (K, B): band centres equally spaced on the ERB
+// rate scale over the pair frequencies, at least one pair apart; a pair's
+// logit is the linear interpolation of the two centres around it, and both
+// bins of the pair get it. Every row sums to 1, so equal band logits give
+// equal bin logits.
+void band_expansion_init(float* X, const ModelConfig& cfg) {
+  const int K = cfg.mask_bins, pairs = K / 2, B = cfg.mask_bands;
+  std::fill(X, X + static_cast<size_t>(K) * B, 0.0f);
+  // Pair i sits at (i + 0.5) / pairs of the Nyquist frequency (windowed_filterbank_init).
+  const double nyquist = 0.5 * cfg.sample_rate;
+  auto pair_hz = [&](double i) { return (i + 0.5) / pairs * nyquist; };
+  auto erb_rate = [](double hz) { return 21.4 * std::log10(1 + 0.00437 * hz); };
+  auto hz_of_rate = [](double e) { return (std::pow(10.0, e / 21.4) - 1) / 0.00437; };
+  std::vector<double> centre(B);  // in pairs
+  if (B == 1) {
+    centre[0] = 0;
+  } else {
+    const double e0 = erb_rate(pair_hz(0)), e1 = erb_rate(pair_hz(pairs - 1));
+    for (int b = 0; b < B; ++b) {
+      const double hz = hz_of_rate(e0 + (e1 - e0) * b / (B - 1));
+      centre[b] = std::max(hz / nyquist * pairs - 0.5, b > 0 ? centre[b - 1] + 1 : 0.0);
+    }
+    if (centre[B - 1] > pairs - 1)  // too many bands for the ERB spacing: evenly spaced instead
+      for (int b = 0; b < B; ++b) centre[b] = static_cast<double>(b) * (pairs - 1) / (B - 1);
+    centre[B - 1] = pairs - 1;
+  }
+  for (int i = 0; i < pairs; ++i) {
+    int b = 0;
+    while (b + 1 < B && centre[b + 1] <= i) ++b;
+    double w[2] = {1.0, 0.0};  // of bands b and b + 1
+    if (b + 1 < B && i > centre[b]) {
+      w[1] = (i - centre[b]) / (centre[b + 1] - centre[b]);
+      w[0] = 1 - w[1];
+    }
+    for (int k = 2 * i; k < 2 * i + 2; ++k) {
+      X[static_cast<size_t>(k) * B + b] = static_cast<float>(w[0]);
+      if (w[1] > 0) X[static_cast<size_t>(k) * B + b + 1] = static_cast<float>(w[1]);
+    }
+  }
 }
 
 void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed) {
@@ -177,9 +220,11 @@ void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed
   linear("head.weight");
   if (cfg.masking() && (cfg.analysis_frames > 1 || cfg.log_power_input)) {
     windowed_filterbank_init(params.at("analysis.weight"), params.at("synthesis.weight"), cfg, rng);
+    if (cfg.mask_bands > 0) band_expansion_init(params.at("band_expand.weight"), cfg);
     linear("head.weight", 0.1);
     fill(params.at("head.bias"), t.numel("head.bias"), 3.0f);  // sigmoid(3) = 0.95
   } else if (cfg.masking()) {
+    if (cfg.mask_bands > 0) band_expansion_init(params.at("band_expand.weight"), cfg);
     // The filterbank starts as a tight frame (S A = I on the frame when
     // K >= F) and the masks near 1: the untrained model passes its input
     // through, a little quieter, and learns what to take away.
@@ -233,7 +278,8 @@ double model_flops_per_step(const ModelConfig& cfg) {
     per_layer += E * N * 6 + 6 * E;                // exp per (e, n), update, readout, gate
   }
   per_layer += 2 * E * D + D;  // out_proj + residual
-  const double head = cfg.masking() ? 2.0 * D * cfg.mask_bins + 2.0 * cfg.analysis_in() * cfg.mask_bins +
+  const double head = cfg.masking() ? 2.0 * D * cfg.head_out() +
+                                           (cfg.mask_bands > 0 ? 2.0 * cfg.mask_bands * cfg.mask_bins : 0.0) + 2.0 * cfg.analysis_in() * cfg.mask_bins +
                                            5.0 * cfg.mask_bins + 2.0 * cfg.mask_bins * cfg.step_out() +
                                            (cfg.log_power_input ? 2.0 * cfg.mask_bins : 0.0)
                                      : 2.0 * D * cfg.step_out();

@@ -24,6 +24,7 @@ struct Stream::Impl {
   const float* P;  // the model's flat parameters (the model outlives the stream)
   size_t enc_w, enc_b, norm_f, head_w, head_b;
   size_t ana_w = 0, syn_w = 0;  // masking head
+  size_t band_x = 0;            // masking head with bands: the band-to-bin matrix
   std::vector<LayerOffsets> off;
   int max_block;
   size_t layer_state, tail_size;
@@ -48,6 +49,7 @@ struct Stream::Impl {
   std::vector<float> y;      // (n, E)
   std::vector<float> yn;     // (n, E)
   std::vector<float> o;      // (n, D)
+  std::vector<float> band_logit;  // (n, mask_bands) masking head with bands: the head's output
   std::vector<float> logit;  // (n, K) masking head: mask logits
   std::vector<float> bins;   // (n, K) masking head: the input's bins, then masked
   std::vector<float> win;    // (n, W * step_in) masking head: the analysis window (W > 1)
@@ -64,6 +66,7 @@ struct Stream::Impl {
     if (cfg.masking()) {
       ana_w = t.offset("analysis.weight");
       syn_w = t.offset("synthesis.weight");
+      if (cfg.mask_bands > 0) band_x = t.offset("band_expand.weight");
     }
     off = model_layer_offsets(cfg, t);
     tail_size = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
@@ -87,6 +90,7 @@ struct Stream::Impl {
     y.resize(n * E);
     yn.resize(n * E);
     o.resize(n * D);
+    band_logit.resize(n * cfg.mask_bands);
     logit.resize(n * cfg.mask_bins);
     bins.resize(n * cfg.mask_bins);
     if (cfg.analysis_frames > 1) {
@@ -184,7 +188,12 @@ void Stream::Impl::block(const float* in, float* out, int n) {
   }
   rmsnorm_forward(un.data(), rstd.data(), h.data(), P + norm_f, n, D, cfg.norm_eps);
   if (!cfg.masking()) return linear_forward(out, un.data(), P + head_w, P + head_b, n, D, cfg.step_out());
-  linear_forward(logit.data(), un.data(), P + head_w, P + head_b, n, D, K);
+  if (cfg.mask_bands > 0) {
+    linear_forward(band_logit.data(), un.data(), P + head_w, P + head_b, n, D, cfg.mask_bands);
+    linear_forward(logit.data(), band_logit.data(), P + band_x, nullptr, n, cfg.mask_bands, K);
+  } else {
+    linear_forward(logit.data(), un.data(), P + head_w, P + head_b, n, D, K);
+  }
   sigmoid_gate_forward(bins.data(), bins.data(), logit.data(), static_cast<long>(n) * K);
   linear_forward(out, bins.data(), P + syn_w, nullptr, n, K, cfg.step_out());
 }

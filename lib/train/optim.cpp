@@ -27,6 +27,7 @@ void adamw_update(Real* params, Real* m, Real* v, const Real* grads, const Param
   const Real inv_bias2_sqrt = static_cast<Real>(1 / bias2_sqrt);
   const Real eps = static_cast<Real>(c.eps);
   for (const ParamEntry& e : table.entries()) {
+    if (!e.spec.trainable) continue;
     const Real decay = static_cast<Real>(1 - lr * c.weight_decay * e.spec.weight_decay_mult);
     Real* p = params + e.offset;   // (numel)
     Real* mm = m + e.offset;       // (numel)

@@ -45,11 +45,20 @@ const ParamEntry& ParamTable::entry(const std::string& name) const {
   return entries_[it->second];
 }
 
+std::vector<float> ParamTable::update_multipliers() const {
+  std::vector<float> mult(total_, -1.0f);
+  for (const ParamEntry& e : entries_)
+    if (e.spec.trainable) std::fill(mult.begin() + e.offset, mult.begin() + e.offset + e.numel, e.spec.weight_decay_mult);
+  return mult;
+}
+
 bool ParamTable::operator==(const ParamTable& o) const {
   if (entries_.size() != o.entries_.size()) return false;
   for (size_t i = 0; i < entries_.size(); ++i) {
     const ParamSpec &a = entries_[i].spec, &b = o.entries_[i].spec;
-    if (a.name != b.name || a.shape != b.shape || a.weight_decay_mult != b.weight_decay_mult) return false;
+    if (a.name != b.name || a.shape != b.shape || a.weight_decay_mult != b.weight_decay_mult ||
+        a.trainable != b.trainable)
+      return false;
   }
   return true;
 }

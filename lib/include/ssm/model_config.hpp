@@ -46,6 +46,16 @@ struct ModelConfig {
   // the log power of the K / 2 (cosine, sine) pairs of bins, which keeps
   // the features' scale the same from a whisper to a shout.
   bool log_power_input = false;
+  // Masking head, K even: 0 gives each bin its own gain. B > 0: the head
+  // writes B band gains (as logits), spread on the ERB scale over the K / 2
+  // (cosine, sine) pairs and interpolated between band centres by a fixed
+  // (K, B) matrix, both bins of a pair alike. A gain then cannot turn a
+  // pair's phase, and it varies smoothly over frequency, as the ear resolves
+  // it: what the head can learn is less tied to one voice's harmonics.
+  int mask_bands = 0;
+  // Masking head: the analysis and synthesis stay the windowed Fourier basis
+  // and its inverse they start as (tensors the optimizer does not move).
+  bool fixed_filterbank = false;
   double dt_min = 0.001;  // dt initialisation range
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
@@ -58,7 +68,7 @@ struct ModelConfig {
   int step_in() const { return frame * in_channels; }    // values read per time step
   int step_out() const { return frame * out_channels; }  // values written per time step
   bool masking() const { return mask_bins > 0; }
-  int head_out() const { return masking() ? mask_bins : step_out(); }  // rows of head.weight
+  int head_out() const { return masking() ? (mask_bands > 0 ? mask_bands : mask_bins) : step_out(); }  // rows of head.weight
   int analysis_in() const { return analysis_frames * step_in(); }       // columns of analysis.weight
   int encoder_in() const { return log_power_input ? mask_bins / 2 : step_in(); }  // columns of encoder.weight
   static constexpr double kLogPowerEps = 1e-10;  // the floor of log_power_input's power

@@ -30,6 +30,10 @@ struct ParamSpec {
   // Multiplies the optimizer's weight decay: 1 for matrices, 0 for norms,
   // biases, A_log, dt_bias and D.
   float weight_decay_mult = 1.0f;
+  // false: a fixed tensor of the model's definition (a transform it is built
+  // on, not learned): the optimizer leaves it as it is, and the model's
+  // backward leaves its gradient at zero.
+  bool trainable = true;
 };
 
 struct ParamEntry {
@@ -57,6 +61,9 @@ class ParamTable {
   size_t offset(const std::string& name) const { return entry(name).offset; }
   size_t numel(const std::string& name) const { return entry(name).numel; }
   const std::vector<int64_t>& shape(const std::string& name) const { return entry(name).spec.shape; }
+  // (total()) per element: its tensor's weight_decay_mult; -1 where the
+  // optimizer must not move it (the alignment gaps and untrainable tensors).
+  std::vector<float> update_multipliers() const;
 
   // In the order they were added (offsets increase).
   const std::vector<ParamEntry>& entries() const { return entries_; }

@@ -43,7 +43,7 @@ struct LinearFwd {
 template <typename Real>
 struct LinearBwd {
   Real* dx;           // (R, I) or null  =
-  Real* dW;           // (O, I)          +=
+  Real* dW;           // (O, I) or null  +=
   Real* dbias;        // (O) or null     +=
   const Real* dy;     // (R, O)
   const Real* x;      // (R, I)

@@ -105,9 +105,9 @@ void linear_forward_cuda(cublasHandle_t blas, float* y,  // (R, O)
                          const float* bias,              // (O) or null
                          int R, int I, int O, cudaStream_t stream = nullptr);
 
-// dx = dy @ W (skipped when dx is null); dW += dy^T @ x; dbias += column sums of dy (when not null).
+// dx = dy @ W, dW += dy^T @ x, dbias += column sums of dy; each skipped when null.
 void linear_backward_cuda(cublasHandle_t blas, float* dx,  // (R, I) or null  =
-                          float* dW,                       // (O, I)          +=
+                          float* dW,                       // (O, I) or null  +=
                           float* dbias,                    // (O) or null     +=
                           const float* dy,                 // (R, O)
                           const float* x,                  // (R, I)
@@ -119,13 +119,13 @@ void linear_backward_cuda(cublasHandle_t blas, float* dx,  // (R, I) or null  =
 void sum_squares_cuda(double* out_sq, const float* grads, size_t n, cudaStream_t stream = nullptr);
 
 // One AdamW update (as adamw_update in ssm/optim.hpp) of every element whose
-// decay_mult >= 0; decay_mult < 0 marks the alignment gaps, left untouched.
+// decay_mult >= 0; decay_mult < 0 marks what stays as it is (ParamTable::update_multipliers).
 // The gradients are multiplied by grad_scale first (global-norm clipping).
 void adamw_update_cuda(float* params,            // (n)  in/out
                        float* m,                 // (n)  in/out
                        float* v,                 // (n)  in/out
                        const float* grads,       // (n)
-                       const float* decay_mult,  // (n)  per element: the tensor's weight_decay_mult, -1 in gaps
+                       const float* decay_mult,  // (n)  per element: the tensor's weight_decay_mult, or -1
                        size_t n, int64_t step, double lr, const AdamWConfig& c, float grad_scale,
                        cudaStream_t stream = nullptr);
 

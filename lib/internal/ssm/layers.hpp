@@ -138,7 +138,8 @@ void linear_forward(Real* y,           // (R, O)
                     int R, int I, int O);
 
 // dx = dy @ W (skipped when dx is null: e.g. the model input);
-// dW += dy^T @ x;  dbias += sum_r dy[r, :] (skipped when dbias is null).
+// dW += dy^T @ x (skipped when dW is null: a fixed weight);
+// dbias += sum_r dy[r, :] (skipped when dbias is null).
 template <typename Real>
 void linear_backward(std::type_identity_t<Real>* dx,     // (R, I) or null  =
                      Real* dW,                            // (O, I)          +=
