@@ -223,6 +223,130 @@ TEST(TrainerCudaGpu, LossCurveFollowsCpu) {
   EXPECT_NEAR(check.evaluate(vin.data(), vtarget.data(), VB, VT), end_gpu, 1e-2 * end_gpu);
 }
 
+// A masking model with band gains over a fixed filterbank: the GPU trainer
+// follows the CPU one step by step, and neither moves the fixed tensors
+// (ParamSpec::trainable), bit for bit, while the rest train.
+TEST(TrainerCudaGpu, FixedFilterbankAndBandsTrainAsOnCpu) {
+  std::string why;
+  if (!have_gpu(why)) GTEST_SKIP() << why;
+  namespace fs = std::filesystem;
+  ModelConfig cfg = tiny_denoiser();
+  cfg.frame = 8;
+  cfg.mask_bins = 16;
+  cfg.analysis_frames = 3;
+  cfg.log_power_input = true;
+  cfg.mask_bands = 4;
+  cfg.fixed_filterbank = true;
+  Model c(cfg), g(cfg);
+  c.init(5);
+  g.init(5);
+  const std::vector<float> start(c.params().data(), c.params().data() + c.params().size());
+  Trainer ct(c, short_run(40, "cpu")), gt(g, short_run(40, "cuda"));
+  ssm::testing::HarmonicDenoising data(0.1);
+  for (int i = 0; i < 4; ++i) {
+    const ssm::StepStats a = ct.step(data), b = gt.step(data);
+    EXPECT_NEAR(b.loss, a.loss, 1e-3 * std::abs(a.loss)) << "step " << i + 1;
+  }
+  const fs::path dir = fs::temp_directory_path() / ("ssm_cuda_fixed_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "gpu.safetensors").string();
+  gt.save_checkpoint(path);
+  const Model trained = Model::load(path);
+  fs::remove_all(dir);
+  for (const auto& e : trained.table().entries()) {
+    size_t moved = 0;
+    for (size_t i = 0; i < e.numel; ++i) moved += trained.params().data()[e.offset + i] != start[e.offset + i];
+    if (e.spec.trainable)
+      EXPECT_GT(moved, 0u) << e.spec.name << " did not train";
+    else
+      EXPECT_EQ(moved, 0u) << e.spec.name << " is fixed but moved";
+  }
+  EXPECT_FALSE(trained.table().entry("band_expand.weight").spec.trainable);
+  EXPECT_FALSE(trained.table().entry("analysis.weight").spec.trainable);
+}
+
+// Data-parallel training (TrainerConfig::gpus): asking for more GPUs than
+// there are says how many there are, before any work.
+TEST(TrainerCudaGpu, MoreGpusThanThereAreIsAClearError) {
+  std::string why;
+  if (!have_gpu(why)) GTEST_SKIP() << why;
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  Model m(tiny_denoiser());
+  m.init(1);
+  TrainerConfig t = short_run(10, "cuda");
+  t.gpus = count + 1;
+  try {
+    Trainer trainer(m, t);
+    ADD_FAILURE() << "gpus " << t.gpus << " was accepted on " << count << " GPU(s)";
+  } catch (const ssm::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("'gpus' is " + std::to_string(count + 1) + " but this machine has " + std::to_string(count) +
+                       " GPU(s)"),
+              std::string::npos)
+        << msg;
+  }
+}
+
+// With the same global batch, two GPUs follow one (the rows are split, the
+// gradients averaged): the first step's loss and norm agree, and the curve
+// ends as close as LossCurveFollowsCpu's; the checkpoint of the two-GPU run
+// continues on one GPU and on the CPU.
+TEST(TrainerCudaGpu, TwoGpusFollowOneWithTheSameGlobalBatch) {
+  std::string why;
+  if (!have_gpu(why)) GTEST_SKIP() << why;
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  if (count < 2) GTEST_SKIP() << "needs 2 GPUs, this machine has " << count << " (" << ssm::cuda_device_description() << ")";
+  namespace fs = std::filesystem;
+  const int64_t steps = 150;
+  TrainerConfig one = short_run(steps, "cuda"), two = one;
+  one.lr = two.lr = 5e-3;  // as LossCurveFollowsCpu: not chaotic
+  one.batch = 2 * two.batch;
+  two.gpus = 2;
+  ASSERT_EQ(one.global_batch(), two.global_batch());
+  Model a(tiny_denoiser()), b(tiny_denoiser());
+  a.init(21);
+  b.init(21);
+  Trainer ta(a, one), tb(b, two);
+  ssm::testing::HarmonicDenoising data(0.1);
+  const int VB = 8, VT = 1024;
+  std::vector<float> vin(VB * VT), vtarget(VB * VT);
+  data.batch(vin.data(), vtarget.data(), VB, VT, /*seed=*/999, 0);
+  const double start = ta.evaluate(vin.data(), vtarget.data(), VB, VT);
+  EXPECT_NEAR(tb.evaluate(vin.data(), vtarget.data(), VB, VT), start, 1e-3 * start);
+  for (int64_t s = 0; s < steps; ++s) {
+    const ssm::StepStats sa = ta.step(data), sb = tb.step(data);
+    if (s == 0) {
+      EXPECT_NEAR(sb.loss, sa.loss, 1e-3 * sa.loss);
+      EXPECT_NEAR(sb.grad_norm, sa.grad_norm, 1e-2 * sa.grad_norm);
+    }
+    ASSERT_TRUE(std::isfinite(sb.loss)) << "step " << s + 1;
+  }
+  const double end_one = ta.evaluate(vin.data(), vtarget.data(), VB, VT);
+  const double end_two = tb.evaluate(vin.data(), vtarget.data(), VB, VT);
+  std::printf("[ measured ] validation loss: start %.5f, after %lld steps 1 GPU %.5f, 2 GPUs %.5f\n", start,
+              static_cast<long long>(steps), end_one, end_two);
+  EXPECT_LT(end_two, 0.7 * start);
+  EXPECT_NEAR(end_two, end_one, 0.15 * end_one);
+  const fs::path dir = fs::temp_directory_path() / ("ssm_cuda_dp_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string ckpt = (dir / "two.safetensors").string();
+  tb.save_checkpoint(ckpt);
+  Model c(tiny_denoiser()), g(tiny_denoiser());
+  TrainerConfig on_cpu = short_run(steps + 5, "cpu");
+  on_cpu.batch = one.batch;
+  TrainerConfig on_gpu = short_run(steps + 5, "cuda");
+  on_gpu.batch = one.batch;
+  Trainer tc(c, on_cpu), tg(g, on_gpu);
+  tc.load_checkpoint(ckpt);
+  tg.load_checkpoint(ckpt);
+  const ssm::StepStats sc = tc.step(data), sg = tg.step(data);
+  EXPECT_EQ(sc.step, steps + 1);
+  EXPECT_NEAR(sg.loss, sc.loss, 1e-3 * sc.loss);
+  fs::remove_all(dir);
+}
+
 TEST(TrainerCudaGpu, CheckpointsMoveBetweenCpuAndGpu) {
   std::string why;
   if (!have_gpu(why)) GTEST_SKIP() << why;

@@ -389,7 +389,7 @@ TEST(Layers, BadArgumentsThrow) {
   EXPECT_THROW(ssm::silu_forward<double>(nullptr, a.data(), 3), ssm::Error);
   EXPECT_THROW(ssm::softplus_forward(a.data(), b.data(), -1), ssm::Error);
   EXPECT_THROW(ssm::linear_forward(a.data(), b.data(), c.data(), nullptr, 3, 0, 4), ssm::Error);
-  EXPECT_THROW(ssm::linear_backward<double>(a.data(), nullptr, nullptr, b.data(), c.data(), d.data(), 3, 2, 2), ssm::Error);
+  EXPECT_THROW(ssm::linear_backward<double>(a.data(), b.data(), nullptr, nullptr, c.data(), d.data(), 3, 2, 2), ssm::Error);
 }
 
 }  // namespace

@@ -211,6 +211,21 @@ TEST(TrainConfig, ValidationSnrAndDeviceAreRead) {
   j["validation"]["snr_db"] = {-5, 15};
   j["training"]["device"] = "gpu";
   EXPECT_NE(error_of([&] { TrainConfig::from_json(j, "cfg").validate(); }).find("device"), std::string::npos);
+  // gpus: written only when not 1, read back; more than one needs "cuda".
+  j["training"]["device"] = "cuda";
+  EXPECT_FALSE(TrainConfig::from_json(j, "cfg").to_json()["training"].contains("gpus"));
+  j["training"]["gpus"] = 4;
+  const TrainConfig four = TrainConfig::from_json(j, "cfg");
+  EXPECT_EQ(four.training.gpus, 4);
+  EXPECT_EQ(four.training.global_batch(), 4 * four.training.batch);
+  EXPECT_EQ(TrainConfig::from_json(four.to_json(), "back").training.gpus, 4);
+  j["training"]["device"] = "cpu";
+  const std::string on_cpu = error_of([&] { TrainConfig::from_json(j, "cfg").validate(); });
+  EXPECT_NE(on_cpu.find("'gpus' is 4 but the device is \"cpu\""), std::string::npos) << on_cpu;
+  j["training"]["device"] = "cuda";
+  j["training"]["gpus"] = 0;
+  EXPECT_NE(error_of([&] { TrainConfig::from_json(j, "cfg").validate(); }).find("'gpus' must be in [1, 64]"),
+            std::string::npos);
 }
 
 TEST(TrainConfig, ModelMayBeAFileName) {
@@ -592,6 +607,11 @@ TEST_F(TrainCli, CudaWithoutAGpuIsAnErrorBeforeAnythingIsWritten) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("training.device is \"cuda\""), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--device cpu"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "gpu"));
+  // Several GPUs on the CPU is a config error, said before anything is written.
+  const Result gpus = run_ssm(train_args(cfg, "--device cpu --gpus 2"), dir / "");
+  EXPECT_EQ(gpus.code, 1);
+  EXPECT_NE(gpus.err.find("'gpus' is 2 but the device is \"cpu\""), std::string::npos) << gpus.err;
   EXPECT_FALSE(fs::exists(dir / "gpu"));
   // The same config with --device cpu trains.
   const Result cpu = run_ssm(train_args(cfg, "--device cpu --steps 2"), dir / "");

@@ -52,6 +52,7 @@ struct Options {
   int64_t stop_at = 0;   // 0 = run to the end
   int threads = -1;      // -1 = training.threads
   std::string device;    // empty = training.device
+  int gpus = 0;          // 0 = training.gpus
   std::string init;      // empty = training.init
   bool resume = false;
 };
@@ -419,9 +420,10 @@ int64_t announce_steps(const Options& o, const Trainer& trainer, const char* uni
   const TrainerConfig& t = trainer.config();
   const int64_t total = t.steps, first = trainer.steps_done();
   const int64_t stop_at = o.stop_at > 0 ? std::min(o.stop_at, total) : total;
-  std::printf("training steps %lld..%lld of %lld (batch %d x %d %s)%s\n", static_cast<long long>(first + 1),
-              static_cast<long long>(stop_at), static_cast<long long>(total), t.batch, t.segment, unit,
-              stop_at < total ? ", then stopping (--stop-at)" : "");
+  const std::string gpus = t.gpus > 1 ? ", " + std::to_string(t.batch) + " on each of " + std::to_string(t.gpus) + " GPUs" : "";
+  std::printf("training steps %lld..%lld of %lld (batch %d x %d %s%s)%s\n", static_cast<long long>(first + 1),
+              static_cast<long long>(stop_at), static_cast<long long>(total), t.global_batch(), t.segment, unit,
+              gpus.c_str(), stop_at < total ? ", then stopping (--stop-at)" : "");
   std::fflush(stdout);
   return stop_at;
 }
@@ -448,6 +450,7 @@ TrainConfig load_config(const Options& o) {
   }
   if (o.threads >= 0) cfg.training.threads = o.threads;
   if (!o.device.empty()) cfg.training.device = o.device;
+  if (o.gpus > 0) cfg.training.gpus = o.gpus;
   if (!o.init.empty()) cfg.training.init = o.init;
   if (!o.out.empty()) cfg.output.dir = o.out;
   try {
@@ -542,7 +545,7 @@ int run_sound(const Options& o) {
     train_seconds += dt, window_seconds += dt, ++window_steps;
     saved = false;
     if (st.step % cfg.output.log_every == 0 || st.step == stop_at) {
-      const double rate_sps = static_cast<double>(t.batch) * t.segment * window_steps / window_seconds;
+      const double rate_sps = static_cast<double>(t.global_batch()) * t.segment * window_steps / window_seconds;
       const double eta = train_seconds / (st.step - first) * (total - st.step);
       const double wait = source.wait_seconds() - wait_before;
       std::printf("step %lld/%lld  loss %.4g  lr %.2e  grad %.3g  %.0f samples/s (%.2fx real time)  ETA %s",
@@ -742,6 +745,10 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", o.device, "cpu or cuda (overrides training.device)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--gpus", o.gpus,
+                  "GPUs sharing each step, data-parallel over NCCL (overrides training.gpus; the global batch is "
+                  "gpus x training.batch)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--init", o.init, "start from these weights (.safetensors; overrides training.init)");
   cmd->add_flag("--resume", o.resume, "continue from the newest checkpoint in the output folder");
   cmd->add_option("--stop-at", o.stop_at, "stop after this step with a checkpoint, as if interrupted")

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "cuda_check.cuh"
@@ -177,16 +178,34 @@ struct Cuda {
 
 namespace {
 
-// One context and table per math mode, made on first use.
+// One context and table per math mode and GPU, made on first use on the
+// GPU that is current for the calling thread (cudaSetDevice): a cuBLAS
+// handle belongs to the device it was made on.
+constexpr int kMaxDevices = 64;
+
 template <CudaMath math>
 const OpsTable<float>* table_of(const char* name, std::string* why) {
   if (!cuda_available()) {
     if (why) *why = "no usable GPU: " + cuda_device_description();
     return nullptr;
   }
-  static Context context(math);
-  static const OpsTable<float> t = make_ops_table<float, Cuda>(name, &context);
-  return &t;
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "current device");
+  require(device >= 0 && device < kMaxDevices, "cuda backend: device " + std::to_string(device) + " is beyond " +
+                                                   std::to_string(kMaxDevices - 1));
+  struct PerDevice {
+    std::unique_ptr<Context> context;
+    OpsTable<float> table{};
+  };
+  static std::mutex made;
+  static PerDevice per_device[kMaxDevices];
+  const std::lock_guard<std::mutex> lock(made);
+  PerDevice& d = per_device[device];
+  if (!d.context) {
+    d.context = std::make_unique<Context>(math);
+    d.table = make_ops_table<float, Cuda>(name, d.context.get());
+  }
+  return &d.table;
 }
 
 }  // namespace

@@ -195,7 +195,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
   if (top.find("training")) {
     const Section s = top.sub("training", {"steps", "batch", "segment", "lr", "min_lr", "warmup", "weight_decay",
                                            "clip", "l1_weight", "l2_weight", "stft_weight", "sisdr_weight", "seed",
-                                           "threads", "device", "init"});
+                                           "threads", "device", "gpus", "init"});
     auto& t = c.training;
     s.get("steps", t.steps);
     s.get("batch", t.batch);
@@ -212,6 +212,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("seed", t.seed);
     s.get("threads", t.threads);
     s.get("device", t.device);
+    s.get("gpus", t.gpus);
     s.get("init", t.init);
   }
 
@@ -406,6 +407,7 @@ json TrainConfig::to_json() const {
         {"plot", o.plot}}},
   };
   if (!t.init.empty()) j["training"]["init"] = t.init;  // written only when used
+  if (t.gpus != 1) j["training"]["gpus"] = t.gpus;
   return j;
 }
 

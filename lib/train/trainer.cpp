@@ -26,6 +26,11 @@ void TrainerConfig::validate() const {
   require(nll_weight == 0 || device == "cpu", "training config: 'nll_weight' is implemented on the CPU only");
   require(threads >= 0, "training config: 'threads' must be >= 0");
   require(device == "cpu" || device == "cuda", "training config: 'device' must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+  require(gpus >= 1 && gpus <= 64, "training config: 'gpus' must be in [1, 64]");
+  require(gpus == 1 || device == "cuda",
+          "training config: 'gpus' is " + std::to_string(gpus) + " but the device is \"" + device +
+              "\" (more than one GPU needs device \"cuda\")");
+  require(int64_t{batch} * gpus <= (int64_t{1} << 20), "training config: 'batch' * 'gpus' is beyond what this library supports");
 }
 
 void shift_target_for_lookahead(float* target, int B, int T, int C, int d) {
@@ -142,7 +147,8 @@ const TrainerConfig& Trainer::config() const { return impl_->cfg; }
 StepStats Trainer::step(BatchSource& source) {
   Impl& s = *impl_;
   if (s.cfg.threads > 0) omp_set_num_threads(s.cfg.threads);
-  const int B = s.cfg.batch, T = s.cfg.segment;
+  // The global batch: with several GPUs each takes its share (ssm/cuda_train.hpp).
+  const int B = s.cfg.global_batch(), T = s.cfg.segment;
   const auto& mc = s.model.config();
   s.resize(B, T);
   const int64_t step = steps_done();

@@ -29,6 +29,11 @@ struct TrainerConfig {
   uint64_t seed = 0;        // model init and data order
   int threads = 0;          // OpenMP threads (0 = all cores)
   std::string device = "cpu";  // "cpu" or "cuda" (the step on the GPU, ssm/cuda_train.hpp)
+  // GPUs that share each step (device "cuda"), data-parallel: every GPU
+  // takes `batch` items of a global batch of gpus * batch, and the gradients
+  // are averaged over them (NCCL) before the one update all apply alike.
+  int gpus = 1;
+  int global_batch() const { return batch * gpus; }
   // Weights (.safetensors) to start from instead of the seeded initialisation,
   // e.g. to continue a finished run with a new schedule; "" = none.
   std::string init;
