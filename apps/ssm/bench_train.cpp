@@ -43,11 +43,13 @@ void add_bench_train(CLI::App& bench) {
   auto* cmd = bench.add_subcommand("train", "One training step (forward, losses, backward, AdamW), CPU or GPU");
   static std::string config_path;
   static std::string device = "cuda";
-  static int batch = 32, segment = 16000, repeats = 20, warmup = 3;
+  static int batch = 32, segment = 16000, repeats = 20, warmup = 3, gpus = 1;
   static double stft_weight = 1.0, l1_weight = 1.0;
   cmd->add_option("--model", config_path, "model config (.json); default: the default denoiser architecture");
   cmd->add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--batch", batch, "B")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", batch, "B, per GPU with --gpus")->check(CLI::PositiveNumber);
+  cmd->add_option("--gpus", gpus, "GPUs sharing each step, data-parallel (the global batch is gpus x B)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--segment", segment, "T, samples per item")->check(CLI::PositiveNumber);
   cmd->add_option("--repeats", repeats, "timed steps (median reported)")->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
@@ -64,13 +66,16 @@ void add_bench_train(CLI::App& bench) {
     tc.l1_weight = l1_weight;
     tc.stft_weight = stft_weight;
     tc.device = device;
+    tc.gpus = gpus;
     Trainer trainer(model, tc);
     const ModelConfig& c = model.config();
-    FixedBatch data(batch, segment, c.in_channels, c.out_channels);
+    const int global = tc.global_batch();
+    FixedBatch data(global, segment, c.in_channels, c.out_channels);
     std::printf("model: %s block, D=%d L=%d E=%d N=%d, %zu parameters; B=%d T=%d; losses: L1 x %.2g + MR-STFT x %.2g\n",
-                block_kind_name(c.block), c.d_model, c.n_layers, c.inner(), c.d_state, model.num_params(), batch,
+                block_kind_name(c.block), c.d_model, c.n_layers, c.inner(), c.d_state, model.num_params(), global,
                 segment, l1_weight, stft_weight);
-    std::printf("device: %s\n", device == "cuda" ? cuda_device_description().c_str() : "cpu");
+    std::printf("device: %s%s\n", device == "cuda" ? cuda_device_description().c_str() : "cpu",
+                gpus > 1 ? (", " + std::to_string(gpus) + " GPUs, " + std::to_string(batch) + " items each").c_str() : "");
     for (int i = 0; i < warmup; ++i) trainer.step(data);
     std::vector<double> ms(repeats);
     double loss = 0;
@@ -82,7 +87,7 @@ void add_bench_train(CLI::App& bench) {
     std::sort(ms.begin(), ms.end());
     const double med = ms[repeats / 2];
     std::printf("train step: median %.2f ms (min %.2f, max %.2f) over %d steps, %.2f M samples/s, last loss %.4f\n",
-                med, ms.front(), ms.back(), repeats, static_cast<double>(batch) * segment / med / 1e3, loss);
+                med, ms.front(), ms.back(), repeats, static_cast<double>(global) * segment / med / 1e3, loss);
   });
 }
 
