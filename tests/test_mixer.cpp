@@ -233,6 +233,67 @@ std::vector<float> tone(double f, size_t n) {
   return x;
 }
 
+// join_clips: a clip shorter than the segment continues with the ones after
+// it in the list, pauses between them, so the segment holds speech most of
+// the time instead of one clip in silence; the base draws (noise, SNR) stay
+// the same, and a clip long enough is taken as before.
+TEST(Mixer, JoinedClipsFillTheSegmentWithSpeech) {
+  const int T = 3 * kRate / 2;  // 1.5 s
+  const double freqs[] = {300, 700, 1300, 2100, 3100};
+  std::vector<std::vector<float>> clips;
+  for (int k = 0; k < 4; ++k) clips.push_back(tone(freqs[k], 3 * kRate / 10));  // 0.3 s each
+  clips.push_back(tone(freqs[4], 2 * kRate));                                  // one long enough
+  ssm::MixerConfig c;
+  c.channel_lowpass_prob = c.channel_highpass_prob = 0;
+  c.noise_lowpass_prob = c.noise_highpass_prob = 0;
+  ssm::MixerConfig joined_cfg = c;
+  joined_cfg.join_clips = true;
+  joined_cfg.join_pause_min_s = 0.1;
+  joined_cfg.join_pause_max_s = 0.2;
+  const ssm::Mixer alone(clips, noise_clips(), c, kRate), joined(clips, noise_clips(), joined_cfg, kRate);
+  // Share of 20 ms frames of x that hold anything.
+  auto active_share = [](const std::vector<float>& x) {
+    const size_t frame = kRate / 50;
+    size_t active = 0, frames = x.size() / frame;
+    for (size_t f = 0; f < frames; ++f) {
+      double e = 0;
+      for (size_t t = f * frame; t < (f + 1) * frame; ++t) e += double(x[t]) * x[t];
+      active += e > 1e-6;
+    }
+    return double(active) / frames;
+  };
+  int short_ones = 0;
+  for (uint64_t i = 0; i < 40; ++i) {
+    std::vector<float> n1(T), c1(T), n2(T), c2(T);
+    const ssm::MixInfo a = alone.example(n1.data(), c1.data(), T, 5, i);
+    const ssm::MixInfo b = joined.example(n2.data(), c2.data(), T, 5, i);
+    ASSERT_EQ(a.speech_clip, b.speech_clip) << i;
+    EXPECT_EQ(a.noise, b.noise) << i;
+    EXPECT_EQ(a.noise_clip, b.noise_clip) << i;
+    EXPECT_EQ(a.snr_db, b.snr_db) << i;
+    if (a.speech_clip == 4) {  // long enough: nothing joined, the same example
+      for (int t = 0; t < T; ++t) ASSERT_EQ(c1[t], c2[t]) << i << ", sample " << t;
+      continue;
+    }
+    ++short_ones;
+    EXPECT_LT(active_share(c1), 0.25) << "example " << i << ": one 0.3 s clip in 1.5 s";
+    EXPECT_GT(active_share(c2), 0.55) << "example " << i << ": clips of 0.3 s with pauses of 0.1-0.2 s";
+    // Clips after the drawn one in the list are there (alone, none is).
+    double others_alone = 0, others_joined = 0;
+    for (size_t k = 0; k < 5; ++k)
+      if (k != a.speech_clip) {
+        others_alone += energy_share_at(c1, freqs[k]);
+        others_joined += energy_share_at(c2, freqs[k]);
+      }
+    EXPECT_LT(others_alone, 0.02) << "example " << i;
+    EXPECT_GT(others_joined, 0.1) << "example " << i;
+  }
+  EXPECT_GT(short_ones, 20);
+  ssm::MixerConfig bad = joined_cfg;
+  bad.join_pause_max_s = 20;
+  EXPECT_THROW(ssm::Mixer(clips, noise_clips(), bad, kRate), ssm::Error);
+}
+
 TEST(Mixer, SpeedMovesEveryFrequencyByTheFactor) {
   ssm::MixerConfig c;
   c.channel_lowpass_prob = c.channel_highpass_prob = 0;

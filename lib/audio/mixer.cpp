@@ -168,6 +168,10 @@ Mixer::Mixer(std::vector<std::vector<float>> speech, std::vector<std::vector<flo
                                                      std::to_string(c.rt60_min_s) + " .. " +
                                                      std::to_string(c.rt60_max_s));
   check_range(c.drr_min_db, c.drr_max_db, "drr_min_db", "drr_max_db");
+  check_range(c.join_pause_min_s, c.join_pause_max_s, "join_pause_min_s", "join_pause_max_s");
+  require(c.join_pause_min_s >= 0 && c.join_pause_max_s <= 10,
+          "MixerConfig.join_pause_min_s .. join_pause_max_s must lie in [0, 10] s, got " +
+              std::to_string(c.join_pause_min_s) + " .. " + std::to_string(c.join_pause_max_s));
   check_in(c.early_ms, 0, 1000, "early_ms");
   check_in(c.eq_max_db, 0, 24, "eq_max_db");
   require(c.highpass_min_hz > 0 && c.highpass_max_hz < rate_ / 2.0,
@@ -196,10 +200,26 @@ MixInfo Mixer::example(float* noisy, float* clean, int T, uint64_t seed, uint64_
 
   // 1. Speech segment.
   info.speech_clip = rng.below(speech_.size());
-  const auto& clip = speech_[info.speech_clip];
   std::vector<float> s(n, 0.0f);  // (T)
   const double r = c.speed_min < c.speed_max ? rng.log_uniform(c.speed_min, c.speed_max) : c.speed_min;
   info.speed = r;
+  // join_clips: a clip shorter than its span continues with the clips after
+  // it in the list, a pause between each; their own stream draws the pauses.
+  std::vector<float> joined;  // (>= span) the clips joined, when they are
+  const std::vector<float>* speech_src = &speech_[info.speech_clip];
+  const double span_needed = static_cast<double>(n - 1) * r + 1;
+  if (c.join_clips && static_cast<double>(speech_src->size()) < span_needed) {
+    NoiseRng pauses(seed ^ 0x3c3c'c3c3'5a5a'a5a5ULL, index);
+    joined = *speech_src;
+    for (size_t k = 1; static_cast<double>(joined.size()) < span_needed && k <= 4 * speech_.size(); ++k) {
+      joined.resize(joined.size() + static_cast<size_t>(pauses.uniform(c.join_pause_min_s, c.join_pause_max_s) * rate_),
+                    0.0f);
+      const auto& next = speech_[(info.speech_clip + k) % speech_.size()];
+      joined.insert(joined.end(), next.begin(), next.end());
+    }
+    speech_src = &joined;
+  }
+  const auto& clip = *speech_src;
   if (r != 1) {
     // The clip span that plays for the T samples; its first output sample.
     const double span = static_cast<double>(n - 1) * r + 1;

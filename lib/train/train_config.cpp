@@ -102,6 +102,8 @@ void TrainConfig::validate() const {
   check(m.max_peak > 0 && m.max_peak <= 1, "data.max_peak", "must be in (0, 1]");
   check(m.speed_min >= 0.5 && m.speed_min <= m.speed_max && m.speed_max <= 2, "data.speed",
         "must be [low, high] with 0.5 <= low <= high <= 2");
+  check(m.join_pause_min_s >= 0 && m.join_pause_min_s <= m.join_pause_max_s && m.join_pause_max_s <= 10,
+        "data.join_pause_s", "must be [low, high] with 0 <= low <= high <= 10 (seconds)");
   const double weights[] = {m.weight_clip, m.weight_white, m.weight_pink,  m.weight_brown,
                             m.weight_hum,  m.weight_fan,   m.weight_babble};
   double total = 0;
@@ -221,7 +223,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     const Section s = top.sub(
         "data", {"speech", "noise", "pairs", "pair_fraction", "snr_db", "level_dbfs", "max_peak", "noise_kinds",
                  "noise_lowpass_prob", "noise_highpass_prob", "channel_lowpass_prob", "channel_highpass_prob",
-                 "lowpass_hz", "highpass_hz", "speed", "silence_prob", "noise_only_prob", "reverb_prob", "rt60_s",
+                 "lowpass_hz", "highpass_hz", "speed", "join_clips", "join_pause_s", "silence_prob", "noise_only_prob", "reverb_prob", "rt60_s",
                  "drr_db", "early_ms", "eq_prob", "eq_max_db", "clipping_prob", "codec_prob", "loader_threads",
                  "queue"});
     auto& d = c.data;
@@ -233,6 +235,8 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get_range("snr_db", m.snr_min_db, m.snr_max_db);
     s.get_range("level_dbfs", m.level_min_dbfs, m.level_max_dbfs);
     s.get_range("speed", m.speed_min, m.speed_max);
+    s.get("join_clips", m.join_clips);
+    s.get_range("join_pause_s", m.join_pause_min_s, m.join_pause_max_s);
     s.get("max_peak", m.max_peak);
     if (s.find("noise_kinds")) {
       const Section k = s.sub("noise_kinds", {"clip", "white", "pink", "brown", "hum", "fan", "babble"});
@@ -408,6 +412,10 @@ json TrainConfig::to_json() const {
   };
   if (!t.init.empty()) j["training"]["init"] = t.init;  // written only when used
   if (t.gpus != 1) j["training"]["gpus"] = t.gpus;
+  if (d.mixer.join_clips) {  // written only when used, as configs were before it existed
+    j["data"]["join_clips"] = true;
+    j["data"]["join_pause_s"] = {d.mixer.join_pause_min_s, d.mixer.join_pause_max_s};
+  }
   return j;
 }
 

@@ -9,7 +9,10 @@
 //      played fast: a crude change of speaker, since pitch and formants move
 //      together); a uniform segment of it that plays for T samples at r, or,
 //      when the clip is shorter, the whole clip at a uniform offset with
-//      zeros around it. At r != 1 the clip is read between its samples by a
+//      zeros around it; or, with join_clips, the clip and those after it in
+//      the list (a folder's are read in order: the same speaker's, mostly),
+//      a pause uniform in [join_pause_min_s, join_pause_max_s] between each,
+//      as long as the span needs, and a uniform segment of that. At r != 1 the clip is read between its samples by a
 //      windowed-sinc interpolator whose cutoff is min(1, 1/r) times Nyquist
 //      (no aliasing when sped up);
 //   2. noise: a source drawn with the configured weights — a uniform
@@ -59,6 +62,11 @@ namespace ssm {
 struct MixerConfig {
   double snr_min_db = -5, snr_max_db = 20;
   double speed_min = 1, speed_max = 1;  // speech speed factor range; 1, 1: as recorded (and no draw made)
+  // Short clips joined into continuous speech (1. below) instead of one clip
+  // and silence: a segment of a second or more then holds speech throughout,
+  // as a recording of someone talking does.
+  bool join_clips = false;
+  double join_pause_min_s = 0.1, join_pause_max_s = 0.4;
   double level_min_dbfs = -25, level_max_dbfs = -5;  // RMS of the mixture
   double max_peak = 0.99;                             // no |sample| above this
 
