@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -348,6 +349,52 @@ TEST(Detector, StateBytesRestoreExactly) {
   EXPECT_EQ(det.save(whole).size() > 0, true);
 }
 
+TEST(Detector, AForecasterOfHorizonHIsJudgedOnTheForecastMadeHValuesEarlier) {
+  // A six-input, two-output forecaster of horizon 5: value k's error is its
+  // surprise under the output the forecaster gave after value k - 5,
+  // computed here by stepping the forecaster beside the detector with its
+  // own normaliser; none before the fifth value. A restored state continues
+  // bit for bit (the outputs ahead travel in the bytes).
+  ssm::ModelConfig mc = small_config(1, 8, 8, 8);
+  mc.in_channels = ssm::kForecastInputs;
+  mc.out_channels = 2;
+  ssm::Model m(mc);
+  m.init(5);
+  const int h = 5;
+  auto f = std::make_shared<const ssm::Forecaster>(m, h);
+  ASSERT_EQ(f->horizon(), h);
+  const ssm::Detector det(f, {});
+  const auto x = make_series(1200, 8, 900, 15);
+  ssm::SeriesState s = det.new_series(), restored = det.new_series();
+  ssm::Normaliser norm;
+  std::vector<float> state(f->state_size(), 0.0f);
+  std::vector<std::array<float, 2>> outs;
+  for (size_t t = 0; t < x.size(); ++t) {
+    const int64_t epoch = kT0 + 300 * int64_t(t);
+    const double z = norm.push(x[t], det.config().norm);
+    const ssm::DetectorResult r = det.update(s, epoch, x[t]);
+    if (t == 600) restored = det.load(det.save(s));
+    if (t > 600) ASSERT_EQ(det.update(restored, epoch, x[t]).score, r.score) << t;
+    if (t < size_t(h)) {
+      EXPECT_EQ(r.error, 0.0) << t;
+    } else {
+      const auto& o = outs[t - h];
+      const double want = std::abs(z - o[0]) * std::exp(-std::clamp<double>(o[1], -7, 7));
+      ASSERT_NEAR(r.error, want, 1e-9 * (1 + want)) << t;
+    }
+    float in[ssm::kForecastInputs];
+    ssm::forecaster_inputs(in, z, epoch, t > 0 ? 300 : 0);
+    std::array<float, 2> o{};
+    f->step(state.data(), in, o.data());
+    outs.push_back(o);
+  }
+  // Another horizon is another detector: its states are not taken.
+  const ssm::Detector other(std::make_shared<const ssm::Forecaster>(m, 4), {});
+  EXPECT_NE(error_of([&] { other.load(det.save(s)); }).find("another forecaster"), std::string::npos);
+  EXPECT_NE(error_of([&] { ssm::Forecaster bad(m, ssm::Forecaster::kMaxHorizon + 1); }).find("horizon"),
+            std::string::npos);
+}
+
 TEST(Detector, StateBytesAreChecked) {
   const ssm::Detector det(test_forecaster(), {});
   ssm::SeriesState s = det.new_series();
@@ -422,6 +469,23 @@ TEST(SeriesSource, DeterministicAndShiftedByOne) {
       ASSERT_EQ(in[b * T + t + 1], tg[b * T + t]) << "item " << b << " t " << t;
       ASSERT_TRUE(std::isfinite(in[b * T + t]) && std::abs(in[b * T + t]) <= d.norm.z_clip);
     }
+}
+
+TEST(SeriesSource, AHorizonShiftsTheTargetByH) {
+  // horizon h: the target of step t is the input of step t + h, for real
+  // and synthetic items alike.
+  ssm::SeriesDataConfig d;
+  d.folders = {(fs::path(SSM_SOURCE_DIR) / "samples/nab/data").string()};
+  d.synthetic_fraction = 0.5;
+  d.horizon = 7;
+  auto src = ssm::make_series_source(d);
+  const int B = 6, T = 30;  // the real items fit in the 40-row sample file: no padding
+  std::vector<float> in(B * T), tg(B * T);
+  src->batch(in.data(), tg.data(), B, T, 9, 4);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t + d.horizon < T; ++t) ASSERT_EQ(in[b * T + t + d.horizon], tg[b * T + t]) << b << " " << t;
+  EXPECT_NE(error_of([] { ssm::make_series_source(json{{"horizon", 0}}, "c.json"); }).find("data.horizon"),
+            std::string::npos);
 }
 
 TEST(SeriesSource, TimeInputsAndTwoChannelTargets) {
@@ -499,6 +563,7 @@ TEST(SeriesTrainConfig, ReadsTheSectionsStrictly) {
   const auto meta = c.model_metadata();
   EXPECT_EQ(json::parse(meta.at("ssm.training")), cfg["training"]);  // as written
   EXPECT_EQ(json::parse(meta.at("ssm.normaliser"))["half_life"], 500);
+  EXPECT_EQ(meta.at("ssm.horizon"), "1");
 
   // The shipped forecaster's config.
   const json shipped = json::parse(ssm::read_text_file(SSM_SOURCE_DIR "/models/forecaster/train.json"));
