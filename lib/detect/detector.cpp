@@ -274,10 +274,14 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
 SeriesState Detector::new_series() const {
   SeriesState s;
   s.model_state.assign(forecaster_->state_size(), 0.0f);
+  if (forecaster_->horizon() > 1) s.ahead.assign(2 * static_cast<size_t>(forecaster_->horizon()), 0.0f);
   return s;
 }
 
-size_t Detector::state_bytes() const { return sizeof(SeriesState) + forecaster_->state_size() * sizeof(float); }
+size_t Detector::state_bytes() const {
+  const size_t ahead = forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0;
+  return sizeof(SeriesState) + (forecaster_->state_size() + ahead) * sizeof(float);
+}
 
 namespace {
 
@@ -335,7 +339,9 @@ DetectorResult Detector::update(SeriesState& s, int64_t epoch, double value) con
 bool Detector::update_deferred(SeriesState& s, int64_t epoch, double value, DetectorResult& r,
                                float* step_input) const {
   require(std::isfinite(value), "detector: value is not finite");
-  require(s.model_state.size() == forecaster_->state_size(), "detector: series state belongs to another forecaster");
+  require(s.model_state.size() == forecaster_->state_size() &&
+              s.ahead.size() == (forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0),
+          "detector: series state belongs to another forecaster");
   if (s.count > 0 && epoch == s.last_epoch) {
     r = DetectorResult{};
     r.kind = PointKind::repeat;
@@ -502,7 +508,7 @@ void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
   __builtin_prefetch(&s.day_n[db], 1, 3);
   __builtin_prefetch(&s.week_n[wb], 1, 3);
   lines(&s.fit_day, span_of(&s.fit_day, &s.last_prediction + 1));
-  if (const int h = forecaster_->horizon(); h > 1) __builtin_prefetch(&s.ahead[2 * (s.count % h)], 1, 3);
+  if (const int h = forecaster_->horizon(); h > 1) __builtin_prefetch(s.ahead.data() + 2 * (s.count % h), 1, 3);
   lines(s.model_state.data(), s.model_state.size() * sizeof(float));
 }
 
@@ -563,7 +569,7 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   w.put(s.prediction);
   w.put(s.log_scale);
   if (forecaster_->horizon() > 1)
-    for (int i = 0; i < 2 * forecaster_->horizon(); ++i) w.put(s.ahead[i]);
+    for (float v : s.ahead) w.put(v);
   for (double v : {s.hi[0], s.hi[1], s.lo[0], s.lo[1]}) w.put(v);
   put_channel(w, s.forecast, cfg_.forecast);
   put_channel(w, s.level, cfg_.level);
@@ -600,9 +606,9 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   s.log_scale = r.get<float>();
   require(std::isfinite(s.prediction) && std::isfinite(s.log_scale), "series state: a non-finite prediction");
   if (forecaster_->horizon() > 1)
-    for (int i = 0; i < 2 * forecaster_->horizon(); ++i) {
-      s.ahead[i] = r.get<float>();
-      require(std::isfinite(s.ahead[i]), "series state: a non-finite forecast ahead");
+    for (float& v : s.ahead) {
+      v = r.get<float>();
+      require(std::isfinite(v), "series state: a non-finite forecast ahead");
     }
   for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = r.finite();
   get_channel(r, s.forecast, cfg_.forecast, "forecast");

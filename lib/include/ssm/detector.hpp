@@ -239,8 +239,9 @@ struct SeriesState {
   // The result of the last accepted value, given again to a repeat.
   double last_score = 0, last_likelihood = 0, last_prediction = 0;
   // A forecaster of horizon h > 1: its last h outputs (mu, log b), the one
-  // made after value k in slot k % h, read when value k + h comes.
-  float ahead[2 * Forecaster::kMaxHorizon] = {};
+  // made after value k in slot k % h, read when value k + h comes; (2 h),
+  // empty for h = 1.
+  std::vector<float> ahead;
 };
 
 enum class PointKind : uint8_t {
