@@ -597,6 +597,11 @@ TEST(SeriesTrainConfig, ReadsTheSectionsStrictly) {
   EXPECT_TRUE(ssm::is_series_train_config(shipped));
   EXPECT_EQ(ssm::SeriesTrainConfig::from_json(shipped, "train.json").output.model,
             "models/forecaster/forecaster.safetensors");
+  // The horizon-32 experiment's config: its model's metadata says so.
+  const json h32 = json::parse(ssm::read_text_file(SSM_SOURCE_DIR "/models/forecaster/train_h32.json"));
+  const auto c32 = ssm::SeriesTrainConfig::from_json(h32, "train_h32.json");
+  EXPECT_EQ(c32.data.horizon, 32);
+  EXPECT_EQ(c32.model_metadata().at("ssm.horizon"), "32");
 
   struct Case {
     std::function<void(json&)> edit;
