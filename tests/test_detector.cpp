@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -275,6 +276,33 @@ TEST(Detector, ASlowTrendIsNotAnAnomalyAtEveryStep) {
   EXPECT_GE(at_jump, kEventThreshold);
 }
 
+TEST(Detector, TrendsOfEverySlopeAndNoiseRaiseAHandfulOfEventsAtMost) {
+  // Drifts from 20 to 80 over 1000 or 3000 values (then flat), noise of
+  // 0.05 to 3 sd, with and without quantisation: none is an anomaly, so
+  // in 3000 values a handful of events at most (the range of the raw
+  // values, spatial_detrend off, raised about 20 to 110 on each of such drifts; the
+  // few left are records of the noise itself, as any noisy flat series has).
+  int worst = 0;
+  uint64_t seed = 20;
+  for (double sd : {0.05, 0.3, 1.0, 3.0})
+    for (double len : {1000.0, 3000.0})
+      for (double q : {0.0, 0.1}) {
+        std::mt19937_64 rng(seed++);
+        std::normal_distribution<double> noise(0, sd);
+        std::vector<double> x(3000);
+        for (size_t t = 0; t < x.size(); ++t) {
+          x[t] = std::min(80.0, 20 + 60.0 * t / len) + noise(rng);
+          if (q > 0) x[t] = std::round(x[t] / q) * q;
+        }
+        const auto score = default_scores(x);
+        int events = 0;
+        for (double v : score) events += v >= kEventThreshold;
+        EXPECT_LE(events, 8) << "noise " << sd << " over " << len << " values, quantum " << q;
+        worst = std::max(worst, events);
+      }
+  std::printf("  most events of a trend in 3000 values: %d\n", worst);
+}
+
 TEST(Detector, TheRangeForgetsAnOldRegime) {
   // A series that sat at a high level long ago returns to it after a long
   // quiet stretch at a low level: with a range that forgets, the return is
@@ -346,6 +374,52 @@ TEST(Detector, StateBytesRestoreExactly) {
   EXPECT_EQ(a, b);
   EXPECT_LE(det.state_bytes(), 16384u);
   EXPECT_EQ(det.save(whole).size() > 0, true);
+}
+
+TEST(Detector, AForecasterOfHorizonHIsJudgedOnTheForecastMadeHValuesEarlier) {
+  // A six-input, two-output forecaster of horizon 5: value k's error is its
+  // surprise under the output the forecaster gave after value k - 5,
+  // computed here by stepping the forecaster beside the detector with its
+  // own normaliser; none before the fifth value. A restored state continues
+  // bit for bit (the outputs ahead travel in the bytes).
+  ssm::ModelConfig mc = small_config(1, 8, 8, 8);
+  mc.in_channels = ssm::kForecastInputs;
+  mc.out_channels = 2;
+  ssm::Model m(mc);
+  m.init(5);
+  const int h = 5;
+  auto f = std::make_shared<const ssm::Forecaster>(m, h);
+  ASSERT_EQ(f->horizon(), h);
+  const ssm::Detector det(f, {});
+  const auto x = make_series(1200, 8, 900, 15);
+  ssm::SeriesState s = det.new_series(), restored = det.new_series();
+  ssm::Normaliser norm;
+  std::vector<float> state(f->state_size(), 0.0f);
+  std::vector<std::array<float, 2>> outs;
+  for (size_t t = 0; t < x.size(); ++t) {
+    const int64_t epoch = kT0 + 300 * int64_t(t);
+    const double z = norm.push(x[t], det.config().norm);
+    const ssm::DetectorResult r = det.update(s, epoch, x[t]);
+    if (t == 600) restored = det.load(det.save(s));
+    if (t > 600) ASSERT_EQ(det.update(restored, epoch, x[t]).score, r.score) << t;
+    if (t < size_t(h)) {
+      EXPECT_EQ(r.error, 0.0) << t;
+    } else {
+      const auto& o = outs[t - h];
+      const double want = std::abs(z - o[0]) * std::exp(-std::clamp<double>(o[1], -7, 7));
+      ASSERT_NEAR(r.error, want, 1e-9 * (1 + want)) << t;
+    }
+    float in[ssm::kForecastInputs];
+    ssm::forecaster_inputs(in, z, epoch, t > 0 ? 300 : 0);
+    std::array<float, 2> o{};
+    f->step(state.data(), in, o.data());
+    outs.push_back(o);
+  }
+  // Another horizon is another detector: its states are not taken.
+  const ssm::Detector other(std::make_shared<const ssm::Forecaster>(m, 4), {});
+  EXPECT_NE(error_of([&] { other.load(det.save(s)); }).find("another forecaster"), std::string::npos);
+  EXPECT_NE(error_of([&] { ssm::Forecaster bad(m, ssm::Forecaster::kMaxHorizon + 1); }).find("horizon"),
+            std::string::npos);
 }
 
 TEST(Detector, StateBytesAreChecked) {
@@ -424,6 +498,23 @@ TEST(SeriesSource, DeterministicAndShiftedByOne) {
     }
 }
 
+TEST(SeriesSource, AHorizonShiftsTheTargetByH) {
+  // horizon h: the target of step t is the input of step t + h, for real
+  // and synthetic items alike.
+  ssm::SeriesDataConfig d;
+  d.folders = {(fs::path(SSM_SOURCE_DIR) / "samples/nab/data").string()};
+  d.synthetic_fraction = 0.5;
+  d.horizon = 7;
+  auto src = ssm::make_series_source(d);
+  const int B = 6, T = 30;  // the real items fit in the 40-row sample file: no padding
+  std::vector<float> in(B * T), tg(B * T);
+  src->batch(in.data(), tg.data(), B, T, 9, 4);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t + d.horizon < T; ++t) ASSERT_EQ(in[b * T + t + d.horizon], tg[b * T + t]) << b << " " << t;
+  EXPECT_NE(error_of([] { ssm::make_series_source(json{{"horizon", 0}}, "c.json"); }).find("data.horizon"),
+            std::string::npos);
+}
+
 TEST(SeriesSource, TimeInputsAndTwoChannelTargets) {
   // A forecaster with the time inputs and a predictive distribution: the
   // target's first channel is the next input's z, its second is 0; the
@@ -499,12 +590,18 @@ TEST(SeriesTrainConfig, ReadsTheSectionsStrictly) {
   const auto meta = c.model_metadata();
   EXPECT_EQ(json::parse(meta.at("ssm.training")), cfg["training"]);  // as written
   EXPECT_EQ(json::parse(meta.at("ssm.normaliser"))["half_life"], 500);
+  EXPECT_EQ(meta.at("ssm.horizon"), "1");
 
   // The shipped forecaster's config.
   const json shipped = json::parse(ssm::read_text_file(SSM_SOURCE_DIR "/models/forecaster/train.json"));
   EXPECT_TRUE(ssm::is_series_train_config(shipped));
   EXPECT_EQ(ssm::SeriesTrainConfig::from_json(shipped, "train.json").output.model,
             "models/forecaster/forecaster.safetensors");
+  // The horizon-32 experiment's config: its model's metadata says so.
+  const json h32 = json::parse(ssm::read_text_file(SSM_SOURCE_DIR "/models/forecaster/train_h32.json"));
+  const auto c32 = ssm::SeriesTrainConfig::from_json(h32, "train_h32.json");
+  EXPECT_EQ(c32.data.horizon, 32);
+  EXPECT_EQ(c32.model_metadata().at("ssm.horizon"), "32");
 
   struct Case {
     std::function<void(json&)> edit;

@@ -274,10 +274,14 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
 SeriesState Detector::new_series() const {
   SeriesState s;
   s.model_state.assign(forecaster_->state_size(), 0.0f);
+  if (forecaster_->horizon() > 1) s.ahead.assign(2 * static_cast<size_t>(forecaster_->horizon()), 0.0f);
   return s;
 }
 
-size_t Detector::state_bytes() const { return sizeof(SeriesState) + forecaster_->state_size() * sizeof(float); }
+size_t Detector::state_bytes() const {
+  const size_t ahead = forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0;
+  return sizeof(SeriesState) + (forecaster_->state_size() + ahead) * sizeof(float);
+}
 
 namespace {
 
@@ -335,7 +339,9 @@ DetectorResult Detector::update(SeriesState& s, int64_t epoch, double value) con
 bool Detector::update_deferred(SeriesState& s, int64_t epoch, double value, DetectorResult& r,
                                float* step_input) const {
   require(std::isfinite(value), "detector: value is not finite");
-  require(s.model_state.size() == forecaster_->state_size(), "detector: series state belongs to another forecaster");
+  require(s.model_state.size() == forecaster_->state_size() &&
+              s.ahead.size() == (forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0),
+          "detector: series state belongs to another forecaster");
   if (s.count > 0 && epoch == s.last_epoch) {
     r = DetectorResult{};
     r.kind = PointKind::repeat;
@@ -373,7 +379,14 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   const double gate_d = season_gate(s.fit_day, s.fit_var, c.season_min_fit);
   const double gate_w = season_gate(s.fit_week, s.fit_var, c.season_min_fit);
 
-  r.prediction = s.count > 0 ? m + s.prediction * sd : value;
+  // The forecast of this value: made one value earlier, or h values earlier
+  // by a forecaster of horizon h.
+  const int h = forecaster_->horizon();
+  const bool forecast_known = s.count >= h;
+  const size_t slot = static_cast<size_t>(s.count % h);
+  const double mu = h == 1 ? s.prediction : s.ahead[2 * slot];
+  const double log_b = h == 1 ? s.log_scale : s.ahead[2 * slot + 1];
+  r.prediction = s.count > 0 && forecast_known ? m + mu * sd : value;
   // What the range rule judges: the value, or its distance from the recent
   // level (the fast mean before this value), so that a trend is no news.
   const double ranged = c.spatial_detrend ? value - s.fast.mean : value;
@@ -382,9 +395,9 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   // The forecast error: with a predictive distribution, the surprise of z
   // under it, -ln P(|Z - mu| >= |z - mu|) = |z - mu| / b for a Laplace(mu,
   // b); else the distance from the point forecast.
-  r.error = s.count == 0 ? 0.0
-            : two_outputs_ ? std::abs(z - s.prediction) * std::exp(-std::clamp<double>(s.log_scale, -7, 7))
-                           : std::abs(z - s.prediction);
+  r.error = s.count == 0 || !forecast_known ? 0.0
+            : two_outputs_ ? std::abs(z - mu) * std::exp(-std::clamp<double>(log_b, -7, 7))
+                           : std::abs(z - mu);
 
   double evidence = channel_step(s.forecast, c.forecast, a_forecast_, r.error, judge);
   evidence += channel_step(s.level, c.level, a_level_, std::abs(zf), judge);
@@ -451,22 +464,27 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
     in[0] = static_cast<float>(z);
   else
     forecaster_inputs(in, z, epoch, s.count > 0 ? epoch - s.last_epoch : 0);
-  if (!step_input) {
-    float out[2];
-    forecaster_->step(s.model_state.data(), in, out);
-    set_forecast(s, out);
-  }
   s.last_epoch = epoch;
   ++s.count;
   s.last_score = r.score;
   s.last_likelihood = r.likelihood;
   s.last_prediction = r.prediction;
+  if (!step_input) {  // after the count, as a deferred step's set_forecast comes
+    float out[2];
+    forecaster_->step(s.model_state.data(), in, out);
+    set_forecast(s, out);
+  }
   return r;
 }
 
 void Detector::set_forecast(SeriesState& s, const float* out) const {
   s.prediction = out[0];
   s.log_scale = two_outputs_ ? out[1] : 0.0f;
+  if (const int h = forecaster_->horizon(); h > 1 && s.count > 0) {
+    const size_t slot = static_cast<size_t>((s.count - 1) % h);
+    s.ahead[2 * slot] = s.prediction;
+    s.ahead[2 * slot + 1] = s.log_scale;
+  }
 }
 
 void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
@@ -490,6 +508,7 @@ void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
   __builtin_prefetch(&s.day_n[db], 1, 3);
   __builtin_prefetch(&s.week_n[wb], 1, 3);
   lines(&s.fit_day, span_of(&s.fit_day, &s.last_prediction + 1));
+  if (const int h = forecaster_->horizon(); h > 1) __builtin_prefetch(s.ahead.data() + 2 * (s.count % h), 1, 3);
   lines(s.model_state.data(), s.model_state.size() * sizeof(float));
 }
 
@@ -549,6 +568,8 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   put_norm(w, s.fast);
   w.put(s.prediction);
   w.put(s.log_scale);
+  if (forecaster_->horizon() > 1)
+    for (float v : s.ahead) w.put(v);
   for (double v : {s.hi[0], s.hi[1], s.lo[0], s.lo[1]}) w.put(v);
   put_channel(w, s.forecast, cfg_.forecast);
   put_channel(w, s.level, cfg_.level);
@@ -584,6 +605,11 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   s.prediction = r.get<float>();
   s.log_scale = r.get<float>();
   require(std::isfinite(s.prediction) && std::isfinite(s.log_scale), "series state: a non-finite prediction");
+  if (forecaster_->horizon() > 1)
+    for (float& v : s.ahead) {
+      v = r.get<float>();
+      require(std::isfinite(v), "series state: a non-finite forecast ahead");
+    }
   for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = r.finite();
   get_channel(r, s.forecast, cfg_.forecast, "forecast");
   get_channel(r, s.level, cfg_.level, "level");

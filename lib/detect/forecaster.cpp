@@ -1,6 +1,9 @@
 // The forecaster's fused recurrent step (one value of one series) and model
 // loading, the built-in model included.
 #include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <iterator>
 #include <cmath>
 #include <cstring>
 
@@ -53,8 +56,20 @@ SSM_ALWAYS_INLINE void rmsnorm(float* y, const float* x, const float* z, const f
 
 }  // namespace
 
-Model model_from_safetensors_bytes(std::vector<uint8_t> bytes, const std::string& source) {
+Model model_from_safetensors_bytes(std::vector<uint8_t> bytes, const std::string& source, int* horizon) {
   SafeTensors st = SafeTensors::parse(std::move(bytes), source);
+  if (horizon) {
+    *horizon = 1;
+    if (auto h = st.metadata().find("ssm.horizon"); h != st.metadata().end()) {
+      const std::string& v = h->second;
+      int n = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      require(ec == std::errc{} && end == v.data() + v.size() && n >= 1 && n <= Forecaster::kMaxHorizon,
+              "model '" + source + "': __metadata__ 'ssm.horizon' must be an integer in 1 .. " +
+                  std::to_string(Forecaster::kMaxHorizon) + ", got '" + v + "'");
+      *horizon = n;
+    }
+  }
   auto it = st.metadata().find("ssm.config");
   require(it != st.metadata().end(), "model '" + source + "': no 'ssm.config' entry in the safetensors __metadata__");
   Model m(ModelConfig::from_json_text(it->second, source + " (__metadata__ ssm.config)"));
@@ -77,9 +92,11 @@ Model Forecaster::model() const {
   return m;
 }
 
-Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
+Forecaster::Forecaster(const Model& model, int horizon) : cfg_(model.config()), horizon_(horizon) {
   const ModelConfig& c = cfg_;
   c.validate();
+  require(horizon >= 1 && horizon <= kMaxHorizon,
+          "forecaster: the horizon must be in 1 .. " + std::to_string(kMaxHorizon) + " (got " + std::to_string(horizon) + ")");
   require(c.block == BlockKind::Mamba2, "forecaster: the model must be Mamba-2 (got block Mamba-1)");
   require(c.in_channels == 1 || c.in_channels == kForecastInputs,
           "forecaster: the model must have in_channels 1 or " + std::to_string(kForecastInputs) + " (got " +
@@ -120,6 +137,7 @@ Forecaster::Forecaster(const Model& model) : cfg_(model.config()) {
   require(state_size_ == model_state_size(c), "forecaster: state layout differs from the model's");
   const std::string text = c.to_json_text();
   fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), p_.data(), p_.size() * sizeof(float));
+  if (horizon_ != 1) fingerprint_ = fnv1a(fingerprint_, &horizon_, sizeof(horizon_));
 }
 
 Forecaster::~Forecaster() = default;
@@ -128,15 +146,22 @@ std::shared_ptr<const Forecaster> Forecaster::builtin() {
   static const std::shared_ptr<const Forecaster> f = [] {
     const auto b = builtin_forecaster_bytes();
     require(!b.empty(), "forecaster: no built-in model was compiled in");
-    return std::make_shared<const Forecaster>(
-        model_from_safetensors_bytes(std::vector<uint8_t>(b.begin(), b.end()), "built-in forecaster"));
+    int horizon = 1;
+    Model m = model_from_safetensors_bytes(std::vector<uint8_t>(b.begin(), b.end()), "built-in forecaster", &horizon);
+    return std::make_shared<const Forecaster>(m, horizon);
   }();
   return f;
 }
 
 std::shared_ptr<const Forecaster> Forecaster::load(const std::string& path) {
   if (path.empty() || path == "builtin") return builtin();
-  return std::make_shared<const Forecaster>(Model::load(path));
+  std::ifstream f(path, std::ios::binary);
+  require(f.good(), "forecaster: cannot open model file '" + path + "'");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  require(!f.bad(), "forecaster: cannot read model file '" + path + "'");
+  int horizon = 1;
+  Model m = model_from_safetensors_bytes(std::move(bytes), path, &horizon);
+  return std::make_shared<const Forecaster>(m, horizon);
 }
 
 template <class Dims>

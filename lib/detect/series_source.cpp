@@ -105,6 +105,8 @@ class SeriesBatchSource : public BatchSource {
     require(d.in_channels == 1 || d.in_channels == kForecastInputs,
             "series data: in_channels must be 1 or " + std::to_string(kForecastInputs));
     require(d.out_channels == 1 || d.out_channels == 2, "series data: out_channels must be 1 or 2");
+    require(d.horizon >= 1 && d.horizon <= Forecaster::kMaxHorizon,
+            "series data: horizon must be in 1 .. " + std::to_string(Forecaster::kMaxHorizon));
     for (const auto& folder : d.folders) {
       std::error_code ec;
       require(fs::is_directory(folder, ec), "series data: folder '" + folder + "' does not exist");
@@ -116,7 +118,7 @@ class SeriesBatchSource : public BatchSource {
       std::sort(files.begin(), files.end());
       for (const auto& f : files) {
         const TimeSeries ts = read_timeseries_csv(f, {.lenient = true});
-        if (ts.rows.size() < 16) continue;
+        if (ts.rows.size() < 16 + static_cast<size_t>(d.horizon)) continue;  // a window needs rows past it
         Normaliser n;
         NormalisedSeries s;
         for (const auto& row : ts.rows) {
@@ -128,13 +130,14 @@ class SeriesBatchSource : public BatchSource {
       }
     }
     require(cfg_.synthetic_fraction >= 1 || !real_.empty(),
-            "series data: no CSV file with 16 or more rows in the folders, and synthetic_fraction < 1");
+            "series data: no CSV file with 16 + horizon or more rows in the folders, and synthetic_fraction < 1");
   }
 
   size_t real_series() const { return real_.size(); }
 
   void batch(float* in, float* target, int B, int T, uint64_t seed, int64_t step) override {
     const size_t ni = static_cast<size_t>(cfg_.in_channels), no = static_cast<size_t>(cfg_.out_channels);
+    const size_t h = static_cast<size_t>(cfg_.horizon);
     std::vector<double> x;
     NormalisedSeries syn;
     for (int b = 0; b < B; ++b) {
@@ -149,7 +152,7 @@ class SeriesBatchSource : public BatchSource {
       const NormalisedSeries* s = nullptr;
       size_t start = 0, m = static_cast<size_t>(T), off = 0;
       if (real_.empty() || U(rng) < cfg_.synthetic_fraction) {
-        const size_t n = static_cast<size_t>(cfg_.warmup_skip) + T + 1;
+        const size_t n = static_cast<size_t>(cfg_.warmup_skip) + T + h;
         synthetic_series(x, syn.epochs, n, rng);
         Normaliser nm;
         syn.z.resize(n);
@@ -161,12 +164,12 @@ class SeriesBatchSource : public BatchSource {
         size_t pick = static_cast<size_t>(U(rng) * total_), k = 0;
         while (k + 1 < real_.size() && pick >= real_[k].z.size()) pick -= real_[k++].z.size();
         s = &real_[k];
-        const size_t need = static_cast<size_t>(T) + 1, len = s->z.size();
+        const size_t need = static_cast<size_t>(T) + h, len = s->z.size();
         if (len >= need) {
           const size_t lo = std::min(static_cast<size_t>(cfg_.warmup_skip), len - need);
           start = lo + static_cast<size_t>(U(rng) * (len - need - lo + 1));
         } else {
-          m = len - 1;
+          m = len - h;
           off = static_cast<size_t>(T) - m;
         }
       }
@@ -177,7 +180,7 @@ class SeriesBatchSource : public BatchSource {
           xr[0] = s->z[r];
         else
           forecaster_inputs(xr, s->z[r], s->epochs[r], r > 0 ? s->epochs[r] - s->epochs[r - 1] : 0);
-        yi[(off + i) * no] = s->z[r + 1];
+        yi[(off + i) * no] = s->z[r + h];
       }
     }
   }
@@ -193,7 +196,7 @@ using Fields = detail::JsonFields;
 }  // namespace
 
 SeriesDataConfig series_data_config_from_json(const json& j, const std::string& source) {
-  const Fields f(j, source, "data", {"kind", "folders", "synthetic_fraction", "warmup_skip", "normaliser"});
+  const Fields f(j, source, "data", {"kind", "folders", "synthetic_fraction", "warmup_skip", "horizon", "normaliser"});
   SeriesDataConfig d;
   if (auto it = j.find("kind"); it != j.end())
     require(it->is_string() && it->get<std::string>() == "series",
@@ -212,6 +215,9 @@ SeriesDataConfig series_data_config_from_json(const json& j, const std::string& 
   }
   f.get("synthetic_fraction", d.synthetic_fraction);
   f.get("warmup_skip", d.warmup_skip);
+  f.get("horizon", d.horizon);
+  require(d.horizon >= 1 && d.horizon <= Forecaster::kMaxHorizon,
+          source + ": 'data.horizon' must be in 1 .. " + std::to_string(Forecaster::kMaxHorizon));
   require(d.synthetic_fraction >= 0 && d.synthetic_fraction <= 1,
           source + ": 'data.synthetic_fraction' must be in [0, 1]");
   require(d.warmup_skip >= 0 && d.warmup_skip <= 100000, source + ": 'data.warmup_skip' must be in 0 .. 100000");
@@ -288,7 +294,8 @@ SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string&
 
 std::map<std::string, std::string> SeriesTrainConfig::model_metadata() const {
   return {{"ssm.normaliser", DetectorConfig{.norm = data.norm}.to_json()["normaliser"].dump()},
-          {"ssm.training", training_json}};
+          {"ssm.training", training_json},
+          {"ssm.horizon", std::to_string(data.horizon)}};
 }
 
 bool is_series_train_config(const json& j) {

@@ -67,18 +67,23 @@ class Forecaster {
   // Throws ssm::Error naming the field unless the model is Mamba-2 with
   // in_channels 1 or kForecastInputs, out_channels 1 or 2, and within the
   // limits above.
-  explicit Forecaster(const Model& model);
+  // `horizon` h: the model's output at t is the distribution of z_{t+h}
+  // (1 to kMaxHorizon; from the weights' __metadata__ "ssm.horizon").
+  explicit Forecaster(const Model& model, int horizon = 1);
   ~Forecaster();
   Forecaster(const Forecaster&) = delete;
   Forecaster& operator=(const Forecaster&) = delete;
   // The model shipped in models/forecaster/ (compiled into the library).
   static std::shared_ptr<const Forecaster> builtin();
-  // A model file, or the built-in one for "" / "builtin".
+  // A model file, or the built-in one for "" / "builtin"; the horizon from
+  // its metadata.
   static std::shared_ptr<const Forecaster> load(const std::string& path);
+  static constexpr int kMaxHorizon = 64;
 
   const ModelConfig& config() const { return cfg_; }
   size_t state_size() const { return state_size_; }  // floats per series
-  uint64_t fingerprint() const { return fingerprint_; }  // of the config and weights
+  uint64_t fingerprint() const { return fingerprint_; }  // of the config, horizon and weights
+  int horizon() const { return horizon_; }
   Model model() const;  // the model it was made from (for the GPU's batched step)
 
   // Reads in (in_channels), advances `state` (state_size floats, zeros at
@@ -100,6 +105,7 @@ class Forecaster {
   size_t head_t_ = 0;          // where the head (D, out_channels) starts in t_
   size_t enc_t_ = 0;           // where the encoder (in_channels, D) starts in t_
   size_t state_size_ = 0, tail_size_ = 0, layer_state_ = 0;
+  int horizon_ = 1;
   uint64_t fingerprint_ = 0;
 };
 
@@ -114,8 +120,9 @@ void forecaster_inputs(float* in,  // (kForecastInputs)
 // The bytes of models/forecaster/forecaster.safetensors as compiled in.
 std::span<const uint8_t> builtin_forecaster_bytes();
 // A model from safetensors bytes (config in __metadata__ "ssm.config");
-// errors name `source`.
-Model model_from_safetensors_bytes(std::vector<uint8_t> bytes, const std::string& source);
+// errors name `source`. With `horizon`, also the forecast horizon of
+// __metadata__ "ssm.horizon" (1 when absent).
+Model model_from_safetensors_bytes(std::vector<uint8_t> bytes, const std::string& source, int* horizon = nullptr);
 
 // ---------------------------------------------------------------- normaliser
 
@@ -221,7 +228,7 @@ struct SeriesState {
   int64_t count = 0;        // values accepted (repeats and out-of-order ones excluded)
   int64_t last_epoch = 0;   // of the last accepted value
   Normaliser norm, fast;    // slow (forecaster, seasons) and fast (level channel) moments
-  float prediction = 0;     // the forecaster's prediction of the next z (mu)
+  float prediction = 0;     // the forecaster's latest output: mu of z h values ahead
   float log_scale = 0;      // its log b (two-output forecasters; 0 otherwise)
   double hi[2] = {}, lo[2] = {};  // highest two / lowest two values, drawn towards the mean (the range)
   ChannelState forecast, level, daily, weekly;
@@ -231,6 +238,10 @@ struct SeriesState {
   double peak = 0;          // decayed recent peak of the raw score
   // The result of the last accepted value, given again to a repeat.
   double last_score = 0, last_likelihood = 0, last_prediction = 0;
+  // A forecaster of horizon h > 1: its last h outputs (mu, log b), the one
+  // made after value k in slot k % h, read when value k + h comes; (2 h),
+  // empty for h = 1.
+  std::vector<float> ahead;
 };
 
 enum class PointKind : uint8_t {
@@ -313,11 +324,12 @@ struct SeriesDataConfig {
   int warmup_skip = 64;              // values normalised before an item's window starts
   NormaliserConfig norm;             // as the detector's (kept equal by the caller)
   int in_channels = 1;               // the model's: 1 (z_t) or kForecastInputs (forecaster_inputs)
-  int out_channels = 1;              // the model's: 1 (target z_{t+1}) or 2 (z_{t+1}, 0)
+  int out_channels = 1;              // the model's: 1 (target z_{t+h}) or 2 (z_{t+h}, 0)
+  int horizon = 1;                   // h: the target of step t is z_{t+h} (1 .. Forecaster::kMaxHorizon)
 };
 
 // Strict JSON: {"kind": "series", "folders": [...], "synthetic_fraction": 0.5,
-// "warmup_skip": 64, "normaliser": {...}}; errors name `source` and the key.
+// "warmup_skip": 64, "horizon": 1, "normaliser": {...}}; errors name `source` and the key.
 SeriesDataConfig series_data_config_from_json(const nlohmann::json& j, const std::string& source);
 
 // Batches for the Trainer over `data`; item b of step s is a pure function
