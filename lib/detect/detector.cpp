@@ -103,23 +103,6 @@ void validate_channel(const ChannelConfig& c, const std::string& name) {
   check(std::isfinite(c.min_sigma) && c.min_sigma > 0, name + ".min_sigma", "must be > 0");
 }
 
-void read_channel(const json& j, const std::string& source, const std::string& name, ChannelConfig& c) {
-  Fields f(j, source, name, {"weight", "window", "half_life", "min_sigma", "log"});
-  f.get("weight", c.weight);
-  f.get("window", c.window);
-  f.get("half_life", c.half_life);
-  f.get("min_sigma", c.min_sigma);
-  f.get("log", c.log);
-}
-
-json channel_json(const ChannelConfig& c) {
-  return {{"weight", c.weight},
-          {"window", c.window},
-          {"half_life", c.half_life},
-          {"min_sigma", c.min_sigma},
-          {"log", c.log}};
-}
-
 }  // namespace
 
 void DetectorConfig::validate() const {

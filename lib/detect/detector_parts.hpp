@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "ssm/common.hpp"
+#include "json_fields.hpp"
 #include "ssm/detector.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace ssm::detail {
 
@@ -119,6 +122,24 @@ inline void get_channel(Reader& r, ChannelState& c, const ChannelConfig& cfg, co
   c.var = r.finite();
   c.count = r.get<int64_t>();
   require(c.var >= 0 && c.count >= 0, what + "a negative variance or count");
+}
+
+// A channel's section of a config: strict, errors name `source` and `name`.
+inline void read_channel(const nlohmann::json& j, const std::string& source, const std::string& name, ChannelConfig& c) {
+  JsonFields f(j, source, name, {"weight", "window", "half_life", "min_sigma", "log"});
+  f.get("weight", c.weight);
+  f.get("window", c.window);
+  f.get("half_life", c.half_life);
+  f.get("min_sigma", c.min_sigma);
+  f.get("log", c.log);
+}
+
+inline nlohmann::json channel_json(const ChannelConfig& c) {
+  return {{"weight", c.weight},
+          {"window", c.window},
+          {"half_life", c.half_life},
+          {"min_sigma", c.min_sigma},
+          {"log", c.log}};
 }
 
 }  // namespace ssm::detail

@@ -65,14 +65,7 @@ void GroupConfig::validate() const {
 GroupConfig GroupConfig::from_json(const json& j, const std::string& source) {
   GroupConfig c;
   detail::JsonFields f(j, source, "", {"joint", "half_life", "ridge", "refresh", "warmup", "fields"});
-  if (const json* n = f.find("joint")) {
-    detail::JsonFields jf(*n, source, "joint", {"weight", "window", "half_life", "min_sigma", "log"});
-    jf.get("weight", c.joint.weight);
-    jf.get("window", c.joint.window);
-    jf.get("half_life", c.joint.half_life);
-    jf.get("min_sigma", c.joint.min_sigma);
-    jf.get("log", c.joint.log);
-  }
+  if (const json* n = f.find("joint")) read_channel(*n, source, "joint", c.joint);
   f.get("half_life", c.half_life);
   f.get("ridge", c.ridge);
   f.get("refresh", c.refresh);
@@ -87,12 +80,7 @@ GroupConfig GroupConfig::from_json(const json& j, const std::string& source) {
 }
 
 json GroupConfig::to_json() const {
-  return {{"joint",
-           {{"weight", joint.weight},
-            {"window", joint.window},
-            {"half_life", joint.half_life},
-            {"min_sigma", joint.min_sigma},
-            {"log", joint.log}}},
+  return {{"joint", channel_json(joint)},
           {"half_life", half_life},
           {"ridge", ridge},
           {"refresh", refresh},
