@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 
@@ -122,6 +126,50 @@ TEST(EvalTsad, BadInputNamesTheSeries) {
     EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos);
   }
   EXPECT_THROW(ssm::tsad_counts(scores, std::vector<uint8_t>{0}, 0.5, true), ssm::Error);
+}
+
+namespace fs = std::filesystem;
+
+void write(const fs::path& p, const std::string& text) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+TEST(EvalSmdLayout, ReadsEntitiesInTheDatasetsOwnLayout) {
+  const fs::path root = fs::temp_directory_path() / ("ssm_test_smd_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  for (const char* name : {"machine-1-10", "machine-1-9", "machine-2-1"}) {
+    write(root / "train" / (std::string(name) + ".txt"), "0.5,0,1\n0.25,0.125,1\n");
+    write(root / "test" / (std::string(name) + ".txt"), "0.5,0,1\n1,2,3\n0,0,0\n");
+    write(root / "test_label" / (std::string(name) + ".txt"), "0\n1\n0\n");
+  }
+  const auto names = ssm::smd_entities(root.string());
+  ASSERT_EQ(names, (std::vector<std::string>{"machine-1-9", "machine-1-10", "machine-2-1"}));
+  const ssm::SmdEntity e = ssm::read_smd_entity(root.string(), "machine-1-10");
+  EXPECT_EQ(e.dims, 3u);
+  EXPECT_EQ(e.train_rows(), 2u);
+  EXPECT_EQ(e.test_rows(), 3u);
+  EXPECT_EQ(e.train[4], 0.125f);
+  EXPECT_EQ(e.test[5], 3.0f);
+  EXPECT_EQ(e.labels, (std::vector<uint8_t>{0, 1, 0}));
+  // Errors name the file and the line.
+  write(root / "test" / "machine-2-1.txt", "0.5,0,1\n1,x,3\n0,0,0\n");
+  try {
+    ssm::read_smd_entity(root.string(), "machine-2-1");
+    FAIL() << "expected an error";
+  } catch (const ssm::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("machine-2-1.txt:2: column 2"), std::string::npos) << err.what();
+  }
+  write(root / "test" / "machine-2-1.txt", "0.5,0,1\n1,3\n0,0,0\n");
+  EXPECT_THROW(ssm::read_smd_entity(root.string(), "machine-2-1"), ssm::Error);
+  write(root / "test" / "machine-2-1.txt", "0.5,0,1\n1,2,3\n");
+  try {
+    ssm::read_smd_entity(root.string(), "machine-2-1");
+    FAIL() << "expected an error";
+  } catch (const ssm::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("3 labels for 2 test rows"), std::string::npos) << err.what();
+  }
+  fs::remove_all(root);
 }
 
 }  // namespace
