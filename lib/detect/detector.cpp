@@ -9,6 +9,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "detector_parts.hpp"
 #include "json_fields.hpp"
 #include "ssm/timeseries_csv.hpp"
 
@@ -19,15 +20,7 @@ static_assert(std::endian::native == std::endian::little, "state bytes are writt
 namespace {
 
 using nlohmann::json;
-
-// 1 - 2^(-1/h): the weight whose influence halves after h values.
-double half_life_alpha(double h) { return 1.0 - std::exp2(-1.0 / h); }
-
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
+using namespace detail;
 
 using Fields = detail::JsonFields;
 
@@ -49,40 +42,6 @@ json normaliser_json(const NormaliserConfig& n) {
   return {{"warmup", n.warmup},           {"half_life", n.half_life},     {"clip_sigma", n.clip_sigma},
           {"min_std_rel", n.min_std_rel}, {"min_std_abs", n.min_std_abs}, {"z_clip", n.z_clip}};
 }
-
-// Little-endian field writer / checked reader of a state's bytes.
-class Writer {
- public:
-  template <typename T>
-  void put(const T& v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    out.insert(out.end(), p, p + sizeof(T));
-  }
-  std::vector<uint8_t> out;
-};
-
-class Reader {
- public:
-  explicit Reader(std::span<const uint8_t> b) : b_(b) {}
-  template <typename T>
-  T get() {
-    require(pos_ + sizeof(T) <= b_.size(), "series state: truncated (" + std::to_string(b_.size()) + " bytes)");
-    T v;
-    std::memcpy(&v, b_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  double finite() {
-    const double v = get<double>();
-    require(std::isfinite(v), "series state: a non-finite field");
-    return v;
-  }
-  size_t left() const { return b_.size() - pos_; }
-
- private:
-  std::span<const uint8_t> b_;
-  size_t pos_ = 0;
-};
 
 constexpr char kStateMagic[8] = {'S', 'S', 'M', 'D', 'E', 'T', 'S', '2'};
 
@@ -142,23 +101,6 @@ void validate_channel(const ChannelConfig& c, const std::string& name) {
         "must be in 1 .. " + std::to_string(kMaxShortWindow));
   check(std::isfinite(c.half_life) && c.half_life >= 1, name + ".half_life", "must be >= 1");
   check(std::isfinite(c.min_sigma) && c.min_sigma > 0, name + ".min_sigma", "must be > 0");
-}
-
-void read_channel(const json& j, const std::string& source, const std::string& name, ChannelConfig& c) {
-  Fields f(j, source, name, {"weight", "window", "half_life", "min_sigma", "log"});
-  f.get("weight", c.weight);
-  f.get("window", c.window);
-  f.get("half_life", c.half_life);
-  f.get("min_sigma", c.min_sigma);
-  f.get("log", c.log);
-}
-
-json channel_json(const ChannelConfig& c) {
-  return {{"weight", c.weight},
-          {"window", c.window},
-          {"half_life", c.half_life},
-          {"min_sigma", c.min_sigma},
-          {"log", c.log}};
 }
 
 }  // namespace
@@ -284,37 +226,6 @@ size_t Detector::state_bytes() const {
 }
 
 namespace {
-
-// Adds error e to a channel and returns its weighted evidence (-log10 of the
-// tail of the window average against the long-run moments, 0 while
-// `judge` is false or nothing is known yet); the moments then take the
-// average in.
-double channel_step(ChannelState& s, const ChannelConfig& c, double alpha, double e, bool judge) {
-  if (c.weight <= 0) return 0;
-  if (c.log) e = std::log(e + 0.1);
-  if (s.filled == c.window) s.sum -= s.ring[s.pos];
-  s.ring[s.pos] = static_cast<float>(e);
-  s.sum += s.ring[s.pos];
-  s.pos = (s.pos + 1) % c.window;
-  s.filled = std::min(s.filled + 1, c.window);
-  if (s.pos == 0) {  // recomputed once per lap, so rounding never accumulates
-    s.sum = 0;
-    for (int i = 0; i < s.filled; ++i) s.sum += s.ring[i];
-  }
-  const double mean = s.sum / s.filled;
-  double evidence = 0;
-  if (judge && s.count > 0) {
-    const double sigma = std::max(std::sqrt(std::max(s.var, 0.0)), c.min_sigma);
-    const double tail = 0.5 * std::erfc((mean - s.mean) / sigma / std::sqrt(2.0));  // accurate far out
-    evidence = c.weight * -std::log10(std::max(tail, 1e-300));
-  }
-  ++s.count;
-  const double a = std::max(alpha, 1.0 / s.count);
-  const double d = mean - s.mean;
-  s.mean += a * d;
-  s.var = (1 - a) * (s.var + a * d * d);
-  return evidence;
-}
 
 constexpr double kMaxMagnitude = 1e150;
 
@@ -449,6 +360,8 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
     }
   }
   if (!judge) raw = 0;
+  r.z = z;
+  r.raw = raw;
   // One event, one detection: a score that does not top the decayed recent
   // peak is lowered.
   if (raw > s.peak) {
@@ -513,33 +426,6 @@ void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
 }
 
 namespace {
-
-void put_channel(Writer& w, const ChannelState& c, const ChannelConfig& cfg) {
-  for (int i = 0; i < cfg.window; ++i) w.put(c.ring[i]);
-  w.put(static_cast<int32_t>(c.pos));
-  w.put(static_cast<int32_t>(c.filled));
-  w.put(c.sum);
-  w.put(c.mean);
-  w.put(c.var);
-  w.put(c.count);
-}
-
-void get_channel(Reader& r, ChannelState& c, const ChannelConfig& cfg, const char* name) {
-  const std::string what = std::string("series state: channel ") + name + ": ";
-  for (int i = 0; i < cfg.window; ++i) {
-    c.ring[i] = r.get<float>();
-    require(std::isfinite(c.ring[i]), what + "a non-finite error");
-  }
-  c.pos = r.get<int32_t>();
-  c.filled = r.get<int32_t>();
-  require(c.filled >= 0 && c.filled <= cfg.window && c.pos >= 0 && c.pos < cfg.window,
-          what + "window position out of range");
-  c.sum = r.finite();
-  c.mean = r.finite();
-  c.var = r.finite();
-  c.count = r.get<int64_t>();
-  require(c.var >= 0 && c.count >= 0, what + "a negative variance or count");
-}
 
 void put_norm(Writer& w, const Normaliser& n) {
   w.put(n.mean);

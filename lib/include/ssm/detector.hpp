@@ -255,6 +255,8 @@ struct DetectorResult {
   double likelihood = 0;  // [0, 1]: 1 - 10^-(weighted evidence of all channels)
   double prediction = 0;  // this value as forecast one step earlier, in the series' units
   double error = 0;       // |z - prediction| in normalised units
+  double z = 0;           // the value against the slow moments before it (clipped to ±z_clip; 0 for a repeat)
+  double raw = 0;         // the score before the refractory lowering (0 for a repeat)
   PointKind kind = PointKind::scored;
 };
 
@@ -295,6 +297,8 @@ class Detector {
 
   // Bytes one series' state holds (inline and its model state buffer).
   size_t state_bytes() const;
+  // Of the forecaster and the config: what a saved state must match.
+  uint64_t fingerprint() const { return fingerprint_; }
 
  private:
   // step_input null: the forecaster steps here; otherwise z is left there.
@@ -308,6 +312,92 @@ class Detector {
          a_season_ = 0;
   bool two_outputs_ = false;  // the forecaster gives (mu, log b)
   double range_keep_ = 1;  // per value: how much of its distance from the mean the range keeps
+  uint64_t fingerprint_ = 0;
+};
+
+// ---------------------------------------------------------------- groups
+//
+// Several series of one entity (a host's cpu, memory and network), scored
+// jointly, row by row: every field is a series of the Detector above, and a
+// joint channel judges the row as a whole. Its error is the squared
+// Mahalanobis distance of the fields' z (DetectorResult::z) from their
+// exponentially weighted mean, under their correlation (plus a ridge),
+// per field:
+//   w_i = clamp((z_i - mean_i) / sd_i, ±z_clip),  e = w' (R + ridge I)^-1 w / K,
+// R the correlation matrix of the z, factorised every `refresh` rows. A
+// value each field holds alone may be ordinary while the row is not, as
+// when two fields that moved together part. e is judged as a channel's error
+// is (ChannelConfig). The row's raw score is the highest of its fields' raw
+// scores and the joint channel's evidence over the detector's `decades`;
+// the refractory lowering (one event, one detection) is then the group's.
+struct GroupConfig {
+  ChannelConfig joint{1, 8, 1000, 0.1, false};
+  double half_life = 2000;  // values; of the mean and the covariance
+  double ridge = 0.05;      // added to the correlation matrix's diagonal
+  int refresh = 32;         // rows between factorisations
+  int warmup = 100;         // rows before the joint channel's first error
+  bool fields = true;       // the fields' own scores count (false: the joint channel alone)
+
+  void validate() const;  // throws ssm::Error naming the field
+  static GroupConfig from_json(const nlohmann::json& j, const std::string& source);
+  nlohmann::json to_json() const;
+};
+
+inline constexpr int kMaxGroupFields = 64;
+
+// Plain data but the vectors, sized by the group's fields K at creation.
+struct GroupState {
+  std::vector<SeriesState> fields;  // (K)
+  int64_t count = 0;                // rows accepted
+  int64_t last_epoch = 0;
+  std::vector<double> mean;         // (K) EW mean of z
+  std::vector<double> cov;          // (K (K + 1) / 2) EW covariance of z, packed lower rows
+  std::vector<double> factor;       // (K (K + 1) / 2) Cholesky factor of R + ridge I, packed lower rows
+  std::vector<double> sd;           // (K) the deviations R was made with
+  bool factored = false;
+  ChannelState joint;
+  double peak = 0;
+  double last_score = 0;
+};
+
+struct GroupResult {
+  double score = 0;         // [0, 1]
+  double raw = 0;           // before the refractory lowering
+  double joint = 0;         // the joint channel's evidence over decades, clipped to [0, 1]
+  double fields = 0;        // the highest field raw score
+  int top_field = -1;       // the field of `fields` (-1 when all are 0)
+  double distance = 0;      // e, the joint error of this row
+  PointKind kind = PointKind::scored;
+};
+
+class GroupDetector {
+ public:
+  GroupDetector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg, GroupConfig group);
+
+  const Detector& detector() const { return det_; }
+  const GroupConfig& config() const { return cfg_; }
+
+  // A group of `fields` series (1 .. kMaxGroupFields).
+  GroupState new_group(int fields) const;
+  // One row: values (K), one per field, all of one epoch. Repeats and
+  // out-of-order rows are treated as the Detector treats values. Throws
+  // ssm::Error for a row of the wrong length or a non-finite value.
+  // field_results (K or empty) receives each field's result.
+  GroupResult update(GroupState& g, int64_t epoch, std::span<const double> values,
+                     std::span<DetectorResult> field_results = {}) const;
+
+  // Bytes of a group's state (magic, fingerprint, K, every field's
+  // Detector::save bytes, the joint parts); load() checks all of it.
+  std::vector<uint8_t> save(const GroupState& g) const;
+  GroupState load(std::span<const uint8_t> bytes) const;
+  size_t state_bytes(int fields) const;  // held in memory
+
+ private:
+  GroupResult advance(GroupState& g, int64_t epoch, std::span<const double> values,
+                      std::span<DetectorResult> field_results) const;
+  Detector det_;
+  GroupConfig cfg_;
+  double a_cov_ = 0, a_joint_ = 0;
   uint64_t fingerprint_ = 0;
 };
 
