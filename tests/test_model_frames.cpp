@@ -475,6 +475,37 @@ TEST_P(BandsByKind, UntrainedModelPassesItsInputThrough) {
   EXPECT_LT(rel_error(out, ref), 1e-4);
 }
 
+// A gain can only scale what comes in: whatever the weights, digital silence
+// comes out as exact zeros, and once a signal stops, the output is exactly
+// zero as soon as the analysis window holds only silence (no tone, no buzz
+// from the state the signal left behind).
+TEST_P(BandsByKind, SilenceInIsSilenceOutWhateverTheWeights) {
+  const ModelConfig cfg = banded_config(GetParam(), true);
+  Model m(cfg);
+  m.init(131);
+  const ssm::ParamTable& t = m.table();
+  const auto r = random_vector<float>(t.numel("head.weight"), 132, -2, 2);
+  std::copy(r.begin(), r.end(), m.params().data() + t.offset("head.weight"));
+  const int F = cfg.frame, W = cfg.analysis_frames;
+  const int T = 30 * F;
+  for (const int block : {1, F, 7}) {
+    SCOPED_TRACE("block " + std::to_string(block));
+    ssm::Stream s(m, block);
+    std::vector<float> zeros(T, 0.0f), out(T, 1.0f);
+    for (int i = 0; i < T; i += block) s.process(zeros.data() + i, out.data() + i, std::min(block, T - i));
+    for (int i = 0; i < T; ++i) ASSERT_EQ(out[i], 0.0f) << "sample " << i << " of silence";
+    const auto loud = random_vector<float>(T, 133, -0.8, 0.8);
+    for (int i = 0; i < T; i += block) s.process(loud.data() + i, out.data() + i, std::min(block, T - i));
+    double energy = 0;
+    for (float v : out) energy += double(v) * v;
+    EXPECT_GT(energy, 1e-3) << "the signal itself comes through";
+    for (int i = 0; i < T; i += block) s.process(zeros.data() + i, out.data() + i, std::min(block, T - i));
+    // The frame that holds the signal's last samples, then W - 1 more that
+    // still see them in the window; after those, zeros.
+    for (int i = (W + 1) * F; i < T; ++i) ASSERT_EQ(out[i], 0.0f) << "sample " << i << " after the signal stopped";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Blocks, BandsByKind, ::testing::Values(BlockKind::Mamba2, BlockKind::Mamba1),
                          [](const auto& info) { return std::string(ssm::block_kind_name(info.param)); });
 
