@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -88,5 +89,39 @@ class JsonFields {
   const nlohmann::json& j_;
   std::string source_, section_;
 };
+
+// `text` parsed as a config's JSON, errors naming `source` (and `what`, as
+// "model config", when given): "<source>: not valid JSON: ...", "<source>:
+// model config is not valid JSON: ..." (a number
+// beyond a double's range too), and nesting deeper than 64 levels refused
+// while parsing: messages quote a wrong value with dump(), which recurses
+// once per level, so a value nested deep enough would overflow the stack.
+inline nlohmann::json parse_config_json(const std::string& text, const std::string& source,
+                                        std::string_view what = {}) {
+  using json = nlohmann::json;
+  constexpr int kMaxDepth = 64;
+  const std::string prefix = source + ": " + (what.empty() ? "" : std::string(what) + " ");
+  auto bounded = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth > kMaxDepth)
+      fail(prefix + "nests JSON deeper than " + std::to_string(kMaxDepth) + " levels");
+    return true;
+  };
+  try {
+    return json::parse(text, bounded);
+  } catch (const json::exception& e) {
+    fail(prefix + (what.empty() ? "" : "is ") + "not valid JSON: " + e.what());
+  }
+}
+
+// c.validate(), its error prefixed with `source`.
+template <typename Config>
+void validate_config(const Config& c, const std::string& source) {
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(source + ": " + e.what());
+  }
+}
 
 }  // namespace ssm::detail

@@ -151,23 +151,12 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   f.get("spatial_score", c.spatial_score);
   f.get("peak_decay", c.peak_decay);
   f.get("refractory", c.refractory);
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(source + ": " + e.what());
-  }
+  detail::validate_config(c, source);
   return c;
 }
 
 DetectorConfig DetectorConfig::from_file(const std::string& path) {
-  const std::string text = read_text_file(path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail(path + ": not valid JSON: " + e.what());
-  }
-  return from_json(j, path);
+  return from_json(detail::parse_config_json(read_text_file(path), path), path);
 }
 
 json DetectorConfig::to_json() const {

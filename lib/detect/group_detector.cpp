@@ -71,11 +71,7 @@ GroupConfig GroupConfig::from_json(const json& j, const std::string& source) {
   f.get("refresh", c.refresh);
   f.get("warmup", c.warmup);
   f.get("fields", c.fields);
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(source + ": " + e.what());
-  }
+  detail::validate_config(c, source);
   return c;
 }
 

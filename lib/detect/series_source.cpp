@@ -260,11 +260,7 @@ SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string&
   tf.get("nll_weight", t.nll_weight);
   tf.get("seed", t.seed);
   tf.get("threads", t.threads);
-  try {
-    t.validate();
-  } catch (const Error& e) {
-    fail(source + ": " + e.what());
-  }
+  detail::validate_config(t, source);
   c.training_json = j.at("training").dump();
   c.data = series_data_config_from_json(j.at("data"), source);
   c.data.in_channels = c.model.in_channels;

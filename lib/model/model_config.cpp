@@ -109,28 +109,12 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   f.get("dt_max", c.dt_max);
   f.get("dt_init_floor", c.dt_init_floor);
   f.get("norm_eps", c.norm_eps);
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(source + ": " + e.what());
-  }
+  detail::validate_config(c, source);
   return c;
 }
 
 ModelConfig ModelConfig::from_json_text(const std::string& text, const std::string& source) {
-  // Messages quote a wrong value with dump(), which recurses once per level
-  // of nesting: a value nested deep enough would overflow the stack. A model
-  // config nests one level.
-  constexpr int kMaxDepth = 64;
-  auto bounded = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
-    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
-        depth > kMaxDepth)
-      fail(source + ": model config nests JSON deeper than " + std::to_string(kMaxDepth) + " levels");
-    return true;
-  };
-  nlohmann::json j = nlohmann::json::parse(text, bounded, /*allow_exceptions=*/false);
-  if (j.is_discarded()) fail(source + ": model config is not valid JSON");
-  return from_json(j, source);
+  return from_json(detail::parse_config_json(text, source, "model config"), source);
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {

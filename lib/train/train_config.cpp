@@ -296,33 +296,12 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
     s.get("plot", o.plot);
   }
 
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(source + ": " + e.what());
-  }
+  detail::validate_config(c, source);
   return c;
 }
 
 TrainConfig TrainConfig::from_json_text(const std::string& text, const std::string& source) {
-  // Messages quote a wrong value with dump(), which recurses once per level
-  // of nesting: a value nested deep enough would overflow the stack. A
-  // training config nests four levels.
-  constexpr int kMaxDepth = 64;
-  auto bounded = [&](int depth, json::parse_event_t event, json&) {
-    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
-        depth > kMaxDepth)
-      fail(source + ": nests JSON deeper than " + std::to_string(kMaxDepth) + " levels");
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(text, bounded);
-  } catch (const json::exception& e) {
-    // Not only parse_error: a number beyond a double's range is out_of_range.
-    fail(source + ": not valid JSON: " + e.what());
-  }
-  return from_json(j, source);
+  return from_json(detail::parse_config_json(text, source), source);
 }
 
 TrainConfig TrainConfig::from_file(const std::string& path) {
