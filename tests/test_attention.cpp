@@ -205,11 +205,11 @@ TEST(Attention, StepsMatchTheWholeSequence) {
     auto st = s.state ? random_state(d, 9) : std::vector<double>(d.B * SS, 0.0);
     std::vector<double> y(size_t(d.B) * d.T * HP), lse(size_t(d.B) * d.T * d.H), fin(d.B * SS);
     ssm::attention_forward<double>(y.data(), lse.data(), fin.data(), qkv.data(), st.data(), d);
-    std::vector<double> ys(y.size());
+    std::vector<double> ys(y.size()), scores(d.W);
     for (int b = 0; b < d.B; ++b)
       for (int t = 0; t < d.T; ++t)
         ssm::attention_step<double>(ys.data() + (size_t(b) * d.T + t) * HP, st.data() + b * SS,
-                            qkv.data() + (size_t(b) * d.T + t) * 3 * HP, d);
+                                    qkv.data() + (size_t(b) * d.T + t) * 3 * HP, d, scores.data());
     EXPECT_LT(rel_error(ys, y), 1e-13);
     for (size_t i = 0; i < fin.size(); ++i) ASSERT_EQ(st[i], fin[i]) << "state element " << i;
     // In place: final_state may be initial_state.

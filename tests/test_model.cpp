@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <ostream>
 #include <random>
 
 #include "ssm/backend_ops.hpp"
@@ -31,6 +32,7 @@ struct Variant {
 std::string variant_name(const Variant& v) {
   return std::string(ssm::block_kind_name(v.kind)) + (v.hybrid ? "_attention" : "");
 }
+void PrintTo(const Variant& v, std::ostream* os) { *os << variant_name(v); }
 
 ModelConfig tiny_config(Variant v) {
   const BlockKind kind = v.kind;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "fast_math.hpp"
+
 namespace ssm {
 
 double alibi_slope(int h, int H) { return std::exp2(-8.0 * (h + 1) / H); }
@@ -63,9 +65,11 @@ Ring<Real> read_ring(const Real* st, const AttnDims& d) {
   return r;
 }
 
+// The sum in any order (vector lanes): the step's inner loop.
 template <typename Real>
-Real dot(const Real* a, const Real* b, int n) {
+SSM_ALWAYS_INLINE Real dot(const Real* a, const Real* b, int n) {
   Real s = 0;
+#pragma omp simd reduction(+ : s)
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }
@@ -223,36 +227,45 @@ void attention_backward(Real* dqkv, Real* dinitial_state, const Real* dy, const 
     }
 }
 
+// Three passes per head over the window, newest first: the scores (one dot
+// product per key), their exponentials (a loop that vectorises), the weighted
+// sum of the values. The ring is walked as its two contiguous runs of slots,
+// newest to oldest: head - 1 down to 0, then S - 1 down.
 template <typename Real>
-void attention_step(Real* y, Real* state, const Real* qkv, const AttnDims& d) {
+void attention_step(Real* y, Real* state, const Real* qkv, const AttnDims& d, Real* scores) {
   const int S = d.W - 1;
   const size_t HP = static_cast<size_t>(d.H) * d.P;
   Real* slots = state;  // (S, 2, H, P)
-  int head = static_cast<int>(state[S * 2 * HP]), count = static_cast<int>(state[S * 2 * HP + 1]);
+  const int head = static_cast<int>(state[S * 2 * HP]), count = static_cast<int>(state[S * 2 * HP + 1]);
+  const int run1 = std::min(head, count);  // entries in slots head - 1 .. head - run1
   const Real scale = static_cast<Real>(1.0 / std::sqrt(static_cast<double>(d.P)));
+  // Slot of the entry at distance i >= 1.
+  auto slot_at = [&](int i) { return static_cast<size_t>(i <= run1 ? head - i : S + head - i); };
   for (int h = 0; h < d.H; ++h) {
     const size_t off = static_cast<size_t>(h) * d.P;
     const Real* q = qkv + off;
     const Real m = static_cast<Real>(alibi_slope(h, d.H));
-    // Online softmax over the step itself, then the ring from the newest back.
-    Real* acc = y + off;
-    Real mx = scale * dot(q, qkv + HP + off, d.P), l = 1;
-    std::memcpy(acc, qkv + 2 * HP + off, sizeof(Real) * d.P);
-    for (int i = 0; i < count; ++i) {
-      const Real* k = slots + static_cast<size_t>((head - 1 - i + S) % S) * 2 * HP + off;
-      const Real s = scale * dot(q, k, d.P) - m * static_cast<Real>(i + 1);
-      if (s > mx) {
-        const Real c = std::exp(mx - s);
-        for (int j = 0; j < d.P; ++j) acc[j] *= c;
-        l *= c;
-        mx = s;
-      }
-      const Real w = std::exp(s - mx);
-      l += w;
-      for (int j = 0; j < d.P; ++j) acc[j] += w * k[HP + j];
+    scores[0] = scale * dot(q, qkv + HP + off, d.P);
+    Real mx = scores[0];
+    for (int i = 1; i <= count; ++i) {
+      scores[i] = scale * dot(q, slots + slot_at(i) * 2 * HP + off, d.P) - m * static_cast<Real>(i);
+      mx = std::max(mx, scores[i]);
+    }
+    Real l = 0;
+#pragma omp simd reduction(+ : l)
+    for (int i = 0; i <= count; ++i) {
+      scores[i] = decay_exp(scores[i] - mx);
+      l += scores[i];
     }
     const Real inv = 1 / l;
-    for (int j = 0; j < d.P; ++j) acc[j] *= inv;
+    Real* acc = y + off;
+    const Real* v0 = qkv + 2 * HP + off;
+    for (int j = 0; j < d.P; ++j) acc[j] = scores[0] * inv * v0[j];
+    for (int i = 1; i <= count; ++i) {
+      const Real w = scores[i] * inv;
+      const Real* v = slots + slot_at(i) * 2 * HP + HP + off;
+      for (int j = 0; j < d.P; ++j) acc[j] += w * v[j];
+    }
   }
   if (S == 0) return;
   std::memcpy(slots + static_cast<size_t>(head) * 2 * HP, qkv + HP, sizeof(Real) * 2 * HP);
@@ -264,7 +277,7 @@ void attention_step(Real* y, Real* state, const Real* qkv, const AttnDims& d) {
   template void attention_forward<Real>(Real*, Real*, Real*, const Real*, const Real*, const AttnDims&);      \
   template void attention_backward<Real>(Real*, Real*, const Real*, const Real*, const Real*, const Real*,    \
                                          const Real*, const AttnDims&);                                       \
-  template void attention_step<Real>(Real*, Real*, const Real*, const AttnDims&);                            \
+  template void attention_step<Real>(Real*, Real*, const Real*, const AttnDims&, Real*);                     \
   template void attention_check_state<Real>(const Real*, const AttnDims&);
 SSM_ATTENTION_INSTANTIATE(float)
 SSM_ATTENTION_INSTANTIATE(double)

@@ -58,6 +58,7 @@ struct Stream::Impl {
   std::vector<float> win;    // (n, W * step_in) masking head: the analysis window (W > 1)
   std::vector<float> win_tail;  // (W - 1, step_in) the window's next tail
   std::vector<float> feat;   // (n, K / 2) log-power features (log_power_input)
+  std::vector<float> scores; // (W) attention: one head's scores, then weights
 
   Impl(const Model& m, int max_block_) : cfg(m.config()), P(m.params().data()), max_block(max_block_) {
     const ParamTable& t = m.table();
@@ -104,6 +105,7 @@ struct Stream::Impl {
       win_tail.resize(static_cast<size_t>(cfg.analysis_frames - 1) * cfg.step_in());
     }
     if (cfg.log_power_input) feat.resize(n * (cfg.mask_bins / 2));
+    if (cfg.hybrid()) scores.resize(cfg.attention_window);
   }
 
   void block(const float* in, float* out, int n);
@@ -122,7 +124,8 @@ void Stream::Impl::attention_layer(const LayerOffsets& L, float* st, int n) {
   rmsnorm_forward(un.data(), rstd.data(), h.data(), P + L.norm, n, D, cfg.norm_eps);
   linear_forward(proj.data(), un.data(), P + L.in_proj, nullptr, n, D, 3 * HP);
   for (int t = 0; t < n; ++t)
-    attention_step(y.data() + static_cast<size_t>(t) * HP, st, proj.data() + static_cast<size_t>(t) * 3 * HP, ad);
+    attention_step(y.data() + static_cast<size_t>(t) * HP, st, proj.data() + static_cast<size_t>(t) * 3 * HP, ad,
+                   scores.data());
   linear_forward(o.data(), y.data(), P + L.out_proj, nullptr, n, HP, D);
   for (size_t i = 0; i < static_cast<size_t>(n) * D; ++i) h[i] += o[i];
 }

@@ -80,11 +80,14 @@ void attention_backward(Real* dqkv,                 // (B, T, 3, H, P)          
 
 // One step of one stream, the recurrent form: y from the ring and this
 // step's qkv, then the step's k and v into the ring. O(W H P), never
-// allocates (real-time path); d.B and d.T are ignored.
+// allocates (real-time path): `scores` is the caller's scratch of W
+// numbers. d.B and d.T are ignored; the counters are trusted (a state from
+// outside goes through attention_check_state first).
 template <typename Real>
 void attention_step(Real* y,          // (H, P)
                     Real* state,      // (attention_state_size)  in/out
                     const Real* qkv,  // (3, H, P)
-                    const AttnDims& d);
+                    const AttnDims& d,
+                    Real* scores);    // (W)  scratch
 
 }  // namespace ssm
