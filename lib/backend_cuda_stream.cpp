@@ -18,6 +18,10 @@ struct BatchedStreamCuda::Impl {
 
 BatchedStreamCuda::BatchedStreamCuda(const Model& model, int streams, cudaStream_t stream, Options options)
     : impl_(std::make_unique<Impl>()) {
+  // kernels/model_step.cu steps SSM blocks only.
+  if (model.config().hybrid())
+    fail("BatchedStreamCuda: the batched GPU step has no attention layers (the model has attention_every " +
+         std::to_string(model.config().attention_every) + "); run it with ssm::Stream on the CPU");
   std::string why;
   const CudaModule* m = cuda_module(&why);
   if (!m) fail("BatchedStreamCuda: " + why);

@@ -11,6 +11,7 @@
 // A new op is one entry in cases(), a new backend one entry in kBackends.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -65,10 +66,10 @@ class Bufs {
     be_.download(be_.ctx, v.data(), p_.at(name), v.size());
     return std::vector<double>(v.begin(), v.end());
   }
-  // A host value (a loss) stored as a buffer of one element.
-  void put(const std::string& name, double value) {
+  // A host value (a loss) stored as a buffer of one element, or element i of a buffer.
+  void put(const std::string& name, double value, size_t i = 0) {
     const Real v = static_cast<Real>(value);
-    be_.upload(be_.ctx, p_.at(name), &v, 1);
+    be_.upload(be_.ctx, p_.at(name) + i, &v, 1);
   }
 
  private:
@@ -382,6 +383,45 @@ void s4d_cases(std::vector<Case>& out) {
   }
 }
 
+void attention_cases(std::vector<Case>& out) {
+  struct S {
+    ssm::AttnDims d;
+    bool states;
+  };
+  // T < W, T > W, T = W, W = 1, with and without the rings carried.
+  for (const S s : {S{{1, 1, 1, 1, 1}, false}, S{{2, 5, 2, 4, 16}, true}, S{{2, 45, 3, 8, 12}, true},
+                    S{{1, 64, 4, 16, 64}, false}, S{{3, 9, 2, 3, 9}, true}, S{{2, 13, 2, 5, 1}, true}}) {
+    const auto& d = s.d;
+    const size_t R = size_t(d.B) * d.T, HP = size_t(d.H) * d.P, SS = ssm::attention_state_size(d.H, d.P, d.W),
+                 ns = size_t(d.B) * SS;
+    std::vector<BufSpec> b = {{"qkv", R * 3 * HP, Kind::in, -2, 2}, {"dy", R * HP, Kind::in},
+                              {"y", R * HP, Kind::out},             {"lse", R * d.H, Kind::out},
+                              {"dqkv", R * 3 * HP, Kind::out}};
+    if (s.states)
+      b.insert(b.end(), {{"init", ns, Kind::in}, {"dfinal", ns, Kind::in}, {"final", ns, Kind::out},
+                         {"dinit", ns, Kind::out}});
+    out.push_back(make_case(
+        "attention", dims_text({{"B", d.B}, {"T", d.T}, {"H", d.H}, {"P", d.P}, {"W", d.W}, {"states", s.states}}), b,
+        [s, SS](const auto& be, auto& p) {
+          if (!be.attention_forward || !be.attention_backward) return false;
+          auto st = [&](const char* n) { return s.states ? p(n) : nullptr; };
+          if (s.states) {
+            // Valid counters: stream b's ring at head b, holding W - 1 - b entries (full, partial, empty).
+            const int S = s.d.W - 1;
+            for (int i = 0; i < s.d.B; ++i) {
+              const size_t at = i * SS + size_t(S) * 2 * s.d.H * s.d.P;
+              p.put("init", S > 0 ? i % S : 0, at);
+              p.put("init", std::max(0, S - i), at + 1);
+            }
+          }
+          const ops::AttnFwd<RealOf<decltype(p)>> f{p("y"), p("lse"), st("final"), p("qkv"), st("init"), s.d};
+          be.attention_forward(be.ctx, f);
+          be.attention_backward(be.ctx, {p("dqkv"), st("dinit"), p("dy"), st("dfinal"), p("lse"), f});
+          return true;
+        }));
+  }
+}
+
 void loss_cases(std::vector<Case>& out) {
   const std::pair<ops::LossKind, const char*> kinds[] = {
       {ops::LossKind::l1, "l1"}, {ops::LossKind::l2, "l2"}, {ops::LossKind::si_sdr, "si_sdr"}};
@@ -442,6 +482,7 @@ std::vector<Case> cases() {
   ssd_cases(all);
   scan_cases(all);
   s4d_cases(all);
+  attention_cases(all);
   loss_cases(all);
   adamw_cases(all);
   return all;

@@ -67,12 +67,14 @@ struct GraphCase {
   int B, T, chunk, in_channels, out_channels;
   double tol;  // relative, per output and per parameter tensor
   int frame = 1, mask_bins = 0;
+  int attention_every = 0;  // > 0: a hybrid, attention layers over a window of 24 (kernels/attention.cu)
 };
 
 std::string case_name(const GraphCase& c) {
   return std::string(ssm::block_kind_name(c.kind)) + (c.math == CudaMath::fp32 ? "_fp32" : "_tf32") + "_B" +
          std::to_string(c.B) + "_T" + std::to_string(c.T) + "_Q" + std::to_string(c.chunk) +
-         (c.frame > 1 ? "_F" + std::to_string(c.frame) : "") + (c.mask_bins > 0 ? "_K" + std::to_string(c.mask_bins) : "");
+         (c.frame > 1 ? "_F" + std::to_string(c.frame) : "") + (c.mask_bins > 0 ? "_K" + std::to_string(c.mask_bins) : "") +
+         (c.attention_every > 0 ? "_attention" + std::to_string(c.attention_every) : "");
 }
 
 class ModelGraphCudaGpu : public ::testing::TestWithParam<GraphCase> {};
@@ -88,6 +90,11 @@ TEST_P(ModelGraphCudaGpu, MatchesCpuGraph) {
   cfg.out_channels = c.out_channels;
   cfg.frame = c.frame;
   cfg.mask_bins = c.mask_bins;
+  if (c.attention_every > 0) {
+    cfg.attention_every = c.attention_every;
+    cfg.attention_window = 24;
+    cfg.attention_heads = 4;
+  }
   Model model(cfg);
   model.init(11);
   // Perturb every parameter so no tensor sits at a special value (norms at 1, D at 1).
@@ -154,7 +161,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ModelGraphCudaGpu,
                                            GraphCase{BlockKind::Mamba1, CudaMath::tf32, 2, 700, 64, 2, 1, 1e-2},
                                            // Frames with a masking head (the denoiser's shape, small).
                                            GraphCase{BlockKind::Mamba2, CudaMath::fp32, 3, 640, 16, 1, 1, 1e-3, 8, 24},
-                                           GraphCase{BlockKind::Mamba2, CudaMath::tf32, 2, 1280, 32, 1, 1, 1e-2, 16, 40}),
+                                           GraphCase{BlockKind::Mamba2, CudaMath::tf32, 2, 1280, 32, 1, 1, 1e-2, 16, 40},
+                                           // Hybrids: T past the window of 24, and T below it.
+                                           GraphCase{BlockKind::Mamba2, CudaMath::fp32, 3, 150, 32, 1, 1, 1e-3, 1, 0, 1},
+                                           GraphCase{BlockKind::Mamba1, CudaMath::fp32, 2, 20, 16, 1, 1, 1e-3, 1, 0, 2},
+                                           GraphCase{BlockKind::Mamba2, CudaMath::tf32, 2, 700, 64, 1, 1, 1e-2, 1, 0, 1}),
                          [](const auto& info) { return case_name(info.param); });
 
 // The trainer tests' short run with the denoiser's losses (L1 + MR-STFT).

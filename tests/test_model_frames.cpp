@@ -613,3 +613,22 @@ TEST(ModelBands, ConfigRoundTripAndChecks) {
   fails_with(R"({"frame": 4, "mask_bins": 12, "fixed_filterbank": true})", "'fixed_filterbank' needs");
   fails_with(R"({"frame": 4, "fixed_filterbank": true})", "'fixed_filterbank' needs");
 }
+
+// ------------------------------------------------ hybrids over frames
+// Attention layers interleaved (ModelConfig::attention_every) attend over
+// time steps, frames here: the stream, in random blocks and across a
+// snapshot taken mid-frame, is the sequence delayed by the frame wait, and
+// the rings travel in the state (the first piece shorter than the window).
+TEST(ModelFramesHybrid, StreamIsTheSequenceDelayedAndTheRingsCarry) {
+  for (const BlockKind kind : {BlockKind::Mamba2, BlockKind::Mamba1}) {
+    SCOPED_TRACE(ssm::block_kind_name(kind));
+    ModelConfig c = windowed_config(kind, true);
+    c.attention_every = 1;
+    c.attention_window = 6;
+    c.attention_heads = 2;
+    expect_stream_is_the_sequence_delayed(c, 91);  // 120 frames, window 6
+    Model m(c);
+    m.init(92);
+    ssm::testing::expect_state_carry_matches_whole(m, 2, 3 * c.frame, 20 * c.frame, 93);
+  }
+}

@@ -77,6 +77,9 @@ void add_bench_stream(CLI::App& bench) {
     const double peak = measured_core_peak();
     std::printf("model: %s block, D=%d L=%d E=%d N=%d, %zu parameters, %.0f FLOPs per sample\n",
                 block_kind_name(c.block), c.d_model, c.n_layers, c.inner(), c.d_state, model.num_params(), flops);
+    if (c.hybrid())
+      std::printf("hybrid: %d attention layers (one after every %d SSM layers), window %d, %d heads of %d\n",
+                  c.attention_layers(), c.attention_every, c.attention_window, c.attention_heads, c.attn_head_dim());
     if (c.frame > 1) std::printf("frames of %d samples: one model step per frame\n", c.frame);
     std::printf("one core: measured peak %.1f GFLOP/s (BLAS sgemm 256^3) -> floor %.2f us per sample\n",
                 peak / 1e9, flops / peak * 1e6);

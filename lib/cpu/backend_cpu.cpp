@@ -95,6 +95,13 @@ struct Cpu {
     ssm::s4d_conv_backward(a.dx, a.dlog_dt, a.dA_re_log, a.dA_im, a.dC, a.dD, a.dy, a.kernel, i.x, i.log_dt,
                            i.A_re_log, i.A_im, i.C, i.D, i.d);
   }
+  static void attention_forward(void*, const AttnFwd<Real>& a) {
+    ssm::attention_forward(a.y, a.lse, a.final_state, a.qkv, a.initial_state, a.d);
+  }
+  static void attention_backward(void*, const AttnBwd<Real>& a) {
+    const AttnFwd<Real>& i = a.in;
+    ssm::attention_backward(a.dqkv, a.dinitial_state, a.dy, a.dfinal_state, a.lse, i.qkv, i.initial_state, i.d);
+  }
   static void loss_forward(void*, const LossFwd<Real>& a) {
     *a.loss = by_loss_kind(
         a.kind, [&] { return ssm::l1_loss_forward(a.pred, a.target, a.d); },

@@ -1,6 +1,7 @@
 // The CUDA backend of ssm/backend_ops.hpp: each entry calls the op's launcher
 // (lib/cuda/*.cpp) on the backend's stream, with tf32 tensor-core products
 // (CudaMath::tf32). S4D has no CUDA version: its entries are null.
+// Attention runs a straightforward kernel (kernels/attention.cu).
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -13,6 +14,7 @@
 #include "device_array.hpp"
 #include "ssm/backend_ops.hpp"
 #include "ssm/cuda.hpp"
+#include "ssm/cuda_attention.hpp"
 #include "ssm/cuda_losses.hpp"
 #include "ssm/cuda_ops.hpp"
 #include "ssm/cuda_selective_scan.hpp"
@@ -124,6 +126,14 @@ struct Cuda {
   }
   static void unfold_backward(void* c, const UnfoldBwd<float>& a) {
     unfold_backward_cuda(a.dx, a.dy, a.dims.B, a.dims.T, a.dims.C, a.dims.W, ctx_of(c).stream);
+  }
+  static void attention_forward(void* c, const AttnFwd<float>& a) {
+    attention_forward_cuda(a.y, a.lse, a.final_state, a.qkv, a.initial_state, a.d, ctx_of(c).stream);
+  }
+  static void attention_backward(void* c, const AttnBwd<float>& a) {
+    const AttnFwd<float>& i = a.in;
+    attention_backward_cuda(a.dqkv, a.dinitial_state, a.dy, a.dfinal_state, a.lse, i.qkv, i.initial_state, i.d,
+                            ctx_of(c).stream);
   }
   static void conv1d_forward(void* c, const Conv1dFwd<float>& a) {
     conv1d_forward_cuda(a.y, a.final_tail, a.x, a.weight, a.bias, a.initial_tail, a.d, ctx_of(c).stream);

@@ -26,8 +26,9 @@
 
 namespace ssm {
 
-// Bump on any change to CudaModule or to the two interfaces below.
-constexpr int kCudaModuleAbi = 1;
+// Bump on any change to CudaModule, to the two interfaces below or to
+// ops::OpsTable (2: the attention entries).
+constexpr int kCudaModuleAbi = 2;
 // The module's file name (next to the library or the program, see
 // lib/backend.cpp for where it is looked for) and its entry point.
 inline constexpr char kCudaModuleFile[] = "libssm_cuda.so";

@@ -110,6 +110,8 @@ Forecaster::Forecaster(const Model& model, int horizon) : cfg_(model.config()), 
   require(c.n_groups * c.d_state <= kMaxGroupState,
           "forecaster: n_groups * d_state must be <= " + std::to_string(kMaxGroupState));
   require(c.d_conv >= 1 && c.d_conv <= 8, "forecaster: d_conv must be in 1..8");
+  require(!c.hybrid(), "forecaster: the model must have no attention layers (got attention_every " +
+                           std::to_string(c.attention_every) + ")");
   const ParamTable& t = model.table();
   p_.assign(model.params().data(), model.params().data() + model.params().size());
   enc_w_ = t.offset("encoder.weight");

@@ -8,7 +8,10 @@
 
 namespace ssm {
 
+// One per layer of cfg.layers(): an SSM block of cfg.block, or an attention
+// layer (norm, in_proj and out_proj only).
 struct LayerOffsets {
+  bool attention;
   size_t norm, in_proj, conv_w, conv_b, out_proj;
   size_t dt_bias, A_log, D;  // dt_bias is dt_proj.bias for Mamba-1
   size_t mixer_norm;         // Mamba-2
@@ -17,11 +20,17 @@ struct LayerOffsets {
 
 inline std::vector<LayerOffsets> model_layer_offsets(const ModelConfig& cfg, const ParamTable& t) {
   std::vector<LayerOffsets> out;
-  for (int i = 0; i < cfg.n_layers; ++i) {
+  for (int i = 0; i < cfg.layers(); ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     LayerOffsets o{};
+    o.attention = cfg.is_attention(i);
     o.norm = t.offset(p + "norm.weight");
     o.in_proj = t.offset(p + "mixer.in_proj.weight");
+    o.out_proj = t.offset(p + "mixer.out_proj.weight");
+    if (o.attention) {
+      out.push_back(o);
+      continue;
+    }
     o.conv_w = t.offset(p + "mixer.conv1d.weight");
     o.conv_b = t.offset(p + "mixer.conv1d.bias");
     o.out_proj = t.offset(p + "mixer.out_proj.weight");

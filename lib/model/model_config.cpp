@@ -65,6 +65,30 @@ void ModelConfig::validate() const {
   } else {
     require(n_groups == 1, "model config: mamba1 blocks use n_groups = 1");
   }
+  if (hybrid()) {
+    require(attention_every <= 1024, "model config: 'attention_every' must be in [0, 1024] (0 = no attention layers)");
+    require(attention_every <= n_layers, "model config: 'attention_every' (" + std::to_string(attention_every) +
+                                             ") is more than 'n_layers' (" + std::to_string(n_layers) +
+                                             "): no attention layer would be placed");
+    require(attention_window >= 1 && attention_window <= 65536,
+            "model config: 'attention_window' must be in [1, 65536], got " + std::to_string(attention_window));
+    require(attention_heads >= 1 && attention_heads <= 4096,
+            "model config: 'attention_heads' must be in [1, 4096], got " + std::to_string(attention_heads));
+    require(attention_head_dim >= 0 && attention_head_dim <= 4096,
+            "model config: 'attention_head_dim' must be in [0, 4096] (0 = d_model / attention_heads), got " +
+                std::to_string(attention_head_dim));
+    require(attention_head_dim > 0 || d_model % attention_heads == 0,
+            "model config: 'attention_head_dim' 0 takes d_model / attention_heads, but 'd_model' (" +
+                std::to_string(d_model) + ") is not a multiple of 'attention_heads' (" +
+                std::to_string(attention_heads) + ")");
+    require(int64_t{attention_window} * attention_heads * attn_head_dim() <= (int64_t{1} << 26),
+            "model config: attention_window * attention_heads * head dim is beyond what this library supports");
+  } else {
+    require(attention_every == 0, "model config: 'attention_every' must be >= 0 (0 = no attention layers), got " +
+                                      std::to_string(attention_every));
+    require(attention_window == 64 && attention_heads == 4 && attention_head_dim == 0,
+            "model config: 'attention_window', 'attention_heads' and 'attention_head_dim' need 'attention_every' > 0");
+  }
   require(dt_min > 0 && dt_max >= dt_min, "model config: need 0 < dt_min <= dt_max");
   require(dt_init_floor > 0, "model config: 'dt_init_floor' must be > 0");
   require(norm_eps > 0, "model config: 'norm_eps' must be > 0");
@@ -75,7 +99,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
                              {"block", "d_model", "n_layers", "expand", "head_dim", "d_state", "d_conv", "n_groups",
                               "dt_rank", "chunk", "in_channels", "out_channels", "sample_rate", "lookahead", "frame", "mask_bins",
                               "mask_bands", "fixed_filterbank",
-                              "analysis_frames", "log_power_input",
+                              "analysis_frames", "log_power_input", "attention_every", "attention_window",
+                              "attention_heads", "attention_head_dim",
                               "dt_min", "dt_max", "dt_init_floor", "norm_eps"});
   ModelConfig c;
   std::string block;
@@ -105,6 +130,13 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   f.get("log_power_input", c.log_power_input);
   f.get("mask_bands", c.mask_bands);
   f.get("fixed_filterbank", c.fixed_filterbank);
+  f.get("attention_every", c.attention_every);
+  f.get("attention_window", c.attention_window);
+  f.get("attention_heads", c.attention_heads);
+  f.get("attention_head_dim", c.attention_head_dim);
+  if (c.attention_every == 0)
+    for (const char* k : {"attention_window", "attention_heads", "attention_head_dim"})
+      if (f.find(k)) fail(source + ": '" + k + "' needs 'attention_every' > 0 (attention layers), which is 0");
   f.get("dt_min", c.dt_min);
   f.get("dt_max", c.dt_max);
   f.get("dt_init_floor", c.dt_init_floor);
@@ -152,6 +184,12 @@ nlohmann::json ModelConfig::to_json() const {
   if (log_power_input) j["log_power_input"] = true;
   if (mask_bands != 0) j["mask_bands"] = mask_bands;
   if (fixed_filterbank) j["fixed_filterbank"] = true;
+  if (hybrid()) {
+    j["attention_every"] = attention_every;
+    j["attention_window"] = attention_window;
+    j["attention_heads"] = attention_heads;
+    j["attention_head_dim"] = attention_head_dim;
+  }
   return j;
 }
 

@@ -2,7 +2,9 @@
 // once over the ops of a backend (ssm/backend_ops.hpp).
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "ssm/backend_ops.hpp"
 #include "ssm/model.hpp"
@@ -54,7 +56,7 @@ template <typename Real>
 struct LayerActs {
   explicit LayerActs(const ops::OpsTable<Real>* be)
       : u(be), rstd(be), un(be), z(be), cin(be), cpre(be), x(be), Bm(be), Cm(be), dt_raw(be), y(be), rstd2(be),
-        yn(be), dt_low(be) {}
+        yn(be), dt_low(be), qkv(be), lse(be) {}
   Buf<Real> u;       // (R, D) layer input (residual stream)
   Buf<Real> rstd;    // (R)
   Buf<Real> un;      // (R, D) normalised input
@@ -68,6 +70,8 @@ struct LayerActs {
   Buf<Real> rstd2;   // (R, G) gated norm (Mamba-2)
   Buf<Real> yn;      // (R, E) gated norm output (Mamba-2)
   Buf<Real> dt_low;  // (R, rank) Mamba-1
+  Buf<Real> qkv;     // (R, 3 * Ha * Pa) attention: [q | k | v]; y is (R, Ha * Pa) there
+  Buf<Real> lse;     // (R, Ha) attention: each row's log-sum-exp
 };
 
 // Gradient buffers of the backward, reused from call to call.
@@ -144,6 +148,13 @@ struct ModelGraph<Real>::Impl {
                        const Real* du_next);
   void mamba1_backward(Real* du, LayerActs<Real>& a, const LayerOffsets& o, const Real* P, Real* dP,
                        const Real* du_next);
+  void attention_forward(LayerActs<Real>& a, const LayerOffsets& o, const Real* P, Real* u_next, const Real* st,
+                         Real* next_st);
+  void attention_backward(Real* du, LayerActs<Real>& a, const LayerOffsets& o, const Real* P, Real* dP,
+                          const Real* du_next);
+  AttnDims attn_dims() const {
+    return {B, T, cfg.attention_heads, cfg.attn_head_dim(), cfg.attention_window};
+  }
 };
 
 template <typename Real>
@@ -165,7 +176,12 @@ ModelGraph<Real>::ModelGraph(const ModelConfig& cfg, const ParamTable& t, const 
     if (cfg.mask_bands > 0) m.band_x = t.offset("band_expand.weight");
   }
   m.off = model_layer_offsets(cfg, t);
-  for (int l = 0; l < cfg.n_layers; ++l) m.acts.emplace_back(&backend);
+  for (int l = 0; l < cfg.layers(); ++l) m.acts.emplace_back(&backend);
+  // A backend without the op fails here, naming it: never a silent fallback.
+  if (cfg.hybrid() && !backend.attention_forward)
+    fail(std::string("model graph: backend '") + backend.name +
+         "' has no attention_forward op, which the model's attention layers (attention_every " +
+         std::to_string(cfg.attention_every) + ") need");
 }
 
 template <typename Real>
@@ -200,16 +216,17 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   const int D = cfg.d_model, Ci = cfg.step_in();
   gather(in_saved.grow(R * Ci), in, R, Ci, 0, Ci);
   // State layout: per layer, a (B, K-1, Cc) conv tail then a (B, E, N) SSM
-  // state; after the layers, the analysis's (B, W - 1, Ci) earlier frames.
-  const size_t tail_n = static_cast<size_t>(B) * (cfg.d_conv - 1) * cfg.conv_channels();
-  const size_t layer_n = tail_n + static_cast<size_t>(B) * cfg.inner() * cfg.d_state;
+  // state, or an attention layer's (B, attention_state_size) rings; after
+  // the layers, the analysis's (B, W - 1, Ci) earlier frames.
+  std::vector<size_t> layer_at(cfg.layers() + 1, 0);  // (L + 1) where each layer's state starts
+  for (int l = 0; l < cfg.layers(); ++l) layer_at[l + 1] = layer_at[l] + B * model_layer_state_size(cfg, l);
   const Real* enc_in = in_saved.data();  // (R, encoder_in)
   if (cfg.masking()) {
     // The analysis of the last W frames; the mask applies to these bins.
     const int K = cfg.mask_bins, W = cfg.analysis_frames;
     const Real* win = in_saved.data();  // (R, W * Ci)
     if (W > 1) {
-      const size_t at = cfg.n_layers * layer_n;
+      const size_t at = layer_at[cfg.layers()];
       ops.unfold_forward(ctx(), {win_saved.grow(R * cfg.analysis_in()), next_state ? next_state + at : nullptr,
                                  in_saved.data(), state ? state + at : nullptr, ops::UnfoldDims{B, T, Ci, W}});
       win = win_saved.data();
@@ -223,11 +240,13 @@ void ModelGraph<Real>::Impl::forward(Real* out, const Real* in, const Real* P, i
   }
   // Encoder into the first layer's input.
   linear(acts[0].u.grow(R * D), enc_in, P + enc_w, P + enc_b, R, cfg.encoder_in(), D);
-  for (int l = 0; l < cfg.n_layers; ++l) {
-    Real* u_next = l + 1 < cfg.n_layers ? acts[l + 1].u.grow(R * D) : h_last.grow(R * D);
-    const Real* st = state ? state + l * layer_n : nullptr;
-    Real* nst = next_state ? next_state + l * layer_n : nullptr;
-    if (cfg.block == BlockKind::Mamba2)
+  for (int l = 0; l < cfg.layers(); ++l) {
+    Real* u_next = l + 1 < cfg.layers() ? acts[l + 1].u.grow(R * D) : h_last.grow(R * D);
+    const Real* st = state ? state + layer_at[l] : nullptr;
+    Real* nst = next_state ? next_state + layer_at[l] : nullptr;
+    if (off[l].attention)
+      attention_forward(acts[l], off[l], P, u_next, st, nst);
+    else if (cfg.block == BlockKind::Mamba2)
       mamba2_forward(acts[l], off[l], P, u_next, st, nst);
     else
       mamba1_forward(acts[l], off[l], P, u_next, st, nst);
@@ -337,8 +356,13 @@ void ModelGraph<Real>::Impl::backward(Real* dP, Real* din, const Real* dout, con
   }
   ops.rmsnorm_backward(ctx(), {dh, nullptr, dP + norm_f, dhn, rstd_f.data(), h_last.data(), nullptr, P + norm_f,
                                static_cast<int>(R), D, 1});
-  for (int l = cfg.n_layers - 1; l >= 0; --l) {
-    if (cfg.block == BlockKind::Mamba2)
+  require(!cfg.hybrid() || ops.attention_backward,
+          std::string("model backward: backend '") + ops.name +
+              "' has no attention_backward op, which the model's attention layers need");
+  for (int l = cfg.layers() - 1; l >= 0; --l) {
+    if (off[l].attention)
+      attention_backward(dh_prev, acts[l], off[l], P, dP, dh);
+    else if (cfg.block == BlockKind::Mamba2)
       mamba2_backward(dh_prev, acts[l], off[l], P, dP, dh);
     else
       mamba1_backward(dh_prev, acts[l], off[l], P, dP, dh);
@@ -450,6 +474,38 @@ void ModelGraph<Real>::Impl::mamba1_backward(Real* du, LayerActs<Real>& a, const
   scatter(dxz, dcin, R, 2 * E, 0, E);
   scatter(dxz, dz, R, 2 * E, E, E);
   linear_bwd(dun, dP + o.in_proj, nullptr, dxz, a.un.data(), P + o.in_proj, R, D, 2 * E);
+  ops.rmsnorm_backward(ctx(), {du, nullptr, dP + o.norm, dun, a.rstd.data(), a.u.data(), nullptr, P + o.norm,
+                               static_cast<int>(R), D, 1});
+  add(du, du_next, R * D);
+}
+
+// Pre-norm residual, as the SSM blocks: u -> RMSNorm -> in_proj -> [q | k | v]
+// -> sliding-window attention -> out_proj -> + u.
+template <typename Real>
+void ModelGraph<Real>::Impl::attention_forward(LayerActs<Real>& a, const LayerOffsets& o, const Real* P,
+                                               Real* u_next, const Real* st, Real* nst) {
+  const size_t R = static_cast<size_t>(B) * T;
+  const int D = cfg.d_model, HP = cfg.attn_inner(), H = cfg.attention_heads;
+  ops.rmsnorm_forward(ctx(), {a.un.grow(R * D), a.rstd.grow(R), a.u.data(), nullptr, P + o.norm,
+                              static_cast<int>(R), D, 1, cfg.norm_eps});
+  linear(a.qkv.grow(R * 3 * HP), a.un.data(), P + o.in_proj, nullptr, R, D, 3 * HP);
+  ops.attention_forward(ctx(), {a.y.grow(R * HP), a.lse.grow(R * H), nst, a.qkv.data(), st, attn_dims()});
+  linear(u_next, a.y.data(), P + o.out_proj, nullptr, R, HP, D);
+  add(u_next, a.u.data(), R * D);
+}
+
+template <typename Real>
+void ModelGraph<Real>::Impl::attention_backward(Real* du, LayerActs<Real>& a, const LayerOffsets& o, const Real* P,
+                                                Real* dP, const Real* du_next) {
+  const size_t R = static_cast<size_t>(B) * T;
+  const int D = cfg.d_model, HP = cfg.attn_inner();
+  Real* dy = g.e1.grow(R * HP);  // (R, HP)
+  linear_bwd(dy, dP + o.out_proj, nullptr, du_next, a.y.data(), P + o.out_proj, R, HP, D);
+  Real* dqkv = g.proj.grow(R * 3 * HP);  // (R, 3 HP)
+  const ops::AttnFwd<Real> fwd{nullptr, nullptr, nullptr, a.qkv.data(), nullptr, attn_dims()};
+  ops.attention_backward(ctx(), {dqkv, nullptr, dy, nullptr, a.lse.data(), fwd});
+  Real* dun = g.dun.grow(R * D);  // (R, D)
+  linear_bwd(dun, dP + o.in_proj, nullptr, dqkv, a.un.data(), P + o.in_proj, R, D, 3 * HP);
   ops.rmsnorm_backward(ctx(), {du, nullptr, dP + o.norm, dun, a.rstd.data(), a.u.data(), nullptr, P + o.norm,
                                static_cast<int>(R), D, 1});
   add(du, du_next, R * D);

@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include "ssm/attention.hpp"
 #include "ssm/model.hpp"
 #include "ssm/safetensors.hpp"
 
@@ -88,9 +89,16 @@ ParamTable model_param_table(const ModelConfig& cfg) {
   ParamTable t;
   t.add({"encoder.weight", {D, cfg.encoder_in()}, 1.0f});
   t.add({"encoder.bias", {D}, 0.0f});
-  for (int i = 0; i < cfg.n_layers; ++i) {
+  for (int i = 0; i < cfg.layers(); ++i) {
     const std::string p = layer_prefix(i);
     t.add({p + "norm.weight", {D}, 0.0f});
+    if (cfg.is_attention(i)) {
+      // mamba_ssm's MHA (qkv_proj_bias=False, out_proj_bias=False): in_proj packs [q | k | v].
+      const int64_t HP = cfg.attn_inner();
+      t.add({p + "mixer.in_proj.weight", {3 * HP, D}, 1.0f});
+      t.add({p + "mixer.out_proj.weight", {D, HP}, 1.0f});
+      continue;
+    }
     if (cfg.block == BlockKind::Mamba2) {
       const int64_t H = cfg.heads(), G = cfg.n_groups;
       t.add({p + "mixer.in_proj.weight", {2 * E + 2 * G * N + H, D}, 1.0f});
@@ -190,11 +198,15 @@ void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed
   params.zero();
   linear("encoder.weight");
   // Residual branches scaled by 1/sqrt(L) so the stream's variance stays put.
-  const double out_scale = 1.0 / std::sqrt(static_cast<double>(cfg.n_layers));
-  for (int i = 0; i < cfg.n_layers; ++i) {
+  const double out_scale = 1.0 / std::sqrt(static_cast<double>(cfg.layers()));
+  for (int i = 0; i < cfg.layers(); ++i) {
     const std::string p = layer_prefix(i);
     fill(params.at(p + "norm.weight"), t.numel(p + "norm.weight"), 1.0f);
     linear(p + "mixer.in_proj.weight");
+    if (cfg.is_attention(i)) {
+      linear(p + "mixer.out_proj.weight", out_scale);
+      continue;
+    }
     const double conv_bound = 1.0 / std::sqrt(static_cast<double>(cfg.d_conv));
     uniform(params.at(p + "mixer.conv1d.weight"), t.numel(p + "mixer.conv1d.weight"), -conv_bound, conv_bound);
     uniform(params.at(p + "mixer.conv1d.bias"), t.numel(p + "mixer.conv1d.bias"), -conv_bound, conv_bound);
@@ -255,11 +267,18 @@ void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed
   }
 }
 
-size_t model_state_size(const ModelConfig& cfg) {
+size_t model_layer_state_size(const ModelConfig& cfg, int layer) {
+  if (cfg.is_attention(layer)) return attention_state_size(cfg.attention_heads, cfg.attn_head_dim(), cfg.attention_window);
   const size_t tail = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
   const size_t ssm = static_cast<size_t>(cfg.inner()) * cfg.d_state;  // H*P*N == E*N
+  return tail + ssm;
+}
+
+size_t model_state_size(const ModelConfig& cfg) {
+  size_t n = 0;
+  for (int l = 0; l < cfg.layers(); ++l) n += model_layer_state_size(cfg, l);
   // Then the frames before the current one that the analysis reads.
-  return cfg.n_layers * (tail + ssm) + static_cast<size_t>(cfg.analysis_frames - 1) * cfg.step_in();
+  return n + static_cast<size_t>(cfg.analysis_frames - 1) * cfg.step_in();
 }
 
 double model_flops_per_step(const ModelConfig& cfg) {
@@ -278,12 +297,17 @@ double model_flops_per_step(const ModelConfig& cfg) {
     per_layer += E * N * 6 + 6 * E;                // exp per (e, n), update, readout, gate
   }
   per_layer += 2 * E * D + D;  // out_proj + residual
+  // An attention layer once its window is full: RMSNorm, in_proj to q, k, v,
+  // W scores and W weighted values per head (2 H P each), the softmax (an
+  // exp, a bias and a sum per score), out_proj and the residual.
+  const double HP = cfg.attn_inner(), W = cfg.attention_window, Ha = cfg.attention_heads;
+  const double attn_layer = 4 * D + 2 * D * 3 * HP + W * 4 * HP + W * Ha * 4 + 2 * HP * D + D;
   const double head = cfg.masking() ? 2.0 * D * cfg.head_out() +
                                            (cfg.mask_bands > 0 ? 2.0 * cfg.mask_bands * cfg.mask_bins : 0.0) + 2.0 * cfg.analysis_in() * cfg.mask_bins +
                                            5.0 * cfg.mask_bins + 2.0 * cfg.mask_bins * cfg.step_out() +
                                            (cfg.log_power_input ? 2.0 * cfg.mask_bins : 0.0)
                                      : 2.0 * D * cfg.step_out();
-  return cfg.n_layers * per_layer + 2.0 * cfg.encoder_in() * D + 4 * D + head;
+  return cfg.n_layers * per_layer + cfg.attention_layers() * attn_layer + 2.0 * cfg.encoder_in() * D + 4 * D + head;
 }
 
 Model::Model(ModelConfig cfg) : cfg_(std::move(cfg)), params_(model_param_table(cfg_)) {}

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "layer_offsets.hpp"
+#include "ssm/attention.hpp"
 #include "ssm/conv1d.hpp"
 #include "ssm/hash.hpp"
 #include "ssm/layers.hpp"
@@ -27,9 +28,11 @@ struct Stream::Impl {
   size_t band_x = 0;            // masking head with bands: the band-to-bin matrix
   std::vector<LayerOffsets> off;
   int max_block;
-  size_t layer_state, tail_size;
-  // Per layer: conv tail (K-1, Cc), then SSM state (E, N) = (H, P, N);
-  // after the layers, the (W - 1, step_in) frames the analysis window holds.
+  size_t tail_size;
+  std::vector<size_t> layer_at;  // (L + 1) where each layer's state starts; the last: the analysis tail
+  // Per layer: conv tail (K-1, Cc), then SSM state (E, N) = (H, P, N), or an
+  // attention layer's ring (ssm/attention.hpp); after the layers, the
+  // (W - 1, step_in) frames the analysis window holds.
   std::vector<float> state;
   // Frames (F = cfg.frame > 1): input samples gather until a frame is whole;
   // the frame's outputs are handed out one per input sample after it.
@@ -41,12 +44,12 @@ struct Stream::Impl {
   std::vector<float> h;      // (n, D) residual stream
   std::vector<float> un;     // (n, D)
   std::vector<float> rstd;   // (n, G)
-  std::vector<float> proj;   // (n, F) in_proj output
+  std::vector<float> proj;   // (n, F) in_proj output; attention: (n, 3 Ha Pa) [q | k | v]
   std::vector<float> act;    // (n, Cc) conv + SiLU output
   std::vector<float> xdbl;   // (n, rank + 2N) Mamba-1 x_proj output
   std::vector<float> dt;     // (n, E) Mamba-1 dt_raw
   std::vector<float> z;      // (n, E)
-  std::vector<float> y;      // (n, E)
+  std::vector<float> y;      // (n, E); attention: (n, Ha Pa)
   std::vector<float> yn;     // (n, E)
   std::vector<float> o;      // (n, D)
   std::vector<float> band_logit;  // (n, mask_bands) masking head with bands: the head's output
@@ -55,6 +58,7 @@ struct Stream::Impl {
   std::vector<float> win;    // (n, W * step_in) masking head: the analysis window (W > 1)
   std::vector<float> win_tail;  // (W - 1, step_in) the window's next tail
   std::vector<float> feat;   // (n, K / 2) log-power features (log_power_input)
+  std::vector<float> scores; // (W) attention: one head's scores, then weights
 
   Impl(const Model& m, int max_block_) : cfg(m.config()), P(m.params().data()), max_block(max_block_) {
     const ParamTable& t = m.table();
@@ -70,7 +74,8 @@ struct Stream::Impl {
     }
     off = model_layer_offsets(cfg, t);
     tail_size = static_cast<size_t>(cfg.d_conv - 1) * cfg.conv_channels();
-    layer_state = tail_size + static_cast<size_t>(cfg.inner()) * cfg.d_state;
+    layer_at.assign(cfg.layers() + 1, 0);
+    for (int l = 0; l < cfg.layers(); ++l) layer_at[l + 1] = layer_at[l] + model_layer_state_size(cfg, l);
     state.assign(model_state_size(cfg), 0.0f);
     if (cfg.frame > 1) {
       frame_in.assign(static_cast<size_t>(cfg.step_in()), 0.0f);
@@ -78,7 +83,9 @@ struct Stream::Impl {
       block_out.assign(static_cast<size_t>(max_block) * cfg.step_out(), 0.0f);
     }
     const size_t n = max_block, D = cfg.d_model, E = cfg.inner(), N = cfg.d_state;
-    const size_t F = cfg.block == BlockKind::Mamba2 ? 2 * E + 2 * cfg.n_groups * N + cfg.heads() : 2 * E;
+    const size_t HPa = cfg.hybrid() ? cfg.attn_inner() : 0;
+    const size_t F = std::max(cfg.block == BlockKind::Mamba2 ? 2 * E + 2 * cfg.n_groups * N + cfg.heads() : 2 * E,
+                              3 * HPa);
     h.resize(n * D);
     un.resize(n * D);
     rstd.resize(n * cfg.n_groups);
@@ -87,7 +94,7 @@ struct Stream::Impl {
     xdbl.resize(n * (cfg.rank() + 2 * N));
     dt.resize(n * E);
     z.resize(n * E);
-    y.resize(n * E);
+    y.resize(n * std::max(E, HPa));
     yn.resize(n * E);
     o.resize(n * D);
     band_logit.resize(n * cfg.mask_bands);
@@ -98,6 +105,7 @@ struct Stream::Impl {
       win_tail.resize(static_cast<size_t>(cfg.analysis_frames - 1) * cfg.step_in());
     }
     if (cfg.log_power_input) feat.resize(n * (cfg.mask_bins / 2));
+    if (cfg.hybrid()) scores.resize(cfg.attention_window);
   }
 
   void block(const float* in, float* out, int n);
@@ -105,7 +113,22 @@ struct Stream::Impl {
   size_t snapshot_floats() const { return state.size() + (cfg.frame > 1 ? frame_in.size() + frame_out.size() + 1 : 0); }
   void mamba2_layer(const LayerOffsets& L, float* st, int n);
   void mamba1_layer(const LayerOffsets& L, float* st, int n);
+  void attention_layer(const LayerOffsets& L, float* st, int n);
+  AttnDims attn_dims() const { return {1, 1, cfg.attention_heads, cfg.attn_head_dim(), cfg.attention_window}; }
 };
+
+// The projections of the block as matrix products; the ring advances a step at a time.
+void Stream::Impl::attention_layer(const LayerOffsets& L, float* st, int n) {
+  const int D = cfg.d_model, HP = cfg.attn_inner();
+  const AttnDims ad = attn_dims();
+  rmsnorm_forward(un.data(), rstd.data(), h.data(), P + L.norm, n, D, cfg.norm_eps);
+  linear_forward(proj.data(), un.data(), P + L.in_proj, nullptr, n, D, 3 * HP);
+  for (int t = 0; t < n; ++t)
+    attention_step(y.data() + static_cast<size_t>(t) * HP, st, proj.data() + static_cast<size_t>(t) * 3 * HP, ad,
+                   scores.data());
+  linear_forward(o.data(), y.data(), P + L.out_proj, nullptr, n, HP, D);
+  for (size_t i = 0; i < static_cast<size_t>(n) * D; ++i) h[i] += o[i];
+}
 
 void Stream::Impl::mamba2_layer(const LayerOffsets& L, float* st, int n) {
   const int D = cfg.d_model, E = cfg.inner(), H = cfg.heads(), G = cfg.n_groups, N = cfg.d_state;
@@ -167,7 +190,7 @@ void Stream::Impl::block(const float* in, float* out, int n) {
     // The analysis of the last W frames (the earlier ones kept in the state).
     const float* w = in;  // (n, W * step_in)
     if (cfg.analysis_frames > 1) {
-      float* tail = state.data() + cfg.n_layers * layer_state;
+      float* tail = state.data() + layer_at.back();
       unfold_forward(win.data(), win_tail.data(), in, tail, 1, n, cfg.step_in(), cfg.analysis_frames);
       std::copy(win_tail.begin(), win_tail.end(), tail);
       w = win.data();
@@ -179,9 +202,11 @@ void Stream::Impl::block(const float* in, float* out, int n) {
     }
   }
   linear_forward(h.data(), enc_in, P + enc_w, P + enc_b, n, cfg.encoder_in(), D);
-  for (int l = 0; l < cfg.n_layers; ++l) {
-    float* st = state.data() + l * layer_state;
-    if (cfg.block == BlockKind::Mamba2)
+  for (int l = 0; l < cfg.layers(); ++l) {
+    float* st = state.data() + layer_at[l];
+    if (off[l].attention)
+      attention_layer(off[l], st, n);
+    else if (cfg.block == BlockKind::Mamba2)
       mamba2_layer(off[l], st, n);
     else
       mamba1_layer(off[l], st, n);
@@ -308,6 +333,14 @@ void Stream::restore(const std::vector<uint8_t>& bytes) {
   std::vector<float> values(n);  // (state_size)
   std::memcpy(values.data(), bytes.data() + head, n * sizeof(float));
   for (size_t i = 0; i < n; ++i) require(std::isfinite(values[i]), "stream snapshot: non-finite state value");
+  for (int l = 0; l < s.cfg.layers(); ++l) {
+    if (!s.off[l].attention) continue;
+    try {
+      attention_check_state(values.data() + s.layer_at[l], s.attn_dims());
+    } catch (const Error& e) {
+      fail("stream snapshot: layer " + std::to_string(l) + ": " + e.what());
+    }
+  }
   int fill = 0;
   if (s.cfg.frame > 1) {
     const float f = values.back();

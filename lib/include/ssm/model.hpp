@@ -39,8 +39,11 @@ ParamTable model_param_table(const ModelConfig& cfg);
 // D = 1, norms = 1, projections uniform(+-1/sqrt(fan_in)). Deterministic in `seed`.
 void model_init(ParamBlock<float>& params, const ModelConfig& cfg, uint64_t seed);
 
-// Floats of recurrent state one stream carries (every layer's conv tail and SSM state).
+// Floats of recurrent state one stream carries (every layer's conv tail and
+// SSM state, or an attention layer's ring of keys and values).
 size_t model_state_size(const ModelConfig& cfg);
+// Of layer `layer` (0 <= layer < cfg.layers()) alone.
+size_t model_layer_state_size(const ModelConfig& cfg, int layer);
 // Multiply-adds counted as 2 FLOPs, per time step in recurrent mode.
 double model_flops_per_step(const ModelConfig& cfg);
 

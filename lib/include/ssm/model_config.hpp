@@ -56,6 +56,16 @@ struct ModelConfig {
   // Masking head: the analysis and synthesis stay the windowed Fourier basis
   // and its inverse they start as (tensors the optimizer does not move).
   bool fixed_filterbank = false;
+  // Hybrid: one causal sliding-window attention layer (ALiBi positions,
+  // lib/internal/ssm/attention.hpp) after every `attention_every` SSM
+  // layers; 0 = none. n_layers counts the SSM layers, layers() all of them;
+  // layer i is an attention layer when (i + 1) is a multiple of
+  // attention_every + 1 (k = 2: SSM, SSM, attention, SSM, SSM, attention).
+  // The other three are set only with attention_every > 0.
+  int attention_every = 0;
+  int attention_window = 64;   // W: a step attends to itself and the W - 1 steps before it
+  int attention_heads = 4;     // heads of an attention layer
+  int attention_head_dim = 0;  // head dim of an attention layer; 0 = d_model / attention_heads
   double dt_min = 0.001;  // dt initialisation range
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
@@ -65,6 +75,12 @@ struct ModelConfig {
   int heads() const { return inner() / head_dim; }             // H
   int conv_channels() const;                                   // channels of the depthwise conv
   int rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
+  bool hybrid() const { return attention_every > 0; }
+  int attention_layers() const { return hybrid() ? n_layers / attention_every : 0; }
+  int layers() const { return n_layers + attention_layers(); }  // SSM and attention layers
+  bool is_attention(int layer) const { return hybrid() && (layer + 1) % (attention_every + 1) == 0; }
+  int attn_head_dim() const { return attention_head_dim > 0 ? attention_head_dim : d_model / attention_heads; }
+  int attn_inner() const { return attention_heads * attn_head_dim(); }  // H * P of an attention layer
   int step_in() const { return frame * in_channels; }    // values read per time step
   int step_out() const { return frame * out_channels; }  // values written per time step
   bool masking() const { return mask_bins > 0; }

@@ -9,7 +9,7 @@
 // device for cuda): get it from alloc() and move data with upload() /
 // download(). Conventions are those of the ops' own headers (ssm/layers.hpp,
 // ssm/conv1d.hpp, ssm/ssd.hpp, ssm/selective_scan.hpp, ssm/s4d.hpp,
-// ssm/losses.hpp, ssm/optim.hpp): activation gradients are assigned (=),
+// ssm/attention.hpp, ssm/losses.hpp, ssm/optim.hpp): activation gradients are assigned (=),
 // parameter gradients accumulate (+=); "or null" buffers may be null.
 //
 // Adding an op: its two args structs here, one entry in OpsTable, one
@@ -22,6 +22,7 @@
 #include <string>
 #include <type_traits>
 
+#include "ssm/attention.hpp"
 #include "ssm/conv1d.hpp"
 #include "ssm/losses.hpp"
 #include "ssm/optim.hpp"
@@ -223,6 +224,28 @@ struct S4dBwd {
   S4dFwd<Real> in;       // the forward's inputs (its outputs unused)
 };
 
+// ---- causal sliding-window attention with ALiBi (ssm/attention.hpp) ----
+// State per stream: a ring of the last W - 1 keys and values and its two
+// counters, attention_state_size(H, P, W) numbers.
+template <typename Real>
+struct AttnFwd {
+  Real* y;                    // (B, T, H, P)
+  Real* lse;                  // (B, T, H)  saved
+  Real* final_state;          // (B, attention_state_size) or null; may be initial_state
+  const Real* qkv;            // (B, T, 3, H, P)  [q | k | v]
+  const Real* initial_state;  // (B, attention_state_size) or null (the empty ring)
+  AttnDims d;
+};
+template <typename Real>
+struct AttnBwd {
+  Real* dqkv;                 // (B, T, 3, H, P)                    =
+  Real* dinitial_state;       // (B, attention_state_size) or null  =
+  const Real* dy;             // (B, T, H, P)
+  const Real* dfinal_state;   // (B, attention_state_size) or null
+  const Real* lse;            // (B, T, H)  from the forward
+  AttnFwd<Real> in;           // the forward's inputs (its outputs unused)
+};
+
 // ---- losses on (B, T) signals ----
 enum class LossKind { l1, l2, si_sdr };
 template <typename Real>
@@ -297,6 +320,8 @@ struct OpsTable {
   void (*scan_backward)(void* ctx, const ScanBwd<Real>&);
   void (*s4d_forward)(void* ctx, const S4dFwd<Real>&);
   void (*s4d_backward)(void* ctx, const S4dBwd<Real>&);
+  void (*attention_forward)(void* ctx, const AttnFwd<Real>&);
+  void (*attention_backward)(void* ctx, const AttnBwd<Real>&);
   void (*loss_forward)(void* ctx, const LossFwd<Real>&);
   void (*loss_backward)(void* ctx, const LossBwd<Real>&);
   void (*adamw_step)(void* ctx, const AdamwStep<Real>&);
@@ -337,6 +362,8 @@ OpsTable<Real> make_ops_table(const char* name, void* ctx) {
   SSM_OPS_ENTRY(scan_backward);
   SSM_OPS_ENTRY(s4d_forward);
   SSM_OPS_ENTRY(s4d_backward);
+  SSM_OPS_ENTRY(attention_forward);
+  SSM_OPS_ENTRY(attention_backward);
   SSM_OPS_ENTRY(loss_forward);
   SSM_OPS_ENTRY(loss_backward);
   SSM_OPS_ENTRY(adamw_step);
