@@ -118,6 +118,8 @@ void DetectorConfig::validate() const {
   check(std::isfinite(season_half_life) && season_half_life >= 1, "season_half_life", "must be >= 1");
   check(std::isfinite(season_fit_half_life) && season_fit_half_life >= 1, "season_fit_half_life", "must be >= 1");
   check(season_min_fit >= 0 && season_min_fit < 1, "season_min_fit", "must be in [0, 1)");
+  check(learned_gain >= 0 && learned_gain <= 1, "learned_gain", "must be in [0, 1]");
+  check(learned_veto >= 0 && learned_veto <= 1, "learned_veto", "must be in [0, 1]");
   check(learning >= 0, "learning", "must be >= 0");
   check(std::isfinite(decades) && decades > 0, "decades", "must be > 0");
   check(std::isfinite(spatial_tolerance) && spatial_tolerance >= 0, "spatial_tolerance", "must be >= 0");
@@ -132,7 +134,7 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   DetectorConfig c;
   Fields f(j, source, "",
            {"normaliser", "forecast", "level", "daily", "weekly", "learned", "level_half_life", "season_half_life",
-            "season_fit_half_life", "season_min_fit", "learning", "decades", "spatial_tolerance", "spatial_detrend",
+            "season_fit_half_life", "season_min_fit", "learned_gain", "learned_veto", "learning", "decades", "spatial_tolerance", "spatial_detrend",
             "range_half_life", "spatial_score",
             "peak_decay", "refractory"});
   if (const json* n = f.find("normaliser")) read_normaliser(*n, source, "normaliser", c.norm);
@@ -145,6 +147,8 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   f.get("season_half_life", c.season_half_life);
   f.get("season_fit_half_life", c.season_fit_half_life);
   f.get("season_min_fit", c.season_min_fit);
+  f.get("learned_gain", c.learned_gain);
+  f.get("learned_veto", c.learned_veto);
   f.get("learning", c.learning);
   f.get("decades", c.decades);
   f.get("spatial_tolerance", c.spatial_tolerance);
@@ -172,6 +176,8 @@ json DetectorConfig::to_json() const {
           {"season_half_life", season_half_life},
           {"season_fit_half_life", season_fit_half_life},
           {"season_min_fit", season_min_fit},
+          {"learned_gain", learned_gain},
+          {"learned_veto", learned_veto},
           {"learning", learning},
           {"decades", decades},
           {"spatial_tolerance", spatial_tolerance},
@@ -209,7 +215,12 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
   a_season_ = half_life_alpha(cfg_.season_half_life);
   two_outputs_ = forecaster_->config().out_channels == 2;
   range_keep_ = cfg_.range_half_life > 0 ? std::exp2(-1.0 / cfg_.range_half_life) : 1.0;
-  const std::string text = cfg_.to_json().dump();
+  // Without a scorer the learned settings change nothing, so they leave the
+  // fingerprint (and the states saved before they existed) as it was.
+  json cj = cfg_.to_json();
+  if (!scorer_)
+    for (const char* k : {"learned", "learned_gain", "learned_veto"}) cj.erase(k);
+  const std::string text = cj.dump();
   const uint64_t ff = forecaster_->fingerprint();
   fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), &ff, sizeof(ff));
   if (scorer_) {
@@ -338,6 +349,8 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   }
   r.likelihood = 1 - std::pow(10.0, -evidence);
   double raw = std::clamp(evidence / c.decades, 0.0, 1.0);
+  if (scorer_) raw = std::max(raw, c.learned_gain * r.learned);
+  const bool range_counts = !scorer_ || r.learned >= c.learned_veto;
 
   // Profiles and their fit take the value in after it was judged.
   const double fa = a_fit_, ra = a_season_;
@@ -364,7 +377,7 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
     const double top = s.hi[0] - s.hi[1] > width ? s.hi[1] : s.hi[0];
     const double bottom = s.lo[1] - s.lo[0] > width ? s.lo[1] : s.lo[0];
     const double margin = c.spatial_tolerance * (top - bottom);
-    if (c.spatial_score > 0 && judge && (ranged > top + margin || ranged < bottom - margin))
+    if (c.spatial_score > 0 && judge && range_counts && (ranged > top + margin || ranged < bottom - margin))
       raw = std::max(raw, c.spatial_score);
     const double centre = c.spatial_detrend ? 0.0 : s.fast.mean;
     for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = centre + (*v - centre) * range_keep_;

@@ -95,7 +95,7 @@ void synthetic_series(std::vector<double>& x, std::vector<int64_t>& epochs, size
 }
 
 
-// Anomalies injected into rows [lo, x.size()) of a raw series, with the
+// Anomalies injected into rows [lo + 32, x.size() - 8) of a raw series, with the
 // target they give: y[t] = exp(-(t - onset) / window) from an anomaly's
 // onset while it lasts (at most 4 windows), 0 elsewhere; the highest where
 // two overlap. Kinds: a spike (1 to 3 values), a level shift (for good or
@@ -110,10 +110,14 @@ void inject_anomalies(std::vector<double>& x, std::vector<float>& y, size_t lo, 
   const size_t n = x.size();
   y.assign(n, 0.0f);
   if (n < lo + 48) return;
-  const double u = U(rng);
-  const int count = u < 0.3 ? 0 : u < 0.8 ? 1 : 2;
-  for (int a = 0; a < count; ++a) {
-    const size_t onset = lo + 32 + static_cast<size_t>(U(rng) * static_cast<double>(n - lo - 40));
+  // Each block of 512 rows holds one anomaly with probability 0.6 (the
+  // first one starts 32 rows in): long windows hold long normal stretches
+  // and several anomalies.
+  const size_t first = lo + 32, last_onset = n - 8;
+  for (size_t block = first; block < last_onset; block += 512) {
+    if (U(rng) >= 0.6) continue;
+    const size_t span = std::min<size_t>(512, last_onset - block);
+    const size_t onset = block + static_cast<size_t>(U(rng) * static_cast<double>(span));
     // The spread before the onset (the last 256 rows at most).
     const size_t from = onset > 256 ? onset - 256 : 0;
     double m = 0, v = 0, dv = 0;

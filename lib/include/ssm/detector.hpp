@@ -186,6 +186,11 @@ struct DetectorConfig {
   // Detector's `scorer`), judged as the other channels' errors are. Counts
   // only when the detector has a scorer.
   ChannelConfig learned{1, 1, 1000, 0.05, false};
+  // With a scorer, two more uses of its likelihood p: a value scores at
+  // least learned_gain * p (0 = off), and a new extreme raises the range
+  // rule's floor only where p >= learned_veto (0 = always).
+  double learned_gain = 0;
+  double learned_veto = 0;
   double level_half_life = 175;      // values
   double season_half_life = 14;      // visits of a bin (days for daily, weeks for weekly)
   double season_fit_half_life = 500; // values; weight of the fit measure
