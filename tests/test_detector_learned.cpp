@@ -45,6 +45,17 @@ std::shared_ptr<const ssm::Forecaster> model_of(int in, int out, uint64_t seed) 
   return std::make_shared<const ssm::Forecaster>(m);
 }
 
+// A scorer whose likelihood stays near 0.3: its head's weights scaled by
+// 0.01, its bias 0.3.
+std::shared_ptr<const ssm::Forecaster> calm_scorer(uint64_t seed) {
+  ssm::Model m(scorer_config(ssm::kForecastInputs, 1));
+  m.init(seed);
+  float* w = m.params().at("head.weight");
+  for (size_t i = 0, n = m.table().numel("head.weight"); i < n; ++i) w[i] *= 0.01f;
+  m.params().at("head.bias")[0] = 0.3f;
+  return std::make_shared<const ssm::Forecaster>(m);
+}
+
 // Rows of one item whose target is positive, split into runs.
 struct Onset {
   int start, length;
@@ -244,11 +255,41 @@ TEST(DetectorLearned, WeightZeroIsTheDetectorWithoutAScorer) {
   }
 }
 
+TEST(DetectorLearned, AVetoOfOneSilencesTheRangeRule) {
+  // learned_veto: a new extreme raises the floor only where the scorer's
+  // likelihood reaches the veto. At 1 (never reached by this scorer, whose
+  // outputs the loop checks) the detector scores as with the range rule
+  // off; at 0 as without a scorer.
+  const auto f = model_of(ssm::kForecastInputs, 2, 3);
+  const auto sc = calm_scorer(4);
+  ssm::DetectorConfig veto, off, plain;
+  veto.learned.weight = off.learned.weight = plain.learned.weight = 0;
+  veto.learned_veto = 1;
+  off.spatial_score = 0;
+  const ssm::Detector vetoed(f, veto, sc), no_range(f, off, sc), with(f, plain, sc), without(f, plain);
+  ssm::SeriesState a = vetoed.new_series(), b = no_range.new_series(), c = with.new_series(), d = without.new_series();
+  auto x = series(2500, 6);
+  for (size_t t = 1500; t < x.size(); ++t) x[t] += 60;  // a new extreme the range rule floors at 0.71
+  double floored = 0;
+  for (size_t t = 0; t < x.size(); ++t) {
+    const int64_t e = kT0 + 300 * static_cast<int64_t>(t);
+    const auto ra = vetoed.update(a, e, x[t]);
+    ASSERT_GT(ra.learned, 0.1);
+    ASSERT_LT(ra.learned, 0.5);
+    ASSERT_EQ(ra.score, no_range.update(b, e, x[t]).score) << t;
+    const auto rc = with.update(c, e, x[t]);
+    ASSERT_EQ(rc.score, without.update(d, e, x[t]).score) << t;
+    floored = std::max(floored, rc.score);
+  }
+  EXPECT_GE(floored, plain.spatial_score);  // the range rule did fire without the veto
+}
+
 TEST(DetectorLearned, StateBytesRestoreExactlyAndAreChecked) {
   const auto f = model_of(ssm::kForecastInputs, 2, 3);
   const auto sc = model_of(ssm::kForecastInputs, 1, 4);
   ssm::DetectorConfig cfg;
   cfg.learned.window = 4;
+  cfg.learned_range = 0.01;  // the raw range is part of the state
   const ssm::Detector det(f, cfg, sc);
   const auto x = series(1200, 5);
   ssm::SeriesState s = det.new_series();

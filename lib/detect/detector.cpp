@@ -120,6 +120,7 @@ void DetectorConfig::validate() const {
   check(season_min_fit >= 0 && season_min_fit < 1, "season_min_fit", "must be in [0, 1)");
   check(learned_gain >= 0 && learned_gain <= 1, "learned_gain", "must be in [0, 1]");
   check(learned_veto >= 0 && learned_veto <= 1, "learned_veto", "must be in [0, 1]");
+  check(learned_range >= 0 && learned_range <= 1, "learned_range", "must be in [0, 1]");
   check(learning >= 0, "learning", "must be >= 0");
   check(std::isfinite(decades) && decades > 0, "decades", "must be > 0");
   check(std::isfinite(spatial_tolerance) && spatial_tolerance >= 0, "spatial_tolerance", "must be >= 0");
@@ -134,7 +135,7 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   DetectorConfig c;
   Fields f(j, source, "",
            {"normaliser", "forecast", "level", "daily", "weekly", "learned", "level_half_life", "season_half_life",
-            "season_fit_half_life", "season_min_fit", "learned_gain", "learned_veto", "learning", "decades", "spatial_tolerance", "spatial_detrend",
+            "season_fit_half_life", "season_min_fit", "learned_gain", "learned_veto", "learned_range", "learning", "decades", "spatial_tolerance", "spatial_detrend",
             "range_half_life", "spatial_score",
             "peak_decay", "refractory"});
   if (const json* n = f.find("normaliser")) read_normaliser(*n, source, "normaliser", c.norm);
@@ -149,6 +150,7 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   f.get("season_min_fit", c.season_min_fit);
   f.get("learned_gain", c.learned_gain);
   f.get("learned_veto", c.learned_veto);
+  f.get("learned_range", c.learned_range);
   f.get("learning", c.learning);
   f.get("decades", c.decades);
   f.get("spatial_tolerance", c.spatial_tolerance);
@@ -178,6 +180,7 @@ json DetectorConfig::to_json() const {
           {"season_min_fit", season_min_fit},
           {"learned_gain", learned_gain},
           {"learned_veto", learned_veto},
+          {"learned_range", learned_range},
           {"learning", learning},
           {"decades", decades},
           {"spatial_tolerance", spatial_tolerance},
@@ -219,7 +222,7 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
   // fingerprint (and the states saved before they existed) as it was.
   json cj = cfg_.to_json();
   if (!scorer_)
-    for (const char* k : {"learned", "learned_gain", "learned_veto"}) cj.erase(k);
+    for (const char* k : {"learned", "learned_gain", "learned_veto", "learned_range"}) cj.erase(k);
   const std::string text = cj.dump();
   const uint64_t ff = forecaster_->fingerprint();
   fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), &ff, sizeof(ff));
@@ -255,6 +258,38 @@ double season_gate(double fit_resid, double fit_var, double min_fit) {
   if (fit_var <= 0) return 0;
   const double fit = 1 - fit_resid / fit_var;
   return std::clamp((fit - min_fit) / (1 - min_fit), 0.0, 1.0);
+}
+
+// The range rule's step: whether v lies beyond the range held so far (hi,
+// lo: the two highest / lowest values) by more than `tolerance` of its
+// width; then the range, drawn towards `centre` by `keep`, takes v in. An
+// extreme that stands apart from the second one by more than the width
+// between the second highest and lowest is a glitch: then the second one
+// bounds.
+bool range_step(double* hi, double* lo, double v, double centre, double keep, double tolerance, bool first) {
+  if (first) {
+    hi[0] = hi[1] = lo[0] = lo[1] = v;
+    return false;
+  }
+  const double width = hi[1] - lo[1];
+  const double top = hi[0] - hi[1] > width ? hi[1] : hi[0];
+  const double bottom = lo[1] - lo[0] > width ? lo[1] : lo[0];
+  const double margin = tolerance * (top - bottom);
+  const bool beyond = v > top + margin || v < bottom - margin;
+  for (double* x : {&hi[0], &hi[1], &lo[0], &lo[1]}) *x = centre + (*x - centre) * keep;
+  if (v > hi[0]) {
+    hi[1] = hi[0];
+    hi[0] = v;
+  } else {
+    hi[1] = std::max(hi[1], v);
+  }
+  if (v < lo[0]) {
+    lo[1] = lo[0];
+    lo[0] = v;
+  } else {
+    lo[1] = std::min(lo[1], v);
+  }
+  return beyond;
 }
 
 }  // namespace
@@ -368,32 +403,16 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   if (s.week_n[wb] < UINT16_MAX) ++s.week_n[wb];
 
   // A value outside the range the series has held (DetectorConfig).
-  if (s.count == 0) {
-    s.hi[0] = s.hi[1] = s.lo[0] = s.lo[1] = ranged;
-  } else {
-    // The extreme counts unless it stands apart from the rest by more than
-    // the rest's width: then it is a glitch, and the second one bounds.
-    const double width = s.hi[1] - s.lo[1];
-    const double top = s.hi[0] - s.hi[1] > width ? s.hi[1] : s.hi[0];
-    const double bottom = s.lo[1] - s.lo[0] > width ? s.lo[1] : s.lo[0];
-    const double margin = c.spatial_tolerance * (top - bottom);
-    if (c.spatial_score > 0 && judge && range_counts && (ranged > top + margin || ranged < bottom - margin))
-      raw = std::max(raw, c.spatial_score);
-    const double centre = c.spatial_detrend ? 0.0 : s.fast.mean;
-    for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = centre + (*v - centre) * range_keep_;
-    if (ranged > s.hi[0]) {
-      s.hi[1] = s.hi[0];
-      s.hi[0] = ranged;
-    } else {
-      s.hi[1] = std::max(s.hi[1], ranged);
-    }
-    if (ranged < s.lo[0]) {
-      s.lo[1] = s.lo[0];
-      s.lo[0] = ranged;
-    } else {
-      s.lo[1] = std::min(s.lo[1], ranged);
-    }
-  }
+  const double centre = c.spatial_detrend ? 0.0 : s.fast.mean;
+  if (range_step(s.hi, s.lo, ranged, centre, range_keep_, c.spatial_tolerance, s.count == 0) && c.spatial_score > 0 &&
+      judge && range_counts)
+    raw = std::max(raw, c.spatial_score);
+  // With a scorer and learned_range, the range of the raw value too, whose
+  // new extremes count where the scorer also finds the value anomalous.
+  if (scorer_ && c.learned_range > 0 &&
+      range_step(s.hi_raw, s.lo_raw, value, s.fast.mean, range_keep_, c.spatial_tolerance, s.count == 0) &&
+      c.spatial_score > 0 && judge && r.learned >= c.learned_range)
+    raw = std::max(raw, c.spatial_score);
   if (!judge) raw = 0;
   r.z = z;
   r.raw = raw;
@@ -494,7 +513,10 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   put_channel(w, s.level, cfg_.level);
   put_channel(w, s.daily, cfg_.daily);
   put_channel(w, s.weekly, cfg_.weekly);
-  if (scorer_) put_channel(w, s.learned, cfg_.learned);
+  if (scorer_) {
+    put_channel(w, s.learned, cfg_.learned);
+    for (double v : {s.hi_raw[0], s.hi_raw[1], s.lo_raw[0], s.lo_raw[1]}) w.put(v);
+  }
   for (float v : s.day) w.put(v);
   for (float v : s.week) w.put(v);
   for (uint16_t v : s.day_n) w.put(v);
@@ -539,7 +561,10 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   get_channel(r, s.level, cfg_.level, "level");
   get_channel(r, s.daily, cfg_.daily, "daily");
   get_channel(r, s.weekly, cfg_.weekly, "weekly");
-  if (scorer_) get_channel(r, s.learned, cfg_.learned, "learned");
+  if (scorer_) {
+    get_channel(r, s.learned, cfg_.learned, "learned");
+    for (double* v : {&s.hi_raw[0], &s.hi_raw[1], &s.lo_raw[0], &s.lo_raw[1]}) *v = r.finite();
+  }
   for (float* profile : {s.day, s.week})
     for (float* v = profile; v < profile + (profile == s.day ? kDayBins : kWeekBins); ++v) {
       *v = r.get<float>();

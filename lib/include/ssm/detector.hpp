@@ -186,11 +186,16 @@ struct DetectorConfig {
   // Detector's `scorer`), judged as the other channels' errors are. Counts
   // only when the detector has a scorer.
   ChannelConfig learned{1, 1, 1000, 0.05, false};
-  // With a scorer, two more uses of its likelihood p: a value scores at
-  // least learned_gain * p (0 = off), and a new extreme raises the range
-  // rule's floor only where p >= learned_veto (0 = always).
+  // With a scorer, more uses of its likelihood p: a value scores at least
+  // learned_gain * p (0 = off); a new extreme raises the range rule's floor
+  // only where p >= learned_veto (0 = always); with learned_range > 0 a
+  // second range, of the raw value (as spatial_detrend false has it),
+  // raises the floor too where p >= learned_range: a record that the
+  // scorer finds anomalous counts even on a trend, the records of a trend
+  // alone do not.
   double learned_gain = 0;
   double learned_veto = 0;
+  double learned_range = 0;
   double level_half_life = 175;      // values
   double season_half_life = 14;      // visits of a bin (days for daily, weeks for weekly)
   double season_fit_half_life = 500; // values; weight of the fit measure
@@ -241,6 +246,7 @@ struct SeriesState {
   float prediction = 0;     // the forecaster's latest output: mu of z h values ahead
   float log_scale = 0;      // its log b (two-output forecasters; 0 otherwise)
   double hi[2] = {}, lo[2] = {};  // highest two / lowest two values, drawn towards the mean (the range)
+  double hi_raw[2] = {}, lo_raw[2] = {};  // the same of the raw values (learned_range; kept with a scorer)
   ChannelState forecast, level, daily, weekly, learned;
   std::vector<float> scorer_state;  // (scorer's state_size()); empty without a scorer
   float day[kDayBins] = {}, week[kWeekBins] = {};               // seasonal profiles
