@@ -17,6 +17,7 @@
 
 #include "ssm/detector.hpp"
 #include "ssm/model.hpp"
+#include "detector_testing.hpp"
 #include "testing.hpp"
 
 namespace {
@@ -318,6 +319,58 @@ TEST(DetectorLearned, RefusesScorersItCannotUse) {
                 .find("learned"),
             std::string::npos);
   EXPECT_EQ(ssm::DetectorConfig::from_json(json{{"learned", {{"window", 3}}}}, "c.json").learned.window, 3);
+}
+
+// The learned detector shipped in models/detector-ssm/ (not compiled in).
+std::shared_ptr<const ssm::Forecaster> shipped_scorer() {
+  static const auto sc = ssm::Forecaster::load((fs::path(SSM_SOURCE_DIR) / "models/detector-ssm/detector.safetensors").string());
+  return sc;
+}
+
+int events_of(const ssm::Detector& det, const std::vector<double>& x, size_t from = 0, size_t to = SIZE_MAX) {
+  ssm::SeriesState s = det.new_series();
+  int events = 0;
+  for (size_t t = 0; t < x.size(); ++t) {
+    const double score = det.update(s, kT0 + 300 * static_cast<int64_t>(t), x[t]).score;
+    events += t >= from && t < to && score >= 0.5;
+  }
+  return events;
+}
+
+TEST(DetectorLearned, TheShippedScorerVetoesTheRecordsOfATrendButNotAJump) {
+  // The range of the raw value (spatial_detrend false) makes every new high
+  // of a drift an event; with the shipped scorer's veto (learned_veto
+  // 0.02) a new extreme counts only where the scorer finds the value
+  // anomalous. Drifts from 20 to 80 over 1000 or 3000 values, noise of 0.05
+  // to 3, quantised or not (none is an anomaly); then a filling disk with a
+  // jump of 30 at its end (an anomaly).
+  ssm::DetectorConfig raw_range, vetoed;
+  raw_range.spatial_detrend = vetoed.spatial_detrend = false;
+  raw_range.learned.weight = vetoed.learned.weight = 0;
+  vetoed.learned_veto = 0.02;
+  const auto f = ssm::Forecaster::builtin();
+  const ssm::Detector without(f, raw_range), with(f, vetoed, shipped_scorer());
+  int total_without = 0, total_with = 0, worst_with = 0;
+  uint64_t seed = 20;
+  for (double sd : {0.05, 0.3, 1.0, 3.0})
+    for (double len : {1000.0, 3000.0})
+      for (double q : {0.0, 0.1}) {
+        const auto x = ssm::testing::drift_series(sd, len, q, seed++);
+        total_without += events_of(without, x);
+        const int e = events_of(with, x);
+        total_with += e;
+        worst_with = std::max(worst_with, e);
+      }
+  std::printf("  events of 16 drifts: %d with the raw range, %d with the scorer's veto (at most %d in one)\n",
+              total_without, total_with, worst_with);
+  EXPECT_GE(total_without, 500);
+  EXPECT_LE(total_with, 40);
+  EXPECT_LE(worst_with, 10);
+
+  const size_t jump = 3000;
+  const auto disk = ssm::testing::filling_disk(jump);
+  EXPECT_LE(events_of(with, disk, 0, jump), 2);
+  EXPECT_GE(events_of(with, disk, jump, jump + 5), 1);
 }
 
 }  // namespace
