@@ -221,6 +221,7 @@ TEST(DetectorLearned, TheLearnedChannelIsTheScorersOutputJudged) {
   const auto f = model_of(ssm::kForecastInputs, 2, 3);
   const auto sc = model_of(ssm::kForecastInputs, 1, 4);
   ssm::DetectorConfig cfg;
+  cfg.learned.weight = 1;
   const ssm::Detector det(f, cfg, sc);
   ssm::SeriesState s = det.new_series();
   ASSERT_EQ(s.scorer_state.size(), sc->state_size());
@@ -289,7 +290,7 @@ TEST(DetectorLearned, StateBytesRestoreExactlyAndAreChecked) {
   const auto f = model_of(ssm::kForecastInputs, 2, 3);
   const auto sc = model_of(ssm::kForecastInputs, 1, 4);
   ssm::DetectorConfig cfg;
-  cfg.learned.window = 4;
+  cfg.learned = {1, 4, 1000, 0.05, false};
   cfg.learned_range = 0.01;  // the raw range is part of the state
   const ssm::Detector det(f, cfg, sc);
   const auto x = series(1200, 5);
@@ -315,6 +316,11 @@ TEST(DetectorLearned, RefusesScorersItCannotUse) {
   EXPECT_NE(error_of([&] { ssm::Detector d(f, {}, model_of(ssm::kForecastInputs, 2, 4)); }).find("one output"),
             std::string::npos);
   EXPECT_NE(error_of([&] { ssm::Detector d(f, {}, model_of(1, 1, 4)); }).find("in_channels"), std::string::npos);
+  ssm::DetectorConfig only_learned;
+  only_learned.forecast.weight = only_learned.level.weight = only_learned.daily.weight = only_learned.weekly.weight = 0;
+  only_learned.learned.weight = 1;
+  EXPECT_NE(error_of([&] { ssm::Detector d(f, only_learned); }).find("no scorer"), std::string::npos);
+  EXPECT_NO_THROW(ssm::Detector(f, only_learned, model_of(ssm::kForecastInputs, 1, 4)));
   EXPECT_NE(error_of([] { ssm::DetectorConfig::from_json(json{{"learned", {{"windo", 2}}}}, "c.json"); })
                 .find("learned"),
             std::string::npos);

@@ -198,6 +198,8 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
     : forecaster_(std::move(forecaster)), scorer_(std::move(scorer)), cfg_(std::move(cfg)) {
   require(forecaster_ != nullptr, "detector: no forecaster");
   cfg_.validate();
+  require(scorer_ || cfg_.forecast.weight + cfg_.level.weight + cfg_.daily.weight + cfg_.weekly.weight > 0,
+          "detector config: 'weights' are all 0 but the learned channel's, and there is no scorer");
   if (scorer_) {
     require(scorer_->config().out_channels == 1 && scorer_->horizon() == 1,
             "detector: the scorer must have one output (an anomaly likelihood) and horizon 1");

@@ -184,8 +184,8 @@ struct DetectorConfig {
   // learned: the anomaly likelihood p_t in [0, 1] of a learned detector (an
   // SSM trained on series with injected anomalies, `data.target` "anomaly";
   // Detector's `scorer`), judged as the other channels' errors are. Counts
-  // only when the detector has a scorer.
-  ChannelConfig learned{1, 1, 1000, 0.05, false};
+  // only when the detector has a scorer (off by default: weight 0).
+  ChannelConfig learned{0, 1, 1000, 0.05, false};
   // With a scorer, more uses of its likelihood p: a value scores at least
   // learned_gain * p (0 = off); a new extreme raises the range rule's floor
   // only where p >= learned_veto (0 = always); with learned_range > 0 a
