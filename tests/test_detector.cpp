@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "ssm/timeseries_csv.hpp"
+#include "detector_testing.hpp"
 #include "testing.hpp"
 
 namespace {
@@ -261,13 +262,8 @@ TEST(Detector, OneGlitchDoesNotBlindItToALaterShift) {
 TEST(Detector, ASlowTrendIsNotAnAnomalyAtEveryStep) {
   // A filling disk: 20 -> 80 over 3000 values with small noise and
   // quantisation, then a jump of 30 (about 100 sd of the noise).
-  std::mt19937_64 rng(12);
-  std::normal_distribution<double> noise(0, 0.3);
   const size_t jump = 3000;
-  std::vector<double> x(3200);
-  for (size_t t = 0; t < x.size(); ++t)
-    x[t] = std::round((20 + 60.0 * std::min(t, jump) / jump + noise(rng) + (t >= jump ? 30 : 0)) * 10) / 10;
-  const auto score = default_scores(x);
+  const auto score = default_scores(ssm::testing::filling_disk(jump));
   int events = 0;
   for (size_t t = 0; t < jump; ++t) events += score[t] >= kEventThreshold;
   EXPECT_LE(events, 2);
@@ -287,14 +283,7 @@ TEST(Detector, TrendsOfEverySlopeAndNoiseRaiseAHandfulOfEventsAtMost) {
   for (double sd : {0.05, 0.3, 1.0, 3.0})
     for (double len : {1000.0, 3000.0})
       for (double q : {0.0, 0.1}) {
-        std::mt19937_64 rng(seed++);
-        std::normal_distribution<double> noise(0, sd);
-        std::vector<double> x(3000);
-        for (size_t t = 0; t < x.size(); ++t) {
-          x[t] = std::min(80.0, 20 + 60.0 * t / len) + noise(rng);
-          if (q > 0) x[t] = std::round(x[t] / q) * q;
-        }
-        const auto score = default_scores(x);
+        const auto score = default_scores(ssm::testing::drift_series(sd, len, q, seed++));
         int events = 0;
         for (double v : score) events += v >= kEventThreshold;
         EXPECT_LE(events, 8) << "noise " << sd << " over " << len << " values, quantum " << q;

@@ -56,6 +56,7 @@ struct BenchDetectArgs {
   std::string device = "cpu";  // the in-process server's forecaster
   int threads = 0;             // the in-process server's scoring threads (0: one per core)
   bool parts = false;
+  std::string scorer;          // a learned detector for the in-process server (none: without)
 };
 
 size_t resident_bytes() {
@@ -143,7 +144,7 @@ class ScoreReader {
 
 // Seconds per value of parsing and of scoring `rounds` rounds of S series,
 // each alone.
-std::pair<double, double> part_costs(int S, int rounds) {
+std::pair<double, double> part_costs(int S, int rounds, const std::shared_ptr<const Forecaster>& scorer) {
   std::string text;
   const int64_t total = static_cast<int64_t>(S) * rounds;
   make_lines(text, 0, total, S);
@@ -152,7 +153,7 @@ std::pair<double, double> part_costs(int S, int rounds) {
   auto t0 = Clock::now();
   parser.feed(text, [&](std::string_view, double v, int64_t) { sink += v; });
   const double parse_s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(total);
-  const Detector det(Forecaster::builtin(), DetectorConfig{});
+  const Detector det(Forecaster::builtin(), DetectorConfig{}, scorer);
   std::vector<SeriesState> states(static_cast<size_t>(S), det.new_series());
   t0 = Clock::now();
   for (int64_t g = 0; g < total; ++g)
@@ -171,8 +172,9 @@ void run_bench_detect(const BenchDetectArgs& a) {
   std::thread server_thread;
   std::string in_addr = a.server, out_addr = a.scores;
   std::shared_ptr<const Detector> det;
+  const std::shared_ptr<const Forecaster> scorer = a.scorer.empty() ? nullptr : Forecaster::load(a.scorer);
   if (a.server.empty()) {
-    det = std::make_shared<const Detector>(Forecaster::builtin(), DetectorConfig{});
+    det = std::make_shared<const Detector>(Forecaster::builtin(), DetectorConfig{}, scorer);
     DetectServerConfig c;
     c.listen = "127.0.0.1:0";
     c.scores_listen = "127.0.0.1:0";
@@ -264,7 +266,7 @@ void run_bench_detect(const BenchDetectArgs& a) {
   std::printf("               ingest-to-score p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us (%.2f s wall)\n",
               pct(0.5), pct(0.99), pct(0.999), lat.empty() ? NAN : lat.back(), paced_s);
   if (a.parts) {
-    const auto [parse_s, score_s] = part_costs(S, std::min(a.rounds, 10));
+    const auto [parse_s, score_s] = part_costs(S, std::min(a.rounds, 10), scorer);
     const double all = burst_s / static_cast<double>(burst);
     const double rest = all - parse_s - score_s;
     std::printf("  parts        per value: parse %.0f ns, score %.0f ns (each alone); the served value %.0f ns, "
@@ -297,6 +299,7 @@ void add_bench_detect(CLI::App& bench) {
   cmd->add_option("--server", args->server, "host:port of a running ssm detect (default: start one here)");
   cmd->add_option("--scores", args->scores, "its scores host:port (with --server)");
   cmd->add_option("--device", args->device, "the in-process server's forecaster: cpu or cuda");
+  cmd->add_option("--scorer", args->scorer, "the in-process server's learned detector (.safetensors; default: none)");
   cmd->add_option("--threads", args->threads, "the in-process server's scoring threads (0: one per core)");
   cmd->add_flag("--parts", args->parts, "also time parsing and scoring alone, per value");
   cmd->callback([args] { run_bench_detect(*args); });

@@ -31,7 +31,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 struct EvalNabArgs {
-  std::string data, labels, out, model, config;
+  std::string data, labels, out, model, config, scorer;
   std::vector<std::string> set, tune;
   std::string folds = "category";
   int threads = 0;
@@ -177,13 +177,14 @@ void run_eval_nab(const EvalNabArgs& a) {
   }
   require(!corpus.empty(), a.labels + ": no files");
   const auto forecaster = Forecaster::load(a.model);
+  const std::shared_ptr<const Forecaster> scorer = a.scorer.empty() ? nullptr : Forecaster::load(a.scorer);
   const std::vector<DetectorConfig> configs = tuning_candidates(detector_config(a.config, a.set), a.tune);
 
   // candidates[c][i]: file i scored by config c.
   std::vector<std::vector<NabFile>> candidates;
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t c = 0; c < configs.size(); ++c) {
-    const Detector det(forecaster, configs[c]);
+    const Detector det(forecaster, configs[c], scorer);
     std::vector<std::vector<double>> scores = score_corpus(det, corpus, a.device, a.threads);
     if (c == 0 && !a.out.empty())
       for (size_t i = 0; i < corpus.size(); ++i) {
@@ -420,6 +421,9 @@ void add_eval_command(CLI::App& app) {
   nab->add_option("--labels", args->labels, "NAB labels JSON (combined windows)")->required();
   nab->add_option("--out", args->out, "folder for the NAB results files and scores.json (none: no files)");
   nab->add_option("--model", args->model, "forecaster model (.safetensors); default: the built-in one");
+  nab->add_option("--scorer", args->scorer,
+                  "learned detector (.safetensors, trained with data.target \"anomaly\"), scored by the "
+                  "'learned' channel; default: none");
   nab->add_option("--config", args->config, "detector config JSON (see docs/DETECT.md)");
   nab->add_option("--set", args->set, "override one detector setting, key=value (repeatable)");
   nab->add_option("--folds", args->folds,

@@ -663,8 +663,9 @@ int run_series(const Options& o, json j) {
   resume_from_newest(trainer, checkpoints, out, o.resume);
   log.open(trainer.steps_done());
   const auto& mc = cfg.model;
-  std::printf("model: %s, layers %d, d_model %d, d_state %d, %zu parameters; forecaster of the next value\n",
-              block_kind_name(mc.block), mc.n_layers, mc.d_model, mc.d_state, model.num_params());
+  std::printf("model: %s, layers %d, d_model %d, d_state %d, %zu parameters; %s\n", block_kind_name(mc.block),
+              mc.n_layers, mc.d_model, mc.d_state, model.num_params(),
+              d.anomaly_target ? "detector of injected anomalies" : "forecaster of the next value");
 
   const auto& t = cfg.training;
   const auto& oc = cfg.output;

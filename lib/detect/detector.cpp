@@ -111,12 +111,16 @@ void DetectorConfig::validate() const {
   validate_channel(level, "level");
   validate_channel(daily, "daily");
   validate_channel(weekly, "weekly");
-  check(forecast.weight + level.weight + daily.weight + weekly.weight > 0, "weights",
+  validate_channel(learned, "learned");
+  check(forecast.weight + level.weight + daily.weight + weekly.weight + learned.weight > 0, "weights",
         "are all 0 (expected at least one channel on)");
   check(std::isfinite(level_half_life) && level_half_life >= 1, "level_half_life", "must be >= 1");
   check(std::isfinite(season_half_life) && season_half_life >= 1, "season_half_life", "must be >= 1");
   check(std::isfinite(season_fit_half_life) && season_fit_half_life >= 1, "season_fit_half_life", "must be >= 1");
   check(season_min_fit >= 0 && season_min_fit < 1, "season_min_fit", "must be in [0, 1)");
+  check(learned_gain >= 0 && learned_gain <= 1, "learned_gain", "must be in [0, 1]");
+  check(learned_veto >= 0 && learned_veto <= 1, "learned_veto", "must be in [0, 1]");
+  check(learned_range >= 0 && learned_range <= 1, "learned_range", "must be in [0, 1]");
   check(learning >= 0, "learning", "must be >= 0");
   check(std::isfinite(decades) && decades > 0, "decades", "must be > 0");
   check(std::isfinite(spatial_tolerance) && spatial_tolerance >= 0, "spatial_tolerance", "must be >= 0");
@@ -130,8 +134,8 @@ void DetectorConfig::validate() const {
 DetectorConfig DetectorConfig::from_json(const json& j, const std::string& source) {
   DetectorConfig c;
   Fields f(j, source, "",
-           {"normaliser", "forecast", "level", "daily", "weekly", "level_half_life", "season_half_life",
-            "season_fit_half_life", "season_min_fit", "learning", "decades", "spatial_tolerance", "spatial_detrend",
+           {"normaliser", "forecast", "level", "daily", "weekly", "learned", "level_half_life", "season_half_life",
+            "season_fit_half_life", "season_min_fit", "learned_gain", "learned_veto", "learned_range", "learning", "decades", "spatial_tolerance", "spatial_detrend",
             "range_half_life", "spatial_score",
             "peak_decay", "refractory"});
   if (const json* n = f.find("normaliser")) read_normaliser(*n, source, "normaliser", c.norm);
@@ -139,10 +143,14 @@ DetectorConfig DetectorConfig::from_json(const json& j, const std::string& sourc
   if (const json* n = f.find("level")) read_channel(*n, source, "level", c.level);
   if (const json* n = f.find("daily")) read_channel(*n, source, "daily", c.daily);
   if (const json* n = f.find("weekly")) read_channel(*n, source, "weekly", c.weekly);
+  if (const json* n = f.find("learned")) read_channel(*n, source, "learned", c.learned);
   f.get("level_half_life", c.level_half_life);
   f.get("season_half_life", c.season_half_life);
   f.get("season_fit_half_life", c.season_fit_half_life);
   f.get("season_min_fit", c.season_min_fit);
+  f.get("learned_gain", c.learned_gain);
+  f.get("learned_veto", c.learned_veto);
+  f.get("learned_range", c.learned_range);
   f.get("learning", c.learning);
   f.get("decades", c.decades);
   f.get("spatial_tolerance", c.spatial_tolerance);
@@ -165,10 +173,14 @@ json DetectorConfig::to_json() const {
           {"level", channel_json(level)},
           {"daily", channel_json(daily)},
           {"weekly", channel_json(weekly)},
+          {"learned", channel_json(learned)},
           {"level_half_life", level_half_life},
           {"season_half_life", season_half_life},
           {"season_fit_half_life", season_fit_half_life},
           {"season_min_fit", season_min_fit},
+          {"learned_gain", learned_gain},
+          {"learned_veto", learned_veto},
+          {"learned_range", learned_range},
           {"learning", learning},
           {"decades", decades},
           {"spatial_tolerance", spatial_tolerance},
@@ -181,10 +193,21 @@ json DetectorConfig::to_json() const {
 
 // ---------------------------------------------------------------- detector
 
-Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg)
-    : forecaster_(std::move(forecaster)), cfg_(std::move(cfg)) {
+Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg,
+                   std::shared_ptr<const Forecaster> scorer)
+    : forecaster_(std::move(forecaster)), scorer_(std::move(scorer)), cfg_(std::move(cfg)) {
   require(forecaster_ != nullptr, "detector: no forecaster");
   cfg_.validate();
+  require(scorer_ || cfg_.forecast.weight + cfg_.level.weight + cfg_.daily.weight + cfg_.weekly.weight > 0,
+          "detector config: 'weights' are all 0 but the learned channel's, and there is no scorer");
+  if (scorer_) {
+    require(scorer_->config().out_channels == 1 && scorer_->horizon() == 1,
+            "detector: the scorer must have one output (an anomaly likelihood) and horizon 1");
+    require(scorer_->config().in_channels == forecaster_->config().in_channels,
+            "detector: the scorer must read the forecaster's inputs (in_channels " +
+                std::to_string(forecaster_->config().in_channels) + ")");
+  }
+  a_learned_ = half_life_alpha(cfg_.learned.half_life);
   fast_ = cfg_.norm;
   fast_.half_life = cfg_.level_half_life;
   a_norm_ = half_life_alpha(cfg_.norm.half_life);
@@ -197,21 +220,32 @@ Detector::Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig 
   a_season_ = half_life_alpha(cfg_.season_half_life);
   two_outputs_ = forecaster_->config().out_channels == 2;
   range_keep_ = cfg_.range_half_life > 0 ? std::exp2(-1.0 / cfg_.range_half_life) : 1.0;
-  const std::string text = cfg_.to_json().dump();
+  // Without a scorer the learned settings change nothing, so they leave the
+  // fingerprint (and the states saved before they existed) as it was.
+  json cj = cfg_.to_json();
+  if (!scorer_)
+    for (const char* k : {"learned", "learned_gain", "learned_veto", "learned_range"}) cj.erase(k);
+  const std::string text = cj.dump();
   const uint64_t ff = forecaster_->fingerprint();
   fingerprint_ = fnv1a(fnv1a(1469598103934665603ull, text.data(), text.size()), &ff, sizeof(ff));
+  if (scorer_) {
+    const uint64_t sf = scorer_->fingerprint();
+    fingerprint_ = fnv1a(fingerprint_, &sf, sizeof(sf));
+  }
 }
 
 SeriesState Detector::new_series() const {
   SeriesState s;
   s.model_state.assign(forecaster_->state_size(), 0.0f);
+  if (scorer_) s.scorer_state.assign(scorer_->state_size(), 0.0f);
   if (forecaster_->horizon() > 1) s.ahead.assign(2 * static_cast<size_t>(forecaster_->horizon()), 0.0f);
   return s;
 }
 
 size_t Detector::state_bytes() const {
   const size_t ahead = forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0;
-  return sizeof(SeriesState) + (forecaster_->state_size() + ahead) * sizeof(float);
+  const size_t scorer = scorer_ ? scorer_->state_size() : 0;
+  return sizeof(SeriesState) + (forecaster_->state_size() + ahead + scorer) * sizeof(float);
 }
 
 namespace {
@@ -228,6 +262,38 @@ double season_gate(double fit_resid, double fit_var, double min_fit) {
   return std::clamp((fit - min_fit) / (1 - min_fit), 0.0, 1.0);
 }
 
+// The range rule's step: whether v lies beyond the range held so far (hi,
+// lo: the two highest / lowest values) by more than `tolerance` of its
+// width; then the range, drawn towards `centre` by `keep`, takes v in. An
+// extreme that stands apart from the second one by more than the width
+// between the second highest and lowest is a glitch: then the second one
+// bounds.
+bool range_step(double* hi, double* lo, double v, double centre, double keep, double tolerance, bool first) {
+  if (first) {
+    hi[0] = hi[1] = lo[0] = lo[1] = v;
+    return false;
+  }
+  const double width = hi[1] - lo[1];
+  const double top = hi[0] - hi[1] > width ? hi[1] : hi[0];
+  const double bottom = lo[1] - lo[0] > width ? lo[1] : lo[0];
+  const double margin = tolerance * (top - bottom);
+  const bool beyond = v > top + margin || v < bottom - margin;
+  for (double* x : {&hi[0], &hi[1], &lo[0], &lo[1]}) *x = centre + (*x - centre) * keep;
+  if (v > hi[0]) {
+    hi[1] = hi[0];
+    hi[0] = v;
+  } else {
+    hi[1] = std::max(hi[1], v);
+  }
+  if (v < lo[0]) {
+    lo[1] = lo[0];
+    lo[0] = v;
+  } else {
+    lo[1] = std::min(lo[1], v);
+  }
+  return beyond;
+}
+
 }  // namespace
 
 DetectorResult Detector::update(SeriesState& s, int64_t epoch, double value) const {
@@ -240,7 +306,8 @@ bool Detector::update_deferred(SeriesState& s, int64_t epoch, double value, Dete
                                float* step_input) const {
   require(std::isfinite(value), "detector: value is not finite");
   require(s.model_state.size() == forecaster_->state_size() &&
-              s.ahead.size() == (forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0),
+              s.ahead.size() == (forecaster_->horizon() > 1 ? 2 * static_cast<size_t>(forecaster_->horizon()) : 0) &&
+              s.scorer_state.size() == (scorer_ ? scorer_->state_size() : 0),
           "detector: series state belongs to another forecaster");
   if (s.count > 0 && epoch == s.last_epoch) {
     r = DetectorResult{};
@@ -292,6 +359,13 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   const double ranged = c.spatial_detrend ? value - s.fast.mean : value;
   const double z = s.norm.push(value, c.norm, a_norm_);
   const double zf = s.fast.push(value, fast_, a_fast_);
+  // What the models read for this value.
+  float local[kForecastInputs];
+  float* in = step_input ? step_input : local;
+  if (forecaster_->config().in_channels == 1)
+    in[0] = static_cast<float>(z);
+  else
+    forecaster_inputs(in, z, epoch, s.count > 0 ? epoch - s.last_epoch : 0);
   // The forecast error: with a predictive distribution, the surprise of z
   // under it, -ln P(|Z - mu| >= |z - mu|) = |z - mu| / b for a Laplace(mu,
   // b); else the distance from the point forecast.
@@ -303,8 +377,17 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   evidence += channel_step(s.level, c.level, a_level_, std::abs(zf), judge);
   evidence += gate_d * channel_step(s.daily, c.daily, a_daily_, rd, judge);
   evidence += gate_w * channel_step(s.weekly, c.weekly, a_weekly_, rw, judge);
+  if (scorer_) {
+    // The learned detector reads this value and judges it at once.
+    float p = 0;
+    scorer_->step(s.scorer_state.data(), in, &p);
+    r.learned = std::clamp(static_cast<double>(p), 0.0, 1.0);
+    evidence += channel_step(s.learned, c.learned, a_learned_, r.learned, judge);
+  }
   r.likelihood = 1 - std::pow(10.0, -evidence);
   double raw = std::clamp(evidence / c.decades, 0.0, 1.0);
+  if (scorer_) raw = std::max(raw, c.learned_gain * r.learned);
+  const bool range_counts = !scorer_ || r.learned >= c.learned_veto;
 
   // Profiles and their fit take the value in after it was judged.
   const double fa = a_fit_, ra = a_season_;
@@ -322,32 +405,16 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
   if (s.week_n[wb] < UINT16_MAX) ++s.week_n[wb];
 
   // A value outside the range the series has held (DetectorConfig).
-  if (s.count == 0) {
-    s.hi[0] = s.hi[1] = s.lo[0] = s.lo[1] = ranged;
-  } else {
-    // The extreme counts unless it stands apart from the rest by more than
-    // the rest's width: then it is a glitch, and the second one bounds.
-    const double width = s.hi[1] - s.lo[1];
-    const double top = s.hi[0] - s.hi[1] > width ? s.hi[1] : s.hi[0];
-    const double bottom = s.lo[1] - s.lo[0] > width ? s.lo[1] : s.lo[0];
-    const double margin = c.spatial_tolerance * (top - bottom);
-    if (c.spatial_score > 0 && judge && (ranged > top + margin || ranged < bottom - margin))
-      raw = std::max(raw, c.spatial_score);
-    const double centre = c.spatial_detrend ? 0.0 : s.fast.mean;
-    for (double* v : {&s.hi[0], &s.hi[1], &s.lo[0], &s.lo[1]}) *v = centre + (*v - centre) * range_keep_;
-    if (ranged > s.hi[0]) {
-      s.hi[1] = s.hi[0];
-      s.hi[0] = ranged;
-    } else {
-      s.hi[1] = std::max(s.hi[1], ranged);
-    }
-    if (ranged < s.lo[0]) {
-      s.lo[1] = s.lo[0];
-      s.lo[0] = ranged;
-    } else {
-      s.lo[1] = std::min(s.lo[1], ranged);
-    }
-  }
+  const double centre = c.spatial_detrend ? 0.0 : s.fast.mean;
+  if (range_step(s.hi, s.lo, ranged, centre, range_keep_, c.spatial_tolerance, s.count == 0) && c.spatial_score > 0 &&
+      judge && range_counts)
+    raw = std::max(raw, c.spatial_score);
+  // With a scorer and learned_range, the range of the raw value too, whose
+  // new extremes count where the scorer also finds the value anomalous.
+  if (scorer_ && c.learned_range > 0 &&
+      range_step(s.hi_raw, s.lo_raw, value, s.fast.mean, range_keep_, c.spatial_tolerance, s.count == 0) &&
+      c.spatial_score > 0 && judge && r.learned >= c.learned_range)
+    raw = std::max(raw, c.spatial_score);
   if (!judge) raw = 0;
   r.z = z;
   r.raw = raw;
@@ -360,12 +427,6 @@ DetectorResult Detector::advance(SeriesState& s, int64_t epoch, double value, fl
     r.score = raw * c.refractory;
     s.peak *= c.peak_decay;
   }
-  float local[kForecastInputs];
-  float* in = step_input ? step_input : local;
-  if (forecaster_->config().in_channels == 1)
-    in[0] = static_cast<float>(z);
-  else
-    forecaster_inputs(in, z, epoch, s.count > 0 ? epoch - s.last_epoch : 0);
   s.last_epoch = epoch;
   ++s.count;
   s.last_score = r.score;
@@ -412,6 +473,10 @@ void Detector::prefetch(const SeriesState& s, int64_t epoch) const {
   lines(&s.fit_day, span_of(&s.fit_day, &s.last_prediction + 1));
   if (const int h = forecaster_->horizon(); h > 1) __builtin_prefetch(s.ahead.data() + 2 * (s.count % h), 1, 3);
   lines(s.model_state.data(), s.model_state.size() * sizeof(float));
+  if (scorer_) {
+    lines(&s.learned, offsetof(ChannelState, ring) + sizeof(float) * cfg_.learned.window);
+    lines(s.scorer_state.data(), s.scorer_state.size() * sizeof(float));
+  }
 }
 
 namespace {
@@ -450,6 +515,10 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   put_channel(w, s.level, cfg_.level);
   put_channel(w, s.daily, cfg_.daily);
   put_channel(w, s.weekly, cfg_.weekly);
+  if (scorer_) {
+    put_channel(w, s.learned, cfg_.learned);
+    for (double v : {s.hi_raw[0], s.hi_raw[1], s.lo_raw[0], s.lo_raw[1]}) w.put(v);
+  }
   for (float v : s.day) w.put(v);
   for (float v : s.week) w.put(v);
   for (uint16_t v : s.day_n) w.put(v);
@@ -463,6 +532,10 @@ std::vector<uint8_t> Detector::save(const SeriesState& s) const {
   w.put(s.last_prediction);
   w.put(static_cast<uint32_t>(s.model_state.size()));
   for (float v : s.model_state) w.put(v);
+  if (scorer_) {
+    w.put(static_cast<uint32_t>(s.scorer_state.size()));
+    for (float v : s.scorer_state) w.put(v);
+  }
   return std::move(w.out);
 }
 
@@ -490,6 +563,10 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   get_channel(r, s.level, cfg_.level, "level");
   get_channel(r, s.daily, cfg_.daily, "daily");
   get_channel(r, s.weekly, cfg_.weekly, "weekly");
+  if (scorer_) {
+    get_channel(r, s.learned, cfg_.learned, "learned");
+    for (double* v : {&s.hi_raw[0], &s.hi_raw[1], &s.lo_raw[0], &s.lo_raw[1]}) *v = r.finite();
+  }
   for (float* profile : {s.day, s.week})
     for (float* v = profile; v < profile + (profile == s.day ? kDayBins : kWeekBins); ++v) {
       *v = r.get<float>();
@@ -508,6 +585,13 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
   for (float& v : s.model_state) {
     v = r.get<float>();
     require(std::isfinite(v), "series state: a non-finite model state value");
+  }
+  if (scorer_) {
+    require(r.get<uint32_t>() == s.scorer_state.size(), "series state: scorer state size differs");
+    for (float& v : s.scorer_state) {
+      v = r.get<float>();
+      require(std::isfinite(v), "series state: a non-finite scorer state value");
+    }
   }
   require(r.left() == 0, "series state: " + std::to_string(r.left()) + " bytes after the end");
   return s;

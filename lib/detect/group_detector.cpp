@@ -84,8 +84,9 @@ json GroupConfig::to_json() const {
           {"fields", fields}};
 }
 
-GroupDetector::GroupDetector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg, GroupConfig group)
-    : det_(std::move(forecaster), std::move(cfg)), cfg_(group) {
+GroupDetector::GroupDetector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg, GroupConfig group,
+                             std::shared_ptr<const Forecaster> scorer)
+    : det_(std::move(forecaster), std::move(cfg), std::move(scorer)), cfg_(group) {
   cfg_.validate();
   a_cov_ = half_life_alpha(cfg_.half_life);
   a_joint_ = half_life_alpha(cfg_.joint.half_life);

@@ -33,7 +33,9 @@ uint64_t mix(uint64_t x) {
 // hundred rows, or a day or a week of the timestamps), a random walk, noise,
 // level shifts and spikes, each present with some probability, at scales and
 // offsets across orders of magnitude (the normaliser must cope).
-void synthetic_series(std::vector<double>& x, std::vector<int64_t>& epochs, size_t n, std::mt19937_64& rng) {
+// With `clean`, no level shifts or spikes (an anomaly target labels those it injects itself).
+void synthetic_series(std::vector<double>& x, std::vector<int64_t>& epochs, size_t n, std::mt19937_64& rng,
+                      bool clean = false) {
   std::uniform_real_distribution<double> U(0, 1);
   std::normal_distribution<double> Nd(0, 1);
   auto chance = [&](double p) { return U(rng) < p; };
@@ -62,8 +64,8 @@ void synthetic_series(std::vector<double>& x, std::vector<int64_t>& epochs, size
   const double noise = scale * (chance(0.15) ? 0.0 : std::exp(std::log(0.01) + U(rng) * std::log(300.0)));
   const bool heavy = chance(0.2);  // Laplace-like noise
   const double walk = chance(0.25) ? scale * 0.05 * U(rng) : 0.0;
-  const double shift_p = chance(0.3) ? U(rng) * 0.01 : 0.0;
-  const double spike_p = chance(0.3) ? U(rng) * 0.01 : 0.0;
+  const double shift_p = !clean && chance(0.3) ? U(rng) * 0.01 : 0.0;
+  const double spike_p = !clean && chance(0.3) ? U(rng) * 0.01 : 0.0;
   const double quant = chance(0.2) ? scale * (0.05 + U(rng)) : 0.0;  // integer-like steps
   double w = 0, shift = 0;
   int64_t epoch = t0;
@@ -92,10 +94,103 @@ void synthetic_series(std::vector<double>& x, std::vector<int64_t>& epochs, size
   }
 }
 
+
+// Anomalies injected into rows [lo + 32, x.size() - 8) of a raw series, with the
+// target they give: y[t] = exp(-(t - onset) / window) from an anomaly's
+// onset while it lasts (at most 4 windows), 0 elsewhere; the highest where
+// two overlap. Kinds: a spike (1 to 3 values), a level shift (for good or
+// for 50 to 400 rows), a change of variance, a trend break, a flat line, a
+// dropout to 0, a change of rhythm (the series read at half or twice its
+// pace). Sizes are in units of the series' own spread before the onset
+// (its deviation, and the deviation of its first differences for the
+// noise-like kinds), so they are as visible on every scale.
+void inject_anomalies(std::vector<double>& x, std::vector<float>& y, size_t lo, int window, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> U(0, 1);
+  std::normal_distribution<double> Nd(0, 1);
+  const size_t n = x.size();
+  y.assign(n, 0.0f);
+  if (n < lo + 48) return;
+  // Each block of 512 rows holds one anomaly with probability 0.6 (the
+  // first one starts 32 rows in): long windows hold long normal stretches
+  // and several anomalies.
+  const size_t first = lo + 32, last_onset = n - 8;
+  for (size_t block = first; block < last_onset; block += 512) {
+    if (U(rng) >= 0.6) continue;
+    const size_t span = std::min<size_t>(512, last_onset - block);
+    const size_t onset = block + static_cast<size_t>(U(rng) * static_cast<double>(span));
+    // The spread before the onset (the last 256 rows at most).
+    const size_t from = onset > 256 ? onset - 256 : 0;
+    double m = 0, v = 0, dv = 0;
+    for (size_t t = from; t < onset; ++t) m += x[t];
+    m /= static_cast<double>(onset - from);
+    for (size_t t = from; t < onset; ++t) v += (x[t] - m) * (x[t] - m);
+    for (size_t t = from + 1; t < onset; ++t) dv += (x[t] - x[t - 1]) * (x[t] - x[t - 1]);
+    const double sd = std::sqrt(v / static_cast<double>(onset - from));
+    const double dsd = std::sqrt(dv / static_cast<double>(std::max<size_t>(onset - from - 1, 1)) / 2);
+    const double scale = std::max({sd, dsd, 1e-3 * std::abs(m), 1e-6});
+    const double sign = U(rng) < 0.5 ? -1.0 : 1.0;
+    const int kind = static_cast<int>(U(rng) * 7) % 7;
+    size_t end = n;  // rows [onset, end) are anomalous
+    switch (kind) {
+      case 0: {  // spike
+        end = std::min(n, onset + 1 + static_cast<size_t>(U(rng) * 3));
+        const double h = sign * (3 + U(rng) * 9) * scale;
+        for (size_t t = onset; t < end; ++t) x[t] += h;
+        break;
+      }
+      case 1: {  // level shift
+        if (U(rng) < 0.5) end = std::min(n, onset + 50 + static_cast<size_t>(U(rng) * 350));
+        const double h = sign * (2 + U(rng) * 6) * scale;
+        for (size_t t = onset; t < end; ++t) x[t] += h;
+        break;
+      }
+      case 2: {  // variance change
+        if (U(rng) < 0.5) end = std::min(n, onset + 30 + static_cast<size_t>(U(rng) * 300));
+        const double k = (2 + U(rng) * 6) * std::max(dsd, 0.3 * scale);
+        for (size_t t = onset; t < end; ++t) x[t] += k * Nd(rng);
+        break;
+      }
+      case 3: {  // trend break: 3 to 10 deviations away after 20 to 100 rows
+        const double slope = sign * (3 + U(rng) * 7) * scale / (20 + U(rng) * 80);
+        for (size_t t = onset; t < n; ++t) x[t] += slope * static_cast<double>(t - onset + 1);
+        break;
+      }
+      case 4: {  // flat line (an anomaly only where the series moved)
+        end = std::min(n, onset + 20 + static_cast<size_t>(U(rng) * 200));
+        if (dsd < 0.05 * scale) end = onset;
+        for (size_t t = onset; t < end; ++t) x[t] = x[onset - 1];
+        break;
+      }
+      case 5: {  // dropout to 0 (an anomaly only where 0 is far)
+        end = std::min(n, onset + 3 + static_cast<size_t>(U(rng) * 100));
+        if (std::abs(m) < 2 * scale) end = onset;
+        for (size_t t = onset; t < end; ++t) x[t] = 0;
+        break;
+      }
+      default: {  // change of rhythm: read at twice or half the pace
+        end = std::min(n, onset + 50 + static_cast<size_t>(U(rng) * 300));
+        const double pace = U(rng) < 0.5 ? 2.0 : 0.5;
+        if (dsd > 0.5 * sd) end = onset;  // no rhythm to change: the noise dominates
+        std::vector<double> orig(x.begin() + static_cast<std::ptrdiff_t>(onset), x.end());
+        const double base = x[onset - 1];
+        for (size_t t = onset; t < end; ++t) {
+          const size_t k = static_cast<size_t>(static_cast<double>(t - onset) * pace);
+          x[t] = k < orig.size() ? orig[k] : base;
+        }
+        break;
+      }
+    }
+    const size_t last = std::min(end, onset + static_cast<size_t>(4 * window));
+    for (size_t t = onset; t < last; ++t)
+      y[t] = std::max(y[t], static_cast<float>(std::exp(-static_cast<double>(t - onset) / window)));
+  }
+}
+
 // One normalised series: z_t and the epochs.
 struct NormalisedSeries {
   std::vector<float> z;
   std::vector<int64_t> epochs;
+  std::vector<double> raw;  // the values (kept for an anomaly target only)
 };
 
 class SeriesBatchSource : public BatchSource {
@@ -107,6 +202,8 @@ class SeriesBatchSource : public BatchSource {
     require(d.out_channels == 1 || d.out_channels == 2, "series data: out_channels must be 1 or 2");
     require(d.horizon >= 1 && d.horizon <= Forecaster::kMaxHorizon,
             "series data: horizon must be in 1 .. " + std::to_string(Forecaster::kMaxHorizon));
+    require(!d.anomaly_target || d.out_channels == 1, "series data: an anomaly target needs out_channels 1");
+    require(d.anomaly_window >= 1 && d.anomaly_window <= 10000, "series data: anomaly_window must be in 1 .. 10000");
     for (const auto& folder : d.folders) {
       std::error_code ec;
       require(fs::is_directory(folder, ec), "series data: folder '" + folder + "' does not exist");
@@ -124,6 +221,7 @@ class SeriesBatchSource : public BatchSource {
         for (const auto& row : ts.rows) {
           s.z.push_back(static_cast<float>(n.push(row.value, cfg_.norm)));
           s.epochs.push_back(row.epoch);
+          if (d.anomaly_target) s.raw.push_back(row.value);
         }
         real_.push_back(std::move(s));
         total_ += ts.rows.size();
@@ -136,6 +234,7 @@ class SeriesBatchSource : public BatchSource {
   size_t real_series() const { return real_.size(); }
 
   void batch(float* in, float* target, int B, int T, uint64_t seed, int64_t step) override {
+    if (cfg_.anomaly_target) return anomaly_batch(in, target, B, T, seed, step);
     const size_t ni = static_cast<size_t>(cfg_.in_channels), no = static_cast<size_t>(cfg_.out_channels);
     const size_t h = static_cast<size_t>(cfg_.horizon);
     std::vector<double> x;
@@ -186,6 +285,53 @@ class SeriesBatchSource : public BatchSource {
   }
 
  private:
+  // The anomaly target: a series (synthetic without its own shifts and
+  // spikes, or a window of a real one) with anomalies injected into its
+  // last T rows, normalised online from its first row; the target at t is
+  // inject_anomalies' y_t.
+  void anomaly_batch(float* in, float* target, int B, int T, uint64_t seed, int64_t step) {
+    const size_t ni = static_cast<size_t>(cfg_.in_channels);
+    const size_t skip = static_cast<size_t>(cfg_.warmup_skip), n = skip + static_cast<size_t>(T);
+    std::vector<double> x;
+    std::vector<int64_t> epochs;
+    std::vector<float> y;
+    for (int b = 0; b < B; ++b) {
+      std::mt19937_64 rng(mix(mix(mix(seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(b)));
+      std::uniform_real_distribution<double> U(0, 1);
+      float* xi = in + static_cast<size_t>(b) * T * ni;
+      float* yi = target + static_cast<size_t>(b) * T;
+      std::fill(xi, xi + T * ni, 0.0f);
+      std::fill(yi, yi + T, 0.0f);
+      size_t lo = skip;  // rows of x before lo only warm the normaliser
+      if (real_.empty() || U(rng) < cfg_.synthetic_fraction) {
+        synthetic_series(x, epochs, n, rng, true);
+      } else {
+        size_t pick = static_cast<size_t>(U(rng) * total_), k = 0;
+        while (k + 1 < real_.size() && pick >= real_[k].z.size()) pick -= real_[k++].z.size();
+        const NormalisedSeries& s = real_[k];
+        const size_t len = s.raw.size();
+        const size_t first = len > n ? static_cast<size_t>(U(rng) * static_cast<double>(len - n + 1)) : 0;
+        const size_t m = std::min(n, len);
+        x.assign(s.raw.begin() + first, s.raw.begin() + first + m);
+        epochs.assign(s.epochs.begin() + first, s.epochs.begin() + first + m);
+        lo = m > static_cast<size_t>(T) ? m - T : std::min<size_t>(m / 4, 64);
+      }
+      inject_anomalies(x, y, lo, cfg_.anomaly_window, rng);
+      Normaliser nm;
+      const size_t off = static_cast<size_t>(T) - (x.size() - lo);  // rows fill the window's end
+      for (size_t r = 0; r < x.size(); ++r) {
+        const double z = nm.push(x[r], cfg_.norm);
+        if (r < lo) continue;
+        float* xr = xi + (off + r - lo) * ni;
+        if (ni == 1)
+          xr[0] = static_cast<float>(z);
+        else
+          forecaster_inputs(xr, z, epochs[r], r > 0 ? epochs[r] - epochs[r - 1] : 0);
+        yi[off + r - lo] = y[r];
+      }
+    }
+  }
+
   SeriesDataConfig cfg_;
   std::vector<NormalisedSeries> real_;  // each CSV, normalised from its start
   size_t total_ = 0;
@@ -196,7 +342,9 @@ using Fields = detail::JsonFields;
 }  // namespace
 
 SeriesDataConfig series_data_config_from_json(const json& j, const std::string& source) {
-  const Fields f(j, source, "data", {"kind", "folders", "synthetic_fraction", "warmup_skip", "horizon", "normaliser"});
+  const Fields f(j, source, "data",
+                 {"kind", "folders", "synthetic_fraction", "warmup_skip", "horizon", "normaliser", "target",
+                  "anomaly_window"});
   SeriesDataConfig d;
   if (auto it = j.find("kind"); it != j.end())
     require(it->is_string() && it->get<std::string>() == "series",
@@ -216,6 +364,14 @@ SeriesDataConfig series_data_config_from_json(const json& j, const std::string& 
   f.get("synthetic_fraction", d.synthetic_fraction);
   f.get("warmup_skip", d.warmup_skip);
   f.get("horizon", d.horizon);
+  if (auto it = j.find("target"); it != j.end()) {
+    require(it->is_string() && (it->get<std::string>() == "next" || it->get<std::string>() == "anomaly"),
+            source + ": 'data.target' must be \"next\" (a forecaster) or \"anomaly\" (a detector), got " +
+                it->dump());
+    d.anomaly_target = it->get<std::string>() == "anomaly";
+  }
+  f.get("anomaly_window", d.anomaly_window);
+  require(d.anomaly_window >= 1 && d.anomaly_window <= 10000, source + ": 'data.anomaly_window' must be in 1 .. 10000");
   require(d.horizon >= 1 && d.horizon <= Forecaster::kMaxHorizon,
           source + ": 'data.horizon' must be in 1 .. " + std::to_string(Forecaster::kMaxHorizon));
   require(d.synthetic_fraction >= 0 && d.synthetic_fraction <= 1,
@@ -289,9 +445,11 @@ SeriesTrainConfig SeriesTrainConfig::from_json(const json& j, const std::string&
 }
 
 std::map<std::string, std::string> SeriesTrainConfig::model_metadata() const {
-  return {{"ssm.normaliser", DetectorConfig{.norm = data.norm}.to_json()["normaliser"].dump()},
-          {"ssm.training", training_json},
-          {"ssm.horizon", std::to_string(data.horizon)}};
+  std::map<std::string, std::string> m{{"ssm.normaliser", DetectorConfig{.norm = data.norm}.to_json()["normaliser"].dump()},
+                                       {"ssm.training", training_json},
+                                       {"ssm.horizon", std::to_string(data.horizon)}};
+  if (data.anomaly_target) m["ssm.target"] = "anomaly";
+  return m;
 }
 
 bool is_series_train_config(const json& j) {

@@ -181,6 +181,21 @@ struct DetectorConfig {
   ChannelConfig level{1, 32, 110, 0.227, true};
   ChannelConfig daily{1, 17, 234, 0.161, false};
   ChannelConfig weekly{0.5, 8, 1672, 0.246, false};
+  // learned: the anomaly likelihood p_t in [0, 1] of a learned detector (an
+  // SSM trained on series with injected anomalies, `data.target` "anomaly";
+  // Detector's `scorer`), judged as the other channels' errors are. Counts
+  // only when the detector has a scorer (off by default: weight 0).
+  ChannelConfig learned{0, 1, 1000, 0.05, false};
+  // With a scorer, more uses of its likelihood p: a value scores at least
+  // learned_gain * p (0 = off); a new extreme raises the range rule's floor
+  // only where p >= learned_veto (0 = always); with learned_range > 0 a
+  // second range, of the raw value (as spatial_detrend false has it),
+  // raises the floor too where p >= learned_range: a record that the
+  // scorer finds anomalous counts even on a trend, the records of a trend
+  // alone do not.
+  double learned_gain = 0;
+  double learned_veto = 0;
+  double learned_range = 0;
   double level_half_life = 175;      // values
   double season_half_life = 14;      // visits of a bin (days for daily, weeks for weekly)
   double season_fit_half_life = 500; // values; weight of the fit measure
@@ -231,7 +246,9 @@ struct SeriesState {
   float prediction = 0;     // the forecaster's latest output: mu of z h values ahead
   float log_scale = 0;      // its log b (two-output forecasters; 0 otherwise)
   double hi[2] = {}, lo[2] = {};  // highest two / lowest two values, drawn towards the mean (the range)
-  ChannelState forecast, level, daily, weekly;
+  double hi_raw[2] = {}, lo_raw[2] = {};  // the same of the raw values (learned_range; kept with a scorer)
+  ChannelState forecast, level, daily, weekly, learned;
+  std::vector<float> scorer_state;  // (scorer's state_size()); empty without a scorer
   float day[kDayBins] = {}, week[kWeekBins] = {};               // seasonal profiles
   uint16_t day_n[kDayBins] = {}, week_n[kWeekBins] = {};        // visits (saturating)
   double fit_day = 0, fit_week = 0, fit_var = 0;                // EW squared residuals
@@ -257,15 +274,22 @@ struct DetectorResult {
   double error = 0;       // |z - prediction| in normalised units
   double z = 0;           // the value against the slow moments before it (clipped to ±z_clip; 0 for a repeat)
   double raw = 0;         // the score before the refractory lowering (0 for a repeat)
+  double learned = 0;     // the scorer's anomaly likelihood of this value (0 without a scorer)
   PointKind kind = PointKind::scored;
 };
 
 class Detector {
  public:
-  Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg);
+  // `scorer` (optional): a learned detector, a Mamba-2 of the forecaster's
+  // inputs (1 or kForecastInputs) and one output, the anomaly likelihood of
+  // the value it has just read (clamped to [0, 1]), scored by the `learned`
+  // channel. It steps with every accepted value, on the CPU.
+  Detector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg,
+           std::shared_ptr<const Forecaster> scorer = nullptr);
 
   const DetectorConfig& config() const { return cfg_; }
   const Forecaster& forecaster() const { return *forecaster_; }
+  const Forecaster* scorer() const { return scorer_.get(); }
 
   SeriesState new_series() const;
   // Scores one value. Throws ssm::Error for a non-finite value or a state
@@ -305,11 +329,12 @@ class Detector {
   DetectorResult advance(SeriesState& s, int64_t epoch, double value, float* step_input) const;
 
   std::shared_ptr<const Forecaster> forecaster_;
+  std::shared_ptr<const Forecaster> scorer_;
   DetectorConfig cfg_;
   NormaliserConfig fast_;
   // Weights per value of every half-life, computed once.
   double a_norm_ = 0, a_fast_ = 0, a_forecast_ = 0, a_level_ = 0, a_daily_ = 0, a_weekly_ = 0, a_fit_ = 0,
-         a_season_ = 0;
+         a_season_ = 0, a_learned_ = 0;
   bool two_outputs_ = false;  // the forecaster gives (mu, log b)
   double range_keep_ = 1;  // per value: how much of its distance from the mean the range keeps
   uint64_t fingerprint_ = 0;
@@ -372,7 +397,8 @@ struct GroupResult {
 
 class GroupDetector {
  public:
-  GroupDetector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg, GroupConfig group);
+  GroupDetector(std::shared_ptr<const Forecaster> forecaster, DetectorConfig cfg, GroupConfig group,
+                std::shared_ptr<const Forecaster> scorer = nullptr);
 
   const Detector& detector() const { return det_; }
   const GroupConfig& config() const { return cfg_; }
@@ -416,10 +442,16 @@ struct SeriesDataConfig {
   int in_channels = 1;               // the model's: 1 (z_t) or kForecastInputs (forecaster_inputs)
   int out_channels = 1;              // the model's: 1 (target z_{t+h}) or 2 (z_{t+h}, 0)
   int horizon = 1;                   // h: the target of step t is z_{t+h} (1 .. Forecaster::kMaxHorizon)
+  // "target": "anomaly" (a detector, docs/DETECT.md): anomalies are injected
+  // into the series and the target at t is exp(-(t - onset) / anomaly_window)
+  // from each one's onset while it lasts, 0 elsewhere (out_channels 1).
+  bool anomaly_target = false;
+  int anomaly_window = 16;
 };
 
 // Strict JSON: {"kind": "series", "folders": [...], "synthetic_fraction": 0.5,
-// "warmup_skip": 64, "horizon": 1, "normaliser": {...}}; errors name `source` and the key.
+// "warmup_skip": 64, "horizon": 1, "target": "next", "anomaly_window": 16, "normaliser": {...}};
+// errors name `source` and the key.
 SeriesDataConfig series_data_config_from_json(const nlohmann::json& j, const std::string& source);
 
 // Batches for the Trainer over `data`; item b of step s is a pure function
