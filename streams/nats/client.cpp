@@ -107,6 +107,7 @@ Connection::Connection(const std::string& url, const std::string& name, double g
   if (s == NATS_OK) s = natsOptions_SetFailRequestsOnDisconnect(opts, true);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, state_.get());
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, state_.get());
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, on_closed, state_.get());
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, on_error, state_.get());
   check(s, "NATS options for " + url);
   const int64_t end = steady_ns() + static_cast<int64_t>(give_up_seconds * 1e9);
@@ -116,15 +117,15 @@ Connection::Connection(const std::string& url, const std::string& name, double g
     if (s == NATS_OK) break;
     const std::string why = describe(s);
     const bool cancelled = cancel && cancel->load(std::memory_order_acquire);
+    char over[32];
+    std::snprintf(over, sizeof over, "%g s", give_up_seconds);
     if (cancelled || steady_ns() >= end)
       throw NatsError("cannot connect to the NATS server at " + url + ": " + why + " (" + std::to_string(attempt) +
-                          (attempt == 1 ? " try" : " tries") + " over " + std::to_string(static_cast<int>(give_up_seconds)) +
-                          " s; --nats-give-up sets how long)",
+                          (attempt == 1 ? " try" : " tries") + " in " + over + "; --nats-give-up sets how long)",
                       s, static_cast<jsErrCode>(0));
     if (!said && state_->log) {
       said = true;
-      state_->log("cannot connect to the NATS server at " + url + ": " + why + "; retrying for up to " +
-                  std::to_string(static_cast<int>(give_up_seconds)) + " s");
+      state_->log("cannot connect to the NATS server at " + url + ": " + why + "; retrying for up to " + over);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
@@ -132,8 +133,21 @@ Connection::Connection(const std::string& url, const std::string& name, double g
 
 Connection::~Connection() {
   if (!nc_) return;
+  state_->closing.store(true, std::memory_order_release);
   natsConnection_Close(nc_);
+  // The callbacks run on the client's own thread, after Close returns: the
+  // state they use must wait for the last of them.
+  std::unique_lock<std::mutex> g(state_->mu);
+  state_->cv.wait_for(g, std::chrono::seconds(5), [this] { return state_->closed; });
+  g.unlock();
   natsConnection_Destroy(nc_);
+}
+
+void Connection::on_closed(natsConnection*, void* closure) {
+  auto* st = static_cast<State*>(closure);
+  std::lock_guard<std::mutex> g(st->mu);
+  st->closed = true;
+  st->cv.notify_all();
 }
 
 bool Connection::connected() const { return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED; }
@@ -147,14 +161,14 @@ void Connection::on_disconnected(natsConnection*, void* closure) {
   auto* st = static_cast<State*>(closure);
   int64_t expected = 0;
   st->down_since_ns.compare_exchange_strong(expected, steady_ns(), std::memory_order_acq_rel);
-  if (st->log) st->log("lost the connection to the NATS server at " + st->url + "; reconnecting");
+  if (st->log && !st->closing.load(std::memory_order_acquire)) st->log("lost the connection to the NATS server at " + st->url + "; reconnecting");
 }
 
 void Connection::on_reconnected(natsConnection*, void* closure) {
   auto* st = static_cast<State*>(closure);
   const int64_t since = st->down_since_ns.exchange(0, std::memory_order_acq_rel);
   st->reconnects.fetch_add(1, std::memory_order_relaxed);
-  if (st->log)
+  if (st->log && !st->closing.load(std::memory_order_acquire))
     st->log("reconnected to the NATS server at " + st->url +
             (since ? " after " + std::to_string(static_cast<int>(seconds_between(since, steady_ns()) * 1000)) + " ms"
                    : std::string()));
@@ -162,7 +176,8 @@ void Connection::on_reconnected(natsConnection*, void* closure) {
 
 void Connection::on_error(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
   auto* st = static_cast<State*>(closure);
-  if (st->log) st->log(std::string("NATS client: ") + natsStatus_GetText(err));
+  if (st->log && !st->closing.load(std::memory_order_acquire))
+    st->log(std::string("NATS client: ") + natsStatus_GetText(err));
 }
 
 }  // namespace ssm::nats

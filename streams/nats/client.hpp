@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -105,14 +106,21 @@ class Connection {
   uint64_t reconnects() const { return state_->reconnects.load(std::memory_order_relaxed); }
 
  private:
+  // What the client's callbacks see; it outlives their last call (the
+  // destructor waits for the closed callback).
   struct State {
     Log log;
     std::string url;
     std::atomic<int64_t> down_since_ns{0};  // steady clock; 0: connected
     std::atomic<uint64_t> reconnects{0};
+    std::atomic<bool> closing{false};  // our own close: nothing to log
+    std::mutex mu;
+    std::condition_variable cv;
+    bool closed = false;
   };
   static void on_disconnected(natsConnection* nc, void* closure);
   static void on_reconnected(natsConnection* nc, void* closure);
+  static void on_closed(natsConnection* nc, void* closure);
   static void on_error(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
 
   std::string url_;

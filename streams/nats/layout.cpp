@@ -339,22 +339,37 @@ std::vector<size_t> assign_partitions(std::span<const std::string> members, size
   std::vector<size_t> owner(partitions, 0);
   const size_t m = members.size();
   if (m <= 1) return owner;
-  const size_t cap = (partitions + m - 1) / m;
-  std::vector<size_t> load(m, 0), order(m);
-  std::vector<uint64_t> weight(m);
+  // Every (partition, member) pair by its weight, heaviest first; each
+  // partition goes to the first member of its pairs that has room.
+  struct Pair {
+    uint64_t weight;
+    uint32_t p, member;
+  };
+  std::vector<Pair> pairs;
+  pairs.reserve(partitions * m);
   for (size_t p = 0; p < partitions; ++p) {
     const std::string tag = "/" + std::to_string(p);
-    for (size_t i = 0; i < m; ++i) {
-      weight[i] = fnv1a(tag, fnv1a(members[i]));
-      order[i] = i;
+    for (size_t i = 0; i < m; ++i)
+      pairs.push_back({fnv1a(tag, fnv1a(members[i])), static_cast<uint32_t>(p), static_cast<uint32_t>(i)});
+  }
+  std::sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) {
+    return a.weight != b.weight ? a.weight > b.weight : a.p != b.p ? a.p < b.p : a.member < b.member;
+  });
+  // Each member takes floor(partitions / m), the first partitions % m to
+  // get there one more.
+  const size_t floor = partitions / m;
+  size_t extra = partitions % m;
+  std::vector<size_t> load(m, 0);
+  std::vector<bool> placed(partitions, false);
+  for (const Pair& x : pairs) {
+    if (placed[x.p]) continue;
+    size_t& l = load[x.member];
+    if (l < floor || (l == floor && extra > 0)) {
+      if (l == floor) --extra;
+      owner[x.p] = x.member;
+      placed[x.p] = true;
+      ++l;
     }
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return weight[a] > weight[b]; });
-    for (size_t i : order)
-      if (load[i] < cap) {
-        owner[p] = i;
-        ++load[i];
-        break;
-      }
   }
   return owner;
 }

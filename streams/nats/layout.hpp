@@ -115,11 +115,13 @@ bool transient(const NatsError& e);
 
 // ------------------------------------------------------------ ownership
 
-// Which member owns each partition: rendezvous hashing (each partition goes
-// to the member of the highest FNV-1a of "<member>/<p>") with a cap of
-// ceil(partitions / members) each, so the partitions spread evenly and a
-// member joining or leaving moves few of the others'. `members` sorted and
-// unique; returns the member index of each partition.
+// Which member owns each partition: rendezvous hashing with a cap. Every
+// (partition, member) pair has a weight, FNV-1a of "<member>/<p>"; taken
+// heaviest first, each partition goes to the first member of its pairs that
+// has room: floor(partitions / members) each, and one more for the first
+// partitions % members to fill up. So the partitions spread evenly, and a
+// member joining or leaving moves few of the others'.
+// `members` sorted and unique; returns the member index of each partition.
 std::vector<size_t> assign_partitions(std::span<const std::string> members, size_t partitions);
 
 }  // namespace ssm::nats

@@ -92,8 +92,12 @@ void NatsConfig::validate() const {
   check(std::isfinite(stats_seconds) && stats_seconds >= 0, "--stats-every", "must be >= 0");
 }
 
+size_t nats_partition_of(std::string_view series, size_t partitions) {
+  return detect::partition_of(series, partitions);
+}
+
 std::string nats_value_subject(std::string_view subject, std::string_view series, size_t partitions) {
-  return std::string(subject) + "." + std::to_string(detect::partition_of(series, partitions)) + "." +
+  return std::string(subject) + "." + std::to_string(nats_partition_of(series, partitions)) + "." +
          std::string(series);
 }
 
@@ -108,7 +112,8 @@ struct NatsDetector::Impl {
   std::string fatal_reason;
 
   std::unique_ptr<Connection> conn;
-  JetStream js;
+  JetStream js;        // setting up; the conditional deletes of leases
+  JetStream lease_js;  // the lease operations: their wait is a quarter of the TTL
   KvPtr kv;
   std::unique_ptr<Shared> shared;
   std::string lease_prefix;  // "$KV.<bucket>."
@@ -165,7 +170,7 @@ struct NatsDetector::Impl {
         ensure_metrics_stream(js.get(), cfg);
         ensure_state_stream(js.get(), cfg);
         ensure_out_stream(js.get(), cfg);
-        kv = ensure_lease_bucket(js.get(), cfg);
+        ensure_lease_bucket(js.get(), cfg);
         ensure_cluster_config(js.get(), cfg, detector_id(*det));
         break;
       } catch (const NatsError& e) {
@@ -173,6 +178,12 @@ struct NatsDetector::Impl {
         sleep_unless(stop_flag, 0.25);
       }
     }
+    // A lease operation that cannot finish within a quarter of the TTL has
+    // failed: the next tick tries again, long before the lease runs out.
+    lease_js = JetStream(conn->get(), std::clamp<int64_t>(std::llround(cfg.lease_seconds * 250), 100, 2000));
+    kvStore* k = nullptr;
+    check(js_KeyValue(&k, lease_js.get(), cfg.bucket.c_str()), "cannot open KV bucket " + cfg.bucket);
+    kv.reset(k);
     shared = std::make_unique<Shared>(cfg, *det, *conn);
     shared->say = logger;
     if (events)
@@ -193,6 +204,7 @@ struct NatsDetector::Impl {
   }
 
   bool renew_member() {
+    if (!kv) return false;
     const std::string key = Layout::member_key(cfg.instance);
     uint64_t rev = 0;
     return kvStore_PutString(&rev, kv.get(), key.c_str(), cfg.instance.c_str()) == NATS_OK;
@@ -267,6 +279,11 @@ struct NatsDetector::Impl {
     const double ttl = cfg.lease_seconds;
     for (auto& [p, h] : held) {
       if (h.dropped) continue;
+      if (!conn->connected()) {
+        if (seconds_between(h.renewed_ns, steady_ns()) > 0.8 * ttl)
+          drop(p, h, "the connection to the server is down and its lease runs out");
+        continue;
+      }
       const int64_t sent = steady_ns();
       uint64_t rev = 0;
       const std::string key = Layout::lease_key(p);
@@ -309,7 +326,7 @@ struct NatsDetector::Impl {
   }
 
   void tick() {
-    renew_member();
+    if (conn->connected()) renew_member();
     renew_leases();
     reap();
     std::vector<std::string> m;

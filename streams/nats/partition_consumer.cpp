@@ -15,6 +15,7 @@ constexpr size_t kChunkBytes = size_t{512} << 10;  // a chunk message, well belo
 constexpr int64_t kFetchMs = 250;                  // a fetch's wait: how soon a stop or an abort is seen
 constexpr int64_t kFetchMaxBytes = int64_t{4} << 20;
 constexpr int64_t kPublishWaitMs = 10000;          // for the stored acknowledgements of a checkpoint's publishes
+constexpr int64_t kRequestMs = 2000;               // a JetStream API call or a commit
 constexpr int64_t kMaxPendingOutputs = 4096;       // score and event messages unacknowledged at a time
 constexpr int64_t kMaxPendingChunks = 8;           // chunks in flight: 4 MiB
 constexpr int kLogMalformed = 10;                  // malformed messages logged in full per takeover
@@ -68,6 +69,13 @@ void PartitionConsumer::run() {
   double backoff = 0.1;
   const std::string me = "partition " + std::to_string(p_) + ": ";
   while (!stopping() && !release_.load(std::memory_order_acquire)) {
+    // While the connection is down every request would wait out its
+    // timeout: wait for the connection (the lease manager aborts when
+    // that takes too long).
+    if (!sh_.conn.connected()) {
+      sleep_unless(abort_, 0.02);
+      continue;
+    }
     try {
       if (!loaded_) {
         take_over();
@@ -120,8 +128,8 @@ void PartitionConsumer::take_over() {
   const int64_t t0 = steady_ns();
   natsConnection* nc = sh_.conn.get();
   reconnects_ = sh_.conn.reconnects();
-  js_ = JetStream(nc, 5000, kMaxPendingOutputs, on_publish_error, this);
-  chunk_js_ = JetStream(nc, 5000, kMaxPendingChunks, on_publish_error, this);
+  js_ = JetStream(nc, kRequestMs, kMaxPendingOutputs, on_publish_error, this);
+  chunk_js_ = JetStream(nc, kRequestMs, kMaxPendingChunks, on_publish_error, this);
   publish_failed_.store(false, std::memory_order_release);
 
   // The last commit, then a claim: the same commit under this owner's name,
@@ -337,7 +345,14 @@ void PartitionConsumer::handle(natsMsg* m) {
                   std::string(subject) + ": " + std::string(graphite_error_name(kind)) + ": " + std::string(detail));
       });
   const GraphiteStats gs = parser_.stats();
-  sh_.counts.malformed.fetch_add(gs.errors - errors_seen_ + local_.wrong_partition, std::memory_order_relaxed);
+  // A message with no value, no error and no nan (blank) is malformed too.
+  const bool empty = gs.points == points_seen_ && gs.errors == errors_seen_ && gs.nan_values == nans_seen_;
+  if (empty && logged_malformed_ < kLogMalformed && ++logged_malformed_)
+    sh_.say("partition " + std::to_string(p_) + ": message " + std::to_string(seq) + " on " + std::string(subject) +
+            " holds no value");
+  points_seen_ = gs.points;
+  sh_.counts.malformed.fetch_add(gs.errors - errors_seen_ + local_.wrong_partition + (empty ? 1 : 0),
+                                 std::memory_order_relaxed);
   sh_.counts.nan_values.fetch_add(gs.nan_values - nans_seen_, std::memory_order_relaxed);
   errors_seen_ = gs.errors;
   nans_seen_ = gs.nan_values;
@@ -445,9 +460,16 @@ void PartitionConsumer::on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure
 // ------------------------------------------------------------ checkpoints
 
 void PartitionConsumer::checkpoint() {
+  // Waits for the acknowledgements in slices, so that a lost connection or
+  // an abort ends the wait at once.
   auto stored = [this](const JetStream& js, const char* what) {
-    const natsStatus s = js.complete(kPublishWaitMs);
-    if (s != NATS_OK) fail_nats(std::string("the ") + what + " of partition " + std::to_string(p_) + " were not all stored", s);
+    const std::string failed = std::string("the ") + what + " of partition " + std::to_string(p_) + " were not all stored";
+    natsStatus s = NATS_TIMEOUT;
+    for (int64_t waited = 0; s == NATS_TIMEOUT && waited < kPublishWaitMs; waited += 100) {
+      if (stopping() || !sh_.conn.connected()) fail_nats(failed, NATS_CONNECTION_DISCONNECTED);
+      s = js.complete(100);
+    }
+    if (s != NATS_OK) fail_nats(failed, s);
     if (publish_failed_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> g(failed_mu_);
       throw NatsError(failed_, NATS_ERR, static_cast<jsErrCode>(0));

@@ -142,7 +142,7 @@ class PartitionConsumer {
   GraphiteParser parser_;
   std::string scratch_, scores_, event_;
   Pos at_;
-  uint64_t errors_seen_ = 0, nans_seen_ = 0;
+  uint64_t points_seen_ = 0, errors_seen_ = 0, nans_seen_ = 0;  // the parser's counts before this message
   int logged_malformed_ = 0;
 
   // Publishes that failed (set on the client's thread).

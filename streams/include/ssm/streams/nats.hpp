@@ -147,7 +147,10 @@ class NatsPublisher final : public PointForwarder {
   std::unique_ptr<Impl> impl_;
 };
 
-// "metrics.<p>.<series>" for a value of `series` ("<subject>.<p>.<series>").
+// The partition of a series: FNV-1a of its name (the scoring threads of
+// `ssm detect --threads` use the same), for publishers of their own.
+size_t nats_partition_of(std::string_view series, size_t partitions);
+// "<subject>.<p>.<series>" for a value of `series`, e.g. "metrics.3.web-1.cpu".
 std::string nats_value_subject(std::string_view subject, std::string_view series, size_t partitions);
 
 }  // namespace ssm
