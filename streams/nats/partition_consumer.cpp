@@ -275,10 +275,14 @@ void PartitionConsumer::place_consumer() {
 
 // ------------------------------------------------------------ consuming
 
+// What is there, up to a batch, at once (no_wait); when nothing is, a wait
+// of up to kFetchMs for the first message, so that a value waits for no
+// batch to fill.
 void PartitionConsumer::consume() {
   jsFetchRequest req;
   jsFetchRequest_Init(&req);
-  req.Batch = static_cast<int>(sh_.cfg.batch);
+  req.Batch = idle_ ? 1 : static_cast<int>(sh_.cfg.batch);
+  req.NoWait = !idle_;
   req.MaxBytes = kFetchMaxBytes;
   req.Expires = kFetchMs * 1'000'000;
   natsMsgList list{};
@@ -287,7 +291,8 @@ void PartitionConsumer::consume() {
     natsMsgList* l;
     ~ListOwner() { natsMsgList_Destroy(l); }
   } owner{&list};
-  if (s == NATS_TIMEOUT && list.Count == 0) return;
+  idle_ = list.Count == 0;
+  if ((s == NATS_TIMEOUT || s == NATS_NOT_FOUND) && list.Count == 0) return;
   if (s != NATS_OK && list.Count == 0) {
     // While the connection is down the client fails at once: wait for it
     // (the lease manager aborts if that takes too long). Deliveries lost

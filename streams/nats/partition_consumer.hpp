@@ -131,6 +131,7 @@ class PartitionConsumer {
   uint64_t last_consumer_seq_ = 0;
   std::string last_reply_;     // its ack subject
   uint64_t inflight_ = 0;      // messages handled since the last ack
+  bool idle_ = false;          // the last fetch found nothing: wait for one message
   int64_t last_checkpoint_ns_ = 0;
 
   uint64_t reconnects_ = 0;    // the connection's count when the partition was taken
