@@ -57,6 +57,7 @@ struct BenchNatsArgs {
   size_t partitions = 16;
   double lease_ttl = 5, checkpoint = 5;
   bool takeover = true;
+  std::string logs;  // the instances' logs kept here ("" = a temp folder, removed)
 };
 
 double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
@@ -199,8 +200,10 @@ void run_bench_nats(const BenchNatsArgs& a) {
   const int64_t first_latency = 1 + a.rounds, first_takeover = first_latency + chunks_latency;
   Scores scores(static_cast<size_t>(first_takeover + 2));
 
-  char dir[] = "/tmp/ssm-bench-nats-XXXXXX";
-  require(mkdtemp(dir) != nullptr, "bench nats: cannot make a temp folder");
+  char tmp[] = "/tmp/ssm-bench-nats-XXXXXX";
+  if (a.logs.empty()) require(mkdtemp(tmp) != nullptr, "bench nats: cannot make a temp folder");
+  else std::filesystem::create_directories(a.logs);
+  const std::string dir = a.logs.empty() ? std::string(tmp) : a.logs;
   NatsConfig cfg;
   cfg.url = a.url;
   cfg.partitions = a.partitions;
@@ -325,7 +328,7 @@ void run_bench_nats(const BenchNatsArgs& a) {
   natsSubscription_Destroy(sub);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
-  std::filesystem::remove_all(dir);
+  if (a.logs.empty()) std::filesystem::remove_all(dir);
 }
 
 }  // namespace
@@ -345,6 +348,7 @@ void add_bench_nats(CLI::App& bench) {
   cmd->add_option("--lease-ttl", args->lease_ttl, "--nats-lease-ttl of the instances");
   cmd->add_option("--checkpoint-every", args->checkpoint, "--nats-checkpoint-every of the instances");
   cmd->add_flag("!--no-takeover", args->takeover, "skip the takeover phase");
+  cmd->add_option("--logs", args->logs, "keep the instances' logs in this folder");
   cmd->callback([args] { run_bench_nats(*args); });
 }
 

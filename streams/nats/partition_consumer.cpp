@@ -87,9 +87,11 @@ void PartitionConsumer::run() {
       if (sh_.conn.reconnects() != reconnects_)
         throw NatsError("reconnected to the server", NATS_CONNECTION_DISCONNECTED, static_cast<jsErrCode>(0));
       consume();
-      if (inflight_ > 0 && (inflight_ * 2 >= sh_.cfg.max_inflight ||
-                            seconds_between(last_checkpoint_ns_, steady_ns()) >= sh_.cfg.checkpoint_seconds))
-        checkpoint();
+      if (ck_.active)
+        checkpoint_step();
+      else if (inflight_ > 0 && (inflight_ * 2 >= sh_.cfg.max_inflight ||
+                                 seconds_between(last_checkpoint_ns_, steady_ns()) >= sh_.cfg.checkpoint_seconds))
+        begin_checkpoint();
     } catch (const NatsError& e) {
       if (stopping()) break;
       sh_.say(me + e.what() + "; back to its last checkpoint");
@@ -109,8 +111,8 @@ void PartitionConsumer::run() {
   }
   if (loaded_ && !stopping() && release_.load(std::memory_order_acquire)) {
     try {
-      if (inflight_ > 0 || !dirty_.empty()) checkpoint();
-      released_.store(true, std::memory_order_release);
+      last_checkpoint();
+      if (!stopping()) released_.store(true, std::memory_order_release);
     } catch (const Error& e) {
       sh_.say(me + "the last checkpoint failed: " + e.what() + "; the next owner replays from the one before");
     }
@@ -171,48 +173,81 @@ void PartitionConsumer::take_over() {
           std::to_string(static_cast<int>(seconds_between(t0, steady_ns()) * 1000)) + " ms");
 }
 
+// The chunks stream in through a consumer of their own (ephemeral, no
+// acks), fetched many at a time.
 void PartitionConsumer::load_chunks(uint64_t from, uint64_t until) {
   uint64_t bytes = 0, chunks = 0;
   const std::string source = chunk_subject_ + " in stream " + sh_.cfg.state_stream;
-  for (;;) {
-    natsMsg* got = nullptr;
-    jsDirectGetMsgOptions o;
-    jsDirectGetMsgOptions_Init(&o);
-    o.Sequence = from;
-    o.NextBySubject = chunk_subject_.c_str();
-    const natsStatus s = js_DirectGetMsg(&got, js_.get(), sh_.cfg.state_stream.c_str(), nullptr, &o);
-    MsgPtr owned(got);
-    if (s == NATS_NOT_FOUND) break;
-    check(s, "cannot read the checkpoint of partition " + std::to_string(p_));
-    const uint64_t seq = natsMsg_GetSequence(got);
-    if (seq >= until) break;  // chunks after the claim are no checkpoint's
-    const auto* data = reinterpret_cast<const uint8_t*>(natsMsg_GetData(got));
-    const std::span<const uint8_t> chunk(data, static_cast<size_t>(natsMsg_GetDataLength(got)));
-    std::vector<ChunkRecord> records;
-    try {
-      records = parse_chunk(chunk, static_cast<uint32_t>(p_));
-    } catch (const Error& e) {
-      fail(source + " sequence " + std::to_string(seq) + ": " + e.what());
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = sh_.cfg.state_stream.c_str();
+  so.Config.DeliverPolicy = js_DeliverByStartSequence;
+  so.Config.OptStartSeq = from;
+  so.Config.AckPolicy = js_AckNone;
+  natsSubscription* raw = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  check(js_PullSubscribe(&raw, js_.get(), chunk_subject_.c_str(), nullptr, nullptr, &so, &code),
+        "cannot read the checkpoint of partition " + std::to_string(p_), code);
+  struct Reader {
+    natsSubscription* sub;
+    ~Reader() {
+      natsSubscription_Unsubscribe(sub);  // deletes the consumer
+      natsSubscription_Destroy(sub);
     }
-    for (const ChunkRecord& r : records) {
-      auto it = table_.find(r.name);
-      if (it != table_.end() && r.pos <= it->second.pos) continue;
-      SeriesState state;
+  } reader{raw};
+  for (bool done = false; !done;) {
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = 64;
+    req.MaxBytes = int64_t{32} << 20;
+    req.NoWait = true;
+    req.Expires = kRequestMs * 1'000'000;
+    natsMsgList list{};
+    const natsStatus s = natsSubscription_FetchRequest(&list, raw, &req);
+    struct ListOwner {
+      natsMsgList* l;
+      ~ListOwner() { natsMsgList_Destroy(l); }
+    } owner{&list};
+    if ((s == NATS_NOT_FOUND || s == NATS_TIMEOUT) && list.Count == 0) break;  // no more
+    if (list.Count == 0) check(s, "cannot read the checkpoint of partition " + std::to_string(p_));
+    for (int i = 0; i < list.Count && !done; ++i) {
+      natsMsg* got = list.Msgs[i];
+      jsMsgMetaData* meta = nullptr;
+      check(natsMsg_GetMetaData(&meta, got), "a checkpoint chunk without its metadata");
+      const uint64_t seq = meta->Sequence.Stream, pending = meta->NumPending;
+      jsMsgMetaData_Destroy(meta);
+      if (seq >= until) {  // chunks after the claim are no checkpoint's
+        done = true;
+        break;
+      }
+      const auto* data = reinterpret_cast<const uint8_t*>(natsMsg_GetData(got));
+      const std::span<const uint8_t> chunk(data, static_cast<size_t>(natsMsg_GetDataLength(got)));
+      std::vector<ChunkRecord> records;
       try {
-        state = sh_.det.load(r.state);
+        records = parse_chunk(chunk, static_cast<uint32_t>(p_));
       } catch (const Error& e) {
-        fail(source + " sequence " + std::to_string(seq) + ", series '" + std::string(r.name) + "': " + e.what());
+        fail(source + " sequence " + std::to_string(seq) + ": " + e.what());
       }
-      if (it == table_.end()) {
-        it = table_.emplace(std::string(r.name), Rec{}).first;
-        sh_.counts.series.fetch_add(1, std::memory_order_relaxed);
+      for (const ChunkRecord& r : records) {
+        auto it = table_.find(r.name);
+        if (it != table_.end() && r.pos <= it->second.pos) continue;
+        SeriesState state;
+        try {
+          state = sh_.det.load(r.state);
+        } catch (const Error& e) {
+          fail(source + " sequence " + std::to_string(seq) + ", series '" + std::string(r.name) + "': " + e.what());
+        }
+        if (it == table_.end()) {
+          it = table_.emplace(std::string(r.name), Rec{}).first;
+          sh_.counts.series.fetch_add(1, std::memory_order_relaxed);
+        }
+        it->second.state = std::move(state);
+        it->second.pos = r.pos;
       }
-      it->second.state = std::move(state);
-      it->second.pos = r.pos;
+      bytes += chunk.size();
+      ++chunks;
+      if (pending == 0) done = true;
     }
-    bytes += chunk.size();
-    ++chunks;
-    from = seq + 1;
   }
   commit_.log_bytes = bytes;
   commit_.chunks = chunks;
@@ -281,8 +316,9 @@ void PartitionConsumer::place_consumer() {
 void PartitionConsumer::consume() {
   jsFetchRequest req;
   jsFetchRequest_Init(&req);
-  req.Batch = idle_ ? 1 : static_cast<int>(sh_.cfg.batch);
-  req.NoWait = !idle_;
+  const bool wait = idle_ && !ck_.active;  // a checkpoint under way goes on at once
+  req.Batch = wait ? 1 : static_cast<int>(sh_.cfg.batch);
+  req.NoWait = !wait;
   req.MaxBytes = kFetchMaxBytes;
   req.Expires = kFetchMs * 1'000'000;
   natsMsgList list{};
@@ -464,74 +500,88 @@ void PartitionConsumer::on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure
 
 // ------------------------------------------------------------ checkpoints
 
-void PartitionConsumer::checkpoint() {
-  // Waits for the acknowledgements in slices, so that a lost connection or
-  // an abort ends the wait at once.
-  auto stored = [this](const JetStream& js, const char* what) {
-    const std::string failed = std::string("the ") + what + " of partition " + std::to_string(p_) + " were not all stored";
-    natsStatus s = NATS_TIMEOUT;
-    for (int64_t waited = 0; s == NATS_TIMEOUT && waited < kPublishWaitMs; waited += 100) {
-      if (stopping() || !sh_.conn.connected()) fail_nats(failed, NATS_CONNECTION_DISCONNECTED);
-      s = js.complete(100);
-    }
-    if (s != NATS_OK) fail_nats(failed, s);
-    if (publish_failed_.load(std::memory_order_acquire)) {
-      std::lock_guard<std::mutex> g(failed_mu_);
-      throw NatsError(failed_, NATS_ERR, static_cast<jsErrCode>(0));
-    }
-  };
-  // 1. The scores and events of every value the checkpoint will hold.
+// Waits for the acknowledgements in slices, so that a lost connection or an
+// abort ends the wait at once.
+void PartitionConsumer::wait_stored(const JetStream& js, const char* what) {
+  const std::string failed = std::string("the ") + what + " of partition " + std::to_string(p_) + " were not all stored";
+  natsStatus s = NATS_TIMEOUT;
+  for (int64_t waited = 0; s == NATS_TIMEOUT && waited < kPublishWaitMs; waited += 100) {
+    if (stopping() || !sh_.conn.connected()) fail_nats(failed, NATS_CONNECTION_DISCONNECTED);
+    s = js.complete(100);
+  }
+  if (s != NATS_OK) fail_nats(failed, s);
+  if (publish_failed_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> g(failed_mu_);
+    throw NatsError(failed_, NATS_ERR, static_cast<jsErrCode>(0));
+  }
+}
+
+// The series changed so far (all of them when the log has grown past twice
+// the partition's state: the log then starts anew) are written a chunk at
+// a time between fetches, so that scoring goes on; the commit then covers
+// every value up to the last message handled now.
+void PartitionConsumer::begin_checkpoint() {
+  const uint64_t live = table_.size() * (state_bytes_ + 64);
+  ck_ = CheckpointRun{};
+  ck_.active = true;
+  ck_.full = commit_.log_bytes > 2 * live + kChunkBytes;
+  ck_.seq = last_seq_;
+  ck_.reply = last_reply_;
+  ck_.inflight = inflight_;
+  if (ck_.full) {
+    ck_.set.reserve(table_.size());
+    for (auto& [name, r] : table_) ck_.set.emplace_back(name, &r);
+  } else {
+    ck_.set.swap(dirty_);
+  }
+  // Changed from here on: the next checkpoint's.
+  for (auto& [name, r] : ck_.set) r->dirty = false;
+  dirty_.clear();
+}
+
+// One chunk of the run under way; the commit after the last.
+void PartitionConsumer::checkpoint_step() {
+  // A record may hold a value only once that value's score is stored: if
+  // this owner died, the next would skip the value and its score be lost.
   if (sh_.cfg.out_stream.empty())
     check(natsConnection_FlushTimeout(sh_.conn.get(), kPublishWaitMs), "cannot flush the scores");
   else
-    stored(js_, "scores and events");
-
-  // 2. The changed series; when the log has grown past twice the
-  // partition's state, all of them, and the log starts anew.
-  const uint64_t live = table_.size() * (state_bytes_ + 64);
-  const bool full = commit_.log_bytes > 2 * live + kChunkBytes;
+    wait_stored(js_, "scores and events");
   ChunkWriter w(static_cast<uint32_t>(p_));
-  uint64_t bytes = 0, chunks = 0;
-  auto send = [&] {
+  for (; ck_.at < ck_.set.size() && w.bytes() < kChunkBytes; ++ck_.at) {
+    const auto& [name, r] = ck_.set[ck_.at];
+    w.add(r->pos, name, sh_.det.save(r->state));
+  }
+  if (w.count() > 0) {
     std::vector<uint8_t> chunk = w.take();
     for (;;) {
-      const natsStatus s = chunk_js_.publish_async(chunk_subject_.c_str(), chunk.data(),
-                                           static_cast<int>(chunk.size()), nullptr);
+      const natsStatus s =
+          chunk_js_.publish_async(chunk_subject_.c_str(), chunk.data(), static_cast<int>(chunk.size()), nullptr);
       if (s == NATS_OK) break;
       if (s != NATS_TIMEOUT || stopping() || !sh_.conn.connected()) check(s, "cannot publish a checkpoint chunk");
     }
-    bytes += chunk.size();
-    ++chunks;
-  };
-  auto add = [&](std::string_view name, const Rec& r) {
-    w.add(r.pos, name, sh_.det.save(r.state));
-    if (w.bytes() >= kChunkBytes) send();
-  };
-  if (full)
-    for (const auto& [name, r] : table_) add(name, r);
-  else
-    for (const auto& [name, r] : dirty_) add(name, *r);
-  if (w.count() > 0) send();
-  stored(chunk_js_, "checkpoint chunks");
+    ck_.bytes += chunk.size();
+    ++ck_.chunks;
+  }
+  if (ck_.at < ck_.set.size()) return;
+  wait_stored(chunk_js_, "checkpoint chunks");
 
-  // 3. The commit, then the ack of everything it covers.
+  // The commit, then the ack of everything it covers.
   Commit c;
-  c.seq = last_seq_;
-  c.base = full ? commit_seq_ + 1 : commit_.base;
+  c.seq = ck_.seq;
+  c.base = ck_.full ? commit_seq_ + 1 : commit_.base;
   c.owner = sh_.instance;
   c.series = table_.size();
-  c.chunks = (full ? 0 : commit_.chunks) + chunks;
-  c.log_bytes = (full ? 0 : commit_.log_bytes) + bytes;
+  c.chunks = (ck_.full ? 0 : commit_.chunks) + ck_.chunks;
+  c.log_bytes = (ck_.full ? 0 : commit_.log_bytes) + ck_.bytes;
   commit(c);
-  if (!last_reply_.empty()) natsConnection_PublishString(sh_.conn.get(), last_reply_.c_str(), "+ACK");
-  last_reply_.clear();
-  for (auto& [name, r] : dirty_) r->dirty = false;
-  dirty_.clear();
-  inflight_ = 0;
+  if (!ck_.reply.empty()) natsConnection_PublishString(sh_.conn.get(), ck_.reply.c_str(), "+ACK");
+  inflight_ -= ck_.inflight;
   last_checkpoint_ns_ = steady_ns();
   sh_.counts.checkpoints.fetch_add(1, std::memory_order_relaxed);
-  sh_.counts.checkpoint_bytes.fetch_add(bytes, std::memory_order_relaxed);
-
+  sh_.counts.checkpoint_bytes.fetch_add(ck_.bytes, std::memory_order_relaxed);
+  const bool full = ck_.full;
+  ck_ = CheckpointRun{};
   if (full && c.base > 1) {
     // What the new log makes obsolete; a purge that fails leaves only garbage.
     auto purge = [this](const std::string& subject, uint64_t below, uint64_t keep) {
@@ -548,6 +598,14 @@ void PartitionConsumer::checkpoint() {
       sh_.say("partition " + std::to_string(p_) + ": old checkpoint chunks were not purged (" + describe(ps) +
               "); the next full checkpoint tries again");
   }
+}
+
+// At a release: the run under way finished, then one more for what came since.
+void PartitionConsumer::last_checkpoint() {
+  while (ck_.active && !stopping()) checkpoint_step();
+  if (inflight_ == 0 && dirty_.empty()) return;
+  begin_checkpoint();
+  while (ck_.active && !stopping()) checkpoint_step();
 }
 
 void PartitionConsumer::commit(const Commit& c) {
@@ -572,12 +630,14 @@ void PartitionConsumer::commit(const Commit& c) {
 
 void PartitionConsumer::drop_series() {
   sh_.counts.series.fetch_sub(table_.size(), std::memory_order_relaxed);
+  ck_ = CheckpointRun{};
   table_.clear();
   dirty_.clear();
 }
 
 void PartitionConsumer::rewind() {
   sh_.counts.rewinds.fetch_add(1, std::memory_order_relaxed);
+  ck_ = CheckpointRun{};
   sub_.reset();
   js_.discard();
   chunk_js_.discard();

@@ -7,10 +7,12 @@
 //   1. a fetched message's values are scored (those a loaded series already
 //      holds, Pos <= its own, are skipped) and its score message goes to
 //      ANOMALY with the id "<stream>:<seq>";
-//   2. a checkpoint waits until every score message is stored, then writes
-//      the changed series (chunks), then the commit, compare-and-set on the
-//      commit subject's last sequence (so a commit never races another
-//      owner's), then acks the last message (AckAll);
+//   2. a checkpoint writes the series changed up to the last message handled
+//      (chunks, one between two fetches, each only once the score messages
+//      of every value it holds are stored), then the commit of that
+//      message's sequence, compare-and-set on the commit subject's last
+//      sequence (so a commit never races another owner's), then acks that
+//      message (AckAll);
 //   3. a failure anywhere (the server gone, a delivery lost, a publish not
 //      stored) sends the partition back to its last commit: its series are
 //      dropped and loaded again and the consumer placed again, so values
@@ -102,7 +104,10 @@ class PartitionConsumer {
   void handle(natsMsg* m);
   void score(std::string_view path, double value, int64_t epoch);
   void publish_output(const std::string& subject, std::string_view data, const char* id);
-  void checkpoint();
+  void begin_checkpoint();
+  void checkpoint_step();
+  void last_checkpoint();
+  void wait_stored(const JetStream& js, const char* what);
   void commit(const Commit& c);
   void rewind();
   bool stopping() const { return abort_.load(std::memory_order_acquire); }
@@ -119,6 +124,16 @@ class PartitionConsumer {
   // Series of the partition, and those changed since the last checkpoint.
   std::unordered_map<std::string, Rec, NameHash, std::equal_to<>> table_;
   std::vector<std::pair<std::string_view, Rec*>> dirty_;
+  // A checkpoint under way: the series it writes, a chunk between fetches.
+  struct CheckpointRun {
+    bool active = false, full = false;
+    std::vector<std::pair<std::string_view, Rec*>> set;
+    size_t at = 0;          // of set: written so far
+    uint64_t seq = 0;       // the last message handled when it began: what the commit covers
+    std::string reply;      // that message's ack subject
+    uint64_t inflight = 0;  // messages handled by then and not acked
+    uint64_t bytes = 0, chunks = 0;
+  } ck_;
   size_t state_bytes_ = 0;  // of one saved series (for the size of the log)
 
   // The consumer and where it stands.
