@@ -885,6 +885,24 @@ TEST(NatsErrors, AServerThatGoesAwayEndsTheInstanceAfterTheGiveUpTime) {
   EXPECT_NE(inst.log.str().find("has been unreachable for"), std::string::npos) << inst.log.str();
 }
 
+// Two processes under one id would each take the other's leases for their
+// own: the second is refused once the first has kept the id alive for
+// three lease TTLs.
+TEST(NatsErrors, AnInstanceIdInUseIsRefused) {
+  REQUIRE_NATS_SERVER();
+  TempDir dir;
+  Server server(dir / "");
+  InProcess first(config_for(server, 2));
+  ASSERT_TRUE(wait_until([&] { return first.det->stats().owned == 2; }, 10)) << first.log.str();
+  InProcess second(config_for(server, 2));
+  ASSERT_TRUE(wait_until([&] { return second.result != -1; }, 10)) << second.log.str();
+  EXPECT_EQ(second.finish(), 0);
+  EXPECT_NE(second.log.str().find("instance id solo is in use by a running instance"), std::string::npos)
+      << second.log.str();
+  EXPECT_EQ(first.det->stats().owned, 2u) << "the first kept its partitions";
+  EXPECT_EQ(first.finish(), 1) << first.log.str();
+}
+
 // Runs an instance against streams and buckets made beforehand; its log.
 std::string run_against(const Server& server, ssm::NatsConfig cfg) {
   InProcess inst(std::move(cfg));

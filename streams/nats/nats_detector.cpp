@@ -193,6 +193,21 @@ struct NatsDetector::Impl {
         events->flush();
       };
     shared->fatal = [this](const std::string& why) { fatal(why); };
+    // A member key of this id: a predecessor that died (it expires within a
+    // TTL) or another process with the same id (it does not).
+    const int64_t wait_until = steady_ns() + static_cast<int64_t>(3 * cfg.lease_seconds * 1e9);
+    for (bool said = false;; said = true) {
+      kvEntry* e = nullptr;
+      const natsStatus s = kvStore_Get(&e, kv.get(), Layout::member_key(cfg.instance).c_str());
+      kvEntry_Destroy(e);
+      if (s == NATS_NOT_FOUND) break;
+      if (s == NATS_OK && steady_ns() > wait_until)
+        fail("instance id " + cfg.instance + " is in use by a running instance (its member key in " + cfg.bucket +
+             " is kept alive); give each instance its own --nats-instance");
+      if (s == NATS_OK && !said)
+        say("instance id " + cfg.instance + " was a member until less than a lease TTL ago; waiting for that to end");
+      if (sleep_unless(stop_flag, tick_seconds())) return;
+    }
     renew_member();
     ready.store(true, std::memory_order_release);
     say("instance " + cfg.instance + " joined: " + std::to_string(cfg.partitions) + " partitions of stream " +
@@ -419,7 +434,7 @@ struct NatsDetector::Impl {
       reap();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    if (up) kvStore_Delete(kv.get(), Layout::member_key(cfg.instance).c_str());
+    if (up && ready.load()) kvStore_Delete(kv.get(), Layout::member_key(cfg.instance).c_str());
     say("stopped: " + summary());
   }
 
