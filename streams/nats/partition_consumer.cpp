@@ -357,11 +357,9 @@ void PartitionConsumer::handle(natsMsg* m) {
   ++inflight_;
   Counters::raise(sh_.counts.max_inflight, inflight_);
   sh_.counts.messages.fetch_add(1, std::memory_order_relaxed);
-  if (const char* reply = natsMsg_GetReply(m)) last_reply_ = reply;
-  if (seq <= last_seq_) {  // a redelivery of a message handled already
-    return;
-  }
+  if (seq <= last_seq_) return;  // a redelivery of a message handled already
   last_seq_ = seq;
+  if (const char* reply = natsMsg_GetReply(m)) last_reply_ = reply;
 
   // "value epoch" for the series the subject names, or Graphite lines.
   const std::string_view subject = natsMsg_GetSubject(m);
