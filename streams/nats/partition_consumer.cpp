@@ -13,7 +13,6 @@ namespace {
 
 constexpr size_t kChunkBytes = size_t{512} << 10;  // a chunk message, well below the server's 1 MiB payload limit
 constexpr int64_t kFetchMs = 250;                  // a fetch's wait: how soon a stop or an abort is seen
-constexpr int64_t kFetchMaxBytes = int64_t{4} << 20;
 constexpr int64_t kPublishWaitMs = 10000;          // for the stored acknowledgements of a checkpoint's publishes
 constexpr int64_t kRequestMs = 2000;               // a JetStream API call or a commit
 constexpr int64_t kMaxPendingOutputs = 4096;       // score and event messages unacknowledged at a time
@@ -53,12 +52,14 @@ PartitionConsumer::PartitionConsumer(size_t partition, Shared& shared)
       consumer_(shared.names.consumer(partition)),
       parser_(GraphiteLimits{size_t{1} << 20, message_clock}) {
   state_bytes_ = sh_.det.save(sh_.det.new_series()).size();
+  sh_.consumers.fetch_add(1, std::memory_order_relaxed);
 }
 
 PartitionConsumer::~PartitionConsumer() {
   abort();
   if (thread_.joinable()) thread_.join();
   drop_series();
+  sh_.consumers.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void PartitionConsumer::start() {
@@ -199,7 +200,7 @@ void PartitionConsumer::load_chunks(uint64_t from, uint64_t until) {
     jsFetchRequest req;
     jsFetchRequest_Init(&req);
     req.Batch = 64;
-    req.MaxBytes = int64_t{32} << 20;
+    req.MaxBytes = sh_.fetch_bytes();
     req.NoWait = true;
     req.Expires = kRequestMs * 1'000'000;
     natsMsgList list{};
@@ -319,7 +320,7 @@ void PartitionConsumer::consume() {
   const bool wait = idle_ && !ck_.active;  // a checkpoint under way goes on at once
   req.Batch = wait ? 1 : static_cast<int>(sh_.cfg.batch);
   req.NoWait = !wait;
-  req.MaxBytes = kFetchMaxBytes;
+  req.MaxBytes = sh_.fetch_bytes();
   req.Expires = kFetchMs * 1'000'000;
   natsMsgList list{};
   const natsStatus s = natsSubscription_FetchRequest(&list, sub_.get(), &req);

@@ -21,6 +21,7 @@
 // Deliveries are checked to come in consumer-sequence order; a gap (a
 // delivery lost with a connection) is such a failure.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -67,6 +68,16 @@ struct Shared {
   std::function<void(std::string_view)> events_out;  // event lines (may be empty)
   std::function<void(const std::string&)> fatal;     // the instance cannot go on (a checkpoint it cannot read)
   Counters counts;
+  // The partitions' fetches share one connection, whose bytes in flight
+  // from the server must stay below the server's max_pending (64 MiB by
+  // default), or it drops the connection as a slow consumer: each fetch may
+  // bring its share of kFetchBudget.
+  static constexpr int64_t kFetchBudget = int64_t{24} << 20;
+  std::atomic<size_t> consumers{0};
+  int64_t fetch_bytes() const {
+    const auto n = static_cast<int64_t>(std::max<size_t>(1, consumers.load(std::memory_order_relaxed)));
+    return std::clamp<int64_t>(kFetchBudget / n, int64_t{256} << 10, int64_t{4} << 20);
+  }
 };
 
 class PartitionConsumer {
