@@ -49,9 +49,10 @@ constexpr int64_t kT0 = 1700000000;
 
 std::string nats_server_path() { return ssm::testing::find_program("nats-server"); }
 
-#define REQUIRE_NATS_SERVER()                                                                            \
-  if (nats_server_path().empty()) GTEST_SKIP() << "nats-server is not installed (Debian: apt-get install " \
-                                                  "nats-server); the NATS tests need a real server"
+#define REQUIRE_NATS_SERVER()                                              \
+  if (nats_server_path().empty())                                          \
+  GTEST_SKIP() << "nats-server is not installed (Debian: apt-get install " \
+                  "nats-server); the NATS tests need a real server"
 
 // Polls `done` every 10 ms for up to `seconds`.
 template <class F>
@@ -107,7 +108,7 @@ class Client {
   // Publishes one round of messages (different partitions, so their order
   // among themselves does not matter) and waits until each is stored,
   // sending again what failed with the same message id.
-  void publish_round(const std::vector<std::pair<std::string, std::string>>& msgs, const std::string& id_prefix) {
+  void publish_round(const std::vector<std::pair<std::string, std::string> >& msgs, const std::string& id_prefix) {
     std::vector<size_t> todo(msgs.size());
     for (size_t i = 0; i < msgs.size(); ++i) todo[i] = i;
     ASSERT_TRUE(wait_until(
@@ -147,8 +148,8 @@ class Client {
   }
 
   // Every message of `stream` on `filter`, in order: (subject, payload).
-  std::vector<std::pair<std::string, std::string>> read_all(const std::string& stream, const std::string& filter) {
-    std::vector<std::pair<std::string, std::string>> out;
+  std::vector<std::pair<std::string, std::string> > read_all(const std::string& stream, const std::string& filter) {
+    std::vector<std::pair<std::string, std::string> > out;
     const uint64_t n = count(stream, filter);
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -181,7 +182,7 @@ class Client {
     natsSubscription_SetPendingLimits(watch_, -1, -1);
     natsConnection_Flush(nc_);
   }
-  std::map<std::string, std::vector<std::string>> watched() {
+  std::map<std::string, std::vector<std::string> > watched() {
     std::lock_guard<std::mutex> g(mu_);
     return seen_;
   }
@@ -213,7 +214,7 @@ class Client {
   jsCtx* js_ = nullptr;
   natsSubscription* watch_ = nullptr;
   std::mutex mu_;
-  std::map<std::string, std::vector<std::string>> seen_;
+  std::map<std::string, std::vector<std::string> > seen_;
 };
 
 // ---------------------------------------------------------------- the server
@@ -306,12 +307,13 @@ struct Workload {
     const double noise = static_cast<double>(h % 1000) / 1000.0 - 0.5;
     const double spike = (t == 30 && i % 37 == 0) ? 60 : 0;
     return std::round((50 + 10 * std::sin(0.3 * static_cast<double>(t) + static_cast<double>(i)) + noise + spike) *
-                      1000) / 1000;
+                      1000) /
+           1000;
   }
   static int64_t epoch(size_t t) { return kT0 + 60 * static_cast<int64_t>(t); }
 
   // Round t: one message of Graphite lines per partition ("metrics.<p>.lines").
-  std::vector<std::pair<std::string, std::string>> round(size_t t) const {
+  std::vector<std::pair<std::string, std::string> > round(size_t t) const {
     std::vector<std::string> body(partitions);
     for (size_t i = 0; i < names.size(); ++i) {
       const size_t p = ssm::nats_partition_of(names[i], partitions);
@@ -319,7 +321,7 @@ struct Workload {
       std::snprintf(buf, sizeof buf, " %.17g %lld\n", value(i, t), static_cast<long long>(epoch(t)));
       body[p] += names[i] + buf;
     }
-    std::vector<std::pair<std::string, std::string>> out;
+    std::vector<std::pair<std::string, std::string> > out;
     for (size_t p = 0; p < partitions; ++p)
       if (!body[p].empty()) out.emplace_back("metrics." + std::to_string(p) + ".lines", body[p]);
     return out;
@@ -327,9 +329,9 @@ struct Workload {
   size_t messages_per_round() const { return round(0).size(); }
 
   // What an uninterrupted single-process run scores: series -> epoch -> score.
-  std::map<std::string, std::map<int64_t, double>> reference(size_t rounds) const {
+  std::map<std::string, std::map<int64_t, double> > reference(size_t rounds) const {
     ssm::Detector det(ssm::Forecaster::builtin(), ssm::DetectorConfig{});
-    std::map<std::string, std::map<int64_t, double>> out;
+    std::map<std::string, std::map<int64_t, double> > out;
     for (size_t i = 0; i < names.size(); ++i) {
       ssm::SeriesState s = det.new_series();
       auto& m = out["anomaly." + names[i]];
@@ -341,9 +343,9 @@ struct Workload {
 
 // The score lines of ANOMALY's score messages: (score path without
 // ".score" and tags folded back, epoch) -> every score given to it.
-std::map<std::string, std::map<int64_t, std::vector<double>>> scores_of(
-    const std::vector<std::pair<std::string, std::string>>& msgs) {
-  std::map<std::string, std::map<int64_t, std::vector<double>>> out;
+std::map<std::string, std::map<int64_t, std::vector<double> > > scores_of(
+    const std::vector<std::pair<std::string, std::string> >& msgs) {
+  std::map<std::string, std::map<int64_t, std::vector<double> > > out;
   for (const auto& [subject, payload] : msgs) {
     std::istringstream in(payload);
     std::string path, score, epoch;
@@ -361,7 +363,7 @@ std::map<std::string, std::map<int64_t, std::vector<double>>> scores_of(
 
 // Every value of `rounds` rounds scored exactly once, equal to the reference.
 void expect_exactly_once(const Workload& w, size_t rounds,
-                         const std::vector<std::pair<std::string, std::string>>& msgs) {
+                         const std::vector<std::pair<std::string, std::string> >& msgs) {
   const auto want = w.reference(rounds);
   const auto got = scores_of(msgs);
   EXPECT_EQ(msgs.size(), rounds * w.messages_per_round()) << "score messages: one per input message";
@@ -402,12 +404,27 @@ struct Instance {
   Instance(const std::string& url, const std::string& id_, const TempDir& dir, size_t partitions,
            const std::string& checkpoint = "0.5", const std::string& inflight = "20000")
       : id(id_), log(dir / ("instance-" + id_ + ".log")) {
-    child = std::make_unique<Child>(
-        std::vector<std::string>{kSsm, "detect", "--nats", url, "--nats-partitions", std::to_string(partitions),
-                                 "--nats-instance", id, "--nats-lease-ttl", "1", "--nats-checkpoint-every", checkpoint,
-                                 "--nats-max-inflight", inflight, "--nats-batch", "8", "--events", "none",
-                                 "--stats-every", "0"},
-        log);
+    child = std::make_unique<Child>(std::vector<std::string>{kSsm,
+                                                             "detect",
+                                                             "--nats",
+                                                             url,
+                                                             "--nats-partitions",
+                                                             std::to_string(partitions),
+                                                             "--nats-instance",
+                                                             id,
+                                                             "--nats-lease-ttl",
+                                                             "1",
+                                                             "--nats-checkpoint-every",
+                                                             checkpoint,
+                                                             "--nats-max-inflight",
+                                                             inflight,
+                                                             "--nats-batch",
+                                                             "8",
+                                                             "--events",
+                                                             "none",
+                                                             "--stats-every",
+                                                             "0"},
+                                    log);
   }
   std::string text() const { return ssm::testing::read_text(log); }
 };
@@ -454,8 +471,10 @@ TEST(NatsLayout, AssignmentIsBalancedDeterministicAndMovesLittle) {
   const auto z = ssm::nats::assign_partitions(four, 16);
   int moved_between_old = 0, to_new = 0;
   for (size_t p = 0; p < 16; ++p) {
-    if (z[p] == 3) ++to_new;
-    else if (z[p] != x[p]) ++moved_between_old;
+    if (z[p] == 3)
+      ++to_new;
+    else if (z[p] != x[p])
+      ++moved_between_old;
   }
   EXPECT_EQ(to_new, 4);
   EXPECT_LE(moved_between_old, 3);
@@ -491,8 +510,9 @@ TEST(NatsLayout, ChunksRoundTripAndDamageIsNamed) {
   auto damaged = bytes;
   damaged[30] ^= 1;
   EXPECT_NE(ssm::testing::error_of([&] { ssm::nats::parse_chunk(damaged, 5); }).find("damaged"), std::string::npos);
-  EXPECT_NE(ssm::testing::error_of([&] { ssm::nats::parse_chunk(std::vector<uint8_t>(bytes.begin(), bytes.begin() + 20), 5); })
-                .find("not a checkpoint chunk"),
+  EXPECT_NE(ssm::testing::error_of([&] {
+              ssm::nats::parse_chunk(std::vector<uint8_t>(bytes.begin(), bytes.begin() + 20), 5);
+            }).find("not a checkpoint chunk"),
             std::string::npos);
 }
 
@@ -609,7 +629,8 @@ TEST(NatsCluster, ServerAndClusterRestartsLoseNothingAndScoreNothingTwice) {
     c = std::make_unique<Client>(server.url());
     for (size_t t = 12; t < 24; ++t) c->publish_round(w.round(t), "r" + std::to_string(t));
     ASSERT_TRUE(wait_until([&] { return scored(*c) >= per_round * 24; }, 30))
-        << scored(*c) << " of " << per_round * 24 << "\n" << a.text() << b.text() << d.text();
+        << scored(*c) << " of " << per_round * 24 << "\n"
+        << a.text() << b.text() << d.text();
     for (Instance* i : {&a, &b, &d}) EXPECT_EQ(i->text().find("stopping"), std::string::npos) << i->text();
     for (size_t t = 24; t < 30; ++t) c->publish_round(w.round(t), "r" + std::to_string(t));
     ASSERT_TRUE(wait_until([&] { return scored(*c) > per_round * 24; }, 20));
@@ -621,7 +642,8 @@ TEST(NatsCluster, ServerAndClusterRestartsLoseNothingAndScoreNothingTwice) {
   Instance e(server.url(), "e", dir, P), f(server.url(), "f", dir, P), g(server.url(), "g", dir, P);
   for (size_t t = 30; t < rounds; ++t) c.publish_round(w.round(t), "r" + std::to_string(t));
   ASSERT_TRUE(wait_until([&] { return scored(c) >= per_round * rounds; }, 30))
-      << scored(c) << " of " << per_round * rounds << "\n" << e.text() << f.text() << g.text();
+      << scored(c) << " of " << per_round * rounds << "\n"
+      << e.text() << f.text() << g.text();
   for (Instance* i : {&e, &f, &g}) i->child->signal(SIGTERM);
   for (Instance* i : {&e, &f, &g}) EXPECT_EQ(i->child->wait(15), 0) << i->text();
   // The new cluster started from the old one's checkpoints, which the
@@ -687,7 +709,7 @@ TEST(NatsInstance, MalformedMessagesAreCountedAndSkippedWithoutBlockingThePartit
   std::string wrong = other;  // a series of another partition, to be sent on x's subject
   for (int i = 0; ssm::nats_partition_of(wrong, P) == px; ++i) wrong = other + std::to_string(i);
   const std::string sx = "metrics." + std::to_string(px) + "." + x;
-  std::vector<std::pair<std::string, std::string>> msgs;
+  std::vector<std::pair<std::string, std::string> > msgs;
   std::vector<double> good;
   // Past the detector's learning phase (233 values) a jump at value 280 is an event.
   auto value = [&](size_t t) { return 10 + std::sin(0.5 * static_cast<double>(t)) + (t == 280 ? 20 : 0); };
@@ -707,11 +729,11 @@ TEST(NatsInstance, MalformedMessagesAreCountedAndSkippedWithoutBlockingThePartit
     good.push_back(value(t));
   }
   msgs.emplace_back("metrics." + std::to_string(px) + ".lines", history);
-  const std::vector<std::string> bad = {"abc 1700000000",        // bad_value
-                                        "1.5",                   // missing_fields
-                                        "",                      // missing_fields (blank after the name)
-                                        "inf 1700000000",        // non_finite_value
-                                        "1 2 3 4",               // extra_fields
+  const std::vector<std::string> bad = {"abc 1700000000",            // bad_value
+                                        "1.5",                       // missing_fields
+                                        "",                          // missing_fields (blank after the name)
+                                        "inf 1700000000",            // non_finite_value
+                                        "1 2 3 4",                   // extra_fields
                                         std::string("\x01\x02", 2),  // binary
                                         wrong + " 5 1700000000\n"};  // of another partition
   for (const std::string& b : bad) msgs.emplace_back(sx, b);
@@ -759,14 +781,15 @@ TEST(NatsInstance, ASlowConsumerGetsBackpressureNotUnboundedMemory) {
   Server server(dir / "");
   Client c(server.url());
   const size_t P = 1, n = 3000;
-  std::vector<std::pair<std::string, std::string>> msgs;
+  std::vector<std::pair<std::string, std::string> > msgs;
   for (size_t t = 0; t < n; ++t)
     msgs.emplace_back("metrics.0.s" + std::to_string(t % 50),
                       std::to_string(Workload::value(t % 50, t / 50)) + " " + std::to_string(Workload::epoch(t / 50)));
   ssm::nats::ensure_metrics_stream(c.js(), config_for(server, P));
   for (size_t i = 0; i < n; i += 500)
-    c.publish_round(std::vector<std::pair<std::string, std::string>>(msgs.begin() + i, msgs.begin() + std::min(n, i + 500)),
-                    "b" + std::to_string(i));
+    c.publish_round(
+        std::vector<std::pair<std::string, std::string> >(msgs.begin() + i, msgs.begin() + std::min(n, i + 500)),
+        "b" + std::to_string(i));
   ssm::NatsConfig cfg = config_for(server, P);
   cfg.batch = 16;
   cfg.max_inflight = 64;
@@ -825,7 +848,8 @@ TEST(NatsInstance, GraphiteFrontDoorPublishesIntoTheStream) {
     for (size_t t = 0; t < rounds; ++t)
       for (size_t i = 0; i < w.names.size(); ++i) {
         char buf[64];
-        std::snprintf(buf, sizeof buf, " %.17g %lld\n", Workload::value(i, t), static_cast<long long>(Workload::epoch(t)));
+        std::snprintf(buf, sizeof buf, " %.17g %lld\n", Workload::value(i, t),
+                      static_cast<long long>(Workload::epoch(t)));
         text += w.names[i] + buf;
       }
     text += "bad line here and more\n";

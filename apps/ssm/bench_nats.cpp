@@ -115,11 +115,24 @@ struct Instance {
   pid_t pid = -1;
   std::string id, log;
   Instance(const BenchNatsArgs& a, const std::string& id_, const std::string& log_) : id(id_), log(log_) {
-    std::vector<std::string> argv = {"/proc/self/exe", "detect", "--nats", a.url, "--nats-partitions",
-                                     std::to_string(a.partitions), "--nats-instance", id, "--nats-lease-ttl",
-                                     std::to_string(a.lease_ttl), "--nats-checkpoint-every",
-                                     std::to_string(a.checkpoint), "--events", "none", "--stats-every", "0",
-                                     "--max-series", std::to_string(2 * a.series)};
+    std::vector<std::string> argv = {"/proc/self/exe",
+                                     "detect",
+                                     "--nats",
+                                     a.url,
+                                     "--nats-partitions",
+                                     std::to_string(a.partitions),
+                                     "--nats-instance",
+                                     id,
+                                     "--nats-lease-ttl",
+                                     std::to_string(a.lease_ttl),
+                                     "--nats-checkpoint-every",
+                                     std::to_string(a.checkpoint),
+                                     "--events",
+                                     "none",
+                                     "--stats-every",
+                                     "0",
+                                     "--max-series",
+                                     std::to_string(2 * a.series)};
     pid = fork();
     if (pid == 0) {
       FILE* f = std::freopen(log.c_str(), "w", stderr);
@@ -201,8 +214,10 @@ void run_bench_nats(const BenchNatsArgs& a) {
   Scores scores(static_cast<size_t>(first_takeover + 2));
 
   char tmp[] = "/tmp/ssm-bench-nats-XXXXXX";
-  if (a.logs.empty()) require(mkdtemp(tmp) != nullptr, "bench nats: cannot make a temp folder");
-  else std::filesystem::create_directories(a.logs);
+  if (a.logs.empty())
+    require(mkdtemp(tmp) != nullptr, "bench nats: cannot make a temp folder");
+  else
+    std::filesystem::create_directories(a.logs);
   const std::string dir = a.logs.empty() ? std::string(tmp) : a.logs;
   NatsConfig cfg;
   cfg.url = a.url;
@@ -228,7 +243,8 @@ void run_bench_nats(const BenchNatsArgs& a) {
           "bench nats: the instance did not take the partitions:\n" + instance_a->text());
   auto round = [&](int64_t chunk) {
     scores.sent(chunk, now_s());
-    for (int s = 0; s < S; ++s) pub.point("bench.s" + std::to_string(s), 50 + 10 * std::sin(0.1 * s + chunk), kBase + chunk);
+    for (int s = 0; s < S; ++s)
+      pub.point("bench.s" + std::to_string(s), 50 + 10 * std::sin(0.1 * s + chunk), kBase + chunk);
     pub.flush();
   };
   auto wait_chunk = [&](int64_t chunk, double seconds) {
@@ -244,11 +260,13 @@ void run_bench_nats(const BenchNatsArgs& a) {
   // 2. Throughput.
   const double t0 = now_s();
   for (int r = 1; r <= a.rounds; ++r) round(r);
-  require(wait_for([&] {
-            for (int r = 1; r <= a.rounds; ++r)
-              if (scores.count(r) < static_cast<uint64_t>(S)) return false;
-            return true;
-          }, 600),
+  require(wait_for(
+              [&] {
+                for (int r = 1; r <= a.rounds; ++r)
+                  if (scores.count(r) < static_cast<uint64_t>(S)) return false;
+                return true;
+              },
+              600),
           "bench nats: the throughput phase's scores did not all come back:\n" + instance_a->text());
   const double t1 = scores.last_arrival();
   const double values = static_cast<double>(S) * a.rounds;
@@ -268,25 +286,33 @@ void run_bench_nats(const BenchNatsArgs& a) {
   }
   const double offered_s = std::chrono::duration<double>(Clock::now() - start).count();
   const uint64_t offered = static_cast<uint64_t>(per_chunk * chunks_latency);
-  wait_for([&] {
-    uint64_t n = 0;
-    for (int64_t k = 0; k < chunks_latency; ++k) n += scores.count(first_latency + k);
-    return n >= offered;
-  }, 120);
+  wait_for(
+      [&] {
+        uint64_t n = 0;
+        for (int64_t k = 0; k < chunks_latency; ++k) n += scores.count(first_latency + k);
+        return n >= offered;
+      },
+      120);
   scores.start_timing(-1);
   std::vector<double> lat = scores.latencies();
   const size_t got = lat.size();
   const double p50 = quantile(lat, 0.5), p99 = quantile(lat, 0.99), p999 = quantile(lat, 0.999),
                mx = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end());
 
-  std::printf("ssm bench nats: %d series, %zu partitions, 1 instance, nats-server at %s, lease TTL %g s, checkpoints every %g s\n",
-              S, a.partitions, a.url.c_str(), a.lease_ttl, a.checkpoint);
-  std::printf("  warm-up      %d values (one per series) scored; instance resident set %.0f -> %.0f MB (%.0f bytes per series)\n",
-              S, rss0, rss1, (rss1 - rss0) * 1048576 / S);
-  std::printf("  throughput   %.0f values in %.3f s = %.0f values/s (published as fast as the stream took them, every score read back)\n",
-              values, t1 - t0, values / (t1 - t0));
-  std::printf("  latency      %.0f values/s offered for %.1f s in %d ms chunks: %zu of %llu scores back\n",
-              a.rate, offered_s, a.chunk_ms, got, static_cast<unsigned long long>(offered));
+  std::printf(
+      "ssm bench nats: %d series, %zu partitions, 1 instance, nats-server at %s, lease TTL %g s, checkpoints every %g "
+      "s\n",
+      S, a.partitions, a.url.c_str(), a.lease_ttl, a.checkpoint);
+  std::printf(
+      "  warm-up      %d values (one per series) scored; instance resident set %.0f -> %.0f MB (%.0f bytes per "
+      "series)\n",
+      S, rss0, rss1, (rss1 - rss0) * 1048576 / S);
+  std::printf(
+      "  throughput   %.0f values in %.3f s = %.0f values/s (published as fast as the stream took them, every score "
+      "read back)\n",
+      values, t1 - t0, values / (t1 - t0));
+  std::printf("  latency      %.0f values/s offered for %.1f s in %d ms chunks: %zu of %llu scores back\n", a.rate,
+              offered_s, a.chunk_ms, got, static_cast<unsigned long long>(offered));
   std::printf("               publish-to-score p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms\n", p50 * 1e3,
               p99 * 1e3, p999 * 1e3, mx * 1e3);
 
@@ -318,11 +344,12 @@ void run_bench_nats(const BenchNatsArgs& a) {
       if (in != std::string::npos && in < nl) load_ms.push_back(std::atof(text.c_str() + in + 11));
     }
     const double max_load = load_ms.empty() ? 0 : *std::max_element(load_ms.begin(), load_ms.end());
-    std::printf("  takeover     kill -9 of the instance owning %zu of %zu partitions (%d series): %s %.2f s from the "
-                "kill to the last score of a round published right after it (lease TTL %g s; the survivor loaded "
-                "each checkpoint and placed its consumer in at most %.0f ms, %zu partitions)\n",
-                a.partitions / 2, a.partitions, S, back ? "all scored" : "NOT all scored", done_t - kill_t,
-                a.lease_ttl, max_load, load_ms.size());
+    std::printf(
+        "  takeover     kill -9 of the instance owning %zu of %zu partitions (%d series): %s %.2f s from the "
+        "kill to the last score of a round published right after it (lease TTL %g s; the survivor loaded "
+        "each checkpoint and placed its consumer in at most %.0f ms, %zu partitions)\n",
+        a.partitions / 2, a.partitions, S, back ? "all scored" : "NOT all scored", done_t - kill_t, a.lease_ttl,
+        max_load, load_ms.size());
   }
   instance_a->stop(SIGTERM);
   natsSubscription_Destroy(sub);
@@ -336,8 +363,9 @@ void run_bench_nats(const BenchNatsArgs& a) {
 void add_bench_nats(CLI::App& bench) {
   auto* cmd = bench.add_subcommand("nats", "Detection through NATS JetStream: throughput, latency, takeover");
   auto args = std::make_shared<BenchNatsArgs>();
-  cmd->add_option("--url", args->url, "a running nats-server -js (e.g. nats://127.0.0.1:4222), fresh: the bench "
-                                      "makes its streams")
+  cmd->add_option("--url", args->url,
+                  "a running nats-server -js (e.g. nats://127.0.0.1:4222), fresh: the bench "
+                  "makes its streams")
       ->required();
   cmd->add_option("--series", args->series, "series, one value each per round");
   cmd->add_option("--rounds", args->rounds, "throughput phase: values per series");
@@ -361,8 +389,9 @@ void add_bench_nats(CLI::App& bench) {
   auto* cmd = bench.add_subcommand("nats", "Detection through NATS JetStream (not in this build)");
   cmd->allow_extras();
   cmd->callback([] {
-    not_available("bench nats", "this ssm was built without NATS support: libnats (Debian: libnats-dev) was not "
-                                "found when it was configured");
+    not_available("bench nats",
+                  "this ssm was built without NATS support: libnats (Debian: libnats-dev) was not "
+                  "found when it was configured");
   });
 }
 }  // namespace ssm::cli

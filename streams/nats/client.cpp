@@ -24,6 +24,12 @@ int64_t steady_ns() {
       .count();
 }
 
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", s);
+  return buf;
+}
+
 bool sleep_unless(const std::atomic<bool>& flag, double seconds) {
   const int64_t end = steady_ns() + static_cast<int64_t>(seconds * 1e9);
   while (!flag.load(std::memory_order_acquire)) {
@@ -117,8 +123,7 @@ Connection::Connection(const std::string& url, const std::string& name, double g
     if (s == NATS_OK) break;
     const std::string why = describe(s);
     const bool cancelled = cancel && cancel->load(std::memory_order_acquire);
-    char over[32];
-    std::snprintf(over, sizeof over, "%g s", give_up_seconds);
+    const std::string over = seconds_text(give_up_seconds);
     if (cancelled || steady_ns() >= end)
       throw NatsError("cannot connect to the NATS server at " + url + ": " + why + " (" + std::to_string(attempt) +
                           (attempt == 1 ? " try" : " tries") + " in " + over + "; --nats-give-up sets how long)",
@@ -161,7 +166,8 @@ void Connection::on_disconnected(natsConnection*, void* closure) {
   auto* st = static_cast<State*>(closure);
   int64_t expected = 0;
   st->down_since_ns.compare_exchange_strong(expected, steady_ns(), std::memory_order_acq_rel);
-  if (st->log && !st->closing.load(std::memory_order_acquire)) st->log("lost the connection to the NATS server at " + st->url + "; reconnecting");
+  if (st->log && !st->closing.load(std::memory_order_acquire))
+    st->log("lost the connection to the NATS server at " + st->url + "; reconnecting");
 }
 
 void Connection::on_reconnected(natsConnection*, void* closure) {

@@ -24,8 +24,7 @@ namespace ssm::nats {
 // API call, the server's error code.
 class NatsError : public Error {
  public:
-  NatsError(const std::string& what, natsStatus status, jsErrCode code)
-      : Error(what), status_(status), code_(code) {}
+  NatsError(const std::string& what, natsStatus status, jsErrCode code) : Error(what), status_(status), code_(code) {}
   natsStatus status() const { return status_; }
   jsErrCode code() const { return code_; }
 
@@ -129,6 +128,8 @@ class Connection {
 };
 
 int64_t steady_ns();
+// "5 s", "0.25 s": seconds for a message.
+std::string seconds_text(double s);
 inline double seconds_between(int64_t from_ns, int64_t to_ns) { return static_cast<double>(to_ns - from_ns) * 1e-9; }
 
 // Sleeps up to `seconds`, returning early (true) once `flag` is set.

@@ -6,7 +6,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "ssm/hash.hpp"
@@ -92,12 +91,6 @@ void create_stream(jsCtx* js, const std::string& name, const std::string& subjec
   jsStreamInfo_Destroy(si);
   if (code == JSStreamNameExistErr) return;
   check(s, "cannot create stream " + name + " (subjects '" + subject + "')", code);
-}
-
-std::string seconds_text(int64_t ns) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", static_cast<double>(ns) / kNsPerSecond);
-  return buf;
 }
 
 }  // namespace
@@ -238,9 +231,10 @@ void ensure_state_stream(jsCtx* js, const NatsConfig& cfg) {
   const jsStreamConfig& c = *si->Config;
   const std::string where = "stream " + cfg.state_stream + " (--nats-state-stream)";
   require(has_subject(c, subject), where + " takes subjects " + subjects_of(c) + ", not '" + subject + "'");
-  require(c.Retention == js_LimitsPolicy, where + " has " + std::string(retention_name(c.Retention)) +
-                                              " retention; checkpoints need limits retention");
-  require(c.MaxAge <= 0, where + " expires messages after " + seconds_text(c.MaxAge) +
+  require(c.Retention == js_LimitsPolicy,
+          where + " has " + std::string(retention_name(c.Retention)) + " retention; checkpoints need limits retention");
+  require(c.MaxAge <= 0, where + " expires messages after " +
+                             seconds_text(static_cast<double>(c.MaxAge) / kNsPerSecond) +
                              ": checkpoints must not expire (max age 0)");
   require(c.MaxMsgs <= 0 && c.MaxBytes <= 0 && c.MaxMsgsPerSubject <= 0,
           where + " has a message or byte limit: checkpoints must not be discarded");
@@ -254,10 +248,10 @@ void ensure_out_stream(jsCtx* js, const NatsConfig& cfg) {
   if (!si) return create_stream(js, cfg.out_stream, subject, kDay, false, 120 * kNsPerSecond);
   const jsStreamConfig& c = *si->Config;
   const std::string where = "stream " + cfg.out_stream + " (--nats-out-stream)";
-  require(has_subject(c, subject), where + " takes subjects " + subjects_of(c) + ", not '" + subject +
-                                       "' (--nats-out-subject)");
+  require(has_subject(c, subject),
+          where + " takes subjects " + subjects_of(c) + ", not '" + subject + "' (--nats-out-subject)");
   require(c.Duplicates >= 10 * kNsPerSecond,
-          where + " has a duplicate window of " + seconds_text(c.Duplicates) +
+          where + " has a duplicate window of " + seconds_text(static_cast<double>(c.Duplicates) / kNsPerSecond) +
               ": at least 10 s are needed to drop the scores a takeover replays (2 min is the default)");
 }
 
@@ -266,10 +260,11 @@ KvPtr ensure_lease_bucket(jsCtx* js, const NatsConfig& cfg) {
   const std::string where = "KV bucket " + cfg.bucket + " (--nats-bucket)";
   if (auto si = stream_info(js, "KV_" + cfg.bucket)) {
     const jsStreamConfig& c = *si->Config;
-    require(c.MaxMsgsPerSubject == 1, where + " keeps " + std::to_string(c.MaxMsgsPerSubject) +
-                                          " values per key; leases need a history of 1");
-    require(c.MaxAge == ttl, where + " has a TTL of " + seconds_text(c.MaxAge) + ", but --nats-lease-ttl is " +
-                                 seconds_text(ttl) + ": every instance of a cluster needs the same lease TTL");
+    require(c.MaxMsgsPerSubject == 1,
+            where + " keeps " + std::to_string(c.MaxMsgsPerSubject) + " values per key; leases need a history of 1");
+    require(c.MaxAge == ttl, where + " has a TTL of " + seconds_text(static_cast<double>(c.MaxAge) / kNsPerSecond) +
+                                 ", but --nats-lease-ttl is " + seconds_text(static_cast<double>(ttl) / kNsPerSecond) +
+                                 ": every instance of a cluster needs the same lease TTL");
     kvStore* kv = nullptr;
     check(js_KeyValue(&kv, js, cfg.bucket.c_str()), "cannot open " + where);
     return KvPtr(kv);
@@ -326,7 +321,8 @@ void ensure_cluster_config(jsCtx* js, const NatsConfig& cfg, const std::string& 
     jsPubOptions_Init(&po);
     po.ExpectNoMessage = true;
     jsErrCode code = static_cast<jsErrCode>(0);
-    const natsStatus ps = js_Publish(nullptr, js, subject.c_str(), text.data(), static_cast<int>(text.size()), &po, &code);
+    const natsStatus ps =
+        js_Publish(nullptr, js, subject.c_str(), text.data(), static_cast<int>(text.size()), &po, &code);
     if (ps == NATS_OK) return;
     if (code != JSStreamWrongLastSequenceErr) check(ps, "cannot write " + subject, code);
   }

@@ -38,9 +38,7 @@ struct Layout {
   // The durable consumer of partition p (one per cluster, named by its state stream).
   std::string consumer(size_t p) const { return cfg.state_stream + "_p" + std::to_string(p); }
   std::string score_subject(size_t p) const { return cfg.out_subject + ".score." + std::to_string(p); }
-  std::string event_subject(std::string_view series) const {
-    return cfg.out_subject + ".event." + std::string(series);
-  }
+  std::string event_subject(std::string_view series) const { return cfg.out_subject + ".event." + std::string(series); }
   static std::string lease_key(size_t p) { return "lease." + std::to_string(p); }
   static std::string member_key(std::string_view id) { return "member." + std::string(id); }
 };

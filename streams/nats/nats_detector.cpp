@@ -17,11 +17,10 @@
 #include <cmath>
 #include <csignal>
 #include <map>
-#include <thread>
-
-#include <nlohmann/json.hpp>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <ostream>
+#include <thread>
 
 #include "../detect/partition.hpp"  // partition_of
 #include "client.hpp"
@@ -72,13 +71,16 @@ void NatsConfig::validate() const {
   };
   check(!url.empty(), "--nats", "needs a server URL, e.g. nats://127.0.0.1:4222");
   check(partitions >= 1 && partitions <= 4096, "--nats-partitions", "must be in 1 .. 4096");
-  const std::pair<const std::string*, const char*> names[] = {
-      {&stream, "--nats-stream"},           {&subject, "--nats-subject"},   {&state_stream, "--nats-state-stream"},
-      {&bucket, "--nats-bucket"},           {&out_subject, "--nats-out-subject"}};
+  const std::pair<const std::string*, const char*> names[] = {{&stream, "--nats-stream"},
+                                                              {&subject, "--nats-subject"},
+                                                              {&state_stream, "--nats-state-stream"},
+                                                              {&bucket, "--nats-bucket"},
+                                                              {&out_subject, "--nats-out-subject"}};
   for (const auto& [v, flag] : names) check(name_ok(*v), flag, "must be 1 to 64 of [A-Za-z0-9_-], got '" + *v + "'");
   check(out_stream.empty() || name_ok(out_stream), "--nats-out-stream",
         "must be 1 to 64 of [A-Za-z0-9_-] (or empty: plain NATS subjects), got '" + out_stream + "'");
-  check(instance.empty() || name_ok(instance), "--nats-instance", "must be 1 to 64 of [A-Za-z0-9_-], got '" + instance + "'");
+  check(instance.empty() || name_ok(instance), "--nats-instance",
+        "must be 1 to 64 of [A-Za-z0-9_-], got '" + instance + "'");
   check(subject != state_stream && subject != out_subject && state_stream != out_subject, "--nats-subject",
         "--nats-state-stream and --nats-out-subject must differ (their subjects would overlap)");
   check(std::isfinite(lease_seconds) && lease_seconds >= 0.5 && lease_seconds <= 3600, "--nats-lease-ttl",
@@ -97,8 +99,7 @@ size_t nats_partition_of(std::string_view series, size_t partitions) {
 }
 
 std::string nats_value_subject(std::string_view subject, std::string_view series, size_t partitions) {
-  return std::string(subject) + "." + std::to_string(nats_partition_of(series, partitions)) + "." +
-         std::string(series);
+  return std::string(subject) + "." + std::to_string(nats_partition_of(series, partitions)) + "." + std::string(series);
 }
 
 struct NatsDetector::Impl {
@@ -120,10 +121,10 @@ struct NatsDetector::Impl {
 
   struct Held {
     std::unique_ptr<PartitionConsumer> worker;
-    uint64_t rev = 0;          // of our lease
-    int64_t renewed_ns = 0;    // when the last renewal that succeeded was sent
+    uint64_t rev = 0;        // of our lease
+    int64_t renewed_ns = 0;  // when the last renewal that succeeded was sent
     bool releasing = false;
-    bool dropped = false;      // aborted: the lease is no longer ours
+    bool dropped = false;  // aborted: the lease is no longer ours
   };
   std::map<size_t, Held> held;
   int64_t last_stats_ns = 0;
@@ -212,7 +213,7 @@ struct NatsDetector::Impl {
     ready.store(true, std::memory_order_release);
     say("instance " + cfg.instance + " joined: " + std::to_string(cfg.partitions) + " partitions of stream " +
         cfg.stream + " on " + cfg.url + ", state in " + cfg.state_stream + ", leases in " + cfg.bucket + " (TTL " +
-        std::to_string(cfg.lease_seconds) + " s), scores to " +
+        seconds_text(cfg.lease_seconds) + "), scores to " +
         (cfg.out_stream.empty() ? "subjects " + cfg.out_subject + ".>" : "stream " + cfg.out_stream));
     // Instances started together see each other before any claims.
     sleep_unless(stop_flag, cfg.lease_seconds / 2);

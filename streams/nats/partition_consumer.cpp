@@ -168,8 +168,8 @@ void PartitionConsumer::take_over() {
   loaded_ = true;
   logged_malformed_ = 0;
   sh_.counts.takeovers.fetch_add(1, std::memory_order_relaxed);
-  sh_.say("partition " + std::to_string(p_) + " taken (previous owner " + previous + "): " +
-          std::to_string(table_.size()) + " series from its checkpoint at " + sh_.cfg.stream + " sequence " +
+  sh_.say("partition " + std::to_string(p_) + " taken (previous owner " + previous +
+          "): " + std::to_string(table_.size()) + " series from its checkpoint at " + sh_.cfg.stream + " sequence " +
           std::to_string(commit_.seq) + ", " + std::to_string(commit_.log_bytes) + " bytes, in " +
           std::to_string(static_cast<int>(seconds_between(t0, steady_ns()) * 1000)) + " ms");
 }
@@ -304,7 +304,8 @@ void PartitionConsumer::place_consumer() {
       si->State.FirstSeq > commit_.seq + 1)
     sh_.say("partition " + std::to_string(p_) + ": stream " + sh_.cfg.stream + " starts at sequence " +
             std::to_string(si->State.FirstSeq) + ", after this partition's checkpoint at " +
-            std::to_string(commit_.seq) + ": values of the partition in between were discarded by the stream's "
+            std::to_string(commit_.seq) +
+            ": values of the partition in between were discarded by the stream's "
             "limits (max age, max bytes) before they were scored");
   jsStreamInfo_Destroy(si);
 }
@@ -424,7 +425,8 @@ void PartitionConsumer::score(std::string_view path, double value, int64_t epoch
     if (logged_malformed_ < kLogMalformed && ++logged_malformed_)
       sh_.say("partition " + std::to_string(p_) + ": message " + std::to_string(pos.seq) + ": series '" +
               std::string(path) + "' belongs to partition " +
-              std::to_string(detect::partition_of(path, sh_.cfg.partitions)) + ": not scored (a publisher that "
+              std::to_string(detect::partition_of(path, sh_.cfg.partitions)) +
+              ": not scored (a publisher that "
               "partitions otherwise than ssm's FNV-1a of the name)");
     return;
   }
@@ -491,8 +493,8 @@ void PartitionConsumer::on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure
   std::lock_guard<std::mutex> g(self->failed_mu_);
   if (self->failed_.empty()) {
     const char* subject = pae->Msg ? natsMsg_GetSubject(pae->Msg) : nullptr;
-    self->failed_ = std::string("a publish to ") + (subject ? subject : "?") + " was not stored: " +
-                    (pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+    self->failed_ = std::string("a publish to ") + (subject ? subject : "?") +
+                    " was not stored: " + (pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
   }
   self->publish_failed_.store(true, std::memory_order_release);
 }
@@ -502,7 +504,8 @@ void PartitionConsumer::on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure
 // Waits for the acknowledgements in slices, so that a lost connection or an
 // abort ends the wait at once.
 void PartitionConsumer::wait_stored(const JetStream& js, const char* what) {
-  const std::string failed = std::string("the ") + what + " of partition " + std::to_string(p_) + " were not all stored";
+  const std::string failed =
+      std::string("the ") + what + " of partition " + std::to_string(p_) + " were not all stored";
   natsStatus s = NATS_TIMEOUT;
   for (int64_t waited = 0; s == NATS_TIMEOUT && waited < kPublishWaitMs; waited += 100) {
     if (stopping() || !sh_.conn.connected()) fail_nats(failed, NATS_CONNECTION_DISCONNECTED);
@@ -620,8 +623,7 @@ void PartitionConsumer::commit(const Commit& c) {
   const natsStatus s =
       js_Publish(&pa, js_.get(), commit_subject_.c_str(), text.data(), static_cast<int>(text.size()), &po, &code);
   PubAckPtr owned(pa);
-  if (code == JSStreamWrongLastSequenceErr)
-    throw Lost("committed by another instance meanwhile, which owns it now");
+  if (code == JSStreamWrongLastSequenceErr) throw Lost("committed by another instance meanwhile, which owns it now");
   check(s, "cannot commit partition " + std::to_string(p_), code);
   commit_seq_ = pa->Sequence;
   commit_ = c;

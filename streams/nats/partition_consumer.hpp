@@ -58,7 +58,8 @@ struct Counters {
 
 // What the partitions of one instance share; the functions are thread-safe.
 struct Shared {
-  Shared(const NatsConfig& c, const Detector& d, Connection& cn) : cfg(c), names(c), det(d), conn(cn), instance(c.instance) {}
+  Shared(const NatsConfig& c, const Detector& d, Connection& cn)
+      : cfg(c), names(c), det(d), conn(cn), instance(c.instance) {}
   const NatsConfig& cfg;
   Layout names;
   const Detector& det;
@@ -151,16 +152,16 @@ class PartitionConsumer {
   JetStream js_, chunk_js_;  // scores and events (async) and commits; chunks (async)
   SubPtr sub_;
   bool loaded_ = false;
-  Commit commit_;              // the last one committed (or claimed at the takeover)
-  uint64_t commit_seq_ = 0;    // its sequence in SSM_STATE
-  uint64_t last_seq_ = 0;      // METRICS sequence of the last message handled
+  Commit commit_;            // the last one committed (or claimed at the takeover)
+  uint64_t commit_seq_ = 0;  // its sequence in SSM_STATE
+  uint64_t last_seq_ = 0;    // METRICS sequence of the last message handled
   uint64_t last_consumer_seq_ = 0;
-  std::string last_reply_;     // its ack subject
-  uint64_t inflight_ = 0;      // messages handled since the last ack
-  bool idle_ = false;          // the last fetch found nothing: wait for one message
+  std::string last_reply_;  // its ack subject
+  uint64_t inflight_ = 0;   // messages handled since the last ack
+  bool idle_ = false;       // the last fetch found nothing: wait for one message
   int64_t last_checkpoint_ns_ = 0;
 
-  uint64_t reconnects_ = 0;    // the connection's count when the partition was taken
+  uint64_t reconnects_ = 0;  // the connection's count when the partition was taken
 
   // The message being handled, and the counts of its values.
   struct Local {

@@ -7,9 +7,9 @@
 #include <charconv>
 #include <cstring>
 #include <mutex>
+#include <ostream>
 #include <thread>
 #include <unordered_map>
-#include <ostream>
 #include <vector>
 
 #include "../detect/output_lines.hpp"
@@ -25,7 +25,7 @@ using namespace nats;
 namespace {
 
 constexpr size_t kMessageBytes = size_t{64} << 10;  // a partition's batch goes out at this size
-constexpr int64_t kAckWaitMs = 5000;                 // then a publish counts as failed and is retried
+constexpr int64_t kAckWaitMs = 5000;                // then a publish counts as failed and is retried
 
 uint64_t lines_in(natsMsg* m) {
   const char* d = natsMsg_GetData(m);
@@ -144,8 +144,8 @@ struct NatsPublisher::Impl {
       }
       if (seconds_between(first, steady_ns()) > cfg.give_up_seconds) {
         lost.fetch_add(lines_in(f.msg), std::memory_order_relaxed);
-        say("gave up on a message of " + std::to_string(lines_in(f.msg)) + " values to " +
-            natsMsg_GetSubject(f.msg) + " after " + std::to_string(static_cast<int>(cfg.give_up_seconds)) +
+        say("gave up on a message of " + std::to_string(lines_in(f.msg)) + " values to " + natsMsg_GetSubject(f.msg) +
+            " after " + std::to_string(static_cast<int>(cfg.give_up_seconds)) +
             " s of failed publishes (--nats-give-up)");
         natsMsg_Destroy(f.msg);
         std::lock_guard<std::mutex> g(failed_mu);

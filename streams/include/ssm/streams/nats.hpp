@@ -48,21 +48,21 @@
 namespace ssm {
 
 struct NatsConfig {
-  std::string url;                        // nats://host:port
-  size_t partitions = 16;                 // fixed for the cluster's life (SSM_STATE.config)
-  std::string stream = "METRICS";         // the values
-  std::string subject = "metrics";        // their subjects' first token
+  std::string url;                         // nats://host:port
+  size_t partitions = 16;                  // fixed for the cluster's life (SSM_STATE.config)
+  std::string stream = "METRICS";          // the values
+  std::string subject = "metrics";         // their subjects' first token
   std::string state_stream = "SSM_STATE";  // checkpoints; also their subjects' first token
-  std::string bucket = "ssm_leases";      // KV bucket of the leases and members
-  std::string out_stream = "ANOMALY";     // scores and events
-  std::string out_subject = "anomaly";    // their subjects' first token
-  std::string instance;                   // this instance's id; "" = <host>-<pid>
-  double lease_seconds = 5;               // lease TTL: a dead instance's partitions move after about this
-  double checkpoint_seconds = 5;          // between checkpoints of a partition with new values
-  size_t max_inflight = 20000;            // messages delivered and not yet acked per partition
-  size_t batch = 256;                     // messages fetched at a time (and at most 4 MiB)
-  double give_up_seconds = 30;            // the server unreachable this long: run() fails
-  size_t max_series = 1000000;            // per instance; more are refused and counted
+  std::string bucket = "ssm_leases";       // KV bucket of the leases and members
+  std::string out_stream = "ANOMALY";      // scores and events
+  std::string out_subject = "anomaly";     // their subjects' first token
+  std::string instance;                    // this instance's id; "" = <host>-<pid>
+  double lease_seconds = 5;                // lease TTL: a dead instance's partitions move after about this
+  double checkpoint_seconds = 5;           // between checkpoints of a partition with new values
+  size_t max_inflight = 20000;             // messages delivered and not yet acked per partition
+  size_t batch = 256;                      // messages fetched at a time (bytes: a share of 24 MiB per connection)
+  double give_up_seconds = 30;             // the server unreachable this long: run() fails
+  size_t max_series = 1000000;             // per instance; more are refused and counted
   double event_threshold = 0.5;
   std::string score_prefix = "anomaly.";  // of the score lines' paths, as `ssm detect --prefix`
   double stats_seconds = 60;              // between stats lines in the log; 0 = only at the stop
@@ -71,26 +71,26 @@ struct NatsConfig {
 };
 
 struct NatsStats {
-  bool ready = false;           // connected, the streams checked, registered as a member
-  uint64_t owned = 0;           // partitions owned now
-  uint64_t takeovers = 0;       // partitions taken (a checkpoint loaded, the consumer placed)
-  uint64_t releases = 0;        // partitions handed on after a final checkpoint
-  uint64_t lost = 0;            // partitions dropped without a checkpoint (lease lost, errors)
-  uint64_t messages = 0;        // input messages handled
-  uint64_t points = 0;          // values scored
-  uint64_t replayed = 0;        // values skipped at a replay: their state was in the checkpoint
+  bool ready = false;      // connected, the streams checked, registered as a member
+  uint64_t owned = 0;      // partitions owned now
+  uint64_t takeovers = 0;  // partitions taken (a checkpoint loaded, the consumer placed)
+  uint64_t releases = 0;   // partitions handed on after a final checkpoint
+  uint64_t lost = 0;       // partitions dropped without a checkpoint (lease lost, errors)
+  uint64_t messages = 0;   // input messages handled
+  uint64_t points = 0;     // values scored
+  uint64_t replayed = 0;   // values skipped at a replay: their state was in the checkpoint
   uint64_t repeats = 0, out_of_order = 0;
-  uint64_t malformed = 0;       // lines or messages that are not values (all kinds)
-  uint64_t wrong_partition = 0; // of which: a series published to another partition's subject
+  uint64_t malformed = 0;        // lines or messages that are not values (all kinds)
+  uint64_t wrong_partition = 0;  // of which: a series published to another partition's subject
   uint64_t nan_values = 0;
-  uint64_t refused = 0;         // values of series refused at max_series
+  uint64_t refused = 0;  // values of series refused at max_series
   uint64_t events = 0;
-  uint64_t series = 0;          // held now
-  uint64_t checkpoints = 0;     // committed
+  uint64_t series = 0;       // held now
+  uint64_t checkpoints = 0;  // committed
   uint64_t checkpoint_bytes = 0;
-  uint64_t rewinds = 0;         // a failure sent a partition back to its last checkpoint
-  uint64_t max_inflight = 0;    // the most messages one partition had unacked
-  uint64_t max_fetched = 0;     // the most messages one fetch brought
+  uint64_t rewinds = 0;       // a failure sent a partition back to its last checkpoint
+  uint64_t max_inflight = 0;  // the most messages one partition had unacked
+  uint64_t max_fetched = 0;   // the most messages one fetch brought
 };
 
 class NatsDetector {
@@ -111,7 +111,7 @@ class NatsDetector {
   // for give_up_seconds, a stream or bucket has the wrong shape, or the
   // cluster was made for another partition count or detector.
   bool run(bool handle_signals = false);
-  void stop();  // thread-safe
+  void stop();              // thread-safe
   NatsStats stats() const;  // thread-safe
   const std::string& instance() const;
 
