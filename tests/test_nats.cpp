@@ -46,6 +46,19 @@ using ssm::testing::TempDir;
 
 const std::string kSsm = SSM_BINARY_DIR "/apps/ssm";
 constexpr int64_t kT0 = 1700000000;
+// Sanitized builds run several times slower: their waits are longer, and
+// so is the instances' lease TTL (one that cannot be renewed in time on
+// starved cores makes the partitions change hands again and again).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr double kSlow = 4, kTtl = 3;
+#else
+constexpr double kSlow = 1, kTtl = 1;
+#endif
+std::string ttl_text() {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%g", kTtl);
+  return buf;
+}
 
 std::string nats_server_path() { return ssm::testing::find_program("nats-server"); }
 
@@ -57,7 +70,7 @@ std::string nats_server_path() { return ssm::testing::find_program("nats-server"
 // Polls `done` every 10 ms for up to `seconds`.
 template <class F>
 bool wait_until(F done, double seconds) {
-  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds * kSlow);
   while (!done()) {
     if (Clock::now() > end) return false;
     std::this_thread::sleep_for(10ms);
@@ -404,27 +417,13 @@ struct Instance {
   Instance(const std::string& url, const std::string& id_, const TempDir& dir, size_t partitions,
            const std::string& checkpoint = "0.5", const std::string& inflight = "20000")
       : id(id_), log(dir / ("instance-" + id_ + ".log")) {
-    child = std::make_unique<Child>(std::vector<std::string>{kSsm,
-                                                             "detect",
-                                                             "--nats",
-                                                             url,
-                                                             "--nats-partitions",
-                                                             std::to_string(partitions),
-                                                             "--nats-instance",
-                                                             id,
-                                                             "--nats-lease-ttl",
-                                                             "1",
-                                                             "--nats-checkpoint-every",
-                                                             checkpoint,
-                                                             "--nats-max-inflight",
-                                                             inflight,
-                                                             "--nats-batch",
-                                                             "8",
-                                                             "--events",
-                                                             "none",
-                                                             "--stats-every",
-                                                             "0"},
-                                    log);
+    // clang-format off
+    const std::vector<std::string> argv = {
+        kSsm, "detect", "--nats", url, "--nats-partitions", std::to_string(partitions), "--nats-instance", id,
+        "--nats-lease-ttl", ttl_text(), "--nats-checkpoint-every", checkpoint, "--nats-max-inflight", inflight,
+        "--nats-batch", "8", "--events", "none", "--stats-every", "0"};
+    // clang-format on
+    child = std::make_unique<Child>(argv, log);
   }
   std::string text() const { return ssm::testing::read_text(log); }
 };
@@ -689,7 +688,7 @@ ssm::NatsConfig config_for(const Server& s, size_t partitions) {
   c.url = s.url();
   c.partitions = partitions;
   c.instance = "solo";
-  c.lease_seconds = 1;
+  c.lease_seconds = kTtl;
   c.checkpoint_seconds = 0.5;
   c.give_up_seconds = 5;
   c.stats_seconds = 0;
@@ -887,7 +886,7 @@ TEST(NatsErrors, NoServerFailsWithAClearMessageInBoundedTime) {
   cfg.give_up_seconds = 0.5;
   const auto t0 = Clock::now();
   const auto r = ssm::testing::run({kSsm, "detect", "--nats", cfg.url, "--nats-give-up", "0.5"});
-  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 10);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 10 * kSlow);
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("cannot connect to the NATS server at " + cfg.url), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--nats-give-up"), std::string::npos) << r.output;
@@ -904,7 +903,7 @@ TEST(NatsErrors, AServerThatGoesAwayEndsTheInstanceAfterTheGiveUpTime) {
   const auto t0 = Clock::now();
   server.reset();  // killed
   ASSERT_TRUE(wait_until([&] { return inst.result != -1; }, 10)) << inst.log.str();
-  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 6);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 6 * kSlow);
   EXPECT_EQ(inst.finish(), 0);
   EXPECT_NE(inst.log.str().find("has been unreachable for"), std::string::npos) << inst.log.str();
 }
@@ -973,7 +972,7 @@ TEST(NatsErrors, StreamsAndBucketsOfTheWrongShapeAreNamed) {
   ASSERT_EQ(js_CreateKeyValue(&kv, c.js(), &kc), NATS_OK);
   kvStore_Destroy(kv);
   cfg.bucket = "slow_leases";
-  EXPECT_NE(run_against(server, cfg).find("--nats-lease-ttl is 1 s"), std::string::npos);
+  EXPECT_NE(run_against(server, cfg).find("--nats-lease-ttl is " + ttl_text() + " s"), std::string::npos);
 
   // A cluster made for 4 partitions refuses an instance with 8.
   cfg = config_for(server, 4);

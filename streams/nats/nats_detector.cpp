@@ -127,6 +127,7 @@ struct NatsDetector::Impl {
     bool dropped = false;  // aborted: the lease is no longer ours
   };
   std::map<size_t, Held> held;
+  size_t next_claim = 0;  // where the next tick's claims begin
   int64_t last_stats_ns = 0;
 
   Impl(NatsConfig c, std::shared_ptr<const Detector> d, std::ostream* ev, std::ostream* lg)
@@ -233,7 +234,7 @@ struct NatsDetector::Impl {
     kvKeysList keys{};
     kvWatchOptions o;
     kvWatchOptions_Init(&o);
-    o.Timeout = 2000;
+    o.Timeout = std::clamp<int64_t>(std::llround(cfg.lease_seconds * 500), 200, 2000);
     const natsStatus s = kvStore_Keys(&keys, kv.get(), &o);
     if (s != NATS_OK && s != NATS_NOT_FOUND) return false;
     std::vector<std::string>& out = *out_members;
@@ -342,6 +343,7 @@ struct NatsDetector::Impl {
   }
 
   void tick() {
+    const int64_t start = steady_ns();
     if (conn->connected()) renew_member();
     renew_leases();
     reap();
@@ -354,20 +356,31 @@ struct NatsDetector::Impl {
         h.releasing = true;
         h.worker->release();
       }
-    for (size_t p = 0; p < cfg.partitions && !stop_flag.load(); ++p) {
+    // Free leases of our partitions, for at most a quarter of the TTL: on a
+    // slow server the renewals of the next tick come first, and the next
+    // tick goes on where this one stopped.
+    const auto budget = static_cast<int64_t>(cfg.lease_seconds * 0.25e9);
+    for (size_t i = 0; i < cfg.partitions && !stop_flag.load(); ++i) {
+      const size_t p = (next_claim + i) % cfg.partitions;
       if (owner[p] != me || held.count(p)) continue;
+      if (steady_ns() - start > budget) {
+        next_claim = p;
+        break;
+      }
       const int64_t sent = steady_ns();
+      std::string holder;
       uint64_t rev = 0;
+      bool answered = false;
       const std::string key = Layout::lease_key(p);
-      if (kvStore_CreateString(&rev, kv.get(), key.c_str(), cfg.instance.c_str()) == NATS_OK) {
-        start_worker(p, rev, sent);
+      if (read_lease(p, &holder, &rev, &answered)) {
+        // Held; by us only when it is our own from before a restart under
+        // the same id (its process is gone: start() made sure): take it back.
+        if (holder == cfg.instance &&
+            kvStore_UpdateString(&rev, kv.get(), key.c_str(), cfg.instance.c_str(), rev) == NATS_OK)
+          start_worker(p, rev, sent);
         continue;
       }
-      // Our own lease from before a restart under the same id: take it back.
-      std::string holder;
-      bool answered = false;
-      if (read_lease(p, &holder, &rev, &answered) && holder == cfg.instance &&
-          kvStore_UpdateString(&rev, kv.get(), key.c_str(), cfg.instance.c_str(), rev) == NATS_OK)
+      if (answered && kvStore_CreateString(&rev, kv.get(), key.c_str(), cfg.instance.c_str()) == NATS_OK)
         start_worker(p, rev, sent);
     }
     owned.store(held.size(), std::memory_order_relaxed);
