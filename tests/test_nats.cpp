@@ -62,6 +62,13 @@ std::string ttl_text() {
 
 std::string nats_server_path() { return ssm::testing::find_program("nats-server"); }
 
+// The client library's threads and memory released once all tests are done.
+class NatsLibrary : public ::testing::Environment {
+ public:
+  void TearDown() override { ssm::nats_shutdown(5); }
+};
+const auto* const g_nats_library = ::testing::AddGlobalTestEnvironment(new NatsLibrary);
+
 #define REQUIRE_NATS_SERVER()                                              \
   if (nats_server_path().empty())                                          \
   GTEST_SKIP() << "nats-server is not installed (Debian: apt-get install " \

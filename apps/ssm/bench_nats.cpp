@@ -358,6 +358,11 @@ void run_bench_nats(const BenchNatsArgs& a) {
   if (a.logs.empty()) std::filesystem::remove_all(dir);
 }
 
+void run_bench_nats_and_close(const BenchNatsArgs& a) {
+  run_bench_nats(a);
+  nats_shutdown(2);
+}
+
 }  // namespace
 
 void add_bench_nats(CLI::App& bench) {
@@ -377,7 +382,7 @@ void add_bench_nats(CLI::App& bench) {
   cmd->add_option("--checkpoint-every", args->checkpoint, "--nats-checkpoint-every of the instances");
   cmd->add_flag("!--no-takeover", args->takeover, "skip the takeover phase");
   cmd->add_option("--logs", args->logs, "keep the instances' logs in this folder");
-  cmd->callback([args] { run_bench_nats(*args); });
+  cmd->callback([args] { run_bench_nats_and_close(*args); });
 }
 
 }  // namespace ssm::cli

@@ -63,8 +63,8 @@ NatsConfig nats_config(const DetectArgs& a, const std::string& url) {
 }
 
 // --nats and/or --publish-nats: an instance of the cluster, the Graphite
-// front door, or both in one process.
-void run_nats(DetectArgs& a, std::shared_ptr<const Detector> det) {
+// front door, or both in one process. Whether all went well.
+bool serve_nats(DetectArgs& a, const std::shared_ptr<const Detector>& det) {
   require(a.server.state_dir.empty(), "--state-dir keeps a single process's state; with --nats the state is in "
                                       "the NATS state stream (--nats-state-stream)");
   std::unique_ptr<NatsDetector> instance;
@@ -73,13 +73,7 @@ void run_nats(DetectArgs& a, std::shared_ptr<const Detector> det) {
     instance = std::make_unique<NatsDetector>(nats_config(a, a.nats_url), det,
                                               a.events == "stdout" ? &std::cout : nullptr, &std::cerr);
   }
-  if (a.publish_nats.empty()) {
-    if (!instance->run(/*handle_signals=*/true)) {
-      std::fflush(stdout);
-      std::exit(1);
-    }
-    return;
-  }
+  if (a.publish_nats.empty()) return instance->run(/*handle_signals=*/true);
   NatsPublisher publisher(nats_config(a, a.publish_nats), &std::cerr);
   a.server.device = "cpu";
   DetectServer server(a.server, det, nullptr, &std::cerr, &publisher);
@@ -92,8 +86,14 @@ void run_nats(DetectArgs& a, std::shared_ptr<const Detector> det) {
     t.join();
   }
   if (!ok) detect_log(std::cerr, "exit status 1: values the front door took were not all stored in the stream");
+  return ok && instance_ok;
+}
+
+void run_nats(DetectArgs& a, const std::shared_ptr<const Detector>& det) {
+  const bool ok = serve_nats(a, det);
+  nats_shutdown(2);
   std::fflush(stdout);
-  if (!ok || !instance_ok) std::exit(1);
+  if (!ok) std::exit(1);
 }
 #endif
 

@@ -94,6 +94,8 @@ void NatsConfig::validate() const {
   check(std::isfinite(stats_seconds) && stats_seconds >= 0, "--stats-every", "must be >= 0");
 }
 
+void nats_shutdown(double seconds) { nats_CloseAndWait(static_cast<int64_t>(seconds * 1000)); }
+
 size_t nats_partition_of(std::string_view series, size_t partitions) {
   return detect::partition_of(series, partitions);
 }

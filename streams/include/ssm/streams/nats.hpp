@@ -147,6 +147,11 @@ class NatsPublisher final : public PointForwarder {
   std::unique_ptr<Impl> impl_;
 };
 
+// At the end of a process, once every NatsDetector and NatsPublisher is
+// gone: waits up to `seconds` for the NATS client library's threads to end
+// and its memory to be released.
+void nats_shutdown(double seconds);
+
 // The partition of a series: FNV-1a of its name (the scoring threads of
 // `ssm detect --threads` use the same), for publishers of their own.
 size_t nats_partition_of(std::string_view series, size_t partitions);
