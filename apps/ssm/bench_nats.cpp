@@ -219,6 +219,13 @@ void run_bench_nats(const BenchNatsArgs& a) {
   else
     std::filesystem::create_directories(a.logs);
   const std::string dir = a.logs.empty() ? std::string(tmp) : a.logs;
+  struct RemoveTemp {  // also when the bench fails
+    std::string dir;
+    ~RemoveTemp() {
+      std::error_code ec;
+      if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+    }
+  } remove_temp{a.logs.empty() ? dir : std::string()};
   NatsConfig cfg;
   cfg.url = a.url;
   cfg.partitions = a.partitions;
@@ -355,7 +362,6 @@ void run_bench_nats(const BenchNatsArgs& a) {
   natsSubscription_Destroy(sub);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
-  if (a.logs.empty()) std::filesystem::remove_all(dir);
 }
 
 void run_bench_nats_and_close(const BenchNatsArgs& a) {
