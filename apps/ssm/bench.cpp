@@ -8,6 +8,7 @@ void add_bench_command(CLI::App& app) {
   add_bench_core(*bench);
   add_bench_kernels(*bench);
   add_bench_detect(*bench);
+  add_bench_nats(*bench);
   add_bench_stream(*bench);
   add_bench_train(*bench);
 }

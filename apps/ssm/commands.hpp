@@ -21,6 +21,7 @@ void add_bench_core(CLI::App& bench);
 void add_bench_kernels(CLI::App& bench);
 void add_bench_train(CLI::App& bench);
 void add_bench_detect(CLI::App& bench);
+void add_bench_nats(CLI::App& bench);  // detection through NATS JetStream (SSM_WITH_NATS)
 void add_bench_stream(CLI::App& bench);
 
 // For subcommands whose capability is not built yet: say so plainly, exit 2.

@@ -197,6 +197,7 @@ struct DetectServer::Impl {
   std::shared_ptr<const Detector> det;
   std::ostream* events_out;
   std::ostream* log;
+  PointForwarder* forward;  // null: the values are scored here
   asio::io_context io{1};
   tcp::acceptor in_acc{io}, scores_acc{io}, events_acc{io};
   asio::steady_timer snap_timer{io}, redial_timer{io}, drain_timer{io}, accept_retry{io}, chores_timer{io};
@@ -238,10 +239,13 @@ struct DetectServer::Impl {
   std::atomic<bool> writer_done{true};
   SnapshotRun snap;
 
-  Impl(DetectServerConfig c, std::shared_ptr<const Detector> d, std::ostream* ev, std::ostream* lg)
-      : cfg(std::move(c)), det(std::move(d)), events_out(ev), log(lg) {
+  Impl(DetectServerConfig c, std::shared_ptr<const Detector> d, std::ostream* ev, std::ostream* lg,
+       PointForwarder* fw)
+      : cfg(std::move(c)), det(std::move(d)), events_out(ev), log(lg), forward(fw) {
     require(det != nullptr, "detect server: no detector");
     cfg.validate();
+    require(!forward || cfg.state_dir.empty(),
+            "detect server: --state-dir keeps the state of scored series; a server that forwards its values scores none");
     const size_t n = cfg.partitions();
     for (size_t i = 0; i < n; ++i) parts.push_back(std::make_unique<Partition>(i, n, cfg, *det, series_total, quit));
     filling.assign(n, nullptr);
@@ -631,6 +635,11 @@ struct DetectServer::Impl {
   // A value to the batch of its series' partition; the batches of one read
   // go out together at its end.
   void hand_over(std::string_view path, double value, int64_t epoch) {
+    if (forward) {
+      forward->point(path, value, epoch);
+      ++st.forwarded;
+      return;
+    }
     const size_t i = detect::partition_of(path, parts.size());
     Batch*& b = filling[i];
     if (!b) {
@@ -641,6 +650,7 @@ struct DetectServer::Impl {
   }
 
   void submit_filling() {
+    if (forward) forward->flush();
     for (size_t i = 0; i < parts.size(); ++i)
       if (Batch* b = std::exchange(filling[i], nullptr)) parts[i]->submit(b);
   }
@@ -964,6 +974,9 @@ struct DetectServer::Impl {
   std::string summary() {
     sum_counts();
     const DetectServerStats& s = st;
+    if (forward)
+      return std::to_string(s.forwarded) + " points forwarded, not forwarded: " + std::to_string(s.errors) +
+             " malformed lines, " + std::to_string(s.nan_values) + " nan values; " + forward->summary();
     return std::to_string(s.points) + " points (" + std::to_string(s.repeats) + " repeats, " +
            std::to_string(s.out_of_order) + " out of order), not scored: " + std::to_string(s.errors) +
            " malformed lines, " + std::to_string(s.nan_values) + " nan values, " + std::to_string(s.refused) +
@@ -1135,6 +1148,7 @@ struct DetectServer::Impl {
       for (auto& p : parts) p->join();
       state_written = true;
       if (!final_snapshot()) final_ok = false;
+      if (forward && !forward->finish(cfg.drain_seconds)) final_ok = false;
       flush_outputs();
       say("stopped: " + summary());
       drain_timer.expires_after(seconds(cfg.drain_seconds));
@@ -1159,8 +1173,8 @@ struct DetectServer::Impl {
 };
 
 DetectServer::DetectServer(DetectServerConfig cfg, std::shared_ptr<const Detector> detector, std::ostream* events,
-                           std::ostream* log)
-    : impl_(std::make_unique<Impl>(std::move(cfg), std::move(detector), events, log)) {}
+                           std::ostream* log, PointForwarder* forward)
+    : impl_(std::make_unique<Impl>(std::move(cfg), std::move(detector), events, log, forward)) {}
 
 DetectServer::~DetectServer() = default;
 

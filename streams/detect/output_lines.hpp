@@ -26,13 +26,15 @@ inline void put_double(std::string& out, double v, int precision) {
 
 // "<prefix><name>.score[;tags] <score> <epoch>\n": a tagged path keeps its
 // tags after the ".score", so that the score series is tagged as its source.
+// The score has `precision` significant digits (0: all it takes to read
+// back as the same double).
 inline void append_score_line(std::string& out, std::string_view prefix, std::string_view path, double score,
-                              int64_t epoch) {
+                              int64_t epoch, int precision = 6) {
   const size_t semi = path.find(';');
   out.append(prefix).append(path.substr(0, semi)).append(".score");
   if (semi != std::string_view::npos) out.append(path.substr(semi));
   out.push_back(' ');
-  put_double(out, score, 6);
+  put_double(out, score, precision);
   out.push_back(' ');
   put_int(out, epoch);
   out.push_back('\n');

@@ -139,6 +139,7 @@ struct DetectServerStats {
   uint64_t idle_closed = 0;     // input connections closed after idle_seconds
   uint64_t subscribers = 0;     // connected now (scores and events)
   uint64_t points = 0;          // values scored, repeats and late ones included
+  uint64_t forwarded = 0;       // values handed to the PointForwarder
   uint64_t repeats = 0, out_of_order = 0;
   uint64_t errors = 0;          // malformed lines, all connections
   uint64_t nan_values = 0;      // "nan" values: not scored
@@ -155,13 +156,32 @@ struct DetectServerStats {
   uint64_t max_held = 0;        // the most bytes one output held
 };
 
+// Where a server that forwards its values instead of scoring them sends
+// them (the Graphite front door of a cluster, ssm/streams/nats.hpp). Called
+// on the serving thread: point() for each value in arrival order, flush()
+// at the end of each read's values; either may block, and the inputs then
+// wait (TCP pushes back on the senders). finish() at shutdown, after the
+// last value: waits up to `seconds` until everything forwarded is safe;
+// false when something was lost (the forwarder logs what).
+class PointForwarder {
+ public:
+  virtual ~PointForwarder() = default;
+  virtual void point(std::string_view path, double value, int64_t epoch) = 0;
+  virtual void flush() = 0;
+  virtual bool finish(double seconds) = 0;
+  virtual std::string summary() const = 0;  // for the stats line and the shutdown summary
+};
+
 class DetectServer {
  public:
   // Binds every listener (an error names the endpoint; run() listens) and
   // removes stale snapshot temp files. `events` (may be null) receives the event lines, `log` (may be
   // null) one line per notable thing; both are written from run()'s thread.
+  // With `forward`, the values go there instead of being scored (no
+  // scores, events or state: state_dir must be empty); it must outlive the
+  // server, and run() returns false when its finish() does.
   DetectServer(DetectServerConfig cfg, std::shared_ptr<const Detector> detector, std::ostream* events,
-               std::ostream* log);
+               std::ostream* log, PointForwarder* forward = nullptr);
   ~DetectServer();
   DetectServer(const DetectServer&) = delete;
   DetectServer& operator=(const DetectServer&) = delete;
