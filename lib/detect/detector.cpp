@@ -593,7 +593,7 @@ SeriesState Detector::load(std::span<const uint8_t> bytes) const {
       require(std::isfinite(v), "series state: a non-finite scorer state value");
     }
   }
-  require(r.left() == 0, "series state: " + std::to_string(r.left()) + " bytes after the end");
+  if (r.left() != 0) fail("series state: " + std::to_string(r.left()) + " bytes after the end");
   return s;
 }
 

@@ -46,7 +46,8 @@ class Reader {
   explicit Reader(std::span<const uint8_t> b) : b_(b) {}
   template <typename T>
   T get() {
-    require(pos_ + sizeof(T) <= b_.size(), "series state: truncated (" + std::to_string(b_.size()) + " bytes)");
+    // Messages are built only on failure: a state is read per series at restore and takeover.
+    if (pos_ + sizeof(T) > b_.size()) fail("series state: truncated (" + std::to_string(b_.size()) + " bytes)");
     T v;
     std::memcpy(&v, b_.data() + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -108,20 +109,20 @@ inline void put_channel(Writer& w, const ChannelState& c, const ChannelConfig& c
 }
 
 inline void get_channel(Reader& r, ChannelState& c, const ChannelConfig& cfg, const char* name) {
-  const std::string what = std::string("series state: channel ") + name + ": ";
+  auto bad = [name](const char* what) { fail(std::string("series state: channel ") + name + ": " + what); };
   for (int i = 0; i < cfg.window; ++i) {
     c.ring[i] = r.get<float>();
-    require(std::isfinite(c.ring[i]), what + "a non-finite error");
+    if (!std::isfinite(c.ring[i])) bad("a non-finite error");
   }
   c.pos = r.get<int32_t>();
   c.filled = r.get<int32_t>();
-  require(c.filled >= 0 && c.filled <= cfg.window && c.pos >= 0 && c.pos < cfg.window,
-          what + "window position out of range");
+  if (!(c.filled >= 0 && c.filled <= cfg.window && c.pos >= 0 && c.pos < cfg.window))
+    bad("window position out of range");
   c.sum = r.finite();
   c.mean = r.finite();
   c.var = r.finite();
   c.count = r.get<int64_t>();
-  require(c.var >= 0 && c.count >= 0, what + "a negative variance or count");
+  if (!(c.var >= 0 && c.count >= 0)) bad("a negative variance or count");
 }
 
 // A channel's section of a config: strict, errors name `source` and `name`.
